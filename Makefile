@@ -1,0 +1,38 @@
+# The single entry point: CI, hooks and people run these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help dev test lint typecheck pytest bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create the environment (.venv) with every dependency
+
+dev: $(STAMP)  ## run the embedded broker, apply catalog/, and one worker with its web server
+	$(BIN)/onepipe dev --catalog catalog
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check app schemas agents tables sinks tests bench
+
+typecheck: $(STAMP)  ## mypy over the package
+	$(BIN)/mypy
+
+pytest: $(STAMP)  ## the test suite against a real broker and databases
+	$(BIN)/pytest
+
+test: lint typecheck pytest  ## everything CI runs
+
+bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
+	$(BIN)/python bench/produce.py
+
+clean:  ## remove the environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

@@ -1,0 +1,171 @@
+"""Applying topic catalog entries: schema + metadata + Kafka topic, in one checked step.
+
+Used by ``PUT /topics/{topic}/metadata`` and ``onepipe apply <dir>``. Everything is
+checked before anything is written (the schema parses and is a record, the metadata fits
+the schema, the new version passes the compatibility mode, the partition count matches an
+existing topic), so a refused entry changes nothing. Applying the same entry twice
+changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.avro_schema import AvroSchema, parse_schema
+from schemas.compatibility import Compatibility, incompatibilities
+from schemas.errors import ConfigError, IncompatibleSchemaError, MetadataError, SchemaError
+from schemas.metadata import metadata_from_dict, metadata_to_dict, validate_against_schema
+from tables.kafka import ensure_topic
+from tables.registry_store import RegistryStore
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What applying one catalog entry changed."""
+
+    #: The topic applied.
+    topic: str
+    #: Human-readable changes, empty when the entry was already in force.
+    changes: list[str] = field(default_factory=list)
+    #: Id and version of the topic's current value schema.
+    schema_id: int = 0
+    version: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "changes": self.changes, "id": self.schema_id,
+                "version": self.version}
+
+
+async def apply_topic(
+    store: RegistryStore,
+    topic: str,
+    schema_data: Any,
+    entry: Mapping[str, Any],
+    *,
+    replication_factor: int = 1,
+) -> ApplyResult:
+    """Apply one topic: register its schema, set its mode, create it, store its metadata."""
+    if schema_data is None:
+        raise MetadataError("`schema` is required: the topic's Avro record schema", "schema")
+    schema = parse_schema(schema_data)
+    meta = metadata_from_dict(topic, entry)
+    validate_against_schema(meta, schema)
+    state = store.state
+    subject = f"{topic}-value"
+    mode = Compatibility.parse(meta.compatibility)
+    _check_compatible(store, subject, schema, mode)
+    result = ApplyResult(topic)
+
+    # Kafka topic first: a topic whose partitions differ from the declaration is an error
+    # the user must resolve (changing the count moves keys between partitions).
+    partitions = await ensure_topic(
+        store.bootstrap, topic, partitions=meta.partitions, replication_factor=replication_factor
+    )
+    if partitions != meta.partitions:
+        raise MetadataError(
+            f"topic {topic!r} exists with {partitions} partition(s) but the catalog declares "
+            f"{meta.partitions}; changing the count moves keys to other partitions, so "
+            "declare the existing count",
+            "partitions",
+        )
+    if topic not in state.topics:
+        result.changes.append(f"topic: ensured Kafka topic with {partitions} partition(s)")
+
+    if state.configs.get(subject) is not mode:
+        before = state.compatibility(subject).value
+        await store.set_config(subject, mode)
+        result.changes.append(f"compatibility: {before} -> {mode.value}")
+
+    existed = state.lookup(subject, schema)
+    version = await store.register(subject, schema)
+    if existed is None:
+        result.changes.append(f"schema: registered version {version.version} (id {version.schema_id})")
+    result.schema_id, result.version = version.schema_id, version.version
+
+    meta_json = metadata_to_dict(meta)
+    if state.topics.get(topic) != meta_json:
+        await store.put_metadata(topic, meta_json)
+        result.changes.append("metadata: " + ("updated" if topic in state.topics else "created"))
+    return result
+
+
+def _check_compatible(
+    store: RegistryStore, subject: str, schema: AvroSchema, mode: Compatibility
+) -> None:
+    state = store.state
+    if state.lookup(subject, schema) is not None or subject not in state.subjects:
+        return
+    older = [v.schema for v in state.all_versions(subject)]
+    reasons = incompatibilities(schema, older, mode)
+    if reasons:
+        raise IncompatibleSchemaError(
+            f"schema for {subject!r} is incompatible under {mode.value}: {reasons[0]}", reasons
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One topic declared in a catalog folder."""
+
+    #: The YAML file it came from.
+    path: Path
+    topic: str
+    #: The schema as JSON data (loaded from the .avsc beside the file, or inline).
+    schema: Any
+    #: The YAML mapping itself.
+    entry: dict[str, Any]
+
+
+def load_catalog(folder: Path) -> list[CatalogEntry]:
+    """Read every ``*.yaml``/``*.yml`` in ``folder``; raise ConfigError naming the file."""
+    if not folder.is_dir():
+        raise ConfigError(f"catalog folder {str(folder)!r} does not exist or is not a folder")
+    entries: list[CatalogEntry] = []
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    if not files:
+        raise ConfigError(f"catalog folder {str(folder)!r} holds no *.yaml files")
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
+            raise ConfigError(f"{path}: expected a mapping with a `topic:` name")
+        schema = data.get("schema")
+        if isinstance(schema, str) and not schema.lstrip().startswith(("{", "[", '"')):
+            schema_path = path.parent / schema
+            if not schema_path.is_file():
+                raise ConfigError(f"{path}: schema file {schema!r} not found beside it")
+            schema = schema_path.read_text()
+        try:
+            schema_data = yaml.safe_load(schema) if isinstance(schema, str) else schema
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: schema is not valid JSON: {exc}") from exc
+        entries.append(CatalogEntry(path, data["topic"], schema_data, data))
+    return entries
+
+
+async def apply_catalog(
+    store: RegistryStore, folder: Path, *, replication_factor: int = 1
+) -> list[ApplyResult]:
+    """Apply every entry of a catalog folder in file order; stop at the first refusal.
+
+    A refusal raises an error whose message starts with the file that was refused.
+    """
+    results = []
+    for item in load_catalog(folder):
+        try:
+            results.append(
+                await apply_topic(store, item.topic, item.schema, item.entry,
+                                  replication_factor=replication_factor)
+            )
+        except (SchemaError, MetadataError) as exc:
+            exc.message = f"{item.path}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    return results

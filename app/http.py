@@ -1,0 +1,121 @@
+"""HTTP plumbing shared by every view: JSON bodies in and out, and errors as JSON.
+
+Every failure a client can cause ends as a JSON body ``{"error_code", "message", "code"}``
+with a 4xx status (Confluent's error shape, plus our stable ``code``). A 500 means a bug
+in onepipe: it is logged with its stack trace and the client gets a plain message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from schemas.errors import OnepipeError, RequestError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON_TYPES = frozenset(
+    {
+        "application/json",
+        "application/vnd.schemaregistry.v1+json",
+        "application/vnd.schemaregistry+json",
+        "application/octet-stream",  # what some Confluent clients send for registry calls
+    }
+)
+REGISTRY_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=content_type)
+
+
+def error_response(exc: OnepipeError) -> web.Response:
+    return json_response(exc.to_json(), status=exc.status)
+
+
+async def read_json(
+    request: web.Request, *, max_bytes: int, allowed_types: frozenset[str] = JSON_TYPES,
+    require_type: bool = True,
+) -> Any:
+    """The request body as JSON data; 415, 413 or 400 with a precise message otherwise."""
+    ctype = request.content_type if request.headers.get("Content-Type") else ""
+    if (ctype or require_type) and ctype not in allowed_types:
+        raise RequestError(
+            f"unsupported Content-Type {ctype or '(none)'!r}; send JSON with "
+            "Content-Type: application/json",
+            status=415, code="unsupported_media_type",
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise _too_large(request.content_length, max_bytes)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise _too_large(None, max_bytes) from exc
+    if len(raw) > max_bytes:
+        raise _too_large(len(raw), max_bytes)
+    if not raw.strip():
+        raise RequestError("request body is empty; send a JSON document", code="empty_body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses integers beyond 64 bits; the standard parser takes them so that
+        # schema validation can say which field is out of range instead of "bad JSON".
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass
+        raise RequestError(
+            f"request body is not valid JSON: {exc}", code="malformed_json"
+        ) from exc
+
+
+def _too_large(size: int | None, limit: int) -> RequestError:
+    got = f"{size} bytes" if size is not None else "more"
+    return RequestError(
+        f"request body of {got} exceeds the limit of {limit} bytes; split the records "
+        "into smaller requests (ONEPIPE_MAX_REQUEST_BYTES sets the limit)",
+        status=413, code="payload_too_large",
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into a JSON body with the right status."""
+    try:
+        return await handler(request)
+    except OnepipeError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, exc.message)
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.status * 100 + 1 if exc.status == 404 else exc.status
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            message = f"request body exceeds the limit of {request.app['max_request_bytes']} bytes"
+        return json_response({"error_code": code, "message": message, "code": "http_error"},
+                             status=exc.status)
+    except Exception:
+        # A bug in onepipe, not bad input: keep the stack trace in the log, not the reply.
+        log.exception("internal error on %s %s", request.method, request.path)
+        return json_response(
+            {"error_code": 50001, "message": "internal error; see the worker log",
+             "code": "internal_error"},
+            status=500,
+        )
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() in ("1", "true", "yes")

@@ -1,0 +1,72 @@
+"""``POST /topics/{topic}/records``: the schema-enforcing produce endpoint.
+
+Body: one JSON record, or ``{"records": [...]}`` (optionally with ``"version"``), or a
+JSON array of records. ``?version=N`` selects a schema version (default: latest). Every
+record is validated before anything is sent; one bad record rejects the request with 422
+and a per-record, per-field list. Success (200) lists partition and offset per record,
+in request order, after the broker acknowledged them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from app.http import json_response, read_json
+from app.registry_views import CTX
+from schemas.errors import RequestError
+from schemas.registry_state import parse_version
+
+_BATCH_KEYS = frozenset({"records", "version"})
+
+
+def _split_body(body: Any, max_records: int) -> tuple[list[Any], Any]:
+    """(records, version from the body or None)."""
+    if isinstance(body, list):
+        records, version = body, None
+    elif isinstance(body, dict) and isinstance(body.get("records"), list) and set(body) <= _BATCH_KEYS:
+        records, version = body["records"], body.get("version")
+    elif isinstance(body, dict):
+        records, version = [body], None
+    else:
+        raise RequestError(
+            f"expected a JSON object (one record), {{\"records\": [...]}} or an array; got "
+            f"{type(body).__name__}", status=422, code="invalid_body",
+        )
+    if not records:
+        raise RequestError("no records in the request", status=422, code="invalid_body")
+    if len(records) > max_records:
+        raise RequestError(
+            f"{len(records)} records in one request; the limit is {max_records}",
+            status=413, code="too_many_records",
+        )
+    return records, version
+
+
+async def produce(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    topic = request.match_info["topic"]
+    # Resolve the topic before reading the body: an unknown topic is a 404 whatever it sent.
+    ctx.registry.state.topic_metadata(topic)
+    body = await read_json(request, max_bytes=ctx.settings.max_request_bytes)
+    records, body_version = _split_body(body, ctx.settings.max_records_per_request)
+    raw_version = request.query.get("version", body_version)
+    version: int | str = "latest"
+    if raw_version is not None:
+        number = parse_version(raw_version if isinstance(raw_version, str) else
+                               raw_version if isinstance(raw_version, int) else repr(raw_version))
+        version = "latest" if number == -1 else number
+    writer = ctx.publisher.writer(topic, version)
+    encoded = writer.encode(records)
+    deliveries = await ctx.publisher.send_encoded(topic, encoded)
+    return json_response({
+        "topic": topic,
+        "value_schema_id": writer.schema_id,
+        "version": writer.version,
+        "offsets": [d.to_json() for d in deliveries],
+    })
+
+
+def add_produce_routes(app: web.Application) -> None:
+    app.router.add_post("/topics/{topic}/records", produce)

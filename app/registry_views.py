@@ -1,0 +1,221 @@
+"""The Confluent Schema Registry REST API subset, served by every worker.
+
+Shapes and error codes follow Confluent's API so that
+``confluent_kafka.schema_registry.SchemaRegistryClient`` works unchanged: 40401 subject
+not found, 40402 version not found, 40403 schema not found, 40408 no subject-level config,
+409 incompatible, 42201 invalid schema, 42202 invalid version, 42203 invalid level.
+Reads come from this worker's replayed state; writes go through the registry log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from app.context import WorkerContext
+from app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from schemas.avro_schema import AvroSchema, parse_schema
+from schemas.compatibility import Compatibility, can_read, incompatibilities
+from schemas.errors import MetadataError, NotFoundError, RequestError, SchemaError
+from schemas.metadata import metadata_from_dict, validate_against_schema
+from schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
+
+CTX = web.AppKey("onepipe", WorkerContext)
+
+
+def _reply(body: Any, status: int = 200) -> web.Response:
+    return json_response(body, status, content_type=REGISTRY_CONTENT_TYPE)
+
+
+def _ctx(request: web.Request) -> WorkerContext:
+    return request.app[CTX]
+
+
+async def _schema_from_body(request: web.Request) -> AvroSchema:
+    body = await read_json(request, max_bytes=_ctx(request).settings.max_request_bytes,
+                           require_type=False)
+    if not isinstance(body, dict) or "schema" not in body:
+        raise SchemaError('expected a JSON object {"schema": "<Avro schema as a string>"}')
+    schema_type = body.get("schemaType", "AVRO")
+    if schema_type != "AVRO":
+        raise SchemaError(f"schemaType {schema_type!r} is not supported; onepipe holds AVRO only")
+    if body.get("references"):
+        raise SchemaError("schema references are not supported; inline the referenced types")
+    text = body["schema"]
+    if not isinstance(text, str):
+        raise SchemaError(f"`schema` must be the schema as a JSON string, got {type(text).__name__}")
+    return parse_schema(text)
+
+
+def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -> None:
+    """A registered topic's value subject only takes record schemas that fit its metadata."""
+    topic = subject.removesuffix("-value")
+    if subject == topic or topic not in ctx.registry.state.topics:
+        return
+    meta = metadata_from_dict(topic, ctx.registry.state.topics[topic])
+    try:
+        validate_against_schema(meta, schema)
+    except MetadataError as exc:
+        raise SchemaError(f"schema does not fit topic {topic!r}: {exc.message}") from exc
+
+
+async def list_subjects(request: web.Request) -> web.Response:
+    return _reply(_ctx(request).registry.state.subject_names())
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    return _reply(_ctx(request).registry.state.versions(request.match_info["subject"]))
+
+
+async def get_version(request: web.Request) -> web.Response:
+    state = _ctx(request).registry.state
+    return _reply(state.version(request.match_info["subject"], request.match_info["version"])
+                  .to_json())
+
+
+async def get_version_schema(request: web.Request) -> web.Response:
+    state = _ctx(request).registry.state
+    sv = state.version(request.match_info["subject"], request.match_info["version"])
+    return web.Response(text=sv.schema.text, content_type=REGISTRY_CONTENT_TYPE)
+
+
+async def register(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    subject = request.match_info["subject"]
+    schema = await _schema_from_body(request)
+    _check_topic_subject(ctx, subject, schema)
+    version = await ctx.registry.register(subject, schema)
+    return _reply({"id": version.schema_id})
+
+
+async def lookup(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    subject = request.match_info["subject"]
+    schema = await _schema_from_body(request)
+    state = ctx.registry.state
+    state.versions(subject)  # 40401 when the subject does not exist
+    found = state.lookup(subject, schema)
+    if found is None:
+        raise NotFoundError(f"schema not found under subject {subject!r}", 40403)
+    return _reply(found.to_json())
+
+
+async def get_schema(request: web.Request) -> web.Response:
+    schema_id = _int_id(request.match_info["id"])
+    schema = _ctx(request).registry.state.schema_by_id(schema_id)
+    return _reply({"schema": schema.text})
+
+
+async def get_schema_versions(request: web.Request) -> web.Response:
+    state = _ctx(request).registry.state
+    schema_id = _int_id(request.match_info["id"])
+    state.schema_by_id(schema_id)
+    return _reply([{"subject": s, "version": v} for s, v in state.subjects_of_id(schema_id)])
+
+
+async def schema_types(request: web.Request) -> web.Response:
+    return _reply(["AVRO"])
+
+
+def _int_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 10:
+        raise NotFoundError(f"schema id {raw!r} not found; ids are positive integers", 40403)
+    return int(raw)
+
+
+async def get_global_config(request: web.Request) -> web.Response:
+    return _reply({"compatibilityLevel": _ctx(request).registry.state.compatibility(None).value})
+
+
+async def put_config(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    subject = request.match_info.get("subject")
+    body = await read_json(request, max_bytes=ctx.settings.max_request_bytes, require_type=False)
+    if not isinstance(body, dict) or "compatibility" not in body:
+        raise RequestError('expected a JSON object {"compatibility": "<LEVEL>"}',
+                           status=422, code="invalid_config")
+    level = Compatibility.parse(body["compatibility"])
+    await ctx.registry.set_config(subject, level)
+    return _reply({"compatibility": level.value})
+
+
+async def get_subject_config(request: web.Request) -> web.Response:
+    state = _ctx(request).registry.state
+    subject = request.match_info["subject"]
+    if subject in state.configs:
+        return _reply({"compatibilityLevel": state.configs[subject].value})
+    if query_flag(request, "defaultToGlobal"):
+        return _reply({"compatibilityLevel": state.compatibility(None).value})
+    raise NotFoundError(
+        f"subject {subject!r} does not have subject-level compatibility configured",
+        SUBJECT_CONFIG_NOT_FOUND,
+    )
+
+
+async def delete_subject_config(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    subject = request.match_info["subject"]
+    previous = ctx.registry.state.configs.get(subject)
+    if previous is None:
+        raise NotFoundError(
+            f"subject {subject!r} does not have subject-level compatibility configured",
+            SUBJECT_CONFIG_NOT_FOUND,
+        )
+    await ctx.registry.set_config(subject, None)
+    return _reply({"compatibilityLevel": previous.value})
+
+
+async def check_compatibility(request: web.Request) -> web.Response:
+    """``POST /compatibility/subjects/{s}/versions[/{v}]``.
+
+    With a version, the new schema is checked against that one version in the
+    directions the subject's mode names; without, against the versions the mode names
+    (all of them when transitive), exactly as registration would.
+    """
+    ctx = _ctx(request)
+    state = ctx.registry.state
+    subject = request.match_info["subject"]
+    raw_version = request.match_info.get("version")
+    if raw_version is not None:
+        parse_version(raw_version)  # 42202 before anything else
+    schema = await _schema_from_body(request)
+    mode = state.compatibility(subject)
+    if subject not in state.subjects:
+        if raw_version is None or raw_version == "latest":
+            return _reply({"is_compatible": True, "messages": []})
+        state.versions(subject)  # raises 40401
+    if raw_version is None:
+        older = [v.schema for v in state.all_versions(subject)]
+        reasons = incompatibilities(schema, older, mode)
+    else:
+        old = state.version(subject, raw_version)
+        reasons = []
+        if mode.checks_backward:
+            reasons += can_read(schema, old.schema)
+        if mode.checks_forward:
+            reasons += can_read(old.schema, schema)
+    body: dict[str, Any] = {"is_compatible": not reasons}
+    if query_flag(request, "verbose") or reasons:
+        body["messages"] = reasons
+    return _reply(body)
+
+
+def add_registry_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/subjects", list_subjects)
+    r.add_get("/subjects/{subject}/versions", list_versions)
+    r.add_post("/subjects/{subject}/versions", register)
+    r.add_get("/subjects/{subject}/versions/{version}", get_version)
+    r.add_get("/subjects/{subject}/versions/{version}/schema", get_version_schema)
+    r.add_post("/subjects/{subject}", lookup)
+    r.add_get("/schemas/types", schema_types)
+    r.add_get("/schemas/ids/{id}", get_schema)
+    r.add_get("/schemas/ids/{id}/versions", get_schema_versions)
+    r.add_get("/config", get_global_config)
+    r.add_put("/config", put_config)
+    r.add_get("/config/{subject}", get_subject_config)
+    r.add_put("/config/{subject}", put_config)
+    r.add_delete("/config/{subject}", delete_subject_config)
+    r.add_post("/compatibility/subjects/{subject}/versions", check_compatibility)
+    r.add_post("/compatibility/subjects/{subject}/versions/{version}", check_compatibility)

@@ -1,0 +1,90 @@
+"""The parts one worker runs besides Faust's own: producer, registry, web server.
+
+Start order matters: the producer first (the registry appends with it), then the registry
+replays its log to the end, then the web server opens, so no request is ever answered
+from a half-replayed registry. ``ready`` is set last; developer agents wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from agents.publisher import Publisher
+from app.context import WorkerContext
+from app.settings import Settings
+from app.web import WebServer
+from schemas.errors import BrokerError
+from tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, client_id: str = "onepipe") -> AIOKafkaProducer:
+    """The producer every onepipe write uses: acks=all, idempotent where the broker can."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.broker,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=settings.idempotent_producer,
+        linger_ms=settings.linger_ms,
+        max_batch_size=1024 * 1024,
+        max_request_size=max(settings.max_request_bytes, 1024 * 1024),
+        request_timeout_ms=int(settings.produce_timeout * 1000),
+    )
+
+
+class Runtime:
+    """Producer + registry + HTTP API of one worker; an async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = make_producer(settings)
+        self.registry = RegistryStore(
+            settings.broker,
+            settings.registry_topic,
+            replication_factor=settings.replication_factor,
+            producer=self.producer,
+            write_timeout=settings.produce_timeout,
+        )
+        self.publisher = Publisher(self.registry.state, self.producer, settings.produce_timeout)
+        self.context = WorkerContext(settings, self.registry, self.publisher)
+        self.web = WebServer(self.context)
+        self.ready = asyncio.Event()
+        self._started = False
+
+    async def start(self) -> None:
+        try:
+            await self.producer.start()
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot reach Kafka at {self.settings.broker} (ONEPIPE_BROKER): {exc!r}"
+            ) from exc
+        self._started = True
+        try:
+            await self.registry.start()
+            await self.web.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.ready.set()
+
+    async def stop(self) -> None:
+        """Stop in reverse order; harmless to call twice."""
+        if not self._started:
+            return
+        self._started = False
+        self.ready.clear()
+        await self.web.stop()
+        await self.registry.stop()
+        await self.producer.stop()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,109 @@
+"""Worker settings: one frozen object read from ``ONEPIPE_*`` environment variables.
+
+Read once, when :func:`load_settings` is called (never at import time), so tests and the
+CLI build settings explicitly. A wrong value fails at start with a
+:class:`~schemas.errors.ConfigError` that names the variable, what it got and what it
+takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+ENV_PREFIX = "ONEPIPE_"
+
+
+class Settings(BaseSettings):
+    """Everything a worker needs; every field is ``ONEPIPE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=True
+    )
+
+    broker: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma-separated host:port (kafka:// allowed).",
+    )
+    app_id: str = Field("onepipe", description="Faust app id: consumer-group and topic prefix.")
+    web_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
+    web_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    data_dir: Path = Field(Path("data"), description="Local state: RocksDB tables, Faust data.")
+    lake_url: str = Field(
+        "", description="Lake root, file:///path or s3://bucket/prefix; default <data_dir>/lake."
+    )
+    registry_topic: str = Field("_onepipe_registry", description="Compacted registry log topic.")
+    replication_factor: int = Field(1, ge=1, le=32, description="For topics onepipe creates.")
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest HTTP request body accepted (413 above)."
+    )
+    max_records_per_request: int = Field(
+        100_000, ge=1, description="Most records one produce request may carry."
+    )
+    idempotent_producer: bool = Field(
+        True,
+        description="Kafka idempotent producer; set false for brokers without InitProducerId "
+        "(tansu).",
+    )
+    produce_timeout: float = Field(
+        30.0, gt=0, description="Seconds a produce request waits for broker acks."
+    )
+    linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
+    session_timeout: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
+    )
+    rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the worker."
+    )
+    catalog_dir: Path | None = Field(
+        None, description="A catalog folder the worker applies at start (optional)."
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_list(cls, value: str) -> str:
+        servers = [s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip()]
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                msg = f"expected host:port[,host:port...], got {value!r}"
+                raise ValueError(msg)
+        if not servers:
+            msg = "expected at least one host:port"
+            raise ValueError(msg)
+        return ",".join(servers)
+
+    @field_validator("lake_url")
+    @classmethod
+    def _lake_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("file://", "s3://")):
+            msg = f"expected file:///path or s3://bucket/prefix, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def resolved_lake_url(self) -> str:
+        return self.lake_url or (self.data_dir.resolve() / "lake").as_uri()
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and explicit overrides); raise ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            received = err.get("input")
+            problems.append(f"{name}: {err['msg']} (got {received!r})")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,65 @@
+"""The worker's HTTP server: registry, topic catalog and produce API on one aiohttp app.
+
+The server runs inside the Faust worker (a service the app hosts) rather than through
+Faust's own web driver, so onepipe controls the body-size limit, the error middleware and
+access logging on the produce hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from app.context import WorkerContext
+from app.http import error_middleware, json_response
+from app.produce_views import add_produce_routes
+from app.registry_views import CTX, add_registry_routes
+from app.topic_views import add_topic_routes
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[CTX].registry.state
+    return json_response({"status": "ok", "registry_offset": state.applied_offset,
+                          "topics": len(state.topics)})
+
+
+def build_web_app(ctx: WorkerContext) -> web.Application:
+    # Leave aiohttp's own limit above ours so read_json can answer 413 with our message.
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=ctx.settings.max_request_bytes + 1)
+    app[CTX] = ctx
+    app["max_request_bytes"] = ctx.settings.max_request_bytes
+    app.router.add_get("/health", health)
+    add_registry_routes(app)
+    add_topic_routes(app)
+    add_produce_routes(app)
+    return app
+
+
+class WebServer:
+    """Start/stop of the aiohttp server; stopping twice is harmless."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._runner: web.AppRunner | None = None
+        self.port: int = ctx.settings.web_port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_web_app(self._ctx), access_log=None,
+                                     handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._ctx.settings.web_host, self._ctx.settings.web_port,
+                           reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("HTTP API on http://%s:%d", self._ctx.settings.web_host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

@@ -1,0 +1,62 @@
+"""The Faust worker application that hosts every onepipe part.
+
+One app per process; ops scale out by starting more processes with the same settings.
+Faust carries the worker lifecycle, consumer-group membership for developer agents,
+timers and the CLI; onepipe's :class:`~app.runtime.Runtime` (registry, producer, HTTP API)
+runs as the app's web-server service, which Faust starts after table recovery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import mode
+
+from agents import example
+from agents.streams import StreamApi
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+class RuntimeService(mode.Service):
+    """Adapts :class:`Runtime` to Faust's service lifecycle."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        self.runtime = runtime
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.runtime.start()
+
+    async def on_stop(self) -> None:
+        await self.runtime.stop()
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.runtime.settings.web_host}:{self.runtime.web.port}"
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
+    """Build the worker app; nothing connects until the worker starts."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.broker.split(",")],
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        broker_session_timeout=settings.session_timeout,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        producer_acks=-1,
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=1,
+        store="memory://",
+        autodiscover=False,
+    )
+    runtime = Runtime(settings)
+    app.web_server(RuntimeService(runtime))
+    streams = StreamApi(app, runtime.registry.state, runtime.publisher, runtime.ready)
+    example.register(streams)
+    return app, runtime, streams

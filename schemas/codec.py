@@ -1,0 +1,155 @@
+"""Confluent wire format and deterministic record keys.
+
+Value bytes: ``0x00`` magic, 4-byte big-endian schema id, Avro binary body (the framing
+Confluent serializers and deserializers use, so they interoperate with onepipe).
+
+Key bytes: the Avro binary encoding of the unique-key fields, in the order the topic
+metadata lists them, *without* framing. No schema id goes into the key on purpose: the
+Kafka partitioner hashes key bytes, and an id that changes with a new schema version
+would move a key to another partition. The key schema is derived from the value schema's
+field types, so equal key values always give equal bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fastavro
+
+from schemas.avro_schema import AvroSchema
+from schemas.errors import CodecError
+
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+HEADER_SIZE = _HEADER.size
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    """Prefix an Avro body with the Confluent header."""
+    return _HEADER.pack(MAGIC_BYTE, schema_id) + body
+
+
+def unframe(data: bytes) -> tuple[int, memoryview]:
+    """Split Confluent-framed bytes into (schema id, Avro body)."""
+    if len(data) < HEADER_SIZE:
+        raise CodecError(
+            f"value of {len(data)} bytes is too short for the Confluent header "
+            f"({HEADER_SIZE} bytes: magic 0x00 + schema id)"
+        )
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC_BYTE:
+        raise CodecError(
+            f"value starts with byte 0x{magic & 0xFF:02x}, not the Confluent magic 0x00: "
+            "it was not written by a registry-aware serializer"
+        )
+    return schema_id, memoryview(data)[HEADER_SIZE:]
+
+
+def encode_body(schema: AvroSchema, datum: Any) -> bytes:
+    """Avro binary body of a datum already converted for ``schema``."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema.parsed, datum)
+    return buf.getvalue()
+
+
+def encode(schema_id: int, schema: AvroSchema, datum: Any) -> bytes:
+    """Confluent-framed Avro bytes of ``datum``."""
+    return frame(schema_id, encode_body(schema, datum))
+
+
+def decode(
+    data: bytes,
+    writer_for_id: Callable[[int], AvroSchema],
+    reader: AvroSchema | None = None,
+) -> tuple[int, Any]:
+    """Decode framed bytes with the writer schema resolved by id.
+
+    With ``reader`` given, Avro schema resolution turns the data into the reader's
+    shape (new fields get defaults, removed fields vanish, promotions apply), so a
+    consumer can read every version as one.
+    """
+    schema_id, body = unframe(data)
+    writer = writer_for_id(schema_id)
+    try:
+        datum = fastavro.schemaless_reader(
+            io.BytesIO(body),
+            writer.parsed,
+            reader.parsed if reader is not None and reader is not writer else None,
+        )
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise CodecError(f"Avro body does not decode with schema id {schema_id}: {exc}") from exc
+    except fastavro.read.SchemaResolutionError as exc:
+        raise CodecError(
+            f"schema id {schema_id} cannot be read with the requested reader schema: {exc}"
+        ) from exc
+    return schema_id, datum
+
+
+class KeyEncoder:
+    """Encodes the unique-key fields of converted records into Kafka key bytes."""
+
+    __slots__ = ("_fields", "_parsed")
+
+    def __init__(self, value_schema: AvroSchema, key_fields: Sequence[str]) -> None:
+        self._fields = tuple(key_fields)
+        by_name = {f["name"]: f for f in value_schema.json.get("fields", [])}
+        missing = [k for k in self._fields if k not in by_name]
+        if missing:
+            raise CodecError(f"key fields {missing} are not fields of the value schema")
+        # The key record reuses the value fields' types (named types included, so a key
+        # field typed by a named enum keeps its definition) but drops docs and defaults.
+        key_schema = {
+            "type": "record",
+            "name": "onepipe_key",
+            "fields": [{"name": k, "type": _inline_named(value_schema.json, by_name[k]["type"])}
+                       for k in self._fields],
+        }
+        self._parsed = fastavro.parse_schema(key_schema, named_schemas={})
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self._fields
+
+    def encode(self, datum: dict[str, Any]) -> bytes:
+        """Key bytes for a converted record (the datum produced by validation)."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self._parsed, {k: datum[k] for k in self._fields})
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data), self._parsed, None)
+        return result
+
+
+def _inline_named(root: Any, field_type: Any) -> Any:
+    """Replace a reference to a named type (enum/fixed) by its definition."""
+    if not isinstance(field_type, str):
+        return field_type
+    found = _find_named(root, field_type, root.get("namespace") if isinstance(root, dict) else None)
+    return found if found is not None else field_type
+
+
+def _find_named(node: Any, name: str, namespace: str | None) -> Any:
+    if isinstance(node, list):
+        for item in node:
+            hit = _find_named(item, name, namespace)
+            if hit is not None:
+                return hit
+        return None
+    if not isinstance(node, dict):
+        return None
+    ns = node.get("namespace", namespace)
+    if node.get("type") in ("enum", "fixed", "record") and "name" in node:
+        short = node["name"].rsplit(".", 1)[-1]
+        full = node["name"] if "." in node["name"] else (f"{ns}.{short}" if ns else short)
+        if name in (short, full):
+            return node
+    for child_key in ("fields", "type", "items", "values"):
+        if child_key in node:
+            hit = _find_named(node[child_key], name, ns)
+            if hit is not None:
+                return hit
+    return None

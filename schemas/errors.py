@@ -1,0 +1,204 @@
+"""The one exception hierarchy of onepipe.
+
+Every error a user can see derives from :class:`OnepipeError`. It carries a stable
+machine-readable ``code``, an HTTP ``status`` for the web views, and ``retriable`` so
+retry loops ask the error instead of matching messages::
+
+    OnepipeError
+    ├── ConfigError                 a setting or catalog file is wrong (names the variable/field)
+    ├── SchemaError                 an Avro schema is unusable            (HTTP 422, 42201)
+    │   └── IncompatibleSchemaError a new version breaks the subject's mode (HTTP 409)
+    ├── MetadataError               topic metadata contradicts the schema (HTTP 422, 42202)
+    ├── RecordValidationError       records do not match the schema       (HTTP 422, per-field list)
+    ├── CodecError                  bytes are not Confluent-framed Avro of a known schema
+    ├── RegistryError               Confluent-compatible registry errors
+    │   ├── NotFoundError           subject / version / schema / topic unknown (HTTP 404)
+    │   ├── InvalidVersionError     a version that is not a positive int or "latest" (422, 42202)
+    │   ├── InvalidCompatibilityError  an unknown compatibility level (422, 42203)
+    │   └── RegistryConflictError   a concurrent writer won; retriable
+    ├── RequestError                malformed HTTP input (400/413/415)
+    └── BrokerError                 Kafka did not accept or answer; retriable
+
+This module is a leaf: it imports nothing from onepipe, so every package can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class OnepipeError(Exception):
+    """Root of every onepipe error."""
+
+    code: str = "onepipe_error"
+    status: int = 500
+    #: Confluent Schema Registry ``error_code``; defaults to ``status`` as Confluent does.
+    error_code: int | None = None
+    retriable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error body: Confluent's ``error_code``/``message`` plus our ``code``."""
+        return {
+            "error_code": self.error_code if self.error_code is not None else self.status,
+            "message": self.message,
+            "code": self.code,
+        }
+
+
+class ConfigError(OnepipeError):
+    """A setting or catalog value is wrong; the message names the variable or field."""
+
+    code = "config_error"
+    status = 400
+
+
+class SchemaError(OnepipeError):
+    """An Avro schema cannot be parsed or is not allowed where it was given."""
+
+    code = "invalid_schema"
+    status = 422
+    error_code = 42201
+
+
+class IncompatibleSchemaError(SchemaError):
+    """A new schema version breaks the subject's compatibility mode."""
+
+    code = "incompatible_schema"
+    status = 409
+    error_code = 409
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["reasons"] = self.reasons
+        return body
+
+
+class MetadataError(OnepipeError):
+    """Topic metadata (key, order, partition_time, checks) contradicts the schema."""
+
+    code = "invalid_metadata"
+    status = 422
+    error_code = 42202
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["field"] = self.field
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason one record does not match its schema."""
+
+    #: Position of the record in the request (0 for a single record).
+    index: int
+    #: Dotted path to the field, e.g. ``address.zip`` or ``items[2].price``; ``""`` is the record.
+    path: str
+    #: What is wrong, naming what was expected and what was received.
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "path": self.path, "reason": self.reason}
+
+
+class RecordValidationError(OnepipeError):
+    """One or more records do not match the topic's schema; nothing was produced."""
+
+    code = "invalid_records"
+    status = 422
+    error_code = 42210
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        bad = sorted({e.index for e in errors})
+        super().__init__(
+            f"{len(bad)} record(s) do not match the schema (indexes {bad[:20]}); "
+            "nothing was produced: fix them and send the request again"
+        )
+        self.errors = errors
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["errors"] = [e.to_json() for e in self.errors]
+        return body
+
+
+class CodecError(OnepipeError):
+    """Bytes are not Confluent-framed Avro, or name a schema id nobody registered."""
+
+    code = "codec_error"
+    status = 422
+
+
+class RegistryError(OnepipeError):
+    """Base of the Confluent-compatible registry errors."""
+
+    code = "registry_error"
+
+
+class NotFoundError(RegistryError):
+    """A subject, version, schema id or topic does not exist."""
+
+    code = "not_found"
+    status = 404
+
+    def __init__(self, message: str, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class InvalidVersionError(RegistryError):
+    """A version that is neither a positive integer nor ``latest``."""
+
+    code = "invalid_version"
+    status = 422
+    error_code = 42202
+
+
+class InvalidCompatibilityError(RegistryError):
+    """A compatibility level that is not one of the seven Confluent modes."""
+
+    code = "invalid_compatibility_level"
+    status = 422
+    error_code = 42203
+
+
+class RegistryConflictError(RegistryError):
+    """Another worker registered first; the write can be tried again."""
+
+    code = "registry_conflict"
+    status = 503
+    error_code = 50003
+    retriable = True
+
+
+class RequestError(OnepipeError):
+    """Malformed HTTP input: bad JSON, wrong content type, body too large."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BrokerError(OnepipeError):
+    """Kafka did not accept a write or did not answer in time."""
+
+    code = "broker_unavailable"
+    status = 503
+    error_code = 50301
+    retriable = True

@@ -1,0 +1,3 @@
+"""Fixture modules of the suite (real broker, real worker runtime, HTTP client)."""
+
+pytest_plugins = ["tests.fixtures.services"]
