@@ -77,9 +77,13 @@ async def apply_topic(
         result.changes.append(f"topic: ensured Kafka topic with {partitions} partition(s)")
 
     if state.configs.get(subject) is not mode:
-        before = state.compatibility(subject).value
+        # Pinned per subject even when it equals the default, so a later change of the
+        # global default does not silently change this topic's rules.
+        before = state.configs.get(subject)
         await store.set_config(subject, mode)
-        result.changes.append(f"compatibility: {before} -> {mode.value}")
+        result.changes.append(
+            f"compatibility: {before.value} -> {mode.value}" if before
+            else f"compatibility: set to {mode.value}")
 
     existed = state.lookup(subject, schema)
     version = await store.register(subject, schema)
@@ -88,9 +92,10 @@ async def apply_topic(
     result.schema_id, result.version = version.schema_id, version.version
 
     meta_json = metadata_to_dict(meta)
-    if state.topics.get(topic) != meta_json:
+    previous = state.topics.get(topic)
+    if previous != meta_json:
         await store.put_metadata(topic, meta_json)
-        result.changes.append("metadata: " + ("updated" if topic in state.topics else "created"))
+        result.changes.append("metadata: " + ("updated" if previous is not None else "created"))
     return result
 
 

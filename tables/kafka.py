@@ -57,6 +57,11 @@ async def ensure_topic(
 
 
 async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+    # Describe only listed topics: a metadata request for a missing topic auto-creates it
+    # on brokers with auto-creation on (tansu always; Kafka by default), with the wrong
+    # partition count.
+    if name not in await admin.list_topics():
+        return 0
     described = await admin.describe_topics([name])
     for topic in described:
         if topic.get("topic") == name and topic.get("error_code", 0) == 0:
