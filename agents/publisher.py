@@ -75,12 +75,18 @@ class TopicWriter:
 class Publisher:
     """Validates and produces records for registered topics."""
 
-    def __init__(self, state: RegistryState, sender: RecordSender, timeout: float = 30.0) -> None:
+    def __init__(
+        self, state: RegistryState, sender: RecordSender | None = None, timeout: float = 30.0
+    ) -> None:
         self._state = state
         self._sender = sender
         self._timeout = timeout
         self._writers: dict[tuple[str, int], TopicWriter] = {}
         self._generation = -1
+
+    def bind(self, sender: RecordSender | None) -> None:
+        """Attach the started producer (Kafka clients need the running event loop)."""
+        self._sender = sender
 
     def writer(self, topic: str, version: int | str = "latest") -> TopicWriter:
         """The writer for a registered topic at a schema version (default latest)."""
@@ -120,8 +126,11 @@ class Publisher:
         self, topic: str, encoded: Sequence[tuple[bytes | None, bytes]]
     ) -> list[Delivery]:
         """Produce already-validated records and wait for every ack."""
+        sender = self._sender
+        if sender is None:
+            raise BrokerError("the publisher has no running producer; start the worker first")
         try:
-            futures = [await self._sender.send(topic, value=v, key=k) for k, v in encoded]
+            futures = [await sender.send(topic, value=v, key=k) for k, v in encoded]
             metas = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerError(

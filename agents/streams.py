@@ -76,7 +76,9 @@ class StreamApi:
                 await self._ready.wait()  # the registry is replayed before anything decodes
                 await fn(self._decoded(topic, stream))
 
-            self._app.agent(channel, name=name or f"{fn.__module__}.{fn.__name__}")(run)
+            agent_name = name or f"{fn.__module__}.{fn.__name__}"
+            run.__qualname__ = run.__name__ = agent_name  # what Faust shows in its logs
+            self._app.agent(channel, name=agent_name)(run)
             return fn
 
         return decorate

@@ -42,21 +42,22 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = make_producer(settings)
+        # Kafka clients bind to the running event loop: the producer is made in start().
+        self.producer: AIOKafkaProducer | None = None
         self.registry = RegistryStore(
             settings.broker,
             settings.registry_topic,
             replication_factor=settings.replication_factor,
-            producer=self.producer,
             write_timeout=settings.produce_timeout,
         )
-        self.publisher = Publisher(self.registry.state, self.producer, settings.produce_timeout)
+        self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         self.context = WorkerContext(settings, self.registry, self.publisher)
         self.web = WebServer(self.context)
         self.ready = asyncio.Event()
         self._started = False
 
     async def start(self) -> None:
+        self.producer = make_producer(self.settings)
         try:
             await self.producer.start()
         except KafkaError as exc:
@@ -64,8 +65,9 @@ class Runtime:
                 f"cannot reach Kafka at {self.settings.broker} (ONEPIPE_BROKER): {exc!r}"
             ) from exc
         self._started = True
+        self.publisher.bind(self.producer)
         try:
-            await self.registry.start()
+            await self.registry.start(self.producer)
             await self.web.start()
         except BaseException:
             await self.stop()
@@ -80,7 +82,9 @@ class Runtime:
         self.ready.clear()
         await self.web.stop()
         await self.registry.stop()
-        await self.producer.stop()
+        self.publisher.bind(None)
+        if self.producer is not None:
+            await self.producer.stop()
 
     async def __aenter__(self) -> Runtime:
         await self.start()

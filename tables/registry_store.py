@@ -42,7 +42,6 @@ class RegistryStore:
         topic: str,
         *,
         replication_factor: int = 1,
-        producer: AIOKafkaProducer | None = None,
         write_timeout: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
@@ -50,8 +49,8 @@ class RegistryStore:
         self.state = RegistryState()
         self._replication_factor = replication_factor
         self._tp = TopicPartition(topic, 0)
-        self._producer = producer
-        self._own_producer = producer is None
+        self._producer: AIOKafkaProducer | None = None
+        self._own_producer = False
         self._consumer: AIOKafkaConsumer | None = None
         self._tail: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
@@ -60,8 +59,12 @@ class RegistryStore:
         self._closed = False
 
     # -------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Create the log topic if needed, replay it to its end, then tail it."""
+    async def start(self, producer: AIOKafkaProducer | None = None) -> None:
+        """Create the log topic if needed, replay it to its end, then tail it.
+
+        ``producer`` is a started producer to share (the worker's); without one the store
+        starts and owns its own.
+        """
         await ensure_topic(
             self.bootstrap,
             self.topic,
@@ -69,7 +72,9 @@ class RegistryStore:
             replication_factor=self._replication_factor,
             configs={"cleanup.policy": "compact"},
         )
+        self._producer = producer
         if self._producer is None:
+            self._own_producer = True
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", client_id="onepipe-registry"
             )
