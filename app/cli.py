@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level,
+        # A one-shot command prints its result; library chatter would bury it.
+        level = settings.log_level if args.command != "apply" else "WARNING"
+        logging.basicConfig(level=level,
                             format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
         if args.command == "apply":
             results = asyncio.run(_apply(settings, args.folder))
@@ -86,6 +88,7 @@ def _worker(settings: Settings) -> int:
         _print_results(asyncio.run(_apply(settings, settings.catalog_dir)))
     import faust
 
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app, _runtime, _streams = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # returns only by SystemExit when the worker stops

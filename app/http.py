@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,18 +63,32 @@ async def read_json(
         raise _too_large(len(raw), max_bytes)
     if not raw.strip():
         raise RequestError("request body is empty; send a JSON document", code="empty_body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses integers beyond 64 bits; the standard parser takes them so that
-        # schema validation can say which field is out of range instead of "bad JSON".
+    # orjson reads an integer beyond 64 bits as a float, silently dropping digits (a
+    # decimal would be stored wrong, a long refused as "got float"); the standard parser
+    # keeps it an int, so validation can say which field is out of range. It is only used
+    # when the body holds such a digit run, or orjson refused it (a lone surrogate
+    # escape, which validation explains better than "bad JSON").
+    error: ValueError | RecursionError | None = None
+    if _BIG_INT.search(raw) is None:
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            pass
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            error = exc
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
         raise RequestError(
-            f"request body is not valid JSON: {exc}", code="malformed_json"
+            f"request body is not valid JSON: {error or exc}", code="malformed_json"
         ) from exc
+
+
+#: Digit runs that may be an integer orjson cannot hold: below -2**63 or above 2**64 - 1.
+_BIG_INT = re.compile(rb"-\d{19}|\d{20}")
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` takes NaN and Infinity, which are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _too_large(size: int | None, limit: int) -> RequestError:

@@ -75,11 +75,12 @@ def can_read(reader: AvroSchema, writer: AvroSchema) -> list[str]:
     result = ReaderWriterCompatibilityChecker().get_compatibility(reader.avro, writer.avro)
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
-    locations = list(result.locations) or ["/"]
-    messages = list(result.messages) or ["incompatible"]
-    return [f"{msg} at {loc}" for msg, loc in zip(messages, locations, strict=False)] + [
-        msg for msg in messages[len(locations) :]
-    ]
+    # Avro keeps messages and locations in unordered sets, so they are reported side by
+    # side (sorted, for stable output) rather than paired.
+    kinds = ", ".join(sorted({i.value for i in result.incompatibilities})) or "incompatible"
+    messages = "; ".join(sorted(str(m) for m in result.messages))
+    locations = ", ".join(sorted(str(loc) for loc in result.locations))
+    return [f"{kinds}: {messages} at {locations}" if messages else f"{kinds} at {locations}"]
 
 
 def incompatibilities(
