@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 
 from schemas.avro_schema import AvroSchema
-from schemas.codec import KeyEncoder, frame, encode_body
+from schemas.codec import KeyEncoder, encode_body, frame
 from schemas.errors import BrokerError, NotFoundError, RecordValidationError
 from schemas.registry_state import RegistryState
 from schemas.validation import RecordConverter, compile_converter

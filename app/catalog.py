@@ -88,7 +88,8 @@ async def apply_topic(
     existed = state.lookup(subject, schema)
     version = await store.register(subject, schema)
     if existed is None:
-        result.changes.append(f"schema: registered version {version.version} (id {version.schema_id})")
+        result.changes.append(
+            f"schema: registered version {version.version} (id {version.schema_id})")
     result.schema_id, result.version = version.schema_id, version.version
 
     meta_json = metadata_to_dict(meta)

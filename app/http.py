@@ -33,7 +33,9 @@ JSON_TYPES = frozenset(
 REGISTRY_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
-def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
+def json_response(
+    body: Any, status: int = 200, content_type: str = "application/json"
+) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type=content_type)
 
 

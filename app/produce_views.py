@@ -25,7 +25,8 @@ def _split_body(body: Any, max_records: int) -> tuple[list[Any], Any]:
     """(records, version from the body or None)."""
     if isinstance(body, list):
         records, version = body, None
-    elif isinstance(body, dict) and isinstance(body.get("records"), list) and set(body) <= _BATCH_KEYS:
+    elif (isinstance(body, dict) and isinstance(body.get("records"), list)
+          and set(body) <= _BATCH_KEYS):
         records, version = body["records"], body.get("version")
     elif isinstance(body, dict):
         records, version = [body], None

@@ -44,7 +44,8 @@ async def _schema_from_body(request: web.Request) -> AvroSchema:
         raise SchemaError("schema references are not supported; inline the referenced types")
     text = body["schema"]
     if not isinstance(text, str):
-        raise SchemaError(f"`schema` must be the schema as a JSON string, got {type(text).__name__}")
+        raise SchemaError(
+            f"`schema` must be the schema as a JSON string, got {type(text).__name__}")
     return parse_schema(text)
 
 

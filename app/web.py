@@ -54,9 +54,10 @@ class WebServer:
         site = web.TCPSite(self._runner, self._ctx.settings.web_host, self._ctx.settings.web_port,
                            reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        # With port 0 the OS picks one; read it back from the runner's listening socket.
+        for address in self._runner.addresses:
+            self.port = int(address[1])
+            break
         log.info("HTTP API on http://%s:%d", self._ctx.settings.web_host, self.port)
 
     async def stop(self) -> None:

@@ -120,7 +120,8 @@ class KeyEncoder:
         return buf.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data), self._parsed, None)
+        result = fastavro.schemaless_reader(io.BytesIO(data), self._parsed, None)
+        assert isinstance(result, dict)  # the key schema is a record
         return result
 
 
