@@ -121,7 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
         elif exc.status == 413:
-            message = f"request body exceeds the limit of {request.app['max_request_bytes']} bytes"
+            message = "request body exceeds the size limit (ONEPIPE_MAX_REQUEST_BYTES)"
         return json_response({"error_code": code, "message": message, "code": "http_error"},
                              status=exc.status)
     except Exception:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from agents.publisher import Publisher
 from app.context import WorkerContext
@@ -59,10 +59,19 @@ class Runtime:
     async def start(self) -> None:
         self.producer = make_producer(self.settings)
         try:
-            await self.producer.start()
-        except KafkaError as exc:
+            await self._start_producer(self.producer)
+        except KafkaConnectionError as exc:
             raise BrokerError(
                 f"cannot reach Kafka at {self.settings.broker} (ONEPIPE_BROKER): {exc!r}"
+            ) from exc
+        except KafkaError as exc:
+            hint = ""
+            if self.settings.idempotent_producer:
+                # tansu answers InitProducerId with an error (DESIGN.md).
+                hint = ("; if this broker has no idempotent producers (tansu), set "
+                        "ONEPIPE_IDEMPOTENT_PRODUCER=false")
+            raise BrokerError(
+                f"Kafka at {self.settings.broker} refused the producer: {exc!r}{hint}"
             ) from exc
         self._started = True
         self.publisher.bind(self.producer)
@@ -73,6 +82,14 @@ class Runtime:
             await self.stop()
             raise
         self.ready.set()
+
+    @staticmethod
+    async def _start_producer(producer: AIOKafkaProducer) -> None:
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a half-started client still holds connections
+            raise
 
     async def stop(self) -> None:
         """Stop in reverse order; harmless to call twice."""

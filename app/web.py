@@ -31,7 +31,6 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=ctx.settings.max_request_bytes + 1)
     app[CTX] = ctx
-    app["max_request_bytes"] = ctx.settings.max_request_bytes
     app.router.add_get("/health", health)
     add_registry_routes(app)
     add_topic_routes(app)
