@@ -17,6 +17,8 @@ retry loops ask the error instead of matching messages::
     │   ├── InvalidCompatibilityError  an unknown compatibility level (422, 42203)
     │   └── RegistryConflictError   a concurrent writer won; retriable
     ├── RequestError                malformed HTTP input (400/413/415)
+    ├── LakeError                   the lake (folder or S3) refused or lost an object
+    │   └── LakeObjectNotFound      a path that is not in the lake
     └── BrokerError                 Kafka did not accept or answer; retriable
 
 This module is a leaf: it imports nothing from onepipe, so every package can use it.
@@ -202,3 +204,19 @@ class BrokerError(OnepipeError):
     status = 503
     error_code = 50301
     retriable = True
+
+
+class LakeError(OnepipeError):
+    """The lake (a local folder or S3) refused a read or write; retriable."""
+
+    code = "lake_error"
+    status = 503
+    retriable = True
+
+
+class LakeObjectNotFound(LakeError):
+    """A lake path that does not exist."""
+
+    code = "lake_not_found"
+    status = 404
+    retriable = False
