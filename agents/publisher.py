@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from schemas.avro_schema import AvroSchema
 from schemas.codec import KeyEncoder, encode_body, frame
-from schemas.errors import BrokerError, NotFoundError, RecordValidationError
+from schemas.errors import BrokerError, NotFoundError, RecordValidationError, RequestError
 from schemas.registry_state import RegistryState
 from schemas.validation import RecordConverter, compile_converter
 
@@ -132,6 +132,11 @@ class Publisher:
         try:
             futures = [await sender.send(topic, value=v, key=k) for k, v in encoded]
             metas = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except MessageSizeTooLargeError as exc:
+            raise RequestError(
+                f"a record for {topic!r} is larger than the broker accepts ({exc!r}); "
+                "records before it in this request may have been produced",
+                status=413, code="record_too_large") from exc
         except (KafkaError, TimeoutError) as exc:
             raise BrokerError(
                 f"Kafka did not acknowledge the records for {topic!r}: {exc!r}; "

@@ -19,6 +19,8 @@ from schemas.errors import RequestError
 from schemas.registry_state import parse_version
 
 _BATCH_KEYS = frozenset({"records", "version"})
+#: Records are JSON: the registry's extra content types (octet-stream) do not apply here.
+PRODUCE_TYPES = frozenset({"application/json"})
 
 
 def _split_body(body: Any, max_records: int) -> tuple[list[Any], Any]:
@@ -50,7 +52,8 @@ async def produce(request: web.Request) -> web.Response:
     topic = request.match_info["topic"]
     # Resolve the topic before reading the body: an unknown topic is a 404 whatever it sent.
     ctx.registry.state.topic_metadata(topic)
-    body = await read_json(request, max_bytes=ctx.settings.max_request_bytes)
+    body = await read_json(request, max_bytes=ctx.settings.max_request_bytes,
+                           allowed_types=PRODUCE_TYPES)
     records, body_version = _split_body(body, ctx.settings.max_records_per_request)
     raw_version = request.query.get("version", body_version)
     version: int | str = "latest"
