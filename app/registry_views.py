@@ -178,12 +178,12 @@ async def check_compatibility(request: web.Request) -> web.Response:
     state = ctx.registry.state
     subject = request.match_info["subject"]
     raw_version = request.match_info.get("version")
-    if raw_version is not None:
-        parse_version(raw_version)  # 42202 before anything else
+    # 42202 before anything else; -1 means latest, as in Confluent's API.
+    latest = raw_version is None or parse_version(raw_version) == -1
     schema = await _schema_from_body(request)
     mode = state.compatibility(subject)
     if subject not in state.subjects:
-        if raw_version is None or raw_version == "latest":
+        if latest:
             return _reply({"is_compatible": True, "messages": []})
         state.versions(subject)  # raises 40401
     if raw_version is None:

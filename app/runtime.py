@@ -1,8 +1,10 @@
-"""The parts one worker runs besides Faust's own: producer, registry, web server.
+"""The parts one worker runs besides Faust's own: producer, registry, web server, agents.
 
 Start order matters: the producer first (the registry appends with it), then the registry
 replays its log to the end, then the web server opens, so no request is ever answered
-from a half-replayed registry. ``ready`` is set last; developer agents wait for it.
+from a half-replayed registry; then the batch agents (archive) join their groups.
+``ready`` is set last; developer agents wait for it. Stop runs in reverse, so the
+archive agent flushes its buffers while the registry can still resolve schemas.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from agents.archive import ArchiveAgent
 from agents.publisher import Publisher
 from app.context import WorkerContext
 from app.settings import Settings
 from app.web import WebServer
 from schemas.errors import BrokerError
+from sinks.lake_store import LakeStore, S3Options, open_lake
 from tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ class Runtime:
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         self.context = WorkerContext(settings, self.registry, self.publisher)
         self.web = WebServer(self.context)
+        self.lake: LakeStore | None = None
+        self.archive: ArchiveAgent | None = None
         self.ready = asyncio.Event()
         self._started = False
 
@@ -78,10 +84,26 @@ class Runtime:
         try:
             await self.registry.start(self.producer)
             await self.web.start()
+            if self.settings.archive_enabled:
+                await self._start_archive()
         except BaseException:
             await self.stop()
             raise
         self.ready.set()
+
+    async def _start_archive(self) -> None:
+        settings = self.settings
+        self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
+        self.archive = ArchiveAgent(
+            bootstrap=settings.broker,
+            group_id=f"{settings.app_id}-archive",
+            registry=self.registry,
+            lake=self.lake,
+            max_buffer_bytes=settings.archive_buffer_bytes,
+            session_timeout=settings.session_timeout,
+            rebalance_timeout=settings.rebalance_timeout,
+        )
+        await self.archive.start()
 
     @staticmethod
     async def _start_producer(producer: AIOKafkaProducer) -> None:
@@ -97,6 +119,10 @@ class Runtime:
             return
         self._started = False
         self.ready.clear()
+        if self.archive is not None:
+            await self.archive.stop()
+        if self.lake is not None:
+            await self.lake.close()
         await self.web.stop()
         await self.registry.stop()
         self.publisher.bind(None)
@@ -109,3 +135,8 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def lake_s3_options(settings: Settings) -> S3Options:
+    """S3 options from settings; credentials come from the usual AWS variables."""
+    return S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)

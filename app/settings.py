@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     lake_url: str = Field(
         "", description="Lake root, file:///path or s3://bucket/prefix; default <data_dir>/lake."
     )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint for s3:// lakes (MinIO, moto); default: AWS."
+    )
+    s3_region: str | None = Field(None, description="S3 region; default: the AWS chain's.")
+    archive_buffer_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024,
+        description="Memory all archive buffers of a worker may hold before flushing.",
+    )
+    archive_enabled: bool = Field(True, description="Run the archive agent in the worker.")
     registry_topic: str = Field("_onepipe_registry", description="Compacted registry log topic.")
     replication_factor: int = Field(1, ge=1, le=32, description="For topics onepipe creates.")
     max_request_bytes: int = Field(

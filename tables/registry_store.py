@@ -121,15 +121,20 @@ class RegistryStore:
     # ----------------------------------------------------------------- writes
     async def register(self, subject: str, schema: AvroSchema) -> SchemaVersion:
         """Register ``schema`` under ``subject`` (idempotent); raise if incompatible."""
-        for _ in range(_MAX_DECISION_ATTEMPTS):
-            outcome = self.state.decide_register(subject, schema)
-            if isinstance(outcome, SchemaVersion):
-                return outcome
-            await self._append(outcome)
-            found = self.state.lookup(subject, schema)
-            if found is not None:
-                return found
-            # A concurrent writer took the version or the id first: decide again.
+        # Decide under the write lock, so each decision sees this worker's earlier writes.
+        # Decided outside it, n concurrent registrations on one worker all proposed the same
+        # version and id, all but one lost to their own worker, and the retries cost O(n²)
+        # appends until some ran out of attempts (503).
+        async with self._write_lock:
+            for _ in range(_MAX_DECISION_ATTEMPTS):
+                outcome = self.state.decide_register(subject, schema)
+                if isinstance(outcome, SchemaVersion):
+                    return outcome
+                await self._append_locked(outcome)
+                found = self.state.lookup(subject, schema)
+                if found is not None:
+                    return found
+                # Another worker took the version or the id first: decide again.
         raise RegistryConflictError(
             f"registering under subject {subject!r} lost {_MAX_DECISION_ATTEMPTS} races "
             "to concurrent writers; try again"
@@ -146,26 +151,30 @@ class RegistryStore:
         await self._append(Decision(key=f"metadata/{topic}", value=value))
 
     async def _append(self, decision: Decision) -> None:
-        if self._producer is None or self._tail is None or self._closed:
-            raise BrokerError("the registry is not running; start the worker first")
         # One write at a time per worker keeps this worker's decisions from racing each
         # other; races with other workers are settled by the log order.
         async with self._write_lock:
-            try:
-                meta = await asyncio.wait_for(
-                    self._producer.send_and_wait(
-                        self.topic,
-                        orjson.dumps(decision.value),
-                        key=decision.key.encode(),
-                        partition=0,
-                    ),
-                    self._write_timeout,
-                )
-            except (KafkaError, TimeoutError) as exc:
-                raise BrokerError(
-                    f"could not append to registry log {self.topic}: {exc!r}"
-                ) from exc
-            await self.wait_applied(meta.offset)
+            await self._append_locked(decision)
+
+    async def _append_locked(self, decision: Decision) -> None:
+        """Append and wait until applied; the caller holds ``_write_lock``."""
+        if self._producer is None or self._tail is None or self._closed:
+            raise BrokerError("the registry is not running; start the worker first")
+        try:
+            meta = await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    self.topic,
+                    orjson.dumps(decision.value),
+                    key=decision.key.encode(),
+                    partition=0,
+                ),
+                self._write_timeout,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerError(
+                f"could not append to registry log {self.topic}: {exc!r}"
+            ) from exc
+        await self.wait_applied(meta.offset)
 
     async def wait_applied(self, offset: int) -> None:
         """Wait until this worker applied the log through ``offset``."""
@@ -180,6 +189,18 @@ class RegistryStore:
                     f"registry log {self.topic}[0]@{offset} was written but not read back "
                     f"within {self._write_timeout}s"
                 ) from exc
+
+    async def wait_for_schema(self, schema_id: int, timeout: float) -> bool:  # noqa: ASYNC109 - a bound, not a cancellation scope
+        """Wait until ``schema_id`` is known here (registered on another worker, say)."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: schema_id in self.state.schemas_by_id),
+                    timeout,
+                )
+            except TimeoutError:
+                return False
+        return True
 
     # ------------------------------------------------------------------ reads
     async def _tail_log(self) -> None:

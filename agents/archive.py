@@ -1,0 +1,406 @@
+"""Archive agent: every archived topic into the raw Parquet lake, exactly once.
+
+Contract:
+- Topics in: every registered topic whose metadata has ``archive.enabled`` (the default);
+  the set follows the registry while the worker runs. Out: raw lake files
+  ``raw/<topic>/partition=<p>/date=<D>/hour=<H>/<first>-<last>.parquet`` (sinks.lake_layout).
+- Exactly once in ``raw/``, crashes and rebalances included: a file holds one contiguous
+  offset range and is made visible whole (sinks.lake_store), and on partition assignment
+  the agent resumes after the highest offset the *lake* holds, not after Kafka's committed
+  offset. A crash between writing a file and committing the offset therefore re-reads
+  nothing that is archived. Kafka offsets are committed after each file (for lag
+  monitoring); they are never the source of truth.
+- Flushes per partition when a buffer reaches the topic's ``flush_records`` or
+  ``flush_bytes``, when it is ``flush_seconds`` old, when the partition is revoked, and at
+  shutdown. All buffers together stay under ``max_buffer_bytes``: past it the largest
+  buffers are flushed before anything more is fetched (back-pressure, not growth).
+- A value that does not decode is archived anyway (key/value bytes kept, typed columns
+  null, ``_kafka_decode_error`` set) and counted in :attr:`ArchiveMetrics.undecodable`.
+- Records of every schema version are read with the topic's latest schema, so one file
+  has one schema.
+
+Design: this is a batch consumer of its own (``getmany``) in the group
+``<app_id>-archive``, hosted by the Faust worker, instead of a Faust agent: Faust's
+per-event path runs at ~1/40 of a batch consumer on this hardware (DESIGN.md, "Hot
+paths"), far below what archiving every topic needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from schemas.avro_schema import AvroSchema
+from schemas.codec import HEADER_SIZE, MAGIC_BYTE
+from schemas.metadata import ArchivePolicy, metadata_from_dict
+from sinks.lake_layout import hour_segments, next_offset, parse_raw_path, raw_file_path
+from sinks.lake_layout import raw_partition_prefix as partition_prefix
+from sinks.lake_store import LakeStore
+from sinks.raw_format import RawRecord, build_raw_table, encode_parquet
+from tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+#: Extra bytes counted per buffered record (Python object overhead), so the memory bound
+#: tracks real RSS rather than payload bytes alone.
+_RECORD_OVERHEAD = 200
+
+
+@dataclass(slots=True)
+class ArchiveMetrics:
+    """Counters of one archive agent (exported by the worker's metrics view)."""
+
+    #: Records consumed from Kafka.
+    records_in: int = 0
+    #: Records written to the lake.
+    records_archived: int = 0
+    #: Records whose value did not decode (archived with null typed columns).
+    undecodable: int = 0
+    #: Files written.
+    files: int = 0
+    #: Bytes of Parquet written.
+    bytes_written: int = 0
+    #: Records Kafka delivered again below the archived position (skipped, not archived).
+    redelivered: int = 0
+    #: Wall-clock time (epoch seconds) and record count of the last flush.
+    last_flush_at: float = 0.0
+    last_flush_records: int = 0
+    #: Seconds each flush took, most recent last (bounded).
+    flush_seconds: list[float] = field(default_factory=list)
+    #: Next offset to archive, per partition assigned here.
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Buffer:
+    """Records of one partition waiting for a flush."""
+
+    records: list[RawRecord] = field(default_factory=list)
+    size: int = 0
+    started: float = 0.0
+
+
+class ArchiveAgent:
+    """Batch-consumes archived topics into the raw lake; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        registry: RegistryStore,
+        lake: LakeStore,
+        max_buffer_bytes: int = 256 * 1024 * 1024,
+        session_timeout: float = 10.0,
+        rebalance_timeout: float = 10.0,
+        topics: Iterable[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._registry = registry
+        self._lake = lake
+        self._max_buffer_bytes = max_buffer_bytes
+        self._session_timeout = session_timeout
+        self._rebalance_timeout = rebalance_timeout
+        #: When given, only these topics are archived (tests, benchmarks).
+        self._only_topics = frozenset(topics) if topics is not None else None
+        self._clock = clock
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._buffers: dict[TopicPartition, _Buffer] = {}
+        #: Next offset each assigned partition may buffer: a record below it is already
+        #: archived or buffered (Kafka re-delivers around seeks and rebalances).
+        self._expected: dict[TopicPartition, int] = {}
+        self._buffered_bytes = 0
+        self._policies: dict[str, ArchivePolicy] = {}
+        self._subscribed: frozenset[str] = frozenset()
+        self._generation = -1
+        # Flushes from the loop and from a rebalance callback must not interleave on one
+        # partition: both write files named by the same offsets.
+        self._flush_lock = asyncio.Lock()
+        self.metrics = ArchiveMetrics()
+        self.assigned = asyncio.Event()
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            client_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self._session_timeout * 1000),
+            rebalance_timeout_ms=int(self._rebalance_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, self._session_timeout / 3) * 1000),
+            max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=200,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="archive-agent")
+
+    async def stop(self) -> None:
+        """Flush every buffer, commit, leave the group; harmless to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            await self._flush(list(self._buffers), consumer, reason="shutdown")
+        finally:
+            await consumer.stop()
+
+    async def __aenter__(self) -> ArchiveAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------- loop
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            self._follow_registry(consumer)
+            if not self._subscribed:
+                await asyncio.sleep(0.5)  # nothing to archive yet; re-check the registry
+                continue
+            try:
+                batches = await consumer.getmany(timeout_ms=250, max_records=20_000)
+            except KafkaError:
+                log.exception("archive consumer %s failed to fetch; retrying", self._group_id)
+                await asyncio.sleep(1.0)  # back off before asking the broker again
+                continue
+            self._buffer(batches)
+            await self._flush_due(consumer)
+
+    def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
+        """Subscribe to the archived topics the registry knows now."""
+        state = self._registry.state
+        if state.generation == self._generation:
+            return
+        self._generation = state.generation
+        policies: dict[str, ArchivePolicy] = {}
+        for topic, meta in state.topics.items():
+            if self._only_topics is not None and topic not in self._only_topics:
+                continue
+            policy = metadata_from_dict(topic, meta).archive
+            if policy.enabled:
+                policies[topic] = policy
+        self._policies = policies
+        topics = frozenset(policies)
+        if topics and topics != self._subscribed:
+            log.info("archive agent subscribes to %s", sorted(topics))
+            consumer.subscribe(sorted(topics), listener=_Rebalance(self, consumer))
+            self._subscribed = topics
+
+    def _buffer(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        now = self._clock()
+        for tp, messages in batches.items():
+            buffer = self._buffers.get(tp)
+            if buffer is None:
+                buffer = self._buffers[tp] = _Buffer(started=now)
+            added = 0
+            expected = self._expected.get(tp)
+            for m in messages:
+                if expected is not None and m.offset < expected:
+                    self.metrics.redelivered += 1
+                    continue
+                expected = m.offset + 1
+                record = RawRecord(
+                    topic=m.topic, partition=m.partition, offset=m.offset,
+                    timestamp_ms=m.timestamp, headers=tuple(m.headers or ()),
+                    key=m.key, value=m.value,
+                )
+                buffer.records.append(record)
+                added += (len(m.key or b"") + len(m.value or b"") + _RECORD_OVERHEAD)
+            if expected is not None:
+                self._expected[tp] = expected
+            buffer.size += added
+            self._buffered_bytes += added
+            self.metrics.records_in += len(messages)
+
+    async def _flush_due(self, consumer: AIOKafkaConsumer) -> None:
+        now = self._clock()
+        due = []
+        for tp, buffer in self._buffers.items():
+            policy = self._policies.get(tp.topic, ArchivePolicy())
+            if (len(buffer.records) >= policy.flush_records or buffer.size >= policy.flush_bytes
+                    or (buffer.records and now - buffer.started >= policy.flush_seconds)):
+                due.append(tp)
+        if due:
+            await self._flush(due, consumer, reason="policy")
+        # Back-pressure: past the memory bound, flush the largest buffers before fetching.
+        while self._buffered_bytes > self._max_buffer_bytes and self._buffers:
+            largest = max(self._buffers, key=lambda t: self._buffers[t].size)
+            await self._flush([largest], consumer, reason="memory bound")
+
+    # ------------------------------------------------------------------ flush
+    async def _flush(self, partitions: list[TopicPartition], consumer: AIOKafkaConsumer,
+                     reason: str) -> None:
+        async with self._flush_lock:
+            for tp in partitions:
+                buffer = self._buffers.pop(tp, None)
+                if buffer is None or not buffer.records:
+                    continue
+                self._buffered_bytes -= buffer.size
+                await self._write(tp, buffer.records, reason)
+                await self._commit(consumer, tp, buffer.records[-1].offset + 1)
+
+    async def _write(self, tp: TopicPartition, records: list[RawRecord], reason: str) -> None:
+        started = time.perf_counter()
+        reader, writers = await self._schemas(tp.topic, records)
+        for start, stop, date, hour in hour_segments([r.timestamp_ms for r in records]):
+            segment = records[start:stop]
+            path = raw_file_path(tp.topic, tp.partition, date, hour, segment[0].offset,
+                                 segment[-1].offset)
+            # Decoding and Parquet encoding are CPU work: off the event loop, so the
+            # worker keeps serving HTTP and heartbeats while a large flush runs.
+            data, undecodable = await asyncio.to_thread(_encode_segment, segment, reader,
+                                                        writers)
+            await self._lake.put(path, data)
+            self.metrics.undecodable += undecodable
+            self.metrics.files += 1
+            self.metrics.bytes_written += len(data)
+            log.debug("archived %s[%d]@%d-%d to %s (%d bytes, %s)", tp.topic, tp.partition,
+                      segment[0].offset, segment[-1].offset, path, len(data), reason)
+        elapsed = time.perf_counter() - started
+        self.metrics.records_archived += len(records)
+        self.metrics.last_flush_at = time.time()
+        self.metrics.last_flush_records = len(records)
+        self.metrics.flush_seconds = [*self.metrics.flush_seconds[-99:], elapsed]
+        self.metrics.positions[tp] = records[-1].offset + 1
+
+    async def _schemas(self, topic: str, records: list[RawRecord]
+                       ) -> tuple[AvroSchema | None, dict[int, AvroSchema]]:
+        """The reader (latest) schema and every writer schema the records name."""
+        state = self._registry.state
+        subject = f"{topic}-value"
+        reader = state.version(subject, "latest").schema if subject in state.subjects else None
+        ids = {_schema_id(r.value) for r in records} - {None}
+        writers: dict[int, AvroSchema] = {}
+        for schema_id in ids:
+            assert schema_id is not None
+            if schema_id not in state.schemas_by_id:
+                # Registered on another worker moments ago: wait for our replica.
+                await self._registry.wait_for_schema(schema_id, timeout=5.0)
+            if schema_id in state.schemas_by_id:
+                writers[schema_id] = state.schemas_by_id[schema_id]
+        return reader, writers
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
+                      ) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The lake already holds the file and is the source of truth; a lost commit
+            # only makes the lag figure stale until the next flush.
+            log.warning("archive commit of %s[%d]@%d failed: %r", tp.topic, tp.partition,
+                        offset, exc)
+
+    # -------------------------------------------------------------- rebalance
+    async def resume_position(self, tp: TopicPartition) -> int | None:
+        """The offset after the highest one the lake holds for ``tp``."""
+        prefix = partition_prefix(tp.topic, tp.partition)
+        cleanup = getattr(self._lake, "remove_stale_temp_files", None)
+        if cleanup is not None:
+            await cleanup(prefix)
+        files = [f for f in (parse_raw_path(o.path) for o in await self._lake.list(prefix))
+                 if f is not None]
+        return next_offset(files)
+
+    async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]
+                         ) -> None:
+        await self._flush([tp for tp in revoked if tp in self._buffers], consumer,
+                          reason="rebalance")
+        for tp in revoked:
+            self.metrics.positions.pop(tp, None)
+            self._expected.pop(tp, None)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+                          ) -> None:
+        # Paused before the first await: the fetcher must not hand out records from the
+        # reset position while the lake is being listed, or they would be read twice.
+        consumer.pause(*assigned)
+        for tp in assigned:
+            position = await self.resume_position(tp)
+            if position is None:
+                await consumer.seek_to_beginning(tp)
+                log.info("archive %s[%d]: nothing archived yet, from the beginning",
+                         tp.topic, tp.partition)
+            else:
+                consumer.seek(tp, position)
+                log.info("archive %s[%d]: resuming after the lake at @%d", tp.topic,
+                         tp.partition, position)
+                self.metrics.positions[tp] = position
+                self._expected[tp] = position
+        consumer.resume(*assigned)
+        self.assigned.set()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, agent: ArchiveAgent, consumer: AIOKafkaConsumer) -> None:
+        self._agent = agent
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._agent.on_revoked(self._consumer, revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._agent.on_assigned(self._consumer, assigned)
+
+
+def _schema_id(value: bytes | None) -> int | None:
+    if value is None or len(value) < HEADER_SIZE or value[0] != MAGIC_BYTE:
+        return None
+    return int.from_bytes(value[1:HEADER_SIZE], "big")
+
+
+def _encode_segment(records: list[RawRecord], reader: AvroSchema | None,
+                    writers: dict[int, AvroSchema]) -> tuple[bytes, int]:
+    """Decode values with their writer schema read as ``reader``; Parquet bytes."""
+    schema_ids: list[int | None] = []
+    decoded: list[Any] = []
+    errors: list[str | None] = []
+    read = fastavro.schemaless_reader
+    reader_parsed = reader.parsed if reader is not None else None
+    for record in records:
+        schema_id = _schema_id(record.value)
+        schema_ids.append(schema_id)
+        writer = writers.get(schema_id) if schema_id is not None else None
+        datum: Any = None
+        error: str | None = None
+        if schema_id is None or record.value is None:
+            error = "value is not Confluent-framed Avro (no 0x00 magic byte)"
+        elif writer is None:
+            error = f"schema id {schema_id} is not in the registry"
+        elif reader_parsed is None:
+            error = "the topic has no registered value schema"
+        else:
+            try:
+                datum = read(io.BytesIO(record.value[HEADER_SIZE:]), writer.parsed,
+                             reader_parsed if writer is not reader else None)
+            except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError,
+                    fastavro.read.SchemaResolutionError) as exc:
+                error = f"Avro body does not decode with schema id {schema_id}: {exc!r}"
+        decoded.append(datum)
+        errors.append(error)
+    table = build_raw_table(records, schema_ids, decoded, errors, reader)
+    return encode_parquet(table), sum(1 for e in errors if e is not None)

@@ -1,0 +1,134 @@
+"""`kill -9` of a worker while it archives: after a restart every offset is in the lake once.
+
+A real `onepipe worker` process archives a topic that the test keeps producing to through
+the worker's own HTTP API; the test kills it with SIGKILL at a moment when files are
+being written, starts a new worker on the same data and lake, and checks the lake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from app.embedded import free_port
+from sinks.lake_inventory import raw_inventory
+from sinks.lake_store import open_lake
+from tests.app.produce_helpers import read_topic
+from tests.fixtures.services import unique, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
+PARTITIONS = 2
+
+
+@pytest.fixture
+def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str, Path]]:
+    topic = unique("crash")
+    catalog = tmp_path / "catalog"
+    shutil.copytree(ROOT / "catalog", catalog)
+    (catalog / "crash.avsc").write_text(json.dumps({
+        "type": "record", "name": "Event", "fields": [
+            {"name": "id", "type": "string"}, {"name": "n", "type": "long"},
+            {"name": "payload", "type": "string"}]}))
+    (catalog / "crash.yaml").write_text(
+        f"topic: {topic}\nschema: crash.avsc\npartitions: {PARTITIONS}\nkey: [id]\n"
+        "order: {rule: max, field: n}\n"
+        "archive: {flush_records: 25, flush_seconds: 0.3}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
+    env.update(ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
+               ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
+               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
+               ONEPIPE_APP_ID=unique("crashapp"), ONEPIPE_CATALOG_DIR=str(catalog),
+               ONEPIPE_LAKE_URL=(tmp_path / "lake").as_uri())
+    yield env, topic, tmp_path
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen([ONEPIPE, "worker"],
+                                         env={**env, "ONEPIPE_WEB_PORT": str(self.port)},
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}")
+        try:
+            async with aiohttp.ClientSession() as s, s.get(self.url + "/health") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
+    crash_env: tuple[dict[str, str], str, Path], broker: str
+) -> None:
+    env, topic, tmp_path = crash_env
+    lake_url = env["ONEPIPE_LAKE_URL"]
+    sent = 0
+
+    async def produce(url: str, count: int) -> None:
+        nonlocal sent
+        records = [{"id": f"k{(sent + i) % 50}", "n": sent + i, "payload": "x" * 150}
+                   for i in range(count)]
+        async with aiohttp.ClientSession(url) as http, http.post(
+                f"/topics/{topic}/records", json={"records": records}) as resp:
+            assert resp.status == 200, await resp.text()
+        sent += count
+
+    async with open_lake(lake_url) as lake:
+
+        async def archived() -> int:
+            return (await raw_inventory(lake, topic)).records
+
+        first = Worker(env, tmp_path / "worker-1.log")
+        try:
+            await wait_for(first.healthy, timeout=60, what="first worker")
+            # Keep producing until the lake has files, then kill mid-stream.
+            while await archived() < 150:
+                await produce(first.url, 20)
+            await produce(first.url, 20)
+            first.kill()
+        finally:
+            first.kill()
+
+        second = Worker(env, tmp_path / "worker-2.log")
+        try:
+            await wait_for(second.healthy, timeout=60, what="restarted worker")
+            for _ in range(10):
+                await produce(second.url, 20)
+
+            async def all_archived() -> bool:
+                return await archived() == sent
+
+            await wait_for(all_archived, timeout=120, what=f"{sent} archived rows")
+        finally:
+            second.proc.send_signal(signal.SIGTERM)
+            try:
+                second.proc.wait(timeout=30)
+            finally:
+                second.kill()
+
+        inventory = await raw_inventory(lake, topic)
+    assert inventory.gaps == {}
+    _, watermarks = await read_topic(broker, topic, PARTITIONS)
+    assert sum(watermarks.values()) == sent
+    for partition, highwater in watermarks.items():
+        files = [f for f in inventory.files if f.partition == partition]
+        assert files[0].first == 0 and files[-1].last == highwater - 1
