@@ -76,6 +76,8 @@ class ArchiveMetrics:
     last_flush_records: int = 0
     #: Seconds each flush took, most recent last (bounded).
     flush_seconds: list[float] = field(default_factory=list)
+    #: Most bytes all buffers held at once (checks the memory bound).
+    peak_buffered_bytes: int = 0
     #: Next offset to archive, per partition assigned here.
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
@@ -122,6 +124,8 @@ class ArchiveAgent:
         #: archived or buffered (Kafka re-delivers around seeks and rebalances).
         self._expected: dict[TopicPartition, int] = {}
         self._buffered_bytes = 0
+        #: Estimated bytes per record; starts high so the first fetch cannot overshoot.
+        self._record_size = 64 * 1024
         self._policies: dict[str, ArchivePolicy] = {}
         self._subscribed: frozenset[str] = frozenset()
         self._generation = -1
@@ -183,7 +187,8 @@ class ArchiveAgent:
                 await asyncio.sleep(0.5)  # nothing to archive yet; re-check the registry
                 continue
             try:
-                batches = await consumer.getmany(timeout_ms=250, max_records=20_000)
+                batches = await consumer.getmany(timeout_ms=250,
+                                                 max_records=self._fetch_budget())
             except KafkaError:
                 log.exception("archive consumer %s failed to fetch; retrying", self._group_id)
                 await asyncio.sleep(1.0)  # back off before asking the broker again
@@ -211,6 +216,11 @@ class ArchiveAgent:
             consumer.subscribe(sorted(topics), listener=_Rebalance(self, consumer))
             self._subscribed = topics
 
+    def _fetch_budget(self) -> int:
+        """How many records the next fetch may return without passing the memory bound."""
+        room = self._max_buffer_bytes - self._buffered_bytes
+        return max(1, min(20_000, room // max(self._record_size, 1)))
+
     def _buffer(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         now = self._clock()
         for tp, messages in batches.items():
@@ -218,6 +228,7 @@ class ArchiveAgent:
             if buffer is None:
                 buffer = self._buffers[tp] = _Buffer(started=now)
             added = 0
+            largest = 0
             expected = self._expected.get(tp)
             for m in messages:
                 if expected is not None and m.offset < expected:
@@ -230,11 +241,18 @@ class ArchiveAgent:
                     key=m.key, value=m.value,
                 )
                 buffer.records.append(record)
-                added += (len(m.key or b"") + len(m.value or b"") + _RECORD_OVERHEAD)
+                size = len(m.key or b"") + len(m.value or b"") + _RECORD_OVERHEAD
+                added += size
+                largest = max(largest, size)
             if expected is not None:
                 self._expected[tp] = expected
+            # The largest recent record sizes the next fetch (_fetch_budget); it decays
+            # slowly so one outlier does not throttle fetching for long.
+            self._record_size = max(largest, self._record_size * 15 // 16)
             buffer.size += added
             self._buffered_bytes += added
+            self.metrics.peak_buffered_bytes = max(self.metrics.peak_buffered_bytes,
+                                                   self._buffered_bytes)
             self.metrics.records_in += len(messages)
 
     async def _flush_due(self, consumer: AIOKafkaConsumer) -> None:

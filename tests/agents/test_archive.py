@@ -270,3 +270,29 @@ async def test_replay_into_a_new_topic_is_byte_identical(
     for partition in range(PARTITIONS):
         assert [(r.key, r.value, list(r.headers), r.timestamp) for r in copied[partition]] == [
             (r.key, r.value, list(r.headers), r.timestamp) for r in source[partition]]
+
+
+async def test_buffers_stay_within_the_memory_bound(
+    runtime: Runtime, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # Flush limits far away: only the memory bound can make the agent write files.
+    topic = await make_topic(http, flush_records=1_000_000, flush_bytes="1GiB",
+                             flush_seconds=3600)
+    bound = 256 * 1024
+    big = [{**order(i), "lines": [{"sku": "x" * 2000, "qty": 1}]} for i in range(600)]
+    for start in range(0, len(big), 100):
+        await produce(http, topic, big[start:start + 100])
+    async with open_lake((tmp_path / "lake").as_uri()) as lake:
+        async with agent_for(runtime, lake, topic, max_buffer_bytes=bound) as agent:
+            await wait_for(lambda: _count_is_at_least(agent, 600 - 150), timeout=60,
+                           what="memory-bound flushes")
+            peak = agent.metrics.peak_buffered_bytes
+            files = agent.metrics.files
+        await assert_exactly_once(lake, topic, runtime.settings.broker)
+    assert files >= 2  # ~1.3 MB of records cannot leave the agent in one bounded flush
+    # One fetch may overshoot by what the running record-size estimate let through.
+    assert peak <= bound * 2, peak
+
+
+async def _count_is_at_least(agent: ArchiveAgent, count: int) -> bool:
+    return agent.metrics.records_archived >= count
