@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _apply(settings: Settings, folder: Path) -> list[ApplyResult]:
     async with RegistryStore(settings.broker, settings.registry_topic,
-                             replication_factor=settings.replication_factor) as store:
+                             replication_factor=settings.replication_factor,
+                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
         return await apply_catalog(store, folder,
                                    replication_factor=settings.replication_factor)
 

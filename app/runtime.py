@@ -53,6 +53,7 @@ class Runtime:
             settings.registry_topic,
             replication_factor=settings.replication_factor,
             write_timeout=settings.produce_timeout,
+            fetch_wait_ms=settings.registry_fetch_wait_ms,
         )
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         self.context = WorkerContext(settings, self.registry, self.publisher)

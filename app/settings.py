@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     )
     archive_enabled: bool = Field(True, description="Run the archive agent in the worker.")
     registry_topic: str = Field("_onepipe_registry", description="Compacted registry log topic.")
+    registry_fetch_wait_ms: int = Field(
+        100, ge=1, le=5000,
+        description="Longest a registry read waits for new records (bounds write latency).",
+    )
     replication_factor: int = Field(1, ge=1, le=32, description="For topics onepipe creates.")
     max_request_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest HTTP request body accepted (413 above)."

@@ -14,6 +14,7 @@ different versions for compatibility.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,8 +76,19 @@ def parse_schema(text: str | bytes | dict[str, Any] | list[Any]) -> AvroSchema:
             raise SchemaError(f"schema is not valid JSON: {exc}") from exc
     else:
         data = text
-        raw = orjson.dumps(data).decode()
+        raw = _dumps(data)
     return _parse_data(raw, data)
+
+
+def _dumps(data: Any, *, sort_keys: bool = False) -> str:
+    """Compact JSON text; the standard encoder takes what orjson refuses (ints > 64 bits)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS if sort_keys else None).decode()
+    except TypeError:
+        try:
+            return json.dumps(data, sort_keys=sort_keys, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(f"schema is not JSON data: {exc}") from exc
 
 
 def _parse_data(raw: str, data: Any) -> AvroSchema:
@@ -88,7 +100,7 @@ def _parse_data(raw: str, data: Any) -> AvroSchema:
         with warnings.catch_warnings():
             # The spec says unknown logical types are ignored; Avro warns, we accept.
             warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
-            avro_parsed = avro.schema.parse(orjson.dumps(data).decode())
+            avro_parsed = avro.schema.parse(_dumps(data))
     except (avro.errors.AvroException, ValueError, TypeError, KeyError) as exc:
         raise SchemaError(f"invalid Avro schema: {exc}") from exc
     try:
@@ -99,7 +111,7 @@ def _parse_data(raw: str, data: Any) -> AvroSchema:
     return AvroSchema(
         text=raw,
         json=data,
-        identity=orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode(),
+        identity=_dumps(data, sort_keys=True),
         canonical=canonical,
         parsed=fast_parsed,
         avro=avro_parsed,

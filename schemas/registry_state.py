@@ -196,7 +196,9 @@ class RegistryState:
         ids = self.subjects.get(subject, [])
         if schema_id is None or schema_id not in ids:
             return None
-        return SchemaVersion(subject, ids.index(schema_id) + 1, schema_id, schema)
+        # The registered schema, not the caller's: Confluent answers with the stored text.
+        return SchemaVersion(subject, ids.index(schema_id) + 1, schema_id,
+                             self.schemas_by_id[schema_id])
 
     def subjects_of_id(self, schema_id: int) -> Iterator[tuple[str, int]]:
         for subject, ids in self.subjects.items():

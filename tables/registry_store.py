@@ -43,6 +43,7 @@ class RegistryStore:
         *,
         replication_factor: int = 1,
         write_timeout: float = 30.0,
+        fetch_wait_ms: int = 100,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -56,6 +57,9 @@ class RegistryStore:
         self._progress = asyncio.Condition()
         self._write_lock = asyncio.Lock()
         self._write_timeout = write_timeout
+        # A write returns once this worker reads it back; on brokers that hold a fetch for
+        # its whole wait (tansu) that wait is the write latency.
+        self._fetch_wait_ms = fetch_wait_ms
         self._closed = False
 
     # -------------------------------------------------------------- lifecycle
@@ -83,7 +87,7 @@ class RegistryStore:
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self._fetch_wait_ms,
             client_id="onepipe-registry",
         )
         await self._consumer.start()
