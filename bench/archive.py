@@ -1,0 +1,235 @@
+"""Archive throughput against the raw consume ceiling, measured in one run on one broker.
+
+    .venv/bin/python bench/archive.py [--records N] [--partitions P] [--quick] [--json]
+
+For 200-byte and 2-KB records it prints:
+1. the ceiling: a raw aiokafka batch consumer (``getmany``) reading every record of the
+   topic from the same embedded tansu broker, records/s and MB/s;
+2. the archive agent (agents.archive, the code the worker runs) archiving the same topic
+   into a local-folder lake: records/s and MB/s from partition assignment until the lake
+   holds every record, and the ratio to the ceiling (target >= 0.40);
+3. peak RSS of this process while the agent ran, against the configured buffer bound +
+   150 MiB (the target).
+Records are produced once, beforehand, Confluent-framed against a registered schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: make the repo importable
+    sys.path.insert(0, str(ROOT))
+
+import fastavro  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from agents.archive import ArchiveAgent  # noqa: E402
+from app.catalog import apply_topic  # noqa: E402
+from app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
+from app.settings import load_settings  # noqa: E402
+from schemas.codec import frame  # noqa: E402
+from sinks.lake_store import open_lake  # noqa: E402
+
+TARGET_RATIO = 0.40
+#: Share of the records whose archiving is timed (see archive()).
+STEADY_SHARE = 0.9
+RSS_ALLOWANCE = 150 * 1024 * 1024
+SCHEMA: dict[str, Any] = {
+    "type": "record", "name": "Event", "namespace": "bench", "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "seq", "type": "long"},
+        {"name": "amount", "type": "double"},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B", "C"]}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "payload", "type": "string"},
+    ]}
+
+
+def rss_bytes() -> int:
+    with Path("/proc/self/statm").open() as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Samples this process's RSS every 50 ms in a thread while active."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> PeakRss:
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def produce(bootstrap: str, topic: str, schema_id: int, count: int, size: int,
+                  partitions: int) -> int:
+    """Produce ``count`` records of about ``size`` bytes; return the total value bytes."""
+    parsed = fastavro.parse_schema(SCHEMA, named_schemas={})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    total = 0
+    try:
+        pending = []
+        padding = "x" * max(0, size - 60)
+        for i in range(count):
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, parsed, {
+                "id": f"id-{i % 10_000}", "seq": i, "amount": i * 0.25,
+                "at": 1_764_151_200_000 + i, "kind": "ABC"[i % 3], "tags": ["t1", "t2"],
+                "payload": padding})
+            value = frame(schema_id, buf.getvalue())
+            total += len(value)
+            pending.append(await producer.send(topic, value, key=f"id-{i % 10_000}".encode(),
+                                               partition=i % partitions))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return total
+
+
+async def ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+    """Seconds a raw batch consumer takes to read every record (from the first fetch)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=200,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            seen += sum(len(b) for b in batches.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def archive(runtime: Runtime, topic: str, count: int, bound: int
+                  ) -> tuple[float, int, int]:
+    """(seconds, peak RSS, files) of the archive agent.
+
+    Seconds run from partition assignment until 90% of the records are in the lake: the
+    last partial buffers wait for the age limit, which measures the limit, not the agent.
+    """
+    with tempfile.TemporaryDirectory(prefix="onepipe-bench-lake-") as folder:
+        async with open_lake(Path(folder).as_uri()) as lake:
+            agent = ArchiveAgent(bootstrap=runtime.settings.broker, group_id=f"bench-{topic}",
+                                 registry=runtime.registry, lake=lake, topics=[topic],
+                                 max_buffer_bytes=bound, session_timeout=6.0,
+                                 rebalance_timeout=6.0)
+            with PeakRss() as rss:
+                await agent.start()
+                await agent.assigned.wait()
+                started = time.perf_counter()
+                while agent.metrics.records_archived < STEADY_SHARE * count:
+                    await asyncio.sleep(0.01)  # polling a counter; the agent runs meanwhile
+                elapsed = time.perf_counter() - started
+                await agent.stop()
+            return elapsed, rss.peak, agent.metrics.files
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"records": args.records, "partitions": args.partitions,
+                               "buffer_bound": args.bound, "cases": []}
+    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
+            port=free_port()) as broker:
+        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
+                                 idempotent_producer=False, archive_enabled=False)
+        async with Runtime(settings) as runtime:
+            for size in (200, 2000):
+                topic = f"bench-archive-{size}"
+                applied = await apply_topic(runtime.registry, topic, SCHEMA, {
+                    "partitions": args.partitions,
+                    # ~20 files per partition, so the 90% mark (below) falls between flushes
+                    # and the age limit never decides the time.
+                    "archive": {"flush_records": max(500, args.records // args.partitions // 20),
+                                "flush_bytes": "64MiB", "flush_seconds": 60}})
+                value_bytes = await produce(broker.bootstrap, topic, applied.schema_id,
+                                            args.records, size, args.partitions)
+                raw_seconds = await ceiling(broker.bootstrap, topic, args.partitions,
+                                            args.records)
+                seconds, peak, files = await archive(runtime, topic, args.records, args.bound)
+                mb = value_bytes / 1e6
+                case = {
+                    "record_bytes": round(value_bytes / args.records),
+                    "ceiling_records_s": args.records / raw_seconds,
+                    "ceiling_mb_s": mb / raw_seconds,
+                    "archive_records_s": STEADY_SHARE * args.records / seconds,
+                    "archive_mb_s": STEADY_SHARE * mb / seconds,
+                    "ratio": (STEADY_SHARE * args.records / seconds)
+                    / (args.records / raw_seconds),
+                    "files": files,
+                    "peak_rss_mib": peak / 2**20,
+                    "rss_target_mib": (args.bound + RSS_ALLOWANCE) / 2**20,
+                }
+                results["cases"].append(case)
+                if not args.json:
+                    print_case(case)
+    return results
+
+
+def print_case(case: dict[str, Any]) -> None:
+    ok = "PASS" if case["ratio"] >= TARGET_RATIO else "MISS"
+    rss_ok = "PASS" if case["peak_rss_mib"] <= case["rss_target_mib"] else "MISS"
+    print(f"\n{case['record_bytes']}-byte records")
+    print(f"  raw aiokafka getmany (ceiling) {case['ceiling_records_s']:>10,.0f} rec/s "
+          f"{case['ceiling_mb_s']:>7.1f} MB/s")
+    print(f"  archive agent -> local lake    {case['archive_records_s']:>10,.0f} rec/s "
+          f"{case['archive_mb_s']:>7.1f} MB/s  ratio {case['ratio']:.2f} "
+          f"(target >= {TARGET_RATIO:.2f}) {ok}  [{case['files']} files]")
+    print(f"  peak RSS                       {case['peak_rss_mib']:>10,.0f} MiB "
+          f"(target <= {case['rss_target_mib']:.0f} MiB) {rss_ok}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--bound", type=int, default=256 * 1024 * 1024,
+                        help="archive buffer bound in bytes (ONEPIPE_ARCHIVE_BUFFER_BYTES)")
+    parser.add_argument("--quick", action="store_true", help="30k records: a smoke run")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if args.quick:
+        args.records = 30_000
+    print(f"bench/archive.py: {args.records:,} records x 2 sizes, {args.partitions} "
+          f"partitions, {os.cpu_count()} cores, buffer bound {args.bound / 2**20:.0f} MiB",
+          file=sys.stderr)
+    results = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
