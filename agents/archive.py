@@ -134,6 +134,7 @@ class ArchiveAgent:
         self._flush_lock = asyncio.Lock()
         self.metrics = ArchiveMetrics()
         self.assigned = asyncio.Event()
+        self._progress = asyncio.Condition()
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -305,6 +306,13 @@ class ArchiveAgent:
         self.metrics.last_flush_records = len(records)
         self.metrics.flush_seconds = [*self.metrics.flush_seconds[-99:], elapsed]
         self.metrics.positions[tp] = records[-1].offset + 1
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def wait_archived(self, count: int) -> None:
+        """Wait until this agent has archived at least ``count`` records."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.metrics.records_archived >= count)
 
     async def _schemas(self, topic: str, records: list[RawRecord]
                        ) -> tuple[AvroSchema | None, dict[int, AvroSchema]]:

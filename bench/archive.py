@@ -152,8 +152,7 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
                 await agent.start()
                 await agent.assigned.wait()
                 started = time.perf_counter()
-                while agent.metrics.records_archived < STEADY_SHARE * count:
-                    await asyncio.sleep(0.01)  # polling a counter; the agent runs meanwhile
+                await agent.wait_archived(int(STEADY_SHARE * count))
                 elapsed = time.perf_counter() - started
                 await agent.stop()
             return elapsed, rss.peak, agent.metrics.files
