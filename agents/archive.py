@@ -22,30 +22,29 @@ Contract:
 Design: this is a batch consumer of its own (``getmany``) in the group
 ``<app_id>-archive``, hosted by the Faust worker, instead of a Faust agent: Faust's
 per-event path runs at ~1/40 of a batch consumer on this hardware (DESIGN.md, "Hot
-paths"), far below what archiving every topic needs.
+paths"), far below what archiving every topic needs. The loop only fetches and buffers
+Kafka's own record objects; decoding and Parquet encoding run in an encoder process
+(agents.archive_writer), so fetching and encoding use both cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastavro
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from schemas.avro_schema import AvroSchema
-from schemas.codec import HEADER_SIZE, MAGIC_BYTE
+from agents.archive_writer import SegmentWriter
 from schemas.metadata import ArchivePolicy, metadata_from_dict
-from sinks.lake_layout import hour_segments, next_offset, parse_raw_path, raw_file_path
+from sinks.lake_layout import next_offset, parse_raw_path
 from sinks.lake_layout import raw_partition_prefix as partition_prefix
 from sinks.lake_store import LakeStore
-from sinks.raw_format import RawRecord, build_raw_table, encode_parquet
 from tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,18 @@ class ArchiveMetrics:
     records_archived: int = 0
     #: Records whose value did not decode (archived with null typed columns).
     undecodable: int = 0
+    #: Records Kafka delivered again below the archived position (skipped, not archived).
+    redelivered: int = 0
     #: Files written.
     files: int = 0
     #: Bytes of Parquet written.
     bytes_written: int = 0
-    #: Records Kafka delivered again below the archived position (skipped, not archived).
-    redelivered: int = 0
     #: Wall-clock time (epoch seconds) and record count of the last flush.
     last_flush_at: float = 0.0
     last_flush_records: int = 0
-    #: Seconds each flush took, most recent last (bounded).
+    #: Seconds each flush took from buffer hand-over to durable, most recent last (bounded).
     flush_seconds: list[float] = field(default_factory=list)
-    #: Most bytes all buffers held at once (checks the memory bound).
+    #: Most bytes buffers and in-flight writes held at once (checks the memory bound).
     peak_buffered_bytes: int = 0
     #: Next offset to archive, per partition assigned here.
     positions: dict[TopicPartition, int] = field(default_factory=dict)
@@ -86,7 +85,7 @@ class ArchiveMetrics:
 class _Buffer:
     """Records of one partition waiting for a flush."""
 
-    records: list[RawRecord] = field(default_factory=list)
+    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
     size: int = 0
     started: float = 0.0
 
@@ -104,6 +103,7 @@ class ArchiveAgent:
         max_buffer_bytes: int = 256 * 1024 * 1024,
         session_timeout: float = 10.0,
         rebalance_timeout: float = 10.0,
+        encoders: int = 1,
         topics: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,25 +119,27 @@ class ArchiveAgent:
         self._clock = clock
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writer = SegmentWriter(lake, registry, self._written, encoders=encoders)
         self._buffers: dict[TopicPartition, _Buffer] = {}
         #: Next offset each assigned partition may buffer: a record below it is already
         #: archived or buffered (Kafka re-delivers around seeks and rebalances).
         self._expected: dict[TopicPartition, int] = {}
-        self._buffered_bytes = 0
+        #: Bytes in buffers plus bytes handed to the writer and not yet durable.
+        self._held_bytes = 0
+        #: Bytes each partition has in flight, released when its write is durable.
+        self._flight_bytes: dict[TopicPartition, list[tuple[int, float]]] = {}
         #: Estimated bytes per record; starts high so the first fetch cannot overshoot.
         self._record_size = 64 * 1024
         self._policies: dict[str, ArchivePolicy] = {}
         self._subscribed: frozenset[str] = frozenset()
         self._generation = -1
-        # Flushes from the loop and from a rebalance callback must not interleave on one
-        # partition: both write files named by the same offsets.
-        self._flush_lock = asyncio.Lock()
         self.metrics = ArchiveMetrics()
         self.assigned = asyncio.Event()
         self._progress = asyncio.Condition()
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        await self._writer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
@@ -155,21 +157,22 @@ class ArchiveAgent:
         self._task = asyncio.create_task(self._run(), name="archive-agent")
 
     async def stop(self) -> None:
-        """Flush every buffer, commit, leave the group; harmless to call twice."""
+        """Flush every buffer, wait until durable, leave the group; harmless twice."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         consumer, self._consumer = self._consumer, None
-        if consumer is None:
-            return
         try:
-            await self._flush(list(self._buffers), consumer, reason="shutdown")
+            if consumer is not None:
+                await self._flush(list(self._buffers), reason="shutdown")
         finally:
-            await consumer.stop()
+            try:
+                await self._writer.stop()
+            finally:
+                if consumer is not None:
+                    await consumer.stop()
 
     async def __aenter__(self) -> ArchiveAgent:
         await self.start()
@@ -178,11 +181,17 @@ class ArchiveAgent:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def wait_archived(self, count: int) -> None:
+        """Wait until this agent has archived at least ``count`` records."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.metrics.records_archived >= count)
+
     # ------------------------------------------------------------------- loop
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
+            self._writer.raise_failure()  # never archive past a file that failed
             self._follow_registry(consumer)
             if not self._subscribed:
                 await asyncio.sleep(0.5)  # nothing to archive yet; re-check the registry
@@ -195,7 +204,7 @@ class ArchiveAgent:
                 await asyncio.sleep(1.0)  # back off before asking the broker again
                 continue
             self._buffer(batches)
-            await self._flush_due(consumer)
+            await self._flush_due()
 
     def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
         """Subscribe to the archived topics the registry knows now."""
@@ -219,117 +228,88 @@ class ArchiveAgent:
 
     def _fetch_budget(self) -> int:
         """How many records the next fetch may return without passing the memory bound."""
-        room = self._max_buffer_bytes - self._buffered_bytes
+        room = self._max_buffer_bytes - self._held_bytes
         return max(1, min(20_000, room // max(self._record_size, 1)))
 
     def _buffer(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Append fetched records to their partition buffers (the hot loop: no copies)."""
         now = self._clock()
         for tp, messages in batches.items():
+            expected = self._expected.get(tp)
+            if expected is not None and messages and messages[0].offset < expected:
+                kept = [m for m in messages if m.offset >= expected]
+                self.metrics.redelivered += len(messages) - len(kept)
+                messages = kept
+            if not messages:
+                continue
             buffer = self._buffers.get(tp)
             if buffer is None:
                 buffer = self._buffers[tp] = _Buffer(started=now)
-            added = 0
-            largest = 0
-            expected = self._expected.get(tp)
-            for m in messages:
-                if expected is not None and m.offset < expected:
-                    self.metrics.redelivered += 1
-                    continue
-                expected = m.offset + 1
-                record = RawRecord(
-                    topic=m.topic, partition=m.partition, offset=m.offset,
-                    timestamp_ms=m.timestamp, headers=tuple(m.headers or ()),
-                    key=m.key, value=m.value,
-                )
-                buffer.records.append(record)
-                size = len(m.key or b"") + len(m.value or b"") + _RECORD_OVERHEAD
-                added += size
-                largest = max(largest, size)
-            if expected is not None:
-                self._expected[tp] = expected
+            buffer.records.extend(messages)
+            sizes = [len(m.value or b"") for m in messages]
+            added = sum(sizes) + _RECORD_OVERHEAD * len(messages)
             # The largest recent record sizes the next fetch (_fetch_budget); it decays
             # slowly so one outlier does not throttle fetching for long.
-            self._record_size = max(largest, self._record_size * 15 // 16)
+            self._record_size = max(max(sizes) + _RECORD_OVERHEAD, self._record_size * 15 // 16)
+            self._expected[tp] = messages[-1].offset + 1
             buffer.size += added
-            self._buffered_bytes += added
-            self.metrics.peak_buffered_bytes = max(self.metrics.peak_buffered_bytes,
-                                                   self._buffered_bytes)
+            self._held_bytes += added
             self.metrics.records_in += len(messages)
+        self.metrics.peak_buffered_bytes = max(self.metrics.peak_buffered_bytes,
+                                               self._held_bytes)
 
-    async def _flush_due(self, consumer: AIOKafkaConsumer) -> None:
+    async def _flush_due(self) -> None:
         now = self._clock()
         due = []
         for tp, buffer in self._buffers.items():
             policy = self._policies.get(tp.topic, ArchivePolicy())
             if (len(buffer.records) >= policy.flush_records or buffer.size >= policy.flush_bytes
-                    or (buffer.records and now - buffer.started >= policy.flush_seconds)):
+                    or now - buffer.started >= policy.flush_seconds):
                 due.append(tp)
         if due:
-            await self._flush(due, consumer, reason="policy")
-        # Back-pressure: past the memory bound, flush the largest buffers before fetching.
-        while self._buffered_bytes > self._max_buffer_bytes and self._buffers:
-            largest = max(self._buffers, key=lambda t: self._buffers[t].size)
-            await self._flush([largest], consumer, reason="memory bound")
+            await self._flush(due, reason="policy")
+        # Back-pressure: past the memory bound, hand the largest buffers to the writer and
+        # wait for writes to finish before fetching more.
+        while self._held_bytes > self._max_buffer_bytes:
+            if self._buffers:
+                largest = max(self._buffers, key=lambda t: self._buffers[t].size)
+                await self._flush([largest], reason="memory bound")
+            elif self._writer.in_flight:
+                await self._writer.wait_one()
+                self._writer.raise_failure()
+            else:
+                break
 
     # ------------------------------------------------------------------ flush
-    async def _flush(self, partitions: list[TopicPartition], consumer: AIOKafkaConsumer,
-                     reason: str) -> None:
-        async with self._flush_lock:
-            for tp in partitions:
-                buffer = self._buffers.pop(tp, None)
-                if buffer is None or not buffer.records:
-                    continue
-                self._buffered_bytes -= buffer.size
-                await self._write(tp, buffer.records, reason)
-                await self._commit(consumer, tp, buffer.records[-1].offset + 1)
+    async def _flush(self, partitions: list[TopicPartition], reason: str) -> None:
+        """Hand buffers to the writer (it writes them in order per partition)."""
+        for tp in partitions:
+            buffer = self._buffers.pop(tp, None)
+            if buffer is None or not buffer.records:
+                continue
+            self._flight_bytes.setdefault(tp, []).append((buffer.size, time.perf_counter()))
+            await self._writer.submit(tp, buffer.records, reason)
 
-    async def _write(self, tp: TopicPartition, records: list[RawRecord], reason: str) -> None:
-        started = time.perf_counter()
-        reader, writers = await self._schemas(tp.topic, records)
-        for start, stop, date, hour in hour_segments([r.timestamp_ms for r in records]):
-            segment = records[start:stop]
-            path = raw_file_path(tp.topic, tp.partition, date, hour, segment[0].offset,
-                                 segment[-1].offset)
-            # Decoding and Parquet encoding are CPU work: off the event loop, so the
-            # worker keeps serving HTTP and heartbeats while a large flush runs.
-            data, undecodable = await asyncio.to_thread(_encode_segment, segment, reader,
-                                                        writers)
-            await self._lake.put(path, data)
-            self.metrics.undecodable += undecodable
-            self.metrics.files += 1
-            self.metrics.bytes_written += len(data)
-            log.debug("archived %s[%d]@%d-%d to %s (%d bytes, %s)", tp.topic, tp.partition,
-                      segment[0].offset, segment[-1].offset, path, len(data), reason)
-        elapsed = time.perf_counter() - started
-        self.metrics.records_archived += len(records)
-        self.metrics.last_flush_at = time.time()
-        self.metrics.last_flush_records = len(records)
-        self.metrics.flush_seconds = [*self.metrics.flush_seconds[-99:], elapsed]
-        self.metrics.positions[tp] = records[-1].offset + 1
+    async def _written(self, tp: TopicPartition, next_offset: int, records: int,
+                       undecodable: int, written_bytes: int, files: int) -> None:
+        """A buffer of ``tp`` is durable in the lake: account for it and commit."""
+        size, handed_over = self._flight_bytes[tp].pop(0)
+        self._held_bytes -= size
+        metrics = self.metrics
+        metrics.records_archived += records
+        metrics.undecodable += undecodable
+        metrics.files += files
+        metrics.bytes_written += written_bytes
+        metrics.last_flush_at = time.time()
+        metrics.last_flush_records = records
+        metrics.flush_seconds = [*metrics.flush_seconds[-99:],
+                                 time.perf_counter() - handed_over]
+        metrics.positions[tp] = next_offset
+        consumer = self._consumer
+        if consumer is not None:
+            await self._commit(consumer, tp, next_offset)
         async with self._progress:
             self._progress.notify_all()
-
-    async def wait_archived(self, count: int) -> None:
-        """Wait until this agent has archived at least ``count`` records."""
-        async with self._progress:
-            await self._progress.wait_for(lambda: self.metrics.records_archived >= count)
-
-    async def _schemas(self, topic: str, records: list[RawRecord]
-                       ) -> tuple[AvroSchema | None, dict[int, AvroSchema]]:
-        """The reader (latest) schema and every writer schema the records name."""
-        state = self._registry.state
-        subject = f"{topic}-value"
-        reader = state.version(subject, "latest").schema if subject in state.subjects else None
-        ids = {_schema_id(r.value) for r in records} - {None}
-        writers: dict[int, AvroSchema] = {}
-        for schema_id in ids:
-            assert schema_id is not None
-            if schema_id not in state.schemas_by_id:
-                # Registered on another worker moments ago: wait for our replica.
-                await self._registry.wait_for_schema(schema_id, timeout=5.0)
-            if schema_id in state.schemas_by_id:
-                writers[schema_id] = state.schemas_by_id[schema_id]
-        return reader, writers
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
                       ) -> None:
@@ -352,10 +332,10 @@ class ArchiveAgent:
                  if f is not None]
         return next_offset(files)
 
-    async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]
-                         ) -> None:
-        await self._flush([tp for tp in revoked if tp in self._buffers], consumer,
-                          reason="rebalance")
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Make everything of the revoked partitions durable before they move."""
+        await self._flush([tp for tp in revoked if tp in self._buffers], reason="rebalance")
+        await self._writer.drain(set(revoked))
         for tp in revoked:
             self.metrics.positions.pop(tp, None)
             self._expected.pop(tp, None)
@@ -387,46 +367,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._agent.on_revoked(self._consumer, revoked)
+        await self._agent.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._agent.on_assigned(self._consumer, assigned)
-
-
-def _schema_id(value: bytes | None) -> int | None:
-    if value is None or len(value) < HEADER_SIZE or value[0] != MAGIC_BYTE:
-        return None
-    return int.from_bytes(value[1:HEADER_SIZE], "big")
-
-
-def _encode_segment(records: list[RawRecord], reader: AvroSchema | None,
-                    writers: dict[int, AvroSchema]) -> tuple[bytes, int]:
-    """Decode values with their writer schema read as ``reader``; Parquet bytes."""
-    schema_ids: list[int | None] = []
-    decoded: list[Any] = []
-    errors: list[str | None] = []
-    read = fastavro.schemaless_reader
-    reader_parsed = reader.parsed if reader is not None else None
-    for record in records:
-        schema_id = _schema_id(record.value)
-        schema_ids.append(schema_id)
-        writer = writers.get(schema_id) if schema_id is not None else None
-        datum: Any = None
-        error: str | None = None
-        if schema_id is None or record.value is None:
-            error = "value is not Confluent-framed Avro (no 0x00 magic byte)"
-        elif writer is None:
-            error = f"schema id {schema_id} is not in the registry"
-        elif reader_parsed is None:
-            error = "the topic has no registered value schema"
-        else:
-            try:
-                datum = read(io.BytesIO(record.value[HEADER_SIZE:]), writer.parsed,
-                             reader_parsed if writer is not reader else None)
-            except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError,
-                    fastavro.read.SchemaResolutionError) as exc:
-                error = f"Avro body does not decode with schema id {schema_id}: {exc!r}"
-        decoded.append(datum)
-        errors.append(error)
-    table = build_raw_table(records, schema_ids, decoded, errors, reader)
-    return encode_parquet(table), sum(1 for e in errors if e is not None)

@@ -43,6 +43,8 @@ from schemas.codec import frame  # noqa: E402
 from sinks.lake_store import open_lake  # noqa: E402
 
 TARGET_RATIO = 0.40
+#: Encoder processes of the agent (0: a thread of the agent's own process).
+ENCODERS = 1
 #: Share of the records whose archiving is timed (see archive()).
 STEADY_SHARE = 0.9
 RSS_ALLOWANCE = 150 * 1024 * 1024
@@ -147,6 +149,7 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
             agent = ArchiveAgent(bootstrap=runtime.settings.broker, group_id=f"bench-{topic}",
                                  registry=runtime.registry, lake=lake, topics=[topic],
                                  max_buffer_bytes=bound, session_timeout=6.0,
+                                 encoders=ENCODERS,
                                  rebalance_timeout=6.0)
             with PeakRss() as rss:
                 await agent.start()
@@ -217,11 +220,15 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--bound", type=int, default=256 * 1024 * 1024,
                         help="archive buffer bound in bytes (ONEPIPE_ARCHIVE_BUFFER_BYTES)")
+    parser.add_argument("--encoders", type=int, default=1,
+                        help="encoder processes (0: encode in a thread)")
     parser.add_argument("--quick", action="store_true", help="30k records: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.quick:
         args.records = 30_000
+    global ENCODERS  # noqa: PLW0603 - a run-wide choice read by archive()
+    ENCODERS = args.encoders
     print(f"bench/archive.py: {args.records:,} records x 2 sizes, {args.partitions} "
           f"partitions, {os.cpu_count()} cores, buffer bound {args.bound / 2**20:.0f} MiB",
           file=sys.stderr)

@@ -104,8 +104,28 @@ def record_fields(schema: Any) -> list[tuple[pa.Field, Convert | None]]:
     for f in schema["fields"]:
         m = walker.walk(f["type"], ns)
         arrow = _DICTIONARY if walker.is_enum(f["type"], ns) else m.type
-        result.append((pa.field(f["name"], arrow, nullable=True), m.convert))
+        result.append((pa.field(f["name"], relax_nullability(arrow), nullable=True), m.convert))
     return result
+
+
+def relax_nullability(arrow_type: pa.DataType) -> pa.DataType:
+    """``arrow_type`` with every nested field nullable (map keys excepted: never null).
+
+    Raw files declare nested fields nullable even where Avro cannot be null: a batch
+    decoder (sinks.avro_batch) marks the children of a null struct null, and a column
+    must not depend on which decoder made it.
+    """
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([pa.field(f.name, relax_nullability(f.type)) for f in arrow_type])
+    if pa.types.is_map(arrow_type):
+        return pa.map_(arrow_type.key_type, relax_nullability(arrow_type.item_type))
+    if pa.types.is_list(arrow_type):
+        return pa.list_(relax_nullability(arrow_type.value_type))
+    if pa.types.is_large_list(arrow_type):
+        return pa.large_list(relax_nullability(arrow_type.value_type))
+    if pa.types.is_fixed_size_list(arrow_type):
+        return pa.list_(relax_nullability(arrow_type.value_type), arrow_type.list_size)
+    return arrow_type
 
 
 # --- value helpers --------------------------------------------------------------------

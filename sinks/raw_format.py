@@ -16,9 +16,10 @@ Contract of a raw file (what :func:`build_raw_table` and :func:`encode_parquet` 
   the archive never drops or stalls on a bad record.
 - Then one typed column per top-level field of the *reader* schema, named like the field,
   holding the value decoded into the reader's shape (see :mod:`sinks.arrow_types` for the
-  type mapping). All typed columns are nullable. A non-record reader schema gives no
-  typed columns; the bytes still hold everything. The reader schema's text is kept in the
-  Arrow schema metadata under ``onepipe.reader_schema``.
+  type mapping). All typed columns, and every field nested in them, are nullable. A
+  non-record reader schema gives no typed columns; the bytes still hold everything. The
+  reader schema's text is kept in the Arrow schema metadata under
+  ``onepipe.reader_schema``.
 
 Parquet: zstd, one row group per :data:`ROW_GROUP_ROWS` rows, column statistics on (so
 readers prune on ``_kafka_offset`` and ``_kafka_timestamp``), the Arrow schema stored (so
@@ -126,13 +127,19 @@ def build_raw_table(
     decoded: Sequence[dict[str, Any] | None],
     errors: Sequence[str | None],
     reader: AvroSchema | None,
+    *,
+    typed: Sequence[pa.Array] | None = None,
 ) -> pa.Table:
     """The raw table of one batch; the four sequences are parallel (one item per record).
 
     ``decoded[i]`` is ``records[i].value`` decoded into ``reader``'s shape by fastavro
-    (None when it did not decode, ``errors[i]`` then saying why).
+    (None when it did not decode, ``errors[i]`` then saying why). A caller that decoded
+    the batch into Arrow itself passes the columns of :func:`typed_schema` as ``typed``
+    instead (``decoded`` is then ignored).
     """
     n = len(records)
+    if typed is not None:
+        decoded = [None] * n
     if not len(schema_ids) == len(decoded) == len(errors) == n:
         raise ValueError(
             f"records, schema_ids, decoded and errors must be parallel; got lengths "
@@ -153,8 +160,14 @@ def build_raw_table(
         pa.array(schema_ids, pa.int32()),
         pa.array(errors, pa.string()),
     ]
-    columns.extend(_typed_columns(layout, decoded))
+    columns.extend(_typed_columns(layout, decoded) if typed is None else typed)
     return pa.Table.from_arrays(columns, schema=layout.schema)
+
+
+def typed_schema(reader: AvroSchema | None) -> pa.Schema:
+    """The typed (decoded) columns of a raw file for ``reader``, without the metadata."""
+    schema = _layout(reader).schema
+    return pa.schema(list(schema)[len(KAFKA_COLUMNS):])
 
 
 def _typed_columns(layout: _Layout, decoded: Sequence[dict[str, Any] | None]) -> list[pa.Array]:
