@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,13 @@ class Segment:
 @functools.lru_cache(maxsize=256)
 def _schema(text: str) -> AvroSchema:
     return parse_schema(text)
+
+
+def ignore_stop_signals() -> None:
+    """Encoder processes ignore Ctrl-C and SIGTERM sent to the whole process group: the
+    worker stops them itself, after its last flush has been encoded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def warm_up() -> None:

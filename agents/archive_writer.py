@@ -24,7 +24,14 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from agents.archive_encode import Segment, encode_segment, schema_id_of, warm_up
+from agents.archive_encode import (
+    Segment,
+    encode_segment,
+    ignore_stop_signals,
+    schema_id_of,
+    warm_up,
+)
+from schemas.codec import HEADER_SIZE
 from schemas.errors import LakeError
 from sinks.lake_layout import hour_segments, raw_file_path
 from sinks.lake_store import LakeStore
@@ -57,7 +64,8 @@ class SegmentWriter:
             # spawn, not fork: the worker runs threads (aiokafka, asyncio executors) that a
             # forked child would inherit in an unknown state.
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self._encoders, mp_context=multiprocessing.get_context("spawn"))
+                self._encoders, mp_context=multiprocessing.get_context("spawn"),
+                initializer=ignore_stop_signals)
             # Start the encoders now (imports take a second), not on the first flush.
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self._pool, warm_up)
@@ -146,7 +154,9 @@ class SegmentWriter:
         reader = state.version(subject, "latest").schema.text if subject in state.subjects \
             else None
         writers: dict[int, str] = {}
-        for schema_id in {schema_id_of(r.value) for r in records} - {None}:
+        # Distinct 5-byte headers first: one slice per record, the parsing per header.
+        headers = {r.value[:HEADER_SIZE] for r in records if r.value is not None}
+        for schema_id in {schema_id_of(h) for h in headers} - {None}:
             assert schema_id is not None
             if schema_id not in state.schemas_by_id:
                 # Registered on another worker moments ago: wait for our replica.
@@ -156,10 +166,19 @@ class SegmentWriter:
         return {"reader": reader, "writers": writers}
 
     async def _encode(self, segment: Segment) -> tuple[bytes, int]:
-        if self._pool is None:
-            return await asyncio.to_thread(encode_segment, segment)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, encode_segment, segment)
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, encode_segment,
+                                                                        segment)
+            except concurrent.futures.process.BrokenProcessPool:
+                # An encoder died (killed from outside, out of memory): keep archiving
+                # in this process rather than stop; slower, never lossy.
+                log.warning("archive encoder process died; encoding in the worker from now on")
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+        return await asyncio.to_thread(encode_segment, segment)
 
     async def _put(self, path: str, data: bytes) -> None:
         delay = 0.2
