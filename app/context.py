@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from agents.archive import ArchiveMetrics
 from agents.publisher import Publisher
 from app.settings import Settings
 from tables.registry_store import RegistryStore
@@ -19,3 +21,5 @@ class WorkerContext:
     registry: RegistryStore
     #: Validating producer for registered topics.
     publisher: Publisher
+    #: The archive agent's counters, when this worker runs one.
+    archive_metrics: Callable[[], ArchiveMetrics] | None = None

@@ -15,7 +15,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from agents.archive import ArchiveAgent
+from agents.archive import ArchiveAgent, ArchiveMetrics
 from agents.publisher import Publisher
 from app.context import WorkerContext
 from app.settings import Settings
@@ -56,7 +56,9 @@ class Runtime:
             fetch_wait_ms=settings.registry_fetch_wait_ms,
         )
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
-        self.context = WorkerContext(settings, self.registry, self.publisher)
+        self.context = WorkerContext(settings, self.registry, self.publisher,
+                                     self._archive_metrics if settings.archive_enabled
+                                     else None)
         self.web = WebServer(self.context)
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
@@ -91,6 +93,9 @@ class Runtime:
             await self.stop()
             raise
         self.ready.set()
+
+    def _archive_metrics(self) -> ArchiveMetrics:
+        return self.archive.metrics if self.archive is not None else ArchiveMetrics()
 
     async def _start_archive(self) -> None:
         settings = self.settings

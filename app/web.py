@@ -21,9 +21,19 @@ log = logging.getLogger(__name__)
 
 
 async def health(request: web.Request) -> web.Response:
-    state = request.app[CTX].registry.state
-    return json_response({"status": "ok", "registry_offset": state.applied_offset,
-                          "topics": len(state.topics)})
+    ctx = request.app[CTX]
+    state = ctx.registry.state
+    body = {"status": "ok", "registry_offset": state.applied_offset,
+            "topics": len(state.topics)}
+    if ctx.archive_metrics is not None:
+        m = ctx.archive_metrics()
+        body["archive"] = {
+            "records_in": m.records_in, "records_archived": m.records_archived,
+            "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
+            "positions": {f"{tp.topic}[{tp.partition}]": offset
+                          for tp, offset in sorted(m.positions.items())},
+        }
+    return json_response(body)
 
 
 def build_web_app(ctx: WorkerContext) -> web.Application:

@@ -140,7 +140,10 @@ async def test_worker_serves_api_runs_example_agent_and_survives_restart(
             assert resp.status == 200, await resp.text()
         async with http.get("/subjects") as resp:
             subjects = await resp.json()
+        async with http.get("/health") as resp:
+            health = await resp.json()
     assert subjects == ["widget_price_alerts-value", "widgets-value"]
+    assert health["status"] == "ok" and health["archive"]["records_in"] >= 0
 
     async def alert_arrived() -> bool:
         values = await _read_topic(broker, "widget_price_alerts")
