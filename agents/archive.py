@@ -30,7 +30,6 @@ Kafka's own record objects; decoding and Parquet encoding run in an encoder proc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -161,8 +160,13 @@ class ArchiveAgent:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                # Already logged by the loop; stopping must still release everything.
+                log.exception("archive agent %s had stopped on an error", self._group_id)
         consumer, self._consumer = self._consumer, None
         try:
             if consumer is not None:
@@ -188,6 +192,41 @@ class ArchiveAgent:
 
     # ------------------------------------------------------------------- loop
     async def _run(self) -> None:
+        """The consume loop, restarted from the lake after any failure.
+
+        A write that failed after its retries, or anything else unexpected, must neither
+        stop archiving for good nor archive past a hole: the agent drops what it holds,
+        waits for the writes in flight, and re-reads every partition from the position
+        the lake holds (a rejoin of the group does exactly that), then goes on.
+        """
+        backoff = 1.0
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("archive agent %s failed; resuming from the lake in %.0fs",
+                              self._group_id, backoff)
+                await self._restart_from_lake()
+                await asyncio.sleep(backoff)  # do not spin on a failure that persists
+                backoff = min(backoff * 2, 60.0)
+
+    async def _restart_from_lake(self) -> None:
+        await self._writer.reset()
+        self._buffers.clear()
+        self._expected.clear()
+        self._flight_bytes.clear()
+        self._held_bytes = 0
+        self.metrics.positions.clear()
+        consumer = self._consumer
+        if consumer is not None and self._subscribed:
+            # Leaving and rejoining makes on_assigned seek every partition to the lake.
+            consumer.unsubscribe()
+            self._subscribed = frozenset()
+            self._generation = -1
+
+    async def _consume(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
@@ -221,10 +260,15 @@ class ArchiveAgent:
                 policies[topic] = policy
         self._policies = policies
         topics = frozenset(policies)
-        if topics and topics != self._subscribed:
+        if topics == self._subscribed:
+            return
+        if topics:
             log.info("archive agent subscribes to %s", sorted(topics))
             consumer.subscribe(sorted(topics), listener=_Rebalance(self, consumer))
-            self._subscribed = topics
+        else:
+            log.info("archive agent: no topic to archive any more")
+            consumer.unsubscribe()
+        self._subscribed = topics
 
     def _fetch_budget(self) -> int:
         """How many records the next fetch may return without passing the memory bound."""
@@ -246,7 +290,7 @@ class ArchiveAgent:
             if buffer is None:
                 buffer = self._buffers[tp] = _Buffer(started=now)
             buffer.records.extend(messages)
-            sizes = [len(m.value or b"") for m in messages]
+            sizes = [len(m.value or b"") + len(m.key or b"") for m in messages]
             added = sum(sizes) + _RECORD_OVERHEAD * len(messages)
             # The largest recent record sizes the next fetch (_fetch_budget); it decays
             # slowly so one outlier does not throttle fetching for long.
@@ -284,11 +328,13 @@ class ArchiveAgent:
     async def _flush(self, partitions: list[TopicPartition], reason: str) -> None:
         """Hand buffers to the writer (it writes them in order per partition)."""
         for tp in partitions:
+            await self._writer.wait_capacity()
+            # No await from here to submit(): a revoke in between would miss the buffer.
             buffer = self._buffers.pop(tp, None)
             if buffer is None or not buffer.records:
                 continue
             self._flight_bytes.setdefault(tp, []).append((buffer.size, time.perf_counter()))
-            await self._writer.submit(tp, buffer.records, reason)
+            self._writer.submit(tp, buffer.records, reason)
 
     async def _written(self, tp: TopicPartition, next_offset: int, records: int,
                        undecodable: int, written_bytes: int, files: int) -> None:
@@ -335,7 +381,11 @@ class ArchiveAgent:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Make everything of the revoked partitions durable before they move."""
         await self._flush([tp for tp in revoked if tp in self._buffers], reason="rebalance")
-        await self._writer.drain(set(revoked))
+        try:
+            await self._writer.drain(set(revoked))
+        except Exception:
+            # The loop restarts from the lake on this failure; the revoke must finish.
+            log.exception("archive writes of revoked partitions failed")
         for tp in revoked:
             self.metrics.positions.pop(tp, None)
             self._expected.pop(tp, None)
@@ -345,8 +395,9 @@ class ArchiveAgent:
         # Paused before the first await: the fetcher must not hand out records from the
         # reset position while the lake is being listed, or they would be read twice.
         consumer.pause(*assigned)
-        for tp in assigned:
-            position = await self.resume_position(tp)
+        ordered = sorted(assigned)
+        positions = await asyncio.gather(*(self.resume_position(tp) for tp in ordered))
+        for tp, position in zip(ordered, positions, strict=True):
             if position is None:
                 await consumer.seek_to_beginning(tp)
                 log.info("archive %s[%d]: nothing archived yet, from the beginning",

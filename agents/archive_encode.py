@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+import fastavro.validation
 
 from schemas.avro_schema import AvroSchema, parse_schema
 from schemas.codec import HEADER_SIZE, MAGIC_BYTE
@@ -134,5 +135,31 @@ def _encode_record_by_record(segment: Segment, reader: AvroSchema | None,
                 error = f"Avro body does not decode with schema id {schema_id}: {exc!r}"
         decoded.append(datum)
         errors.append(error)
-    table = build_raw_table(_records(segment), schema_ids, decoded, errors, reader)
+    records = _records(segment)
+    try:
+        table = build_raw_table(records, schema_ids, decoded, errors, reader)
+    except ValueError:
+        # A body decoded (fastavro reads an int as any varint) but holds a value its
+        # schema forbids (an int beyond 32 bits, say): find those values and archive
+        # them as undecodable instead of failing the whole segment.
+        _reject_invalid(decoded, errors, reader)
+        try:
+            table = build_raw_table(records, schema_ids, decoded, errors, reader)
+        except ValueError as exc:
+            message = f"typed columns could not be built for this segment: {exc}"
+            decoded = [None] * len(decoded)
+            errors = [e or message for e in errors]
+            table = build_raw_table(records, schema_ids, decoded, errors, reader)
     return encode_parquet(table), sum(1 for e in errors if e is not None)
+
+
+def _reject_invalid(decoded: list[Any], errors: list[str | None],
+                    reader: AvroSchema | None) -> None:
+    """Turn decoded values that break their schema's ranges into decode errors."""
+    if reader is None:
+        return
+    for index, datum in enumerate(decoded):
+        if datum is not None and not fastavro.validation.validate(
+                datum, reader.parsed, raise_errors=False):
+            decoded[index] = None
+            errors[index] = "decoded value is outside its schema's ranges"

@@ -71,6 +71,13 @@ class SegmentWriter:
             await asyncio.gather(*(loop.run_in_executor(self._pool, warm_up)
                                    for _ in range(self._encoders)))
 
+    async def reset(self) -> None:
+        """Wait for every write, forget failures: the agent re-reads from the lake after."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        self._tails.clear()
+        self._failure = None
+
     async def stop(self) -> None:
         """Wait for every write, then stop the encoders; harmless twice."""
         try:
@@ -88,11 +95,18 @@ class SegmentWriter:
         if self._failure is not None:
             raise self._failure
 
-    async def submit(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
-                     reason: str) -> None:
-        """Queue ``records`` of ``tp`` for writing after that partition's earlier writes."""
+    async def wait_capacity(self) -> None:
+        """Wait until another write may start (call before taking a buffer to submit)."""
         while len(self._in_flight) >= self._max_in_flight:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    def submit(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+               reason: str) -> None:
+        """Queue ``records`` of ``tp`` for writing after that partition's earlier writes.
+
+        Synchronous on purpose: between taking a buffer and registering its write there
+        is no await, so a rebalance callback either sees the buffer or sees the write.
+        """
         previous = self._tails.get(tp)
         task = asyncio.create_task(self._write_after(previous, tp, records, reason),
                                    name=f"archive-write-{tp.topic}[{tp.partition}]")

@@ -16,13 +16,22 @@ a fresh one), so the first decision in log order wins on every worker, and the l
 its decision ignored and retries against the new state. That is how ids stay identical on
 every worker without a leader.
 
-Record keys are unique per decision (``schema/<subject>/<version>/<hash>``) so that log
-compaction never removes an accepted decision in favour of a rejected one; config and
-metadata keys are per subject/topic, where the last value is the state.
+Record keys are unique per decision (``schema/<subject>/<version>/<hash>/<random>``) so
+that log compaction never removes an accepted decision in favour of a later duplicate or
+loser (which would move it past decisions that depended on it); config and metadata keys
+are per subject/topic, where the last value is the state. Producer retries must not
+duplicate records for this to hold on a compacting broker: the worker's producer is
+idempotent on Apache Kafka (ONEPIPE_IDEMPOTENT_PRODUCER).
+
+A schema decision also carries its ``basis``, the log offset its writer had applied when
+it checked compatibility. If the subject's (or the global) compatibility level changed
+after that offset, the decision was checked against a level that no longer holds, and
+``apply`` refuses it like a lost race; the writer decides again under the new level.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +96,8 @@ class RegistryState:
     configs: dict[str | None, Compatibility] = field(default_factory=dict)
     #: topic -> metadata in its JSON form (see schemas.metadata).
     topics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: subject (None: global) -> offset of the record that last changed its level.
+    config_offsets: dict[str | None, int] = field(default_factory=dict)
     #: Offset of the last log record applied; -1 before any.
     applied_offset: int = -1
     #: Bumped on every accepted change, so caches know when to refresh.
@@ -133,6 +144,10 @@ class RegistryState:
         versions = self.subjects.get(subject, [])
         if version != len(versions) + 1:
             return False  # another decision took this version first
+        basis = value.get("basis")
+        if isinstance(basis, int) and max(self.config_offsets.get(subject, -1),
+                                           self.config_offsets.get(None, -1)) > basis:
+            return False  # checked under a compatibility level that changed since
         known = self.id_by_identity.get(schema.identity)
         if known is not None and known != schema_id:
             return False
@@ -152,11 +167,15 @@ class RegistryState:
             return False
         level = value.get("compatibility")
         if level is None:
-            return self.configs.pop(subject, None) is not None
+            removed = self.configs.pop(subject, None) is not None
+            if removed:
+                self.config_offsets[subject] = self.applied_offset
+            return removed
         try:
             self.configs[subject] = Compatibility.parse(level)
         except InvalidCompatibilityError:
             return False  # written by a newer worker with a level this one does not know
+        self.config_offsets[subject] = self.applied_offset
         return True
 
     # ---------------------------------------------------------------- queries
@@ -255,13 +274,14 @@ class RegistryState:
             schema_id = max(self.schemas_by_id, default=0) + 1
         version = len(self.subjects.get(subject, [])) + 1
         return Decision(
-            key=f"schema/{subject}/{version}/{schema.identity_hash}",
+            key=f"schema/{subject}/{version}/{schema.identity_hash}/{uuid.uuid4().hex[:16]}",
             value={
                 "type": "schema",
                 "subject": subject,
                 "version": version,
                 "id": schema_id,
                 "schema": schema.text,
+                "basis": self.applied_offset,
             },
         )
 

@@ -15,6 +15,12 @@ was given, or the batch is refused. A refused batch (misalignment, a type polars
 read, a column that does not cast to the expected Arrow type) returns ``None`` and the
 caller decodes record by record, which isolates bad values. Only batches whose writer
 schema *is* the reader schema come here: polars does not apply Avro schema resolution.
+
+Limit: on *malformed* bodies (bytes no Avro writer of the schema produces, such as an
+``int`` varint beyond 32 bits or a boolean byte 2) the two decoders can disagree: polars
+may store a value where fastavro reports the record undecodable. Avro implementations
+disagree on such bytes too; the raw file keeps the exact bytes either way, and every
+body a serializer wrote decodes identically on both paths (tested property).
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ log = logging.getLogger(__name__)
 _FRAME_LEN = "__onepipe_len"
 #: Writer schemas polars could not read into the expected types: not tried again.
 _unsupported: set[str] = set()
+#: Consecutive refusals per schema; a schema is given up only after several in a row,
+#: since one malformed value can make polars fail on a schema it reads well.
+_refusals: dict[str, int] = {}
+_GIVE_UP_AFTER = 3
 
 
 def _zigzag_varint(n: int) -> bytes:
@@ -86,10 +96,8 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
         frame = pl.read_avro(io.BytesIO(block))
     except pl.exceptions.PanicException as exc:
         # polars' Avro reader panics on types it has no code for (enums inside nested
-        # records, say): a property of the schema, so it is not tried again.
-        log.info("schema %s decodes record by record: polars cannot read it (%r)",
-                 writer.identity_hash, exc)
-        _unsupported.add(writer.identity)
+        # records, say) and on some malformed values.
+        _refused(writer, exc)
         return None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         log.debug("batch decode of %d values refused: %r", len(bodies), exc)
@@ -103,9 +111,17 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
         columns = [values.column(field.name).combine_chunks().cast(field.type)
                    for field in expected]
     except (pl.exceptions.PolarsError, pa.ArrowException, KeyError, ValueError) as exc:
-        log.info("schema %s decodes record by record: polars gives %r", writer.identity_hash,
-                 exc)
-        _unsupported.add(writer.identity)
+        _refused(writer, exc)
         return None
+    _refusals.pop(writer.identity, None)
     return columns
+
+
+def _refused(writer: AvroSchema, exc: BaseException) -> None:
+    count = _refusals.get(writer.identity, 0) + 1
+    _refusals[writer.identity] = count
+    if count >= _GIVE_UP_AFTER:
+        log.info("schema %s decodes record by record from now on: polars refused %d batches "
+                 "in a row, last with %r", writer.identity_hash, count, exc)
+        _unsupported.add(writer.identity)
 

@@ -80,9 +80,20 @@ def parse_raw_path(path: str) -> RawFile | None:
     )
 
 
+#: Kafka timestamps are whatever producers set; these bound the buckets a file can get.
+_FIRST_MS = 0  # 1970-01-01T00:00Z; Kafka's "no timestamp" is -1
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def hour_bucket(timestamp_ms: int) -> tuple[str, int]:
-    """(UTC date, UTC hour) of a Kafka timestamp in milliseconds."""
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+    """(UTC date, UTC hour) of a Kafka timestamp in milliseconds.
+
+    Timestamps before 1970 (including Kafka's -1, "none") go to 1970-01-01 hour 00 and
+    those past year 9999 to 9999-12-31 hour 23: one producer's odd clock must not stop
+    its partition's archive. The exact timestamp stays in the file's rows.
+    """
+    clamped = min(max(timestamp_ms, _FIRST_MS), _LAST_MS)
+    moment = datetime.fromtimestamp(clamped / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%d"), moment.hour
 
 
@@ -97,7 +108,7 @@ def hour_segments(timestamps_ms: Sequence[int]) -> list[tuple[int, int, str, int
     # Bucket boundaries are compared in whole hours, so most records cost one division.
     current_hour = None
     for index, ts in enumerate(timestamps_ms):
-        hour_number = ts // 3_600_000
+        hour_number = min(max(ts, _FIRST_MS), _LAST_MS) // 3_600_000
         if hour_number != current_hour:
             if current is not None:
                 segments.append((start, index, current[0], current[1]))

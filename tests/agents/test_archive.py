@@ -179,17 +179,25 @@ async def test_undecodable_values_are_archived_and_counted(
         await producer.send_and_wait(topic, b"not avro at all", key=b"k", partition=0,
                                      headers=[("source", b"legacy")])
         await producer.send_and_wait(topic, b"\x00\x00\x00\x7f\x00garbage", partition=0)
+        # A producer's clock in year 10000 must not stop the partition's archive.
+        await producer.send_and_wait(topic, b"late", partition=0,
+                                     timestamp_ms=253_402_300_800_000)
     finally:
         await producer.stop()
     await produce(http, topic, [order(1)])
     async with open_lake((tmp_path / "lake").as_uri()) as lake:
         async with agent_for(runtime, lake, topic) as agent:
-            await wait_for(lambda: _count_is(lake, topic, 3), timeout=60, what="3 rows")
-            assert agent.metrics.undecodable == 2
+            await wait_for(lambda: _count_is(lake, topic, 4), timeout=60, what="4 rows")
+            assert agent.metrics.undecodable == 3
         table = await read_lake_table(lake, topic)
-    bad = [r for r in table.to_pylist() if r["_kafka_decode_error"] is not None]
-    assert len(bad) == 2
-    assert {r["_kafka_value"] for r in bad} == {b"not avro at all", b"\x00\x00\x00\x7f\x00garbage"}
+    # Python's datetime stops at year 9999: compare the stored timestamps as integers.
+    stamps = table.column("_kafka_timestamp").cast(pa.int64()).to_pylist()
+    assert 253_402_300_800_000 in stamps
+    rows = table.drop_columns(["_kafka_timestamp"]).to_pylist()
+    bad = [r for r in rows if r["_kafka_decode_error"] is not None]
+    assert len(bad) == 3
+    assert {r["_kafka_value"] for r in bad} == {b"not avro at all", b"\x00\x00\x00\x7f\x00garbage",
+                                                b"late"}
     assert all(r["order_id"] is None for r in bad)
     legacy = next(r for r in bad if r["_kafka_key"] == b"k")
     assert legacy["_kafka_headers"] == [{"key": "source", "value": b"legacy"}]

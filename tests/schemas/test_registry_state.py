@@ -105,3 +105,27 @@ def test_missing_things_have_confluent_codes() -> None:
     with pytest.raises(NotFoundError) as schema:
         state.schema_by_id(99)
     assert schema.value.error_code == 40403
+
+
+def test_a_decision_checked_under_an_older_level_is_refused() -> None:
+    state = RegistryState()
+    state.apply(0, {"type": "config", "subject": "s", "compatibility": "NONE"})
+    state.apply(1, _decide(state, "s", A).value)
+    strict = parse_schema('{"type":"record","name":"r","fields":[{"name":"z","type":"int"}]}')
+    stale = _decide(state, "s", strict)  # allowed under NONE, decided before the change
+    state.apply(2, {"type": "config", "subject": "s", "compatibility": "BACKWARD"})
+    assert state.apply(3, stale.value) is False
+    assert state.versions("s") == [1]
+    with pytest.raises(IncompatibleSchemaError):
+        state.decide_register("s", strict)  # deciding again applies the new level
+
+
+def test_decision_keys_are_unique_so_compaction_keeps_accepted_ones() -> None:
+    state = RegistryState()
+    first, again = _decide(state, "s", A), _decide(state, "s", A)
+    assert first.key != again.key
+    # Compaction keeps the last record per key; with unique keys it keeps both, in order,
+    # so replaying a compacted log gives the same state.
+    state.apply(0, first.value)
+    state.apply(1, again.value)
+    assert state.versions("s") == [1]

@@ -53,3 +53,10 @@ def test_next_offset_and_gaps() -> None:
     assert next_offset([]) is None
     assert offset_gaps(files) == [(20, 24)]
     assert offset_gaps([*files, RawFile("t", 0, 28, 40, "d", 1)]) == [(20, 24), (28, 30)]
+
+
+def test_timestamps_outside_the_calendar_are_clamped_not_fatal() -> None:
+    assert hour_bucket(-1) == ("1970-01-01", 0)  # Kafka's "no timestamp"
+    assert hour_bucket(253_402_300_800_000) == ("9999-12-31", 23)  # year 10000
+    assert hour_segments([-5, 0, 10**18]) == [(0, 2, "1970-01-01", 0),
+                                             (2, 3, "9999-12-31", 23)]
