@@ -34,6 +34,7 @@ import fastavro
 import pyarrow as pa
 
 from schemas.avro_schema import AvroSchema
+from schemas.codec import zigzag_varint
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,8 @@ _refusals: dict[str, int] = {}
 _GIVE_UP_AFTER = 3
 
 
-def _zigzag_varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 #: Varints of every body length below 16 KiB, so framing costs a list lookup per record.
-_SMALL_VARINTS = tuple(_zigzag_varint(n) for n in range(16384))
+_SMALL_VARINTS = tuple(zigzag_varint(n) for n in range(16384))
 
 
 @functools.lru_cache(maxsize=128)
@@ -87,10 +78,10 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
     for body in bodies:
         size = len(body)
         lengths.append(size)
-        parts.append(small[size] if size < 16384 else _zigzag_varint(size))
+        parts.append(small[size] if size < 16384 else zigzag_varint(size))
         parts.append(body)
     payload = b"".join(parts)
-    block = b"".join([header, _zigzag_varint(len(bodies)), _zigzag_varint(len(payload)),
+    block = b"".join([header, zigzag_varint(len(bodies)), zigzag_varint(len(payload)),
                       payload, sync])
     try:
         frame = pl.read_avro(io.BytesIO(block))

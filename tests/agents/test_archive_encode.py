@@ -9,27 +9,17 @@ import pyarrow.parquet as pq
 
 from agents.archive_encode import Segment, encode_segment
 from schemas.avro_schema import parse_schema
-from schemas.codec import encode
+from schemas.codec import encode, zigzag_varint
 
 SCHEMA = {"type": "record", "name": "E", "fields": [
     {"name": "id", "type": "string"}, {"name": "n", "type": "int"}]}
 OTHER = {"type": "record", "name": "F", "fields": [{"name": "x", "type": "long"}]}
 
 
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def test_an_int_beyond_32_bits_is_undecodable_not_a_failed_segment() -> None:
     good = encode(1, parse_schema(SCHEMA), {"id": "a", "n": 7})
     # "b" as an Avro string, then an int field holding 2**32 + 7: no Avro writer makes it.
-    bad = b"\x00\x00\x00\x00\x01" + _zigzag(1) + b"b" + _zigzag(2**32 + 7)
+    bad = b"\x00\x00\x00\x00\x01" + zigzag_varint(1) + b"b" + zigzag_varint(2**32 + 7)
     other = encode(2, parse_schema(OTHER), {"x": 1})  # a second writer id: record by record
     text = json.dumps(SCHEMA)
     segment = Segment("t", 0, [0, 1, 2], [0, 0, 0], [None] * 3, [good, bad, other],
