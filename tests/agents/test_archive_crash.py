@@ -70,6 +70,11 @@ class Worker:
         except aiohttp.ClientError:
             return False
 
+    def children(self) -> list[int]:
+        """Pids of the worker's child processes (its archive encoders)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -104,7 +109,12 @@ async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
             while await archived() < 150:
                 await produce(first.url, 20)
             await produce(first.url, 20)
+            encoders = first.children()
+            assert encoders, "the worker runs its archive encoder in a child process"
             first.kill()
+            # The encoders must not outlive a worker killed without a chance to stop them.
+            await wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in encoders),
+                           timeout=10, what="encoder processes to exit with the worker")
         finally:
             first.kill()
 
