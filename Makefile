@@ -33,6 +33,7 @@ test: lint typecheck pytest  ## everything CI runs
 
 bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
 	$(BIN)/python bench/produce.py
+	$(BIN)/python bench/archive.py
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
