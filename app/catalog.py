@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import Compatibility, incompatibilities
-from schemas.errors import ConfigError, IncompatibleSchemaError, MetadataError, SchemaError
+from schemas.avro_schema import parse_schema
+from schemas.compatibility import Compatibility
+from schemas.errors import ConfigError, MetadataError, SchemaError
 from schemas.metadata import metadata_from_dict, metadata_to_dict, validate_against_schema
 from tables.kafka import ensure_topic
 from tables.registry_store import RegistryStore
@@ -58,7 +58,9 @@ async def apply_topic(
     state = store.state
     subject = f"{topic}-value"
     mode = Compatibility.parse(meta.compatibility)
-    _check_compatible(store, subject, schema, mode)
+    # Checked under the catalog's level before anything is written, so a refusal changes
+    # nothing (the level itself is written first, below).
+    state.check_register(subject, schema, mode)
     result = ApplyResult(topic)
 
     # Kafka topic first: a topic whose partitions differ from the declaration is an error
@@ -98,20 +100,6 @@ async def apply_topic(
         await store.put_metadata(topic, meta_json)
         result.changes.append("metadata: " + ("updated" if previous is not None else "created"))
     return result
-
-
-def _check_compatible(
-    store: RegistryStore, subject: str, schema: AvroSchema, mode: Compatibility
-) -> None:
-    state = store.state
-    if state.lookup(subject, schema) is not None or subject not in state.subjects:
-        return
-    older = [v.schema for v in state.all_versions(subject)]
-    reasons = incompatibilities(schema, older, mode)
-    if reasons:
-        raise IncompatibleSchemaError(
-            f"schema for {subject!r} is incompatible under {mode.value}: {reasons[0]}", reasons
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from aiohttp import web
 from app.context import WorkerContext
 from app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
 from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import Compatibility, can_read, incompatibilities
+from schemas.compatibility import Compatibility, can_read
 from schemas.errors import (
     InvalidCompatibilityError,
     MetadataError,
@@ -192,8 +192,7 @@ async def check_compatibility(request: web.Request) -> web.Response:
             return _reply({"is_compatible": True, "messages": []})
         state.versions(subject)  # raises 40401
     if raw_version is None:
-        older = [v.schema for v in state.all_versions(subject)]
-        reasons = incompatibilities(schema, older, mode)
+        reasons = state.incompatibilities(subject, schema, mode)
     else:
         old = state.version(subject, raw_version)
         reasons = []

@@ -247,6 +247,28 @@ class RegistryState:
             raise NotFoundError(f"subject {subject!r} not found", SUBJECT_NOT_FOUND) from None
 
     # -------------------------------------------------------------- decisions
+    def incompatibilities(self, subject: str, schema: AvroSchema,
+                          mode: Compatibility | None = None) -> list[str]:
+        """Why ``schema`` may not become the next version of ``subject`` under ``mode``
+        (default: the subject's effective level); empty when it may."""
+        mode = mode or self.compatibility(subject)
+        older = [self.schemas_by_id[i] for i in self.subjects.get(subject, [])]
+        return incompatibilities(schema, older, mode)
+
+    def check_register(self, subject: str, schema: AvroSchema,
+                       mode: Compatibility | None = None) -> None:
+        """Raise :class:`IncompatibleSchemaError` when registering would break ``mode``."""
+        if self.lookup(subject, schema) is not None:
+            return  # already a version: registering again changes nothing
+        mode = mode or self.compatibility(subject)
+        reasons = self.incompatibilities(subject, schema, mode)
+        if reasons:
+            raise IncompatibleSchemaError(
+                f"schema being registered is incompatible with an earlier schema for "
+                f"subject {subject!r} under {mode.value}: {reasons[0]}",
+                reasons,
+            )
+
     def decide_register(
         self, subject: str, schema: AvroSchema, *, check: bool = True
     ) -> SchemaVersion | Decision:
@@ -260,15 +282,7 @@ class RegistryState:
         if existing is not None:
             return existing
         if check:
-            mode = self.compatibility(subject)
-            older = [self.schemas_by_id[i] for i in self.subjects.get(subject, [])]
-            reasons = incompatibilities(schema, older, mode)
-            if reasons:
-                raise IncompatibleSchemaError(
-                    f"schema being registered is incompatible with an earlier schema for "
-                    f"subject {subject!r} under {mode.value}: {reasons[0]}",
-                    reasons,
-                )
+            self.check_register(subject, schema)
         schema_id = self.id_by_identity.get(schema.identity)
         if schema_id is None:
             schema_id = max(self.schemas_by_id, default=0) + 1

@@ -26,9 +26,9 @@ from app.runtime import Runtime
 from schemas.errors import ConfigError
 from sinks.lake_inventory import raw_inventory
 from sinks.lake_store import LakeStore, open_lake
-from tests.app.produce_helpers import create_topic, read_topic
 from tests.fixtures.s3 import new_bucket
 from tests.fixtures.services import unique, wait_for
+from tests.fixtures.topics import create_topic, read_topic
 
 SCHEMA_V1: dict[str, Any] = {
     "type": "record", "name": "Order", "namespace": "test.archive", "fields": [

@@ -21,8 +21,8 @@ from tests.agents.test_archive import (
     order,
     produce,
 )
-from tests.app.produce_helpers import create_topic, read_topic
 from tests.fixtures.services import unique, wait_for
+from tests.fixtures.topics import create_topic, read_topic
 
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
 

@@ -22,8 +22,8 @@ import pytest
 from app.embedded import free_port
 from sinks.lake_inventory import raw_inventory
 from sinks.lake_store import open_lake
-from tests.app.produce_helpers import read_topic
 from tests.fixtures.services import unique, wait_for
+from tests.fixtures.topics import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))

@@ -19,14 +19,14 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from schemas.codec import decode
-from tests.app.produce_helpers import (
+from tests.fixtures.services import unique
+from tests.fixtures.topics import (
     JSON_HEADERS,
     avro_string,
     create_topic,
     high_watermarks,
     read_topic,
 )
-from tests.fixtures.services import unique
 
 if TYPE_CHECKING:
     from app.runtime import Runtime

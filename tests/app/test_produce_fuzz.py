@@ -37,8 +37,8 @@ from yarl import URL
 
 from schemas.codec import decode, unframe
 from schemas.validation import compile_converter
-from tests.app.produce_helpers import avro_string, create_topic, read_topic, zigzag
 from tests.fixtures.services import unique
+from tests.fixtures.topics import avro_string, create_topic, read_topic, zigzag
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
