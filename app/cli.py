@@ -192,7 +192,8 @@ def _dev(settings: Settings, catalog: Path | None) -> int:
     catalog = catalog if catalog is not None else settings.catalog_dir
     # tansu answers InitProducerId with an error: the idempotent producer cannot run on it.
     dev_settings = settings.model_copy(update={"idempotent_producer": False,
-                                               "catalog_dir": catalog})
+                                               "catalog_dir": catalog,
+                                               "example_agents": True})
     print(f"onepipe dev: embedded broker on {broker.bootstrap}, HTTP API on "
           f"{settings.web_url}, data in {data_dir}/ (Ctrl-C stops everything)", flush=True)
     with broker:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="Memory all archive buffers of a worker may hold before flushing.",
     )
     archive_enabled: bool = Field(True, description="Run the archive agent in the worker.")
+    example_agents: bool = Field(
+        False,
+        description="Run agents/example.py (on by `onepipe dev`): it reads `widgets`, and a "
+        "subscription to a missing topic makes brokers with auto-creation create it.",
+    )
     registry_topic: str = Field("_onepipe_registry", description="Compacted registry log topic.")
     registry_fetch_wait_ms: int = Field(
         100, ge=1, le=5000,

@@ -58,5 +58,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     runtime = Runtime(settings)
     app.web_server(RuntimeService(runtime))
     streams = StreamApi(app, runtime.registry.state, runtime.publisher, runtime.ready)
-    example.register(streams)
+    if settings.example_agents:
+        example.register(streams)
     return app, runtime, streams

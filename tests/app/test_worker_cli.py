@@ -89,7 +89,7 @@ def start_worker(cli_env: dict[str, str], tmp_path: Path
     def start() -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         env = {**cli_env, "ONEPIPE_WEB_PORT": str(port),
-               "ONEPIPE_CATALOG_DIR": str(ROOT / "catalog")}
+               "ONEPIPE_CATALOG_DIR": str(ROOT / "catalog"), "ONEPIPE_EXAMPLE_AGENTS": "true"}
         with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
             proc = subprocess.Popen([ONEPIPE, "worker"], env=env, cwd=tmp_path, stdout=log,
                                     stderr=subprocess.STDOUT)
