@@ -138,7 +138,7 @@ class SegmentWriter:
                            records: list[ConsumerRecord[Any, Any]], reason: str) -> None:
         if previous is not None:
             await previous  # raises if it failed: never write past a hole
-        segment_base = await self._segment_base(tp, records)
+        reader, writers = await self._schema_texts(tp, records)
         files = written_bytes = undecodable = 0
         for start, stop, date, hour in hour_segments([r.timestamp for r in records]):
             chunk = records[start:stop]
@@ -146,7 +146,8 @@ class SegmentWriter:
                 topic=tp.topic, partition=tp.partition,
                 offsets=[r.offset for r in chunk], timestamps=[r.timestamp for r in chunk],
                 keys=[r.key for r in chunk], values=[r.value for r in chunk],
-                headers=[tuple(r.headers or ()) for r in chunk], **segment_base,
+                headers=[tuple(r.headers or ()) for r in chunk], reader=reader,
+                writers=writers,
             )
             data, bad = await self._encode(segment)
             path = raw_file_path(tp.topic, tp.partition, date, hour, chunk[0].offset,
@@ -160,8 +161,8 @@ class SegmentWriter:
         await self._on_written(tp, records[-1].offset + 1, len(records), undecodable,
                                written_bytes, files)
 
-    async def _segment_base(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
-                            ) -> dict[str, Any]:
+    async def _schema_texts(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+                            ) -> tuple[str | None, dict[int, str]]:
         """The reader schema text and every writer schema text the records name."""
         state = self._registry.state
         subject = f"{tp.topic}-value"
@@ -177,7 +178,7 @@ class SegmentWriter:
                 await self._registry.wait_for_schema(schema_id, timeout=5.0)
             if schema_id in state.schemas_by_id:
                 writers[schema_id] = state.schemas_by_id[schema_id].text
-        return {"reader": reader, "writers": writers}
+        return reader, writers
 
     async def _encode(self, segment: Segment) -> tuple[bytes, int]:
         pool = self._pool

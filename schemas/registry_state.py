@@ -200,9 +200,6 @@ class RegistryState:
         schema_id = ids[number - 1]
         return SchemaVersion(subject, number, schema_id, self.schemas_by_id[schema_id])
 
-    def all_versions(self, subject: str) -> list[SchemaVersion]:
-        return [self.version(subject, v) for v in self.versions(subject)]
-
     def schema_by_id(self, schema_id: int) -> AvroSchema:
         try:
             return self.schemas_by_id[schema_id]
