@@ -294,6 +294,10 @@ async def test_buffers_stay_within_the_memory_bound(
         async with agent_for(runtime, lake, topic, max_buffer_bytes=bound) as agent:
             await wait_for(lambda: _count_is_at_least(agent, 600 - 150), timeout=60,
                            what="memory-bound flushes")
+            # Everything fetched before stopping: stop() flushes what the agent holds,
+            # not what is still in Kafka.
+            await wait_for(lambda: agent.metrics.records_in >= 600, timeout=60,
+                           what="all 600 records fetched")
             peak = agent.metrics.peak_buffered_bytes
             files = agent.metrics.files
         await assert_exactly_once(lake, topic, runtime.settings.broker)
