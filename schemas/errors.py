@@ -11,6 +11,7 @@ retry loops ask the error instead of matching messages::
     ├── MetadataError               topic metadata contradicts the schema (HTTP 422, 42202)
     ├── RecordValidationError       records do not match the schema       (HTTP 422, per-field list)
     ├── CodecError                  bytes are not Confluent-framed Avro of a known schema
+    ├── MergeError                  a version cannot be ranked by its topic's order rule
     ├── RegistryError               Confluent-compatible registry errors
     │   ├── NotFoundError           subject / version / schema / topic unknown (HTTP 404)
     │   ├── InvalidVersionError     a version that is not a positive int or "latest" (422, 42202)
@@ -19,7 +20,9 @@ retry loops ask the error instead of matching messages::
     ├── RequestError                malformed HTTP input (400/413/415)
     ├── LakeError                   the lake (folder or S3) refused or lost an object
     │   └── LakeObjectNotFound      a path that is not in the lake
-    └── BrokerError                 Kafka did not accept or answer; retriable
+    ├── BrokerError                 Kafka did not accept or answer; retriable
+    └── CompactionError             the compactor cannot publish a clean version
+        └── CompactionConflict      another compactor published first; retriable
 
 This module is a leaf: it imports nothing from onepipe, so every package can use it.
 """
@@ -144,6 +147,13 @@ class CodecError(OnepipeError):
     status = 422
 
 
+class MergeError(OnepipeError):
+    """A version's order field cannot be ranked (wrong type, missing)."""
+
+    code = "merge_error"
+    status = 422
+
+
 class RegistryError(OnepipeError):
     """Base of the Confluent-compatible registry errors."""
 
@@ -220,3 +230,18 @@ class LakeObjectNotFound(LakeError):
     code = "lake_not_found"
     status = 404
     retriable = False
+
+
+class CompactionError(OnepipeError):
+    """The compactor cannot read its inputs or publish a clean version."""
+
+    code = "compaction_error"
+    status = 500
+
+
+class CompactionConflict(CompactionError):
+    """Another compactor published a manifest first; re-plan and run again."""
+
+    code = "compaction_conflict"
+    status = 409
+    retriable = True
