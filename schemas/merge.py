@@ -161,8 +161,9 @@ class MergeRule:
         if rule == "max":
             primary = f"{column} DESC"
         else:
-            primary = (f"coalesce(list_sum(list_transform(map_values({column}), "
-                       f"c -> c::HUGEINT)), 0) DESC")
+            # HUGEINT: the total of int64 counters can pass 2**63 (no lambda: its
+            # syntax changed between DuckDB releases).
+            primary = f"coalesce(list_sum(map_values({column})::HUGEINT[]), 0) DESC"
         return f"{primary}, {_quote(VALUE_COLUMN)} DESC, {position}"
 
 
