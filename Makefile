@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help dev test lint typecheck pytest bench clean
+.PHONY: help venv browser dev test lint typecheck pytest bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the environment (.venv) with every dependency
 
+# The status page is tested in a real headless browser (Debian's chromium package).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+		sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium'
+
+browser: $(CHROMIUM)  ## install headless Chromium for the status-page test
+
 dev: $(STAMP)  ## run the embedded broker, apply catalog/, and one worker with its web server
 	$(BIN)/onepipe dev --catalog catalog
 
@@ -26,7 +34,7 @@ lint: $(STAMP)  ## ruff
 typecheck: $(STAMP)  ## mypy over the package
 	$(BIN)/mypy
 
-pytest: $(STAMP)  ## the test suite against a real broker and databases
+pytest: $(STAMP) $(CHROMIUM)  ## the test suite against a real broker and databases
 	$(BIN)/pytest
 
 test: lint typecheck pytest  ## everything CI runs
@@ -34,6 +42,8 @@ test: lint typecheck pytest  ## everything CI runs
 bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
 	$(BIN)/python bench/produce.py
 	$(BIN)/python bench/archive.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/compact.py
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

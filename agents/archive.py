@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,22 @@ log = logging.getLogger(__name__)
 #: Extra bytes counted per buffered record (Python object overhead), so the memory bound
 #: tracks real RSS rather than payload bytes alone.
 _RECORD_OVERHEAD = 200
+
+#: Upper bounds (seconds) of the flush-latency histogram's buckets; a last, unbounded
+#: bucket (+Inf) follows them.
+FLUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFlush:
+    """The last durable flush of one partition."""
+
+    #: Wall-clock time (epoch seconds) the file became durable.
+    at: float
+    #: Records it held.
+    records: int
+    #: Bytes of Parquet written.
+    bytes: int
 
 
 @dataclass(slots=True)
@@ -74,6 +91,13 @@ class ArchiveMetrics:
     last_flush_records: int = 0
     #: Seconds each flush took from buffer hand-over to durable, most recent last (bounded).
     flush_seconds: list[float] = field(default_factory=list)
+    #: Last durable flush per partition (kept after the partition moves to another worker).
+    last_flushes: dict[TopicPartition, PartitionFlush] = field(default_factory=dict)
+    #: Flush latencies as a histogram: count per bucket of :data:`FLUSH_LATENCY_BUCKETS`
+    #: plus a last +Inf bucket (not cumulative), and their sum in seconds.
+    flush_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(FLUSH_LATENCY_BUCKETS) + 1))
+    flush_latency_sum: float = 0.0
     #: Most bytes buffers and in-flight writes held at once (checks the memory bound).
     peak_buffered_bytes: int = 0
     #: Next offset to archive, per partition assigned here.
@@ -348,8 +372,11 @@ class ArchiveAgent:
         metrics.bytes_written += written_bytes
         metrics.last_flush_at = time.time()
         metrics.last_flush_records = records
-        metrics.flush_seconds = [*metrics.flush_seconds[-99:],
-                                 time.perf_counter() - handed_over]
+        latency = time.perf_counter() - handed_over
+        metrics.flush_seconds = [*metrics.flush_seconds[-99:], latency]
+        metrics.flush_latency_counts[bisect_left(FLUSH_LATENCY_BUCKETS, latency)] += 1
+        metrics.flush_latency_sum += latency
+        metrics.last_flushes[tp] = PartitionFlush(metrics.last_flush_at, records, written_bytes)
         metrics.positions[tp] = next_offset
         consumer = self._consumer
         if consumer is not None:

@@ -5,6 +5,9 @@
     onepipe apply DIR         apply a catalog folder idempotently and print what changed
     onepipe replay TOPIC      produce archived records back to Kafka (see --help)
     onepipe lake ls TOPIC     what the raw lake holds per partition and day
+    onepipe compact TOPIC     merge the raw lake of TOPIC into its clean lake (see --help)
+    onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC
+    onepipe status            consumer lag per partition from a running worker (exit 1: stuck)
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
 catalog) or 1 (anything else onepipe refused), never a stack trace.
@@ -23,6 +26,7 @@ from pathlib import Path
 from app.catalog import ApplyResult, apply_catalog
 from app.embedded import EmbeddedBroker
 from app.settings import Settings, load_settings
+from app.status_cli import add_status_command, run_status
 from schemas.errors import ConfigError, OnepipeError
 from sinks.lake_store import open_lake
 from tables.registry_store import RegistryStore
@@ -54,7 +58,30 @@ def _parser() -> argparse.ArgumentParser:
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     lake_ls = lake_sub.add_parser("ls", help="files, records, offsets and bytes per day")
     lake_ls.add_argument("topic")
+    lake_read = lake_sub.add_parser("read", help="preview the clean (or raw) rows of a topic")
+    lake_read.add_argument("topic")
+    lake_read.add_argument("--date", action="append", dest="dates", type=_day,
+                           help="only this UTC day, YYYY-MM-DD (repeatable)")
+    lake_read.add_argument("--raw", action="store_true", help="read raw/ instead of clean/")
+    lake_read.add_argument("--limit", type=int, default=20,
+                           help="rows to show (default 20; 0 for all)")
+    lake_read.add_argument("--json", action="store_true",
+                           help="one JSON object per row instead of a table")
+    compact = sub.add_parser("compact", help="merge a topic's raw lake into its clean lake")
+    compact.add_argument("topic")
+    compact.add_argument("--jobs", type=int, default=1,
+                         help="days written at once (each with its own DuckDB memory limit)")
+    add_status_command(sub)
     return parser
+
+
+def _day(text: str) -> str:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")  # noqa: DTZ007 - a calendar day, no instant
+    except ValueError:
+        msg = f"expected a UTC day like 2026-11-26, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return text
 
 
 def _moment(text: str) -> datetime:
@@ -80,8 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(settings, args))
+        if args.command == "lake" and args.lake_command == "read":
+            return asyncio.run(_lake_read(settings, args))
         if args.command == "lake":
             return asyncio.run(_lake_ls(settings, args.topic))
+        if args.command == "compact":
+            return asyncio.run(_compact(settings, args))
+        if args.command == "status":
+            return run_status(args)
         if args.command == "dev":
             return _dev(settings, args.catalog)
         return _worker(settings)
@@ -156,6 +189,111 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
     return 0 if not inventory.gaps else 1
 
 
+async def _compact(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.compactor import CompactionConfig, Compactor
+    from app.runtime import lake_s3_options
+    from schemas.errors import NotFoundError
+    from schemas.metadata import metadata_from_dict
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    async with RegistryStore(settings.broker, settings.registry_topic,
+                             replication_factor=settings.replication_factor,
+                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
+        try:
+            meta = metadata_from_dict(args.topic, store.state.topic_metadata(args.topic))
+        except NotFoundError as exc:
+            raise ConfigError(exc.message) from exc
+        try:
+            schema = store.state.version(f"{args.topic}-value", "latest").schema
+        except NotFoundError:
+            schema = None  # no typed columns; partition_time must then be `kafka`
+    config = CompactionConfig(
+        work_dir=settings.data_dir / "compact", memory_limit=settings.compact_memory_limit,
+        threads=settings.compact_threads,
+        retention_seconds=settings.compact_retention_seconds, jobs=args.jobs)
+    async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+        report = await Compactor(lake, meta, schema, config).run()
+    if report.seq is None:
+        print(f"{args.topic}: clean lake is up to date, nothing published"
+              + (f" ({report.files_deleted} stale file(s) deleted)"
+                 if report.files_deleted else ""))
+        return 0
+    days = ", ".join(report.days_written) or "none"
+    print(f"{args.topic}: published manifest {report.seq} in {report.duration_seconds:.1f}s "
+          f"(attempts {report.attempts})")
+    print(f"  raw: {report.rows_in} record(s) from {report.raw_files} file(s); "
+          f"{report.undecodable} undecodable and {report.incomplete} without key or "
+          "partition time left out")
+    print(f"  clean: {len(report.days_written)} day(s) written ({days}), "
+          f"{report.rows_out} row(s); {report.files_deleted} old file(s) deleted")
+    return 0
+
+
+async def _lake_read(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.runtime import lake_s3_options
+    from sinks.clean_reader import SEQ_KEY, read_clean, read_raw
+
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
+    limit = args.limit or None
+    cache = settings.data_dir / "compact" / "cache"
+    async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+        if args.raw:
+            table = await read_raw(lake, args.topic, args.dates, cache, limit=limit)
+            source = f"raw/{args.topic}"
+        else:
+            table = await read_clean(lake, args.topic, args.dates, cache, limit=limit)
+            seq = (table.schema.metadata or {}).get(SEQ_KEY, b"0").decode()
+            if seq == "0":
+                print(f"error: {args.topic!r} has no clean lake in "
+                      f"{settings.resolved_lake_url}; run `onepipe compact {args.topic}`",
+                      file=sys.stderr)
+                return 1
+            source = f"clean/{args.topic} (manifest {seq})"
+    rows = table.to_pylist()
+    if args.json:
+        for row in rows:
+            print(orjson.dumps(row, default=_json_value).decode())
+        return 0
+    shown = [c for c in table.column_names if c not in _HIDDEN_COLUMNS]
+    view = Table(title=f"{source}: {len(rows)} row(s)")
+    for column in shown:
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*(_cell(row[c]) for c in shown))
+    Console().print(view)
+    return 0
+
+
+#: Bulky columns a preview leaves out (``--json`` shows everything).
+_HIDDEN_COLUMNS = frozenset({"_kafka_topic", "_kafka_headers", "_kafka_key", "_kafka_value",
+                             "_kafka_schema_id"})
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 16 else value[:16].hex() + "..."
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _print_results(results: list[ApplyResult]) -> None:
     for result in results:
         head = f"{result.topic} (schema id {result.schema_id}, version {result.version})"
@@ -193,7 +331,10 @@ def _dev(settings: Settings, catalog: Path | None) -> int:
     # tansu answers InitProducerId with an error: the idempotent producer cannot run on it.
     dev_settings = settings.model_copy(update={"idempotent_producer": False,
                                                "catalog_dir": catalog,
-                                               "example_agents": True})
+                                               "example_agents": True,
+                                               # dev compacts the lake on its own too
+                                               "compact_interval_seconds":
+                                                   settings.compact_interval_seconds or 60.0})
     print(f"onepipe dev: embedded broker on {broker.bootstrap}, HTTP API on "
           f"{settings.web_url}, data in {data_dir}/ (Ctrl-C stops everything)", flush=True)
     with broker:

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client.metrics_core import Metric
 
 from agents.archive import ArchiveMetrics
 from agents.publisher import Publisher
+from app.lag_monitor import LagMonitor
 from app.settings import Settings
 from tables.registry_store import RegistryStore
+
+
+class MetricSource(Protocol):
+    """Adds metric families to ``GET /metrics`` (a prometheus_client collector).
+
+    ``collect`` runs at scrape time on the event loop: it reads live counters and builds
+    families, with no I/O and nothing added to any agent's per-record path.
+    ``app.metrics_view.CounterSource`` turns a metrics dataclass into one.
+    """
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+@dataclass(slots=True)
+class VerifySlot:
+    """The latest ``verify`` result this worker knows, shown by ``/status``."""
+
+    #: The verify report as JSON data; None until a verify has run.
+    result: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +46,9 @@ class WorkerContext:
     publisher: Publisher
     #: The archive agent's counters, when this worker runs one.
     archive_metrics: Callable[[], ArchiveMetrics] | None = None
+    #: Consumer-group lag sampler, when ``monitor_interval_seconds`` > 0.
+    lag_monitor: LagMonitor | None = None
+    #: Further agents' metrics for ``GET /metrics``; append at start-up, before serving.
+    metric_sources: list[MetricSource] = field(default_factory=list)
+    #: The last verify run (mutable holder: the context itself is frozen).
+    last_verify: VerifySlot = field(default_factory=VerifySlot)

@@ -2,7 +2,7 @@
 
 Start order matters: the producer first (the registry appends with it), then the registry
 replays its log to the end, then the web server opens, so no request is ever answered
-from a half-replayed registry; then the batch agents (archive) join their groups.
+from a half-replayed registry; then the batch agents (archive, dedup) join their groups.
 ``ready`` is set last; developer agents wait for it. Stop runs in reverse, so the
 archive agent flushes its buffers while the registry can still resolve schemas.
 """
@@ -17,8 +17,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from agents.archive import ArchiveAgent, ArchiveMetrics
+from agents.compact_day import DayExecutor
+from agents.compact_pool import DayTaskWorker, KafkaDayDispatcher
+from agents.compact_schedule import CompactionScheduler
+from agents.compactor import CompactionConfig
+from agents.dedup import DedupAgent
 from agents.publisher import Publisher
 from app.context import WorkerContext
+from app.lag_monitor import worker_monitor
 from app.settings import Settings
 from app.web import WebServer
 from schemas.errors import BrokerError
@@ -61,12 +67,19 @@ class Runtime:
             fetch_wait_ms=settings.registry_fetch_wait_ms,
         )
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
+        # Consumer-group lag for /status and /metrics; None when monitor_interval_seconds=0.
+        self.lag_monitor = worker_monitor(settings, self.registry)
         self.context = WorkerContext(settings, self.registry, self.publisher,
                                      self._archive_metrics if settings.archive_enabled
-                                     else None)
+                                     else None,
+                                     lag_monitor=self.lag_monitor)
         self.web = WebServer(self.context)
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
+        self.dedup: DedupAgent | None = None
+        self.compact_worker: DayTaskWorker | None = None
+        self.compact_dispatcher: KafkaDayDispatcher | None = None
+        self.compact_scheduler: CompactionScheduler | None = None
         self.ready = asyncio.Event()
         self._started = False
 
@@ -94,6 +107,12 @@ class Runtime:
             await self.web.start()
             if self.settings.archive_enabled:
                 await self._start_archive()
+            if self.settings.dedup_enabled:
+                await self._start_dedup()
+            if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
+                await self._start_compaction()
+            if self.lag_monitor is not None:
+                await self.lag_monitor.start()
         except BaseException:
             await self.stop()
             raise
@@ -125,6 +144,64 @@ class Runtime:
         )
         await self.archive.start()
 
+    async def _start_dedup(self) -> None:
+        settings = self.settings
+        self.dedup = DedupAgent(
+            bootstrap=settings.broker,
+            group_id=f"{settings.app_id}-dedup",
+            registry=self.registry,
+            data_dir=settings.data_dir,
+            replication_factor=settings.replication_factor,
+            # Its own producer: tansu has no idempotent producers (DESIGN.md).
+            idempotent_producer=settings.idempotent_producer,
+            session_timeout=settings.session_timeout,
+            rebalance_timeout=settings.rebalance_timeout,
+            produce_timeout=settings.produce_timeout,
+        )
+        await self.dedup.start()
+
+    def _compaction_config(self, folder: str) -> CompactionConfig:
+        settings = self.settings
+        return CompactionConfig(
+            work_dir=settings.data_dir / folder, memory_limit=settings.compact_memory_limit,
+            threads=settings.compact_threads,
+            retention_seconds=settings.compact_retention_seconds)
+
+    async def _start_compaction(self) -> None:
+        """The day-task worker (pool side) and the periodic scheduler (coordinator side)."""
+        settings = self.settings
+        if self.lake is None:
+            self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
+        if settings.compact_workers_enabled:
+            # Its own work dir: its cache forgets inputs after each task.
+            self.compact_worker = DayTaskWorker(
+                bootstrap=settings.broker, app_id=settings.app_id,
+                executor=DayExecutor(self.lake, self._compaction_config("compact-worker")),
+                replication_factor=settings.replication_factor,
+                idempotent_producer=settings.idempotent_producer,
+                produce_timeout=settings.produce_timeout,
+                session_timeout=settings.session_timeout,
+                rebalance_timeout=settings.rebalance_timeout)
+            await self.compact_worker.start()
+        if settings.compact_interval_seconds > 0:
+            # `onepipe compact`'s work dir; the dispatcher shares it (cache of staged inputs).
+            config = self._compaction_config("compact")
+            if settings.compact_workers_enabled:
+                self.compact_dispatcher = KafkaDayDispatcher(
+                    bootstrap=settings.broker, app_id=settings.app_id,
+                    executor=DayExecutor(self.lake, config),
+                    timeout=settings.compact_task_timeout_seconds,
+                    replication_factor=settings.replication_factor,
+                    idempotent_producer=settings.idempotent_producer,
+                    produce_timeout=settings.produce_timeout)
+                await self.compact_dispatcher.start()
+            self.compact_scheduler = CompactionScheduler(
+                registry=self.registry, lake=self.lake, config=config,
+                interval=settings.compact_interval_seconds,
+                dispatcher=self.compact_dispatcher,
+                worker_id=self.compact_worker.worker_id if self.compact_worker else "")
+            await self.compact_scheduler.start()
+
     @staticmethod
     async def _start_producer(producer: AIOKafkaProducer) -> None:
         try:
@@ -139,6 +216,16 @@ class Runtime:
             return
         self._started = False
         self.ready.clear()
+        if self.lag_monitor is not None:
+            await self.lag_monitor.stop()
+        if self.compact_scheduler is not None:
+            await self.compact_scheduler.stop()
+        if self.compact_dispatcher is not None:
+            await self.compact_dispatcher.stop()
+        if self.compact_worker is not None:
+            await self.compact_worker.stop()
+        if self.dedup is not None:
+            await self.dedup.stop()
         if self.archive is not None:
             await self.archive.stop()
         if self.lake is not None:

@@ -8,6 +8,7 @@ takes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
         description="Memory all archive buffers of a worker may hold before flushing.",
     )
     archive_enabled: bool = Field(True, description="Run the archive agent in the worker.")
+    dedup_enabled: bool = Field(
+        True, description="Run the dedup agent in the worker: keyed topics into <topic>.unique."
+    )
     example_agents: bool = Field(
         False,
         description="Run agents/example.py (on by `onepipe dev`): it reads `widgets`, and a "
@@ -76,11 +80,44 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
     )
     rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
+    monitor_interval_seconds: float = Field(
+        5.0, ge=0,
+        description="Seconds between consumer-lag samples (/status, /metrics); 0 turns the "
+        "lag monitor off.",
+    )
+    stuck_after_seconds: float = Field(
+        60.0, gt=0,
+        description="A consumer whose lag has not shrunk for this long while records keep "
+        "arriving is flagged stuck.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the worker."
     )
     catalog_dir: Path | None = Field(
         None, description="A catalog folder the worker applies at start (optional)."
+    )
+    compact_memory_limit: str = Field(
+        "1GB", description="DuckDB memory_limit of the compactor, e.g. 512MB, 1GB, 4GiB."
+    )
+    compact_threads: int = Field(2, ge=1, le=256, description="DuckDB threads of the compactor.")
+    compact_retention_seconds: float = Field(
+        3600.0, ge=0,
+        description="How long superseded clean files stay readable after a new version.",
+    )
+    compact_interval_seconds: float = Field(
+        0.0, ge=0,
+        description="Compact every registered topic with a raw lake this often (one worker "
+        "per topic per interval); 0 turns periodic compaction off.",
+    )
+    compact_task_timeout_seconds: float = Field(
+        300.0, gt=0,
+        description="A day task sent to the worker pool without a result for this long is "
+        "run by the compacting worker itself.",
+    )
+    compact_workers_enabled: bool = Field(
+        True,
+        description="Run a compaction day-task worker in this worker; scheduled compactions "
+        "then send their day tasks to the pool.",
     )
 
     @field_validator("broker")
@@ -96,6 +133,14 @@ class Settings(BaseSettings):
             msg = "expected at least one host:port"
             raise ValueError(msg)
         return ",".join(servers)
+
+    @field_validator("compact_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", value.strip(), re.IGNORECASE):
+            msg = f"expected a size like 512MB, 1GB or 4GiB, got {value!r}"
+            raise ValueError(msg)
+        return value.strip()
 
     @field_validator("lake_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""The worker's HTTP server: registry, topic catalog and produce API on one aiohttp app.
+"""The worker's HTTP server: registry, topic catalog, produce API, status and metrics.
 
 The server runs inside the Faust worker (a service the app hosts) rather than through
 Faust's own web driver, so onepipe controls the body-size limit, the error middleware and
@@ -13,8 +13,10 @@ from aiohttp import web
 
 from app.context import WorkerContext
 from app.http import error_middleware, json_response
+from app.metrics_view import add_metrics_routes
 from app.produce_views import add_produce_routes
 from app.registry_views import CTX, add_registry_routes
+from app.status_view import add_status_routes
 from app.topic_views import add_topic_routes
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
     add_registry_routes(app)
     add_topic_routes(app)
     add_produce_routes(app)
+    add_metrics_routes(app)
+    add_status_routes(app)
     return app
 
 

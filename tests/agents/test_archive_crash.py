@@ -48,7 +48,8 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
                ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
                ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
                ONEPIPE_APP_ID=unique("crashapp"), ONEPIPE_CATALOG_DIR=str(catalog),
-               ONEPIPE_LAKE_URL=(tmp_path / "lake").as_uri())
+               ONEPIPE_LAKE_URL=(tmp_path / "lake").as_uri(), ONEPIPE_DEDUP_ENABLED="false",
+               ONEPIPE_COMPACT_WORKERS_ENABLED="false")
     yield env, topic, tmp_path
 
 

@@ -1,0 +1,255 @@
+"""Dedup agent throughput against the raw consume ceiling, measured in one run on one broker.
+
+    .venv/bin/python bench/dedup.py [--records N] [--partitions P] [--duplicates 0.1] [--json]
+
+1. Produces N distinct keys plus ``duplicates`` x N re-sent versions (exact copies of
+   earlier records: what producer retries look like) of ~200-byte Confluent-framed Avro
+   values, with canonical keys in their canonical partitions (what the endpoint does),
+   through a raw aiokafka producer, once.
+2. The ceiling: a raw aiokafka batch consumer (``getmany``) reading every record of the
+   topic from the same embedded tansu broker.
+3. The dedup agent (agents.dedup, the code the worker runs) over the same topic: from
+   partition assignment until its consumed counter reaches the total (each batch is then
+   emitted to ``.unique``, acknowledged, written to RocksDB and committed). The ratio to
+   the ceiling has a target of >= 0.30 per worker.
+4. RocksDB bytes on disk after the run and this process's peak RSS while the agent ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: make the repo importable
+    sys.path.insert(0, str(ROOT))
+
+import fastavro  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from agents.dedup import DedupAgent  # noqa: E402
+from app.catalog import apply_topic  # noqa: E402
+from app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
+from app.settings import load_settings  # noqa: E402
+from bench.common import machine_facts, tree_cpu  # noqa: E402
+from schemas.codec import KeyEncoder, frame  # noqa: E402
+from schemas.partitioner import partitions_for  # noqa: E402
+
+TARGET_RATIO = 0.30
+SCHEMA: dict[str, Any] = {
+    "type": "record", "name": "Item", "namespace": "bench.dedup", "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "version", "type": "long"},
+        {"name": "amount", "type": "double"},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "payload", "type": "string"},
+    ]}
+
+
+def rss_bytes() -> int:
+    with Path("/proc/self/statm").open() as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Samples this process's RSS every 50 ms in a thread while active."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> PeakRss:
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def produce(bootstrap: str, topic: str, schema_id: int, distinct: int,
+                  duplicates: float, partitions: int) -> tuple[int, int]:
+    """Produce the data set; return (records, value bytes)."""
+    parsed = fastavro.parse_schema(SCHEMA, named_schemas={})
+    from schemas.avro_schema import parse_schema  # noqa: PLC0415 - bench only
+
+    encoder = KeyEncoder(parse_schema(SCHEMA), ["id"])
+    rng = random.Random(42)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    total = count = 0
+    try:
+        chunk = 20_000
+        sent: list[tuple[bytes, bytes]] = []
+        for start in range(0, distinct, chunk):
+            records: list[tuple[bytes, bytes]] = []
+            for i in range(start, min(distinct, start + chunk)):
+                buf = io.BytesIO()
+                ident = f"item-{i:09d}"
+                fastavro.schemaless_writer(buf, parsed, {
+                    "id": ident, "version": 1 + i % 7, "amount": i * 0.25,
+                    "at": 1_764_151_200_000 + i, "payload": "x" * 140})
+                records.append((encoder.encode({"id": ident}), frame(schema_id, buf.getvalue())))
+            sent.extend(records[:: max(1, int(1 / duplicates))] if duplicates else [])
+            # Duplicates: exact re-sends of earlier records, mixed into later chunks.
+            dups = [sent[rng.randrange(len(sent))] for _ in range(int(len(records) * duplicates))]
+            batch = records + dups
+            parts = partitions_for([k for k, _ in batch], partitions)
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            for (key, value), p in zip(batch, parts, strict=True):
+                by_partition.setdefault(p, []).append((key, value))
+            futures = []
+            for p, items in by_partition.items():
+                builder = producer.create_batch()
+                for key, value in items:
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        futures.append(await producer.send_batch(builder, topic, partition=p))
+                        builder = producer.create_batch()
+                        builder.append(key=key, value=value, timestamp=None)
+                    total += len(value)
+                    count += 1
+                futures.append(await producer.send_batch(builder, topic, partition=p))
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return count, total
+
+
+async def ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+    """Seconds a raw batch consumer takes to read every record (from the first fetch)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=200,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            seen += sum(len(b) for b in batches.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker_pid: int,
+                max_records: int) -> tuple[float, int, int, DedupAgent, tuple[float, float],
+                                           float]:
+    """(seconds, peak RSS, RocksDB bytes, agent, (process CPU s, event-loop thread CPU s),
+    broker CPU s) of the agent over the topic."""
+    agent = DedupAgent(bootstrap=runtime.settings.broker, group_id=f"bench-{topic}",
+                       registry=runtime.registry, data_dir=data_dir, topics=[topic],
+                       idempotent_producer=False, session_timeout=6.0, rebalance_timeout=6.0,
+                       max_records=max_records)
+    with PeakRss() as rss:
+        await agent.start()
+        try:
+            await agent.assigned.wait()
+            started = time.perf_counter()
+            cpu, broker_cpu = time.process_time(), tree_cpu(broker_pid)
+            loop_cpu = time.thread_time()  # the event loop's thread: the agent's Python work
+            await agent.wait_until(lambda m: m.consumed >= count or m.restarts > 0)
+            if agent.metrics.restarts:
+                raise SystemExit("the dedup agent failed and restarted during the bench; "
+                                 "see the log above")
+            elapsed = time.perf_counter() - started
+            loop_cpu = time.thread_time() - loop_cpu
+            cpu, broker_cpu = time.process_time() - cpu, tree_cpu(broker_pid) - broker_cpu
+        finally:
+            await agent.stop()
+    return elapsed, rss.peak, agent.disk_bytes(), agent, (cpu, loop_cpu), broker_cpu
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
+            port=free_port()) as broker:
+        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
+                                 idempotent_producer=False, archive_enabled=False,
+                                 dedup_enabled=False)
+        async with Runtime(settings) as runtime:
+            topic = "bench-dedup"
+            applied = await apply_topic(runtime.registry, topic, SCHEMA, {
+                "partitions": args.partitions, "key": ["id"],
+                "order": {"rule": "max", "field": "version"}})
+            t0 = time.perf_counter()
+            count, value_bytes = await produce(broker.bootstrap, topic, applied.schema_id,
+                                               args.records, args.duplicates, args.partitions)
+            print(f"produced {count:,} records ({value_bytes / 1e6:.0f} MB) in "
+                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            raw_seconds = await ceiling(broker.bootstrap, topic, args.partitions, count)
+            pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
+            seconds, peak, disk, agent, (cpu, loop_cpu), broker_cpu = await dedup(
+                runtime, topic, count, Path(data), pid, args.max_records)
+    m = agent.metrics
+    result = {
+        "records": count, "distinct_keys": args.records, "partitions": args.partitions,
+        "record_bytes": round(value_bytes / count),
+        "ceiling_records_s": count / raw_seconds,
+        "dedup_records_s": count / seconds,
+        "ratio": (count / seconds) / (count / raw_seconds),
+        "target": TARGET_RATIO,
+        "winners": m.winners, "duplicates": m.duplicates, "losers": m.losers,
+        "superseded": m.superseded, "undecodable": m.undecodable,
+        "rocksdb_bytes": disk, "peak_rss_mib": peak / 2**20,
+        "agent_cpu_pct": 100 * cpu / seconds, "broker_cpu_pct": 100 * broker_cpu / seconds,
+        "agent_cpu_us_per_record": 1e6 * cpu / count,
+        "loop_thread_cpu_us_per_record": 1e6 * loop_cpu / count,
+        "machine": machine_facts(),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="distinct keys")
+    parser.add_argument("--duplicates", type=float, default=0.10,
+                        help="re-sent versions as a share of the distinct keys")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--max-records", type=int, default=5_000,
+                        help="records per consumer fetch of the agent (its max_records)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "
+          f"duplicates, {args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
+    r = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    ok = "PASS" if r["ratio"] >= TARGET_RATIO else "MISS"
+    print(f"\n{r['records']:,} records of ~{r['record_bytes']} bytes, "
+          f"{r['distinct_keys']:,} distinct keys, {r['partitions']} partitions")
+    print(f"  raw aiokafka getmany (ceiling) {r['ceiling_records_s']:>10,.0f} rec/s")
+    print(f"  dedup agent -> .unique         {r['dedup_records_s']:>10,.0f} rec/s  "
+          f"ratio {r['ratio']:.2f} (target >= {TARGET_RATIO:.2f}) {ok}")
+    print(f"  winners {r['winners']:,}  duplicates {r['duplicates']:,}  losers {r['losers']:,}"
+          f"  superseded {r['superseded']:,}  undecodable {r['undecodable']:,}")
+    print(f"  CPU while deduplicating: agent process {r['agent_cpu_pct']:.0f}% "
+          f"({r['agent_cpu_us_per_record']:.1f} us/record, event-loop thread "
+          f"{r['loop_thread_cpu_us_per_record']:.1f}), broker {r['broker_cpu_pct']:.0f}%")
+    print(f"  RocksDB on disk {r['rocksdb_bytes'] / 2**20:,.0f} MiB   "
+          f"peak RSS {r['peak_rss_mib']:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

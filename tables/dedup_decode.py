@@ -1,0 +1,290 @@
+"""Read the canonical key and the order value of a batch of framed values (the hot path).
+
+For each value: the canonical Kafka key (``KeyEncoder(latest schema, key).encode(record)``:
+the Avro binary of the key fields) and the order field's value (what
+``MergeRule.order_value`` reads), or ``None`` for a value that is undecodable (a
+tombstone, no Confluent frame, an unknown schema id, a body that does not decode).
+
+Two paths give the same answers (tested property):
+
+- **Batch** (polars, in Rust): the values of one writer schema are wrapped, as they are,
+  into one Avro container block and only the key and order columns are materialised.
+  Each value is prefixed with its length (sinks.avro_batch's framing: a misaligned
+  batch is refused, not misread), and the container's record schema is the writer's
+  with two fields in front: that length and the 5-byte Confluent header as a ``fixed``,
+  so values go in without a copy each. String key fields are read as ``bytes`` (the
+  same encoding), so the key is re-encoded without a UTF-8 round trip. Taken when every key
+  field of the writer is a plain ``string``/``bytes``/``int``/``long``/``boolean`` and the
+  order field a plain ``int``/``long`` (rule ``max``) or absent (rule ``first``), because
+  then the key bytes can be re-encoded from the columns without fastavro: those types
+  encode identically under every promotion a compatible schema may make
+  (``int``->``long``, ``string``<->``bytes``). ~0.3 µs a value.
+- **Record by record** (fastavro with the latest schema as reader, then ``KeyEncoder``):
+  everything else (enums, logical types, maps of vector clocks), and every batch the
+  fast path refuses, so one bad value only costs itself. ~3 µs a value.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import operator
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+
+from schemas.avro_schema import AvroSchema
+from schemas.codec import KeyEncoder, decode, zigzag_varint
+from schemas.errors import CodecError, MergeError
+from schemas.merge import MergeRule
+from schemas.metadata import TopicMetadata
+from sinks.avro_batch import _SMALL_VARINTS  # the shared framing
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decoded", "TopicReader"]
+
+_FRAME_LEN = "__onepipe_len"
+_FRAME_HEAD = "__onepipe_frame"
+_FIVE = operator.itemgetter(slice(0, 5))
+_HEAD = struct.Struct(">bI")
+_FAST_KEY_TYPES = frozenset({"string", "bytes", "int", "long", "boolean"})
+#: Below this many values of one schema, a container block costs more than it saves.
+_BATCH_MIN = 16
+
+#: (canonical keys, order values): ``keys[i] is None`` marks value ``i`` undecodable.
+Decoded = tuple[list[bytes | None], list[Any]]
+
+
+def _plain_type(node: Any) -> str | None:
+    """``"long"`` for ``"long"`` or ``{"type": "long"}``; None for anything richer."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict) and isinstance(node.get("type"), str) and "logicalType" not in node:
+        kind: str = node["type"]
+        return kind
+    return None
+
+
+def _encode_field(kind: str) -> Callable[[Any], bytes]:
+    small = _SMALL_VARINTS
+    if kind in ("string", "bytes"):  # strings are read as bytes (module docstring)
+        def encode_bytes(v: Any) -> bytes:
+            size = len(v)
+            return (small[size] if size < 16384 else zigzag_varint(size)) + v
+        return encode_bytes
+    if kind == "boolean":
+        return lambda v: b"\x01" if v else b"\x00"
+    return zigzag_varint  # int, long
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How values of one writer schema are read."""
+
+    writer: AvroSchema
+    #: Column names to materialise in the batch path (key fields, then the order field).
+    columns: tuple[str, ...] | None
+    #: Encoders of the key fields' columns, in key order (batch path only).
+    encoders: tuple[Callable[[Any], bytes], ...] = ()
+    #: Whether the key is one ``string``/``bytes`` field (encoded column-wise).
+    single_bytes_key: bool = False
+    #: The container block's header and sync marker.
+    header: bytes = b""
+    sync: bytes = b""
+
+
+class TopicReader:
+    """Reads keys and order values of one topic's framed values; one per topic."""
+
+    def __init__(self, meta: TopicMetadata, latest: AvroSchema,
+                 schema_by_id: Callable[[int], AvroSchema | None]) -> None:
+        self.meta = meta
+        self.rule = MergeRule(meta.order)
+        self._latest = latest
+        self._key_encoder = KeyEncoder(latest, meta.key)
+        self._schema_by_id = schema_by_id
+        self._plans: dict[int, _Plan | None] = {}
+        # polars takes ~0.5 s to import: pay it when a topic is followed, not in the
+        # middle of the first batch (a rebalance-time cost, not a hot-path one).
+        import polars  # noqa: F401, PLC0415
+
+    # ------------------------------------------------------------------ plans
+    def _plan(self, schema_id: int) -> _Plan | None:
+        if schema_id in self._plans:
+            return self._plans[schema_id]
+        writer = self._schema_by_id(schema_id)
+        plan = None if writer is None else self._make_plan(writer)
+        self._plans[schema_id] = plan
+        return plan
+
+    def _make_plan(self, writer: AvroSchema) -> _Plan:
+        if not writer.is_record or _has_map(writer.json):  # polars has no Avro maps
+            return _Plan(writer, None)
+        fields = {f["name"]: _plain_type(f["type"]) for f in writer.json.get("fields", [])}
+        kinds = [fields.get(k) for k in self.meta.key]
+        if not all(kind in _FAST_KEY_TYPES for kind in kinds):
+            return _Plan(writer, None)
+        columns = list(self.meta.key)
+        order = self.meta.order
+        if order.rule == "max":
+            if fields.get(order.field or "") not in ("int", "long"):
+                return _Plan(writer, None)
+            columns.append(order.field or "")
+        elif order.rule != "first":
+            return _Plan(writer, None)
+        header, sync = _container(writer, frozenset(self.meta.key))
+        return _Plan(writer, tuple(columns), tuple(_encode_field(k or "") for k in kinds),
+                     single_bytes_key=len(kinds) == 1 and kinds[0] in ("string", "bytes"),
+                     header=header, sync=sync)
+
+    def unknown_ids(self, values: Sequence[bytes | None]) -> set[int]:
+        """Schema ids among framed ``values`` that the registry does not know (yet)."""
+        try:
+            heads = set(map(_FIVE, values))  # type: ignore[arg-type]  # None raises
+        except TypeError:
+            heads = {v[:5] for v in values if v is not None}
+        ids = (_HEAD.unpack(h)[1] for h in heads if len(h) == 5 and h[0] == 0)
+        return {i for i in ids if self._plan(i) is None}
+
+    def forget_unknown(self) -> None:
+        """Look unknown schema ids up again (the registry may have learnt them)."""
+        self._plans = {i: p for i, p in self._plans.items() if p is not None}
+
+    # ------------------------------------------------------------------- read
+    def read(self, values: Sequence[bytes | None]) -> Decoded:
+        """Canonical key and order value of every value (see the module docstring)."""
+        count = len(values)
+        keys: list[bytes | None] = [None] * count
+        orders: list[Any] = [None] * count
+        try:
+            heads = list(map(_FIVE, values))  # type: ignore[arg-type]  # C-level; None raises
+        except TypeError:
+            heads = [v[:5] if v is not None else b"" for v in values]
+        first = heads[0] if heads else b""
+        if heads.count(first) == count:
+            groups = {first: range(count)}
+        else:
+            grouped: dict[bytes, list[int]] = {}
+            for i, head in enumerate(heads):
+                grouped.setdefault(head, []).append(i)
+            groups = grouped  # type: ignore[assignment]  # list and range both index
+        for head, indices in groups.items():
+            if len(head) < 5 or head[0] != 0:
+                continue  # tombstone or not Confluent-framed: undecodable
+            plan = self._plan(_HEAD.unpack(head)[1])
+            if plan is None:
+                continue  # unknown schema id
+            if plan.columns is not None and len(indices) >= _BATCH_MIN:
+                if self._read_batch(plan, values, indices, keys, orders):
+                    continue
+            self._read_each(plan, values, indices, keys, orders)
+        return keys, orders
+
+    def _read_batch(self, plan: _Plan, values: Sequence[bytes | None], indices: Sequence[int],
+                    keys: list[bytes | None], orders: list[Any]) -> bool:
+        import polars as pl  # heavy; loaded on first use
+
+        assert plan.columns is not None
+        small = _SMALL_VARINTS
+        chosen = values if isinstance(indices, range) else [values[i] for i in indices]
+        lengths = list(map(len, chosen))  # type: ignore[arg-type]  # grouped: not None
+        if max(lengths) >= len(small):
+            return False  # a huge value: the record-by-record path handles it
+        parts: list[bytes | None] = [None] * (2 * len(lengths))
+        parts[::2] = map(small.__getitem__, lengths)
+        parts[1::2] = chosen
+        payload = b"".join(parts)  # type: ignore[arg-type]  # every slot filled
+        block = b"".join([plan.header, zigzag_varint(len(lengths)),
+                          zigzag_varint(len(payload)), payload, plan.sync])
+        try:
+            frame = pl.read_avro(io.BytesIO(block), columns=[_FRAME_LEN, *plan.columns])
+        except pl.exceptions.PanicException as exc:
+            log.debug("batch key decode panicked (%r); reading record by record", exc)
+            return False
+        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+            log.debug("batch key decode refused (%r); reading record by record", exc)
+            return False
+        if frame.height != len(lengths) or frame[_FRAME_LEN].to_list() != lengths:
+            return False  # a value with trailing bytes: find it record by record
+        nkey = len(plan.encoders)
+        key_columns = [frame[name].to_list() for name in plan.columns[:nkey]]
+        if plan.single_bytes_key:
+            column = key_columns[0]
+            sizes = list(map(len, column))
+            if max(sizes) >= len(small):
+                return False
+            encoded = list(map(operator.add, map(small.__getitem__, sizes), column))
+        elif nkey == 1:
+            encode = plan.encoders[0]
+            encoded = [encode(v) for v in key_columns[0]]
+        else:
+            encoders = plan.encoders
+            encoded = [b"".join(enc(v) for enc, v in zip(encoders, row, strict=True))
+                       for row in zip(*key_columns, strict=True)]
+        order_column = (frame[plan.columns[nkey]].to_list() if len(plan.columns) > nkey
+                        else None)
+        if isinstance(indices, range) and len(indices) == len(keys):  # the whole batch
+            keys[:] = encoded
+            if order_column is not None:
+                orders[:] = order_column
+        elif order_column is not None:
+            for i, key, order in zip(indices, encoded, order_column, strict=True):
+                keys[i] = key
+                orders[i] = order
+        else:
+            for i, key in zip(indices, encoded, strict=True):
+                keys[i] = key
+        return True
+
+    def _read_each(self, plan: _Plan, values: Sequence[bytes | None], indices: Sequence[int],
+                   keys: list[bytes | None], orders: list[Any]) -> None:
+        writer, latest, rule, encoder = plan.writer, self._latest, self.rule, self._key_encoder
+
+        def writer_for(_: int) -> AvroSchema:
+            return writer
+
+        for i in indices:
+            value = values[i]
+            assert value is not None  # grouped by a 5-byte head
+            try:
+                _, datum = decode(value, writer_for, latest)
+                keys[i] = encoder.encode(datum)
+                orders[i] = rule.order_value(datum)
+            except (CodecError, MergeError, ValueError, TypeError, KeyError) as exc:
+                log.debug("undecodable value of %s: %r", self.meta.topic, exc)
+
+
+@functools.lru_cache(maxsize=256)
+def _container(writer: AvroSchema, key_fields: frozenset[str]) -> tuple[bytes, bytes]:
+    """(header, sync marker) of a null-codec container of framed values of ``writer``.
+
+    Its record is the writer's with the length prefix and the Confluent header in front,
+    and string key fields declared ``bytes`` (same encoding).
+    """
+    fields = [{**f, "type": "bytes"} if f["name"] in key_fields and _plain_type(f["type"])
+              == "string" else f for f in writer.json["fields"]]
+    schema = {**writer.json, "fields": [
+        {"name": _FRAME_LEN, "type": "long"},
+        {"name": _FRAME_HEAD, "type": {"type": "fixed", "name": "onepipe_frame", "size": 5}},
+        *fields]}
+    buffer = io.BytesIO()
+    writer_obj = fastavro.write.Writer(
+        buffer, fastavro.parse_schema(schema, named_schemas={}), codec="null")
+    writer_obj.flush()
+    sync: bytes = writer_obj.sync_marker  # type: ignore[attr-defined]  # set in __init__
+    return buffer.getvalue(), sync
+
+
+def _has_map(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_has_map(n) for n in node)
+    if isinstance(node, dict):
+        if node.get("type") == "map":
+            return True
+        return any(_has_map(node.get(k)) for k in ("type", "fields", "items", "values"))
+    return False

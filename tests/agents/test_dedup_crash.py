@@ -1,0 +1,147 @@
+"""`kill -9` of a worker while it deduplicates: after a restart no winner is lost and
+``<topic>.unique`` never goes back in rank for any key.
+
+A real `onepipe worker` process (dedup on, archive off) deduplicates a topic that the test
+keeps producing to through the worker's own HTTP API, with random versions (so there are
+duplicates and out-of-order versions); the test kills it with SIGKILL while batches are
+in flight, starts a new worker on the same data dir, and checks ``.unique`` against the
+winners computed independently from the source topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.embedded import free_port
+from tests.fixtures.dedup import check_unique, expected_outcome
+from tests.fixtures.services import unique, wait_for
+from tests.fixtures.topics import read_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
+PARTITIONS = 2
+SCHEMA = {"type": "record", "name": "Item", "namespace": "test.dedup", "fields": [
+    {"name": "id", "type": "string"}, {"name": "version", "type": "long"},
+    {"name": "payload", "type": "string"}]}
+
+
+@pytest.fixture
+def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str, Path]]:
+    topic = unique("ddcrash")
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "crash.avsc").write_text(json.dumps(SCHEMA))
+    (catalog / "crash.yaml").write_text(
+        f"topic: {topic}\nschema: crash.avsc\npartitions: {PARTITIONS}\nkey: [id]\n"
+        "order: {rule: max, field: version}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
+    env.update(ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
+               ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
+               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
+               ONEPIPE_APP_ID=unique("ddcrashapp"), ONEPIPE_CATALOG_DIR=str(catalog),
+               ONEPIPE_ARCHIVE_ENABLED="false", ONEPIPE_DEDUP_ENABLED="true",
+               ONEPIPE_COMPACT_WORKERS_ENABLED="false")
+    yield env, topic, tmp_path
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen([ONEPIPE, "worker"],
+                                         env={**env, "ONEPIPE_WEB_PORT": str(self.port)},
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}")
+        try:
+            async with aiohttp.ClientSession() as s, s.get(self.url + "/health") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            finally:
+                self.kill()
+
+
+async def committed(broker: str, group: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offsets = {p: await consumer.committed(TopicPartition(topic, p))
+                   for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+    return {p: o for p, o in offsets.items() if o is not None}
+
+
+async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
+    crash_env: tuple[dict[str, str], str, Path], broker: str
+) -> None:
+    env, topic, tmp_path = crash_env
+    rng = random.Random(3)
+    group = f"{env['ONEPIPE_APP_ID']}-dedup"
+
+    async def produce(url: str, count: int) -> None:
+        records = [{"id": f"k{rng.randint(0, 59)}", "version": rng.randint(0, 40),
+                    "payload": "x" * rng.randint(1, 3)} for _ in range(count)]
+        async with aiohttp.ClientSession(url) as http, http.post(
+                f"/topics/{topic}/records", json={"records": records}) as resp:
+            assert resp.status == 200, await resp.text()
+
+    async def winners_flow() -> bool:
+        _, watermarks = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+        return sum(watermarks.values()) > 10
+
+    first = Worker(env, tmp_path / "worker-1.log")
+    try:
+        await wait_for(first.healthy, timeout=60, what="first worker")
+        # Keep producing until winners flow, then kill while more are in flight.
+        await produce(first.url, 40)
+        await wait_for(winners_flow, timeout=60, what="first winners")
+        for _ in range(3):
+            await produce(first.url, 40)
+        first.kill()
+    finally:
+        first.kill()
+
+    second = Worker(env, tmp_path / "worker-2.log")
+    try:
+        await wait_for(second.healthy, timeout=60, what="restarted worker")
+        for _ in range(5):
+            await produce(second.url, 40)
+        source, watermarks = await read_topic(broker, topic, PARTITIONS)
+
+        async def all_committed() -> bool:
+            return await committed(broker, group, topic) == watermarks
+
+        await wait_for(all_committed, timeout=90, what="every offset deduplicated")
+    finally:
+        second.stop()
+    assert sum(watermarks.values()) == 40 * 9
+    out, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    check_unique("max", out, expected_outcome("max", source).winners)

@@ -1,0 +1,59 @@
+"""Folding versions into the table: counts per version, the best per key, headers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.errors import CodecError
+from schemas.merge import MergeRule
+from schemas.metadata import OrderRule
+from tables.dedup_fold import fold, format_source, parse_source, source_of
+from tables.dedup_store import Winner
+
+RULE = MergeRule(OrderRule("max", "version"))
+
+
+def test_counts_are_per_version_against_the_best_before_it() -> None:
+    stored = Winner(RULE.rank(5, b"v5", 0, 0), b"v5", 0, 0)
+    keys = [b"a", b"a", b"a", b"b", b"b"]
+    versions = [(5, b"v5"), (4, b"v4"), (7, b"v7"), (1, b"w1"), (2, b"w2")]
+    ranks = [RULE.rank(n, v, 0, i) for i, (n, v) in enumerate(versions)]
+    result = fold(RULE, keys, ranks, {b"a": stored, b"b": None})
+    assert result.chosen == {b"a": 2, b"b": 4}
+    assert (result.duplicates, result.losers, result.superseded) == (1, 1, 1)
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.integers(0, 5)),
+                max_size=40), st.integers(1, 10))
+def test_batching_does_not_change_the_outcome(items: list[tuple[bytes, int]], cut: int
+                                              ) -> None:
+    """One batch or two: same winners, same duplicate and loser counts."""
+    ranks = [RULE.rank(n, b"%d" % n, 0, i) for i, (_, n) in enumerate(items)]
+    keys = [k for k, _ in items]
+
+    def run(batches: list[range]) -> tuple[dict[bytes, object], int, int]:
+        table: dict[bytes, Winner | None] = {}
+        dups = losers = 0
+        for batch in batches:
+            bkeys = [keys[i] for i in batch]
+            current = {k: table.get(k) for k in bkeys}
+            result = fold(RULE, bkeys, [ranks[i] for i in batch], current)
+            dups, losers = dups + result.duplicates, losers + result.losers
+            for key, j in result.chosen.items():
+                i = batch[j]
+                table[key] = Winner(ranks[i], b"%d" % items[i][1], 0, i)
+        return {k: w.rank for k, w in table.items() if w}, dups, losers
+
+    split = min(cut, len(items))
+    assert run([range(len(items))]) == run([range(split), range(split, len(items))])
+
+
+def test_source_header_round_trip_and_errors() -> None:
+    assert parse_source(format_source(3, 1200)) == (3, 1200)
+    assert source_of([("x", b"1"), ("onepipe.source", b"1:2"), ("onepipe.source", b"4:5")]
+                     ) == (4, 5)
+    assert source_of([]) is None
+    with pytest.raises(CodecError, match="onepipe.source"):
+        parse_source(b"12")
