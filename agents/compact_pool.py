@@ -66,6 +66,7 @@ from agents.compact_plan import DayTask
 from agents.compact_worker import DayTaskWorker
 from schemas.errors import BrokerError, CompactionError
 from sinks.clean_manifest import DayVersion
+from tables.lifecycle import Service, cancel_and_wait, close_all
 
 __all__ = ["DayTaskWorker", "KafkaDayDispatcher", "TaskOutcome"]
 
@@ -93,7 +94,7 @@ class TaskOutcome:
     attempt: str
 
 
-class KafkaDayDispatcher:
+class KafkaDayDispatcher(Service):
     """Sends day tasks to the pool and collects results; an async context manager."""
 
     def __init__(self, *, bootstrap: str, app_id: str, executor: DayExecutor,
@@ -151,27 +152,10 @@ class KafkaDayDispatcher:
     async def stop(self) -> None:
         """Stop reading results and close the clients; harmless twice."""
         task, self._tail_task = self._tail_task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
-        try:
-            if consumer is not None:
-                await consumer.stop()
-        finally:
-            if producer is not None:
-                await producer.stop()
-
-    async def __aenter__(self) -> KafkaDayDispatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await close_all(consumer, producer)
 
     @staticmethod
     async def _seek_to_highwater(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:

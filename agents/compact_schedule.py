@@ -43,12 +43,13 @@ from schemas.metadata import metadata_from_dict
 from sinks.clean_layout import claim_path, claim_prefix, parse_claim_path
 from sinks.lake_layout import raw_topic_prefix
 from sinks.lake_store import LakeStore
+from tables.lifecycle import Service, cancel_and_wait
 from tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
 
-class CompactionScheduler:
+class CompactionScheduler(Service):
     """Compacts every topic of the registry periodically; an async context manager."""
 
     def __init__(self, *, registry: RegistryStore, lake: LakeStore, config: CompactionConfig,
@@ -82,19 +83,7 @@ class CompactionScheduler:
     async def stop(self) -> None:
         """Stop the loop, cancelling a run in progress; harmless twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-
-    async def __aenter__(self) -> CompactionScheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

@@ -48,6 +48,7 @@ from agents.compact_plan import DayTask
 from agents.compact_workdir import remove_stale_runs
 from schemas.errors import CompactionError, OnepipeError
 from sinks.clean_manifest import DayVersion
+from tables.lifecycle import Service, cancel_and_wait, close_all
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 BeforeTask = Callable[[DayTask], Awaitable[None]]
 
 
-class DayTaskWorker:
+class DayTaskWorker(Service):
     """Executes day tasks from the tasks topic; an async context manager."""
 
     def __init__(self, *, bootstrap: str, app_id: str, executor: DayExecutor,
@@ -121,28 +122,11 @@ class DayTaskWorker:
     async def stop(self) -> None:
         """Abandon the task in hand (it is redelivered), leave the group; harmless twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         self.assignment = frozenset()
-        try:
-            if consumer is not None:
-                await consumer.stop()
-        finally:
-            if producer is not None:
-                await producer.stop()
-
-    async def __aenter__(self) -> DayTaskWorker:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await close_all(consumer, producer)
 
     async def _run(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """The consume loop; after a failure it resumes from the committed offsets (the

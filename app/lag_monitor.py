@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -42,6 +41,7 @@ from aiokafka import TopicPartition
 from app.settings import Settings
 from schemas.errors import BrokerError
 from schemas.metadata import metadata_from_dict
+from tables.lifecycle import Service, cancel_and_wait
 from tables.offsets import OffsetReader
 from tables.registry_store import RegistryStore
 
@@ -158,7 +158,7 @@ class _Targets:
     committed: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
 
 
-class LagMonitor:
+class LagMonitor(Service):
     """Samples consumer-group lag periodically; an async context manager."""
 
     def __init__(
@@ -216,20 +216,10 @@ class LagMonitor:
         """Stop sampling and close the clients; harmless twice."""
         self._state = _State.STOPPED
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.stop()
-
-    async def __aenter__(self) -> LagMonitor:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def running(self) -> bool:

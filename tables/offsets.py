@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.errors import BrokerError
+from tables.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-class OffsetReader:
+class OffsetReader(Service):
     """An admin client plus a group-less consumer; an async context manager.
 
     ``fetch_wait_ms`` bounds how long the broker holds a fetch of an empty partition (each
@@ -145,13 +146,6 @@ class OffsetReader:
         finally:
             if admin is not None:
                 await admin.close()
-
-    async def __aenter__(self) -> OffsetReader:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._state is not _State.STARTED or self._admin is None or self._consumer is None:
