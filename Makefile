@@ -44,6 +44,7 @@ bench: $(STAMP)  ## performance ratios against a baseline measured in the same r
 	$(BIN)/python bench/archive.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/compact.py
+	$(BIN)/python bench/verify.py
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

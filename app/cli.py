@@ -8,6 +8,7 @@
     onepipe compact TOPIC     merge the raw lake of TOPIC into its clean lake (see --help)
     onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC
     onepipe status            consumer lag per partition from a running worker (exit 1: stuck)
+    onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ)
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
 catalog) or 1 (anything else onepipe refused), never a stack trace.
@@ -72,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--jobs", type=int, default=1,
                          help="days written at once (each with its own DuckDB memory limit)")
     add_status_command(sub)
+    verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
+    verify.add_argument("topic")
+    verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
+    verify.add_argument("--from", dest="first", default=None, help="first UTC day")
+    verify.add_argument("--to", dest="last", default=None, help="last UTC day")
+    verify.add_argument("--limit", type=int, default=20,
+                        help="differing keys listed per day (default 20)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -115,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_compact(settings, args))
         if args.command == "status":
             return run_status(args)
+        if args.command == "verify":
+            return asyncio.run(_verify(settings, args))
         if args.command == "dev":
             return _dev(settings, args.catalog)
         return _worker(settings)
@@ -228,6 +239,37 @@ async def _compact(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  clean: {len(report.days_written)} day(s) written ({days}), "
           f"{report.rows_out} row(s); {report.files_deleted} old file(s) deleted")
     return 0
+
+
+async def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when every system agrees, 1 when not, 2 for usage errors."""
+    import orjson
+
+    from agents.verify import day_range, verify_registered
+    from app.runtime import lake_s3_options
+    from app.verify_views import cache_dir, print_report
+
+    try:
+        days = day_range(args.date, args.first, args.last)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    async with RegistryStore(settings.broker, settings.registry_topic,
+                             replication_factor=settings.replication_factor,
+                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
+        if args.topic not in store.state.topics:
+            raise ConfigError(f"topic {args.topic!r} is not registered; `onepipe apply` "
+                              "registers a catalog folder")
+        async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+            report = await verify_registered(
+                args.topic, store.state, lake=lake, bootstrap=settings.broker, days=days,
+                cache_dir=cache_dir(settings.data_dir), limit=args.limit)
+    if args.json:
+        print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_report(report)
+    return 0 if report.ok else 1
 
 
 async def _lake_read(settings: Settings, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from app.produce_views import add_produce_routes
 from app.registry_views import CTX, add_registry_routes
 from app.status_view import add_status_routes
 from app.topic_views import add_topic_routes
+from app.verify_views import add_verify_routes
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,30 @@ async def health(request: web.Request) -> web.Response:
             "positions": {f"{tp.topic}[{tp.partition}]": offset
                           for tp, offset in sorted(m.positions.items())},
         }
+    dedup = _exported_counters(ctx, "dedup")
+    if dedup:
+        body["dedup"] = {name: dedup[name] for name in _DEDUP_HEALTH if name in dedup}
     return json_response(body)
+
+
+#: The dedup agent's counters /health shows (exported by the runtime's CounterSource).
+_DEDUP_HEALTH = ("consumed", "winners", "duplicates", "losers", "superseded", "undecodable",
+                 "repartitioned", "recovered")
+
+
+def _exported_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
+    """``onepipe_<prefix>_<name>_total`` of the context's metric sources, by name.
+
+    Read through the sources' public ``collect`` (what ``/metrics`` exports), so /health
+    and /metrics cannot disagree.
+    """
+    head = f"onepipe_{prefix}_"
+    found: dict[str, int] = {}
+    for source in ctx.metric_sources:
+        for family in source.collect():
+            if family.type == "counter" and family.name.startswith(head) and family.samples:
+                found[family.name.removeprefix(head)] = int(family.samples[0].value)
+    return found
 
 
 def build_web_app(ctx: WorkerContext) -> web.Application:
@@ -49,6 +73,7 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
     add_produce_routes(app)
     add_metrics_routes(app)
     add_status_routes(app)
+    add_verify_routes(app)
     return app
 
 

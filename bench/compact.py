@@ -38,14 +38,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: make the repo importable
+    sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 import fastavro  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from common import Row, machine_facts, print_results, read_proc  # noqa: E402
 
 from agents.compactor import CompactionConfig, Compactor  # noqa: E402
+from bench.common import Row, machine_facts, print_results, read_proc  # noqa: E402
 from schemas.avro_schema import parse_schema  # noqa: E402
 from schemas.metadata import OrderRule, TopicMetadata  # noqa: E402
 from sinks.lake_layout import hour_segments, raw_file_path  # noqa: E402

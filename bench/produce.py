@@ -46,13 +46,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: make the repo importable
+    sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
-from common import (  # noqa: E402
+
+from app.runtime import make_producer  # noqa: E402
+from app.settings import Settings, load_settings  # noqa: E402
+from bench.common import (  # noqa: E402
     ProcStat,
     Row,
     Services,
@@ -68,9 +73,6 @@ from common import (  # noqa: E402
     wait_for_idle,
     wait_groups_stable,
 )
-
-from app.runtime import make_producer  # noqa: E402
-from app.settings import Settings, load_settings  # noqa: E402
 from schemas.avro_schema import parse_schema  # noqa: E402
 from schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
 from schemas.errors import OnepipeError  # noqa: E402

@@ -73,7 +73,7 @@ async def test_serialize_produce_consume_deserialize(
     # Registered as version 2 of the topic's value subject; framed with its id.
     latest = await asyncio.to_thread(client.get_latest_version, f"{topic}-value")
     assert latest.version == 2 and latest.schema_id != v1_id
-    assert json.loads(latest.schema.schema_str) == V2
+    assert json.loads(latest.schema.schema_str or "") == V2
     for payload in payloads:
         assert payload[0] == 0
         assert struct.unpack(">I", payload[1:5])[0] == latest.schema_id
@@ -89,7 +89,7 @@ async def test_serialize_produce_consume_deserialize(
                 errors.append(err)
 
         for record, payload in zip(records, payloads, strict=True):
-            producer.produce(topic, value=payload, key=record["order_id"].encode(),
+            producer.produce(topic, value=payload, key=str(record["order_id"]).encode(),
                              on_delivery=delivered)
         return producer.flush(20)
 
@@ -109,7 +109,9 @@ async def test_serialize_produce_consume_deserialize(
                 if msg is None:
                     continue
                 assert msg.error() is None, msg.error()
-                values.append(msg.value())
+                value = msg.value()
+                assert isinstance(value, bytes)
+                values.append(value)
             return values
         finally:
             consumer.close()

@@ -259,3 +259,38 @@ async def test_metrics_show_the_archive_group_draining_a_topic(
     assert values[("onepipe_lag_monitor_up", frozenset())] == 1
     assert values[("onepipe_dedup_consumed_total", frozenset())] == 7
     assert values[("onepipe_dedup_winners_total", frozenset())] == 5
+
+
+async def test_metrics_and_health_show_the_dedup_agents_counters(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(registry_topic=unique("_reg"), app_id=unique("dmon"),
+                             dedup_enabled=True)
+    topic = unique("deduped")
+    async with Runtime(settings) as runtime, aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{runtime.web.port}") as http:
+        async with http.get("/health") as resp:  # before anything is consumed: zeros
+            assert (await resp.json())["dedup"]["consumed"] == 0
+        body = {"schema": ORDER, "partitions": 2, "key": ["id"],
+                "order": {"rule": "max", "field": "version"}}
+        async with http.put(f"/topics/{topic}/metadata", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        # 10 keys; then 4 of them re-sent as they were (duplicates) and one older (a loser).
+        sends = [[{"id": f"k{i}", "version": i} for i in range(10)],
+                 [{"id": f"k{i}", "version": i} for i in range(4)] + [{"id": "k9", "version": 1}]]
+        for records in sends:
+            async with http.post(f"/topics/{topic}/records", json={"records": records}) as r:
+                assert r.status == 200, await r.text()
+        agent = runtime.dedup
+        assert agent is not None
+        await wait_for(lambda: agent.metrics.consumed >= 15, timeout=60,
+                       what="the dedup agent to consume 15 records")
+        async with http.get("/metrics") as resp:
+            values = samples(await resp.text())
+        async with http.get("/health") as resp:
+            health = (await resp.json())["dedup"]
+    expected = {"consumed": 15, "winners": 10, "duplicates": 4, "losers": 1, "superseded": 0,
+                "undecodable": 0, "repartitioned": 0, "recovered": 0}
+    assert health == expected
+    for name, value in expected.items():
+        assert values[(f"onepipe_dedup_{name}_total", frozenset())] == value, name

@@ -277,7 +277,7 @@ VALID_SCHEMAS = st.fixed_dictionaries({
     "fields": st.lists(st.fixed_dictionaries(
         {"name": NAMES, "type": FIELD_TYPES},
         optional={"default": st.none() | st.integers(-5, 5) | TEXT | st.just([])}),
-        max_size=4, unique_by=lambda f: str(f["name"])),
+        max_size=4, unique_by=lambda f: str(f["name"])),  # type: ignore[index]
 })
 #: ``{"schema": "<text>"}`` bodies the registry endpoints take, made to be near-valid.
 SCHEMA_BODIES = st.fixed_dictionaries(

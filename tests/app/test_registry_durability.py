@@ -164,7 +164,8 @@ async def test_two_workers_never_hand_out_different_ids(
         # The same new schema through both workers at once: one id, one version per subject.
         same = record("Same", ("id", "string"), ("both", "long"))
         target = subjects[0]
-        got = await asyncio.gather(register(http_a, target, same), register(http_b, target, same))
+        got: list[int] = list(await asyncio.gather(register(http_a, target, same),
+                                                   register(http_b, target, same)))
         assert got[0] == got[1], got
         # ... and into two new subjects at once: still the one id.
         got += await asyncio.gather(register(http_a, unique("race"), same),

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -134,8 +135,8 @@ async def test_worker_serves_api_runs_example_agent_and_survives_restart(
     proc, url = start_worker()
     await wait_for(lambda: _healthy(proc, url), timeout=60, what="worker /health")
     async with aiohttp.ClientSession(url) as http:
-        widget = {"widget_id": unique("w"), "version": 3, "name": "anvil", "price": 1500.0,
-                  "updated_at": "2026-11-26T10:00:00Z"}
+        widget: dict[str, Any] = {"widget_id": unique("w"), "version": 3, "name": "anvil",
+                                  "price": 1500.0, "updated_at": "2026-11-26T10:00:00Z"}
         async with http.post("/topics/widgets/records", json=widget) as resp:
             assert resp.status == 200, await resp.text()
         async with http.get("/subjects") as resp:

@@ -118,7 +118,10 @@ def rich_datum(n: int) -> dict[str, Any]:
 
 
 def make_batch(count: int) -> tuple[list[RawRecord], list[int | None], list[Any], list[Any]]:
-    records, ids, decoded, errors = [], [], [], []
+    records: list[RawRecord] = []
+    ids: list[int | None] = []
+    decoded: list[Any] = []
+    errors: list[Any] = []
     for n in range(count):
         value = encode(7, RICH, rich_datum(n))
         headers = (("trace", f"t{n}".encode()), ("trace", b""), ("empty", b"\x00\xff"))[: n % 4]
@@ -306,7 +309,7 @@ def test_recursive_type_in_a_general_union_is_json() -> None:
     ]
 
 
-_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)
 _RECORDS = st.lists(st.builds(
     RawRecord,
     topic=_TEXT,
