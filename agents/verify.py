@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from agents.verify_checksums import ChecksumTableSource
 from agents.verify_raw import GapLocator, OffsetFinding, RawDay, RawReport, check_raw
 from agents.verify_sources import CleanLakeSource, DayRange, KeyRows, TopicView, VerifySource
 from agents.verify_stream import SourceGapLocator, StreamSource
@@ -261,11 +262,13 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
                             bootstrap: str | None, days: DayRange | None = None,
                             cache_dir: Path | None = None, limit: int = DEFAULT_LIMIT,
                             extra: Sequence[VerifySource] = ()) -> VerifyReport:
-    """Verify a registered topic: clean lake, ``.unique`` stream, raw lake, ``extra``.
+    """Verify a registered topic: clean lake, ``.unique`` stream, checksum table, raw lake,
+    ``extra``.
 
     Raises :class:`~schemas.errors.NotFoundError` for a topic the registry does not know.
     The stream is skipped (and the report says why) for a topic without key (nothing is
-    deduplicated), without ``bootstrap``, or while ``<topic>.unique`` does not exist.
+    deduplicated), without ``bootstrap``, or while ``<topic>.unique`` does not exist. The
+    checksum table is compared whenever the stream is and ``<topic>.checksums`` exists.
     """
     meta = metadata_from_dict(topic, state.topic_metadata(topic))
     schema = state.version(f"{topic}-value", "latest").schema
@@ -280,6 +283,11 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
         stream = StreamSource(view, bootstrap, schema, state.schema_by_id)
         if await stream.exists():
             sources.append(stream)
+            # The checksum table, when a checksum agent publishes one (its drill-down is
+            # the stream's: agents.verify_checksums).
+            table = ChecksumTableSource(view, bootstrap, stream)
+            if await table.exists():
+                sources.append(table)
         else:
             skipped["stream"] = (f"{stream.topic} does not exist: no dedup agent has run "
                                  "for this topic")

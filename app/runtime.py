@@ -17,14 +17,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from agents.archive import ArchiveAgent, ArchiveMetrics
+from agents.checksum_agent import ChecksumAgent, ChecksumMetrics
 from agents.compact_day import DayExecutor
 from agents.compact_pool import DayTaskWorker, KafkaDayDispatcher
 from agents.compact_schedule import CompactionScheduler
 from agents.compactor import CompactionConfig
-from agents.dedup import DedupAgent
+from agents.dedup import DedupAgent, DedupMetrics
 from agents.publisher import Publisher
 from app.context import WorkerContext
 from app.lag_monitor import worker_monitor
+from app.metrics_view import DEDUP_COUNTERS, CounterSource
 from app.settings import Settings
 from app.web import WebServer
 from schemas.errors import BrokerError
@@ -36,6 +38,20 @@ log = logging.getLogger(__name__)
 
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
+
+#: The dedup agent's exported counters: app.metrics_view's, plus two /health shows.
+_DEDUP_EXPORTED = {
+    **DEDUP_COUNTERS,
+    "superseded": "Versions that led their key within a batch but lost to a later one.",
+    "recovered": "Changelog messages folded into dedup tables during recovery.",
+}
+_CHECKSUM_EXPORTED = {
+    "folded": "<topic>.unique messages folded into checksum tables.",
+    "undecodable": "Winners that did not decode or had no day (counted nowhere).",
+    "published": "Day figures produced to <topic>.checksums (tombstones included).",
+    "expired": "(Partition, day) figures dropped by retention.",
+    "restarts": "Checksum agent restarts after a failure.",
+}
 
 
 def make_producer(settings: Settings, client_id: str = "onepipe") -> AIOKafkaProducer:
@@ -77,9 +93,17 @@ class Runtime:
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
         self.dedup: DedupAgent | None = None
+        self.checksums: ChecksumAgent | None = None
         self.compact_worker: DayTaskWorker | None = None
         self.compact_dispatcher: KafkaDayDispatcher | None = None
         self.compact_scheduler: CompactionScheduler | None = None
+        if settings.dedup_enabled:
+            # onepipe_dedup_*_total in /metrics, and the dedup block of /health.
+            self.context.metric_sources.append(
+                CounterSource("dedup", self._dedup_metrics, _DEDUP_EXPORTED))
+        if settings.checksums_enabled:
+            self.context.metric_sources.append(
+                CounterSource("checksums", self._checksum_metrics, _CHECKSUM_EXPORTED))
         self.ready = asyncio.Event()
         self._started = False
 
@@ -109,6 +133,8 @@ class Runtime:
                 await self._start_archive()
             if self.settings.dedup_enabled:
                 await self._start_dedup()
+            if self.settings.checksums_enabled:
+                await self._start_checksums()
             if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
                 await self._start_compaction()
             if self.lag_monitor is not None:
@@ -129,6 +155,28 @@ class Runtime:
 
     def _archive_metrics(self) -> ArchiveMetrics:
         return self.archive.metrics if self.archive is not None else ArchiveMetrics()
+
+    def _dedup_metrics(self) -> DedupMetrics:
+        return self.dedup.metrics if self.dedup is not None else DedupMetrics()
+
+    def _checksum_metrics(self) -> ChecksumMetrics:
+        return self.checksums.metrics if self.checksums is not None else ChecksumMetrics()
+
+    async def _start_checksums(self) -> None:
+        settings = self.settings
+        self.checksums = ChecksumAgent(
+            bootstrap=settings.broker,
+            group_id=f"{settings.app_id}-checksums",
+            registry=self.registry,
+            data_dir=settings.data_dir,
+            retention_days=settings.checksum_retention_days,
+            replication_factor=settings.replication_factor,
+            idempotent_producer=settings.idempotent_producer,  # tansu: none (DESIGN.md)
+            session_timeout=settings.session_timeout,
+            rebalance_timeout=settings.rebalance_timeout,
+            produce_timeout=settings.produce_timeout,
+        )
+        await self.checksums.start()
 
     async def _start_archive(self) -> None:
         settings = self.settings
@@ -224,6 +272,8 @@ class Runtime:
             await self.compact_dispatcher.stop()
         if self.compact_worker is not None:
             await self.compact_worker.stop()
+        if self.checksums is not None:
+            await self.checksums.stop()
         if self.dedup is not None:
             await self.dedup.stop()
         if self.archive is not None:

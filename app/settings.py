@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     dedup_enabled: bool = Field(
         True, description="Run the dedup agent in the worker: keyed topics into <topic>.unique."
     )
+    checksums_enabled: bool = Field(
+        True, description="Run the checksum agent in the worker: <topic>.unique into per-day "
+        "checksum tables, published to <topic>.checksums (compared by verify).")
+    checksum_retention_days: int = Field(
+        400, ge=1, description="Days of checksum-table figures kept; older days are dropped.")
     example_agents: bool = Field(
         False,
         description="Run agents/example.py (on by `onepipe dev`): it reads `widgets`, and a "

@@ -1,0 +1,312 @@
+"""The checksum table of one ``.unique`` partition: per-day figures of the current winners.
+
+Contract:
+
+- One RocksDB database per ``<topic>.unique`` partition, at ``<root>/<topic>/<partition>``.
+  Three column families: the default one maps a winner's Kafka key (the canonical key
+  bytes) to its **contribution** (:class:`Contribution`: its day, row hash and exact sum
+  values - what it takes to remove it again); ``days`` maps a day number (4 bytes,
+  big-endian) to that day's :class:`~schemas.figures.DayFigures` (JSON); ``meta`` holds the
+  next ``.unique`` offset to fold (:attr:`ChecksumStore.applied_offset`).
+- The table is the fold of ``<topic>.unique[p]`` below its applied offset: every message
+  of ``.unique`` is a new winner of its key (agents.dedup), so folding one means removing
+  the key's previous contribution from its old day and adding the new one to its day.
+  :meth:`ChecksumStore.apply` writes the changed contributions, the changed days and the
+  applied offset in **one** ``WriteBatch``, with the write-ahead log on: after any crash
+  the database holds the fold of a prefix of ``.unique``, never half a batch, and the
+  reader resumes at the applied offset (exactly-once by construction). Deleting the
+  folder is always safe: the fold restarts from offset 0.
+- :func:`fold` is the rule, pure: per day, figures add up exactly (the same row hash as
+  schemas.checksum, the same exact sums as schemas.exact_sum, one key per winner), so
+  the table equals ``schemas.figures.figures`` over the winners grouped by day. A key
+  folded twice in one batch chains (only the last counts). A winner that did not decode,
+  or has no day, removes its key's previous contribution and adds none (as
+  agents.verify_stream leaves such winners out).
+- Retention: days before a cutoff are dropped (:func:`fold` reports them) and
+  contributions of dropped days are neither removed nor added later, so a dropped day
+  never comes back with partial figures. Their per-key entries stay until the key
+  changes again (known gap: no per-day key index to delete them by).
+- A closed store refuses use; closing twice is harmless. Writes and reads may run in a
+  worker thread (rocksdict releases the GIL); they take turns with ``close``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import NamedTuple
+
+import orjson
+import pyarrow as pa
+from rocksdict import Options, Rdict, WriteBatch
+
+from schemas.checksum import ChecksumSpec, select_columns
+from schemas.errors import OnepipeError
+from schemas.exact_sum import ExactSum, zero_sum
+from schemas.figures import DayFigures
+
+__all__ = ["ChecksumStore", "ChecksumStoreClosedError", "Contribution", "FoldResult",
+           "contributions", "fold"]
+
+_DAYS = "days"
+_META = "meta"
+_APPLIED = b"applied"
+_OFFSET = struct.Struct(">q")
+_DAY = struct.Struct(">i")
+_MASK = 2**64 - 1
+#: A float64 is an integer multiple of 2**-1074 (as schemas.exact_sum keeps float sums).
+_FLOAT_UNIT = 2**1074
+_SPECIAL = ("inf", "-inf", "nan")
+
+
+class ChecksumStoreClosedError(OnepipeError):
+    """A checksum store was used after it was closed (its partition was revoked)."""
+
+    code = "store_closed"
+
+
+SumValue = int | str | None
+"""One row's value of one sum field: exact units (an int: the int, the unscaled decimal,
+the float times 2**1074), ``"inf"``/``"-inf"``/``"nan"`` for special floats, None for null."""
+
+
+class Contribution(NamedTuple):
+    """What one winner adds to its day (a NamedTuple: one is built per winner)."""
+
+    #: Day number (days since 1970-01-01).
+    day: int
+    #: Its row hash (schemas.checksum.row_hashes).
+    row_hash: int
+    #: One value per spec sum field.
+    sums: tuple[SumValue, ...]
+
+
+def encode_contribution(c: Contribution) -> bytes:
+    # Units can pass 64 bits (floats are scaled by 2**1074): ints as text.
+    return orjson.dumps([c.day, c.row_hash,
+                         [s if s is None or isinstance(s, str) else str(s) for s in c.sums]])
+
+
+def decode_contribution(data: bytes) -> Contribution:
+    day, row_hash, sums = orjson.loads(data)
+    return Contribution(day, row_hash, tuple(
+        None if s is None else s if s in _SPECIAL else int(s) for s in sums))
+
+
+# ---------------------------------------------------------------- the rule (pure)
+
+
+def _float_value(x: float) -> SumValue:
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    numerator, denominator = x.as_integer_ratio()  # denominator: a power of 2 <= 2**1074
+    return numerator * (_FLOAT_UNIT // denominator)
+
+
+def _decimal_value(d: Decimal, scale: int) -> int:
+    sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)  # a decimal column holds no NaN/inf
+    unscaled = int("".join(map(str, digits)) or "0")
+    shift = exponent + scale  # value = unscaled * 10**exponent = units * 10**-scale
+    units = unscaled * 10**shift if shift >= 0 else unscaled // 10**-shift
+    return -units if sign else units
+
+
+def _sum_values(column: pa.Array, t: pa.DataType) -> list[SumValue]:
+    """Each row's exact value of one sum column (canonical type ``t``), as exact_sum sums."""
+    if pa.types.is_floating(t):
+        return [None if x is None else _float_value(x) for x in column.to_pylist()]
+    if pa.types.is_decimal(t):
+        scale = t.scale
+        return [None if d is None else _decimal_value(d, scale) for d in column.to_pylist()]
+    values: list[SumValue] = column.cast(pa.int64()).to_pylist()
+    return values
+
+
+def contributions(table: pa.Table, spec: ChecksumSpec, row_hashes: Sequence[int],
+                  days: Sequence[int | None]) -> list[Contribution | None]:
+    """Each row's contribution (None when it has no day); column-wise but for the zip."""
+    columns: list[list[SumValue]] = [[] for _ in spec.sum_fields]
+    if spec.sum_fields:
+        for batch in select_columns(table, spec, spec.sum_fields):
+            for i, name in enumerate(spec.sum_fields):
+                columns[i].extend(_sum_values(batch.column(i), spec.schema.field(name).type))
+    per_row = zip(*columns, strict=True) if columns else (() for _ in days)
+    return [None if day is None else Contribution(day, h, tuple(s))
+            for day, h, s in zip(days, row_hashes, per_row, strict=True)]
+
+
+@dataclass(slots=True)
+class _Delta:
+    """Signed change of one day's figures, in plain ints until the end of a batch."""
+
+    rows: int = 0
+    keys: int = 0
+    checksum: int = 0
+    units: list[int] = field(default_factory=list)
+    pos_inf: list[int] = field(default_factory=list)
+    neg_inf: list[int] = field(default_factory=list)
+    nan: list[int] = field(default_factory=list)
+
+    def add(self, c: Contribution, sign: int, spec: ChecksumSpec) -> None:
+        if not self.units:
+            n = len(spec.sum_fields)
+            self.units, self.pos_inf, self.neg_inf, self.nan = [0] * n, [0] * n, [0] * n, [0] * n
+        self.rows += sign
+        if spec.count_distinct:
+            self.keys += sign
+        if spec.row_checksum:
+            self.checksum += sign * c.row_hash
+        for i, s in enumerate(c.sums):
+            if s is None:
+                continue
+            if s == "nan":
+                self.nan[i] += sign
+            elif s == "inf":
+                self.pos_inf[i] += sign
+            elif s == "-inf":
+                self.neg_inf[i] += sign
+            else:
+                assert isinstance(s, int)
+                self.units[i] += sign * s
+
+    def figures(self, spec: ChecksumSpec) -> DayFigures:
+        sums: dict[str, ExactSum] = {}
+        for i, name in enumerate(spec.sum_fields):
+            zero = zero_sum(spec.schema.field(name).type)
+            sums[name] = (ExactSum(zero.kind, self.units[i], zero.scale, self.pos_inf[i],
+                                   self.neg_inf[i], self.nan[i]) if self.units else zero)
+        return DayFigures(self.rows, self.keys, self.checksum & _MASK, sums)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """What one batch changes in a table (written by :meth:`ChecksumStore.apply`)."""
+
+    #: Key -> its new contribution, or None to delete the key.
+    entries: dict[bytes, Contribution | None]
+    #: Day -> its new figures (days with no row left are in :attr:`dropped` instead).
+    days: dict[int, DayFigures]
+    #: Days to delete: no row left, or older than the retention cutoff.
+    dropped: frozenset[int]
+
+
+def fold(spec: ChecksumSpec, current_days: dict[int, DayFigures],
+         previous: dict[bytes, Contribution | None],
+         winners: Iterable[tuple[bytes, Contribution | None]], cutoff: int) -> FoldResult:
+    """Fold new winners (in ``.unique`` order) into the day figures.
+
+    ``previous`` holds the stored contribution of every key among ``winners`` (None: no
+    contribution). Days below ``cutoff`` are dropped and never touched again.
+    """
+    held = dict(previous)
+    deltas: dict[int, _Delta] = {}
+    for key, new in winners:
+        old = held.get(key)
+        if old is not None and old.day >= cutoff:
+            deltas.setdefault(old.day, _Delta()).add(old, -1, spec)
+        if new is not None and new.day >= cutoff:
+            deltas.setdefault(new.day, _Delta()).add(new, 1, spec)
+        held[key] = new
+    entries = {k: v for k, v in held.items() if k not in previous or previous[k] is not v}
+    days: dict[int, DayFigures] = {}
+    dropped = {d for d in current_days if d < cutoff}
+    for day, delta in deltas.items():
+        total = current_days.get(day, DayFigures.zero(spec)) + delta.figures(spec)
+        if total.rows == 0:
+            dropped.add(day)
+        else:
+            days[day] = total
+    return FoldResult(entries, days, frozenset(d for d in dropped
+                                               if d in current_days or d in deltas))
+
+
+# ------------------------------------------------------------------- the store
+
+
+class ChecksumStore:
+    """The checksum table of one ``.unique`` partition; open on construction, then close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        # The WAL stays on (module docstring): one WriteBatch is durable whole, across
+        # every column family, without needing atomic flush.
+        self._db: Rdict | None = Rdict(str(path), options)
+        self._busy = threading.Lock()
+        families = {}
+        for name in (_DAYS, _META):
+            try:
+                families[name] = self._db.get_column_family(name)
+            except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
+                families[name] = self._db.create_column_family(name, Options(raw_mode=True))
+        self._days_cf, self._meta_cf = families[_DAYS], families[_META]
+        self._days_handle = self._db.get_column_family_handle(_DAYS)
+        self._meta_handle = self._db.get_column_family_handle(_META)
+        raw = self._meta_cf.get(_APPLIED)
+        #: The next ``.unique`` offset to fold: everything below is applied.
+        self.applied_offset: int = _OFFSET.unpack(raw)[0] if raw is not None else 0
+        #: Day number -> figures, as stored (read once; kept current by :meth:`apply`).
+        self.days: dict[int, DayFigures] = {
+            _DAY.unpack(bytes(k))[0]: DayFigures.from_json(orjson.loads(bytes(v)))  # type: ignore[arg-type]  # raw mode: keys and values are bytes
+            for k, v in self._days_cf.items()}
+
+    def _open(self) -> Rdict:
+        if self._db is None:
+            raise ChecksumStoreClosedError(f"checksum store {self.path} is closed; its "
+                                           "partition was revoked or the agent stopped")
+        return self._db
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Contribution | None]:
+        """The stored contribution of each key (None: none); one multi-get."""
+        if not keys:
+            return {}
+        with self._busy:
+            found: list[bytes | None] = self._open()[list(keys)]  # type: ignore[assignment]  # a list index multi-gets
+        return {k: decode_contribution(v) if v is not None else None
+                for k, v in zip(keys, found, strict=True)}
+
+    def apply(self, result: FoldResult, applied_offset: int) -> None:
+        """Write a fold's changes and the offset they bring the table to, atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, entry in result.entries.items():
+            if entry is None:
+                batch.delete(key)
+            else:
+                batch.put(key, encode_contribution(entry))
+        for day, figures in result.days.items():
+            batch.put(_DAY.pack(day), orjson.dumps(figures.to_json()), self._days_handle)
+        for day in result.dropped:
+            batch.delete(_DAY.pack(day), self._days_handle)
+        batch.put(_APPLIED, _OFFSET.pack(applied_offset), self._meta_handle)
+        with self._busy:
+            self._open().write(batch)
+            self.applied_offset = applied_offset
+            self.days.update(result.days)
+            for day in result.dropped:
+                self.days.pop(day, None)
+
+    def close(self) -> None:
+        """Flush and close (after a write in progress); harmless twice."""
+        with self._busy:
+            db, self._db = self._db, None
+        if db is not None:
+            db.flush()
+            # The family objects hold the database open (and its LOCK file) until dropped.
+            del self._days_cf, self._meta_cf, self._days_handle, self._meta_handle
+            db.close()
+
+    def __enter__(self) -> ChecksumStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,252 @@
+"""The streaming checksum table: the fold rule, the store, and the agent on the real broker.
+
+The expected figures are computed here with ``schemas.figures.figures`` over the winners
+read back from ``<topic>.unique`` (last message per key, decoded with fastavro) grouped
+by day -- never through the table's own fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import io
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import fastavro
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agents.checksum_agent import ChecksumAgent
+from agents.compactor import Compactor
+from agents.dedup_plan import unique_topic
+from agents.verify import verify_registered
+from agents.verify_checksums import ChecksumTableSource
+from agents.verify_sources import TopicView
+from agents.verify_stream import StreamSource
+from app.runtime import Runtime
+from schemas.checksum import ChecksumSpec, make_spec, row_hashes
+from schemas.figures import DayFigures, figures
+from schemas.partition_day import day_name, day_number, partition_days
+from sinks.clean_reader import read_clean
+from sinks.lake_inventory import raw_inventory
+from sinks.lake_store import open_lake
+from tables.checksum_store import ChecksumStore, Contribution, contributions, fold
+from tests.agents.test_archive import agent_for
+from tests.agents.test_compactor import config_for, topic_spec
+from tests.agents.test_verify import DAY0, DAY_MS, SCHEMA, day_report, publish_day, with_note
+from tests.fixtures.dedup import make_agent
+from tests.fixtures.services import unique, wait_for
+from tests.fixtures.topics import read_topic
+
+PARTITIONS = 3
+KEYS = 40
+TIMEOUT = 30.0
+PARSED = fastavro.parse_schema(SCHEMA, named_schemas={})
+
+# ------------------------------------------------------------ the rule, no broker
+
+_ARROW = pa.schema([("id", pa.string()), ("amount", pa.float64()), ("qty", pa.int64()),
+                    ("price", pa.decimal128(12, 3)), ("t", pa.timestamp("ms", tz="UTC"))])
+_SPEC = make_spec(_ARROW, ["id"], ["amount", "qty", "price"])
+
+
+def _rows(rng: random.Random, n: int, keys: int = 50) -> list[dict[str, Any]]:
+    amounts = [1e-310, -0.0, float("inf"), float("-inf"), float("nan"), 1e300, 0.1]
+    return [{"id": f"k{rng.randrange(keys)}",
+             "amount": rng.choice([*amounts, rng.random() * 1e6, None]),
+             "qty": rng.choice([rng.randint(-2**62, 2**62), None]),
+             "price": decimal.Decimal(rng.randint(-10**11, 10**11)).scaleb(-3),
+             "t": rng.randrange(0, 5 * DAY_MS)} for _ in range(n)]
+
+
+def _winners(rows: Sequence[dict[str, Any]], spec: ChecksumSpec
+             ) -> list[tuple[bytes, Contribution | None]]:
+    table = pa.Table.from_pylist(list(rows), _ARROW)
+    days = partition_days(table.column("t")).cast(pa.int32()).to_pylist()
+    made = contributions(table, spec, row_hashes(table, spec).to_pylist(), days)
+    return [(r["id"].encode(), c) for r, c in zip(rows, made, strict=True)]
+
+
+def _by_day(rows: Sequence[dict[str, Any]], spec: ChecksumSpec) -> dict[int, DayFigures]:
+    table = pa.Table.from_pylist(list(rows), _ARROW)
+    days = partition_days(table.column("t")).cast(pa.int32())
+    return {n: figures(table.filter(pc.equal(days, n)), spec)
+            for n in pc.unique(days).to_pylist()}
+
+
+def test_the_fold_equals_the_figures_of_the_winners_per_day() -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        held: dict[bytes, Contribution | None] = {}
+        days: dict[int, DayFigures] = {}
+        last: dict[str, dict[str, Any]] = {}
+        for _ in range(8):
+            batch = _rows(rng, 60)  # keys repeat within a batch: only the last counts
+            winners = _winners(batch, _SPEC)
+            result = fold(_SPEC, days, {k: held.get(k) for k, _ in winners}, winners, 0)
+            held.update(result.entries)
+            days = {d: f for d, f in {**days, **result.days}.items() if d not in result.dropped}
+            last.update({r["id"]: r for r in batch})
+        assert days == _by_day(list(last.values()), _SPEC), seed
+
+
+def test_retention_drops_old_days_for_good() -> None:
+    rng = random.Random(9)
+    batch = [dict(r, id=f"k{i}", t=DAY_MS * (i % 4)) for i, r in enumerate(_rows(rng, 20))]
+    winners = _winners(batch, _SPEC)
+    first = fold(_SPEC, {}, {}, winners, cutoff=0)
+    assert sorted(first.days) == [0, 1, 2, 3]
+    # Day 0 falls out; then its keys move to day 3: day 0 is not resurrected negative.
+    moved = [dict(r, t=3 * DAY_MS) for r in batch]
+    second = fold(_SPEC, first.days, dict(first.entries), _winners(moved, _SPEC), cutoff=1)
+    assert 0 in second.dropped and 0 not in second.days
+    assert second.days[3] == _by_day(moved, _SPEC)[3]
+    assert {1, 2} <= second.dropped  # emptied by the move
+
+
+def test_the_store_keeps_a_batch_and_its_offset_together(tmp_path: Path) -> None:
+    winners = _winners(_rows(random.Random(3), 30), _SPEC)
+    result = fold(_SPEC, {}, {}, winners, 0)
+    with ChecksumStore(tmp_path / "t" / "0") as store:
+        assert store.applied_offset == 0 and store.days == {}
+        store.apply(result, 30)
+    with ChecksumStore(tmp_path / "t" / "0") as store:
+        assert store.applied_offset == 30 and store.days == result.days
+        keys = [k for k, _ in winners]
+        assert store.get_many(keys) == {k: result.entries[k] for k in keys}
+        assert store.get_many([b"nope"]) == {b"nope": None}
+
+
+# ------------------------------------------------------------ the real broker
+
+
+def _prices(rng: random.Random, versions: range) -> list[dict[str, Any]]:
+    """Versions of KEYS ids: each version moves its key to another day; retries too."""
+    out = [{"id": f"p{k:03d}", "version": v, "amount": rng.random() * 100,
+            "qty": rng.randint(-5, 50), "updated_at": DAY0 + ((k + v) % 3) * DAY_MS + k * 1000,
+            "note": f"v{v}"} for v in versions for k in range(KEYS)]
+    out += [dict(item) for item in rng.sample(out, 15)]  # producer retries
+    rng.shuffle(out)
+    return out
+
+
+async def _expected(broker: str, view: TopicView) -> tuple[dict[str, DayFigures], int]:
+    """figures() over .unique's last message per key, per day; and .unique's length."""
+    unique_records, watermarks = await read_topic(broker, unique_topic(view.meta.topic),
+                                                  PARTITIONS)
+    last: dict[bytes, bytes] = {}
+    for records in unique_records.values():
+        for r in records:
+            last[r.key] = r.value
+    rows = [fastavro.schemaless_reader(io.BytesIO(v[5:]), PARSED, None) for v in last.values()]
+    table = pa.Table.from_pylist(rows, view.spec.schema)
+    days = partition_days(table.column("updated_at")).cast(pa.int32())
+    expected = {day_name(n): figures(table.filter(pc.equal(days, n)), view.spec)
+                for n in pc.unique(days).to_pylist()}
+    return expected, sum(watermarks.values())
+
+
+async def _caught_up(agent: ChecksumAgent, broker: str, topic: str) -> None:
+    _, watermarks = await read_topic(broker, unique_topic(topic), PARTITIONS)
+    await asyncio.wait_for(agent.wait_applied(topic, watermarks), TIMEOUT)
+
+
+async def _post(http: aiohttp.ClientSession, topic: str, records: list[dict[str, Any]]
+                ) -> None:
+    async with http.post(f"/topics/{topic}/records", json={"records": records}) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_checksum_table_follows_winners_restarts_and_verifies(
+        runtime: Runtime, http: aiohttp.ClientSession, tmp_path: Path, broker: str) -> None:
+    topic = unique("cks")
+    body = {"schema": SCHEMA, "partitions": PARTITIONS, "key": ["id"],
+            "order": {"rule": "max", "field": "version"}, "partition_time": "updated_at",
+            "checks": {"count_distinct": "key", "sum": ["amount", "qty"]},
+            "archive": {"flush_records": 1000, "flush_seconds": 0.2}}
+    async with http.put(f"/topics/{topic}/metadata", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+    rng = random.Random(5)
+    phase1, phase2 = _prices(rng, range(1, 3)), _prices(rng, range(3, 4))
+    phase2 += [{**item, "version": 0, "note": "stale"} for item in phase1[:10]]
+    meta, schema = topic_spec(runtime, topic)
+    view = TopicView.build(meta, schema)
+    state = runtime.registry.state
+
+    def checksums(data_dir: Path, **kwargs: Any) -> ChecksumAgent:
+        return ChecksumAgent(bootstrap=broker, group_id=unique("cks-group"),
+                             registry=runtime.registry, data_dir=data_dir, topics=[topic],
+                             idempotent_producer=False, session_timeout=6.0,
+                             rebalance_timeout=6.0, **kwargs)
+
+    def published() -> ChecksumTableSource:
+        stream = StreamSource(view, broker, schema, state.schema_by_id)
+        return ChecksumTableSource(view, broker, stream)
+
+    async with open_lake(runtime.settings.resolved_lake_url) as lake:
+        dedup = make_agent(runtime.registry, tmp_path / "dedup", unique("cks-dedup"), [topic])
+        async with dedup, agent_for(runtime, lake, topic):
+            async with checksums(tmp_path / "one") as first:
+                await _post(http, topic, phase1)
+                await asyncio.wait_for(dedup.wait_consumed(len(phase1)), TIMEOUT)
+                await _caught_up(first, broker, topic)
+                expected1, length1 = await _expected(broker, view)
+                assert sum(f.keys for f in expected1.values()) == KEYS
+                assert first.day_figures(topic) == expected1
+                assert first.metrics.folded == length1
+                assert await published().figures(None) == expected1
+
+            # Stopped while the stream goes on: every winner moves to another day.
+            await _post(http, topic, phase2)
+            await asyncio.wait_for(dedup.wait_consumed(len(phase1) + len(phase2)), TIMEOUT)
+            expected2, length2 = await _expected(broker, view)
+            assert expected2 != expected1 and length2 > length1
+
+            async with checksums(tmp_path / "one") as again:  # same data dir: the tail only
+                await _caught_up(again, broker, topic)
+                assert again.metrics.folded == length2 - length1
+                assert again.day_figures(topic) == expected2
+            assert await published().figures(None) == expected2
+
+            async with checksums(tmp_path / "fresh") as fresh:  # rebuilt from offset 0
+                await _caught_up(fresh, broker, topic)
+                assert fresh.metrics.folded == length2
+                assert fresh.day_figures(topic) == expected2
+            total = len(phase1) + len(phase2)
+
+            async def archived() -> bool:
+                return (await raw_inventory(lake, topic)).records == total
+
+            await wait_for(archived, timeout=TIMEOUT, what=f"{total} records archived")
+        await Compactor(lake, meta, schema, config_for(tmp_path)).run()
+
+        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        assert report.ok, report.to_json()
+        assert report.systems == ("clean", "stream", "checksum")
+        assert {d.day: d.figures["checksum"] for d in report.days} == expected2
+
+        day = sorted(expected2)[1]
+        victim = (await read_clean(lake, topic, [day])).column("id").to_pylist()[2]
+        await publish_day(lake, topic, day, with_note(victim, "tampered"))
+        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        assert not report.ok and [d.day for d in report.days if not d.ok] == [day]
+        bad = day_report(report, day)
+        assert bad.disagreeing == ("checksum",)
+        (check,) = [c for c in bad.checks if c.figure == "checksum"]
+        assert check.values["checksum"] == check.values["stream"] != check.values["clean"]
+        assert [k.key for k in bad.differing_keys] == [{"id": victim}]
+
+        # Retention: a clock three days after the first day keeps one day (of the three),
+        # in the table and in what verify reads.
+        days = sorted(expected2)
+        later = (day_number(days[0]) + 3) * 86_400.0
+        async with checksums(tmp_path / "fresh", retention_days=1, clock=lambda: later
+                             ) as kept:
+            await _caught_up(kept, broker, topic)
+            assert kept.metrics.folded == 0 and kept.metrics.expired == 2 * PARTITIONS
+            assert kept.day_figures(topic) == {days[2]: expected2[days[2]]}
+        assert await published().figures(None) == {days[2]: expected2[days[2]]}
