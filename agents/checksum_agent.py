@@ -38,17 +38,14 @@ one WriteBatch; the per-key Python work is the fold itself (tables.checksum_stor
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
-import pyarrow as pa
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -58,18 +55,17 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from agents.checksum_decode import winner_contributions
 from agents.dedup_plan import unique_topic
 from agents.verify_sources import TopicView
 from schemas.avro_schema import AvroSchema
-from schemas.checksum import row_hashes
-from schemas.codec import HEADER_SIZE, unframe
 from schemas.errors import NotFoundError, OnepipeError
 from schemas.figures import DayFigures
 from schemas.metadata import metadata_from_dict
-from schemas.partition_day import day_name, partition_days
-from sinks.raw_format import RawRecord, build_raw_table
-from tables.checksum_store import ChecksumStore, Contribution, contributions, fold
+from schemas.partition_day import day_name
+from tables.checksum_store import ChecksumStore, fold
 from tables.kafka import ensure_topic
+from tables.lifecycle import Service
 from tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -122,7 +118,7 @@ class _Topic:
     reader: AvroSchema
 
 
-class ChecksumAgent:
+class ChecksumAgent(Service):
     """Folds ``<topic>.unique`` into per-day checksum tables; an async context manager."""
 
     def __init__(self, *, bootstrap: str, group_id: str, registry: RegistryStore,
@@ -208,13 +204,6 @@ class ChecksumAgent:
                 self._close_stores(list(self._stores))
             if producer is not None:
                 await producer.stop()
-
-    async def __aenter__(self) -> ChecksumAgent:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------ test helpers
     async def wait_until(self, condition: Callable[[ChecksumMetrics], bool]) -> None:
@@ -347,7 +336,8 @@ class ChecksumAgent:
         records = [r for r in records if r.offset >= applied]  # redelivered: folded already
         if not records:
             return
-        winners = await asyncio.to_thread(self._winners, described, records)
+        winners = await asyncio.to_thread(winner_contributions, described.view, described.reader,
+                                          self._registry.state.schema_by_id, records)
         self.metrics.undecodable += sum(1 for _, c in winners if c is None)
         previous = await asyncio.to_thread(store.get_many, list({k: None for k, _ in winners}))
         result = fold(described.view.spec, store.days, previous, winners, self._cutoff())
@@ -359,32 +349,6 @@ class ChecksumAgent:
         self._positions_changed(tp, next_offset)
         await self._publish(topic, tp.partition, next_offset, result.days, result.dropped)
         await self._commit(consumer, tp, next_offset)
-
-    def _winners(self, described: _Topic, records: Sequence[ConsumerRecord[Any, Any]]
-                 ) -> list[tuple[bytes, Contribution | None]]:
-        """Each record's (key, contribution); None where it did not decode or has no day."""
-        view, reader = described.view, described.reader
-        schema_by_id = self._registry.state.schema_by_id
-        kept: list[int] = []
-        raws, ids, decoded = [], [], []
-        for i, r in enumerate(records):
-            schema_id, datum = _decode(r.value, reader, schema_by_id)
-            if datum is None:
-                continue
-            kept.append(i)
-            raws.append(RawRecord(view.meta.topic, r.partition, r.offset, r.timestamp, (),
-                                  r.key, r.value))
-            ids.append(schema_id)
-            decoded.append(datum)
-        out: list[tuple[bytes, Contribution | None]] = [(r.key or b"", None) for r in records]
-        if not kept:
-            return out
-        table = build_raw_table(raws, ids, decoded, [None] * len(raws), reader)
-        days = partition_days(table.column(view.time_column)).cast(pa.int32()).to_pylist()
-        hashes = row_hashes(table, view.spec).to_pylist()
-        for i, c in zip(kept, contributions(table, view.spec, hashes, days), strict=True):
-            out[i] = (out[i][0], c)
-        return out
 
     def _cutoff(self) -> int:
         """The first day kept: days before it are dropped."""
@@ -473,23 +437,6 @@ class ChecksumAgent:
         consumer.resume(*assigned)
         async with self._progress:
             self._progress.notify_all()
-
-
-def _decode(value: bytes | None, reader: AvroSchema,
-            writer_for_id: Callable[[int], AvroSchema]) -> tuple[int | None, Any]:
-    """(schema id, datum in the reader's shape), or (None, None) when it does not decode."""
-    if value is None or len(value) < HEADER_SIZE:
-        return None, None
-    try:
-        schema_id, body = unframe(value)
-        writer = writer_for_id(schema_id)
-        same = writer.identity == reader.identity
-        datum = fastavro.schemaless_reader(io.BytesIO(body), writer.parsed,
-                                           None if same else reader.parsed)
-    except (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            UnicodeDecodeError, fastavro.read.SchemaResolutionError):
-        return None, None
-    return schema_id, datum
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -1,0 +1,74 @@
+"""Winners of a ``.unique`` batch as checksum contributions: decode, day, hash, sum values.
+
+One decode pass per batch (fastavro per record into the reader's shape), one Arrow table
+(sinks.raw_format, the lakes' type mapping), then one ``partition_days``, one
+``row_hashes`` and one column pass per sum field for the whole batch: the same figures
+functions every other system uses, never per-row hashing of Python objects.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+from aiokafka import ConsumerRecord
+
+from agents.verify_sources import TopicView
+from schemas.avro_schema import AvroSchema
+from schemas.checksum import row_hashes
+from schemas.codec import HEADER_SIZE, unframe
+from schemas.errors import OnepipeError
+from schemas.partition_day import partition_days
+from sinks.raw_format import RawRecord, build_raw_table
+from tables.checksum_store import Contribution, contributions
+
+__all__ = ["winner_contributions"]
+
+
+def winner_contributions(view: TopicView, reader: AvroSchema,
+                         schema_by_id: Callable[[int], AvroSchema],
+                         records: Sequence[ConsumerRecord[Any, Any]]
+                         ) -> list[tuple[bytes, Contribution | None]]:
+    """Each record's (key, contribution); None where it did not decode or has no day."""
+    kept: list[int] = []
+    raws: list[RawRecord] = []
+    ids: list[int | None] = []
+    decoded: list[Any] = []
+    for i, r in enumerate(records):
+        schema_id, datum = _decode(r.value, reader, schema_by_id)
+        if datum is None:
+            continue
+        kept.append(i)
+        raws.append(RawRecord(view.meta.topic, r.partition, r.offset, r.timestamp, (),
+                              r.key, r.value))
+        ids.append(schema_id)
+        decoded.append(datum)
+    out: list[tuple[bytes, Contribution | None]] = [(r.key or b"", None) for r in records]
+    if not kept:
+        return out
+    table = build_raw_table(raws, ids, decoded, [None] * len(raws), reader)
+    days = partition_days(table.column(view.time_column)).cast(pa.int32()).to_pylist()
+    hashes = row_hashes(table, view.spec).to_pylist()
+    for i, c in zip(kept, contributions(table, view.spec, hashes, days), strict=True):
+        out[i] = (out[i][0], c)
+    return out
+
+
+def _decode(value: bytes | None, reader: AvroSchema,
+            writer_for_id: Callable[[int], AvroSchema]) -> tuple[int | None, Any]:
+    """(schema id, datum in the reader's shape), or (None, None) when it does not decode."""
+    if value is None or len(value) < HEADER_SIZE:
+        return None, None
+    try:
+        schema_id, body = unframe(value)
+        writer = writer_for_id(schema_id)
+        same = writer.identity == reader.identity
+        datum = fastavro.schemaless_reader(io.BytesIO(body), writer.parsed,
+                                           None if same else reader.parsed)
+    except (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
+            UnicodeDecodeError, fastavro.read.SchemaResolutionError):
+        return None, None
+    return schema_id, datum
