@@ -42,19 +42,18 @@ Contract:
 
 Design: a batch consumer of its own (group ``<app_id>-dedup``) hosted by the worker, like
 the archive agent, because Faust's per-event path runs at ~1/40 of a batch consumer.
+This module is the loop, the planning of each batch and the rebalance callbacks; the
+batches in flight are agents.dedup_pipeline, the tables of assigned partitions
+agents.dedup_partitions, the followed topics agents.dedup_topics.
 Per batch the Python work is: one container-block decode per schema (tables.dedup_decode),
 a vectorised murmur2 (schemas.partitioner), one multi-get and one WriteBatch per
 partition, and aiokafka's batch produce API.
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,70 +65,20 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
-from agents.dedup_output import Built, await_acks, build_batches, send_batches
-from agents.dedup_plan import PartitionWork, plan_partition, repartition_topic, unique_topic
-from schemas.errors import NotFoundError, OnepipeError
-from schemas.metadata import TopicMetadata, metadata_from_dict
-from tables.dedup_decode import TopicReader
-from tables.dedup_recovery import StaleStoreError, recover
-from tables.dedup_store import DedupStore, Entry, Winner
-from tables.kafka import ensure_topic
+from agents.dedup_metrics import DedupMetrics, WinnerHook
+from agents.dedup_partitions import PartitionTables
+from agents.dedup_pipeline import BatchPipeline
+from agents.dedup_plan import PartitionWork, group_by_table, repartition_topic
+from agents.dedup_topics import DedupTopic, keyed_topics, plan_table
+from schemas.errors import OnepipeError
+from tables.dedup_store import DedupStore
 from tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DedupAgent", "DedupMetrics", "WinnerHook"]
-
-#: ``on_winner(topic, partition, key, old_value, new_value)``: called once per key whose
-#: winner changed, after the new winner is durable in ``.unique`` and in the table.
-WinnerHook = Callable[[str, int, bytes, bytes | None, bytes], None]
-#: Batches whose output may await its acks while the next batch is planned.
-_MAX_IN_FLIGHT = 2
-
-
-@dataclass(slots=True)
-class DedupMetrics:
-    """Counters of one dedup agent (exported by the worker's metrics view)."""
-
-    #: Records consumed from source and repartition topics.
-    consumed: int = 0
-    #: Winners produced to ``.unique``.
-    winners: int = 0
-    #: Versions equal in rank to their key's winner (re-deliveries, retries).
-    duplicates: int = 0
-    #: Versions ranked below their key's winner (out of order, stale).
-    losers: int = 0
-    #: Versions that led their key within a batch but lost to a later one of it.
-    superseded: int = 0
-    #: Records that did not decode (skipped).
-    undecodable: int = 0
-    #: Records forwarded to ``.repartition`` (sent to a non-canonical partition).
-    repartitioned: int = 0
-    #: Changelog messages folded into tables during recovery.
-    recovered: int = 0
-    #: Times the consume loop restarted after a failure.
-    restarts: int = 0
-    #: Next offset to consume, per source/repartition partition assigned here.
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Completion:
-    """A batch in flight: its completion task, and whether its output is handed over."""
-
-    task: asyncio.Task[None]
-    handed: asyncio.Event
-
-
-@dataclass(slots=True)
-class _Topic:
-    """A keyed topic the agent deduplicates."""
-
-    meta: TopicMetadata
-    reader: TopicReader
-    partitions: int
 
 
 class DedupAgent:
@@ -155,7 +104,7 @@ class DedupAgent:
         self._group_id = group_id
         self._registry = registry
         #: Tables live under ``<data_dir>/dedup/<topic>/<partition>``.
-        self._root = data_dir / "dedup"
+        self._tables = PartitionTables(data_dir / "dedup")
         self._replication_factor = replication_factor
         self._idempotent = idempotent_producer
         self._session_timeout = session_timeout
@@ -164,31 +113,41 @@ class DedupAgent:
         self._max_records = max_records
         #: When given, only these topics are deduplicated (tests, benchmarks).
         self._only_topics = frozenset(topics) if topics is not None else None
-        self.on_winner = on_winner
         self._consumer: AIOKafkaConsumer | None = None
         self._recovery: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._topics: dict[str, _Topic] = {}
+        self._topics: dict[str, DedupTopic] = {}
         #: repartition topic name -> source topic name.
         self._sources: dict[str, str] = {}
-        self._stores: dict[tuple[str, int], DedupStore] = {}
         self._subscribed: frozenset[str] = frozenset()
         self._generation = -1
-        #: A failure of a rebalance callback (aiokafka only logs those): the loop raises
-        #: it, so the supervised restart recovers instead of leaving partitions paused.
+        #: A failure of a batch or a rebalance callback (aiokafka only logs the latter):
+        #: the loop raises it, so the supervised restart recovers instead of leaving
+        #: partitions paused.
         self._failure: BaseException | None = None
-        #: Completions of the batches in flight, oldest first (see _process).
-        self._completions: deque[_Completion] = deque()
-        #: Winners of the batches in flight, per table, one dict per batch (oldest first),
-        #: until their table write.
-        self._pending: dict[tuple[str, int], list[dict[bytes, Entry]]] = {}
         # Held while a batch is processed and while partitions move: a revoke waits for
         # the batch in flight, so its winners are acked and committed before the move.
         self._lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self.metrics = DedupMetrics()
+        self._pipeline = BatchPipeline(self.metrics, self._progress, produce_timeout,
+                                       self._failed)
+        self.on_winner = on_winner
         self.assigned = asyncio.Event()
+
+    @property
+    def on_winner(self) -> WinnerHook | None:
+        """Called per changed winner once durable (see :data:`WinnerHook`); settable."""
+        return self._pipeline.on_winner
+
+    @on_winner.setter
+    def on_winner(self, hook: WinnerHook | None) -> None:
+        self._pipeline.on_winner = hook
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc  # the loop raises it and restarts from the changelogs
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -245,7 +204,7 @@ class DedupAgent:
         # Let the batches in flight finish (acks, tables, commits) while every client is
         # still up; aiokafka need not call the revoke listener on close.
         async with self._lock:
-            await self._drain()
+            await self._pipeline.drain()
         consumer, self._consumer = self._consumer, None
         recovery, self._recovery = self._recovery, None
         producer, self._producer = self._producer, None
@@ -253,7 +212,7 @@ class DedupAgent:
             if consumer is not None:
                 await consumer.stop()  # revokes: on_revoked closes the tables
         finally:
-            self._close_stores(list(self._stores))
+            self._tables.close_all()
             if recovery is not None:
                 await recovery.stop()
             if producer is not None:
@@ -278,9 +237,7 @@ class DedupAgent:
 
     def disk_bytes(self) -> int:
         """Bytes of every table under this agent's data dir."""
-        if not self._root.exists():
-            return 0
-        return sum(p.stat().st_size for p in self._root.rglob("*") if p.is_file())
+        return self._tables.disk_bytes()
 
     # ------------------------------------------------------------------- loop
     async def _run(self) -> None:
@@ -306,10 +263,10 @@ class DedupAgent:
 
     async def _restart(self) -> None:
         async with self._lock:
-            await self._drain()
+            await self._pipeline.drain()
             self._failure = None
-            self._pending.clear()
-            self._close_stores(list(self._stores))
+            self._pipeline.clear()
+            self._tables.close_all()
             self.metrics.positions.clear()
         consumer = self._consumer
         if consumer is not None and self._subscribed:
@@ -349,23 +306,8 @@ class DedupAgent:
         if state.generation == self._generation:
             return
         generation = state.generation
-        topics: dict[str, _Topic] = {}
-        for topic, raw in list(state.topics.items()):
-            if self._only_topics is not None and topic not in self._only_topics:
-                continue
-            meta = metadata_from_dict(topic, raw)
-            if not meta.key:
-                continue
-            try:
-                latest = state.version(f"{topic}-value", "latest").schema
-            except NotFoundError:
-                continue  # metadata before its schema: wait for the schema
-            known = self._topics.get(topic)
-            partitions = known.partitions if known is not None else await self._ensure(meta)
-            if partitions is None:
-                continue
-            topics[topic] = _Topic(meta, TopicReader(meta, latest, state.schemas_by_id.get),
-                                   partitions)
+        topics = await keyed_topics(state, self._only_topics, self._topics, self._bootstrap,
+                                    self._replication_factor)
         self._generation = generation
         self._topics = topics
         self._sources = {repartition_topic(t): t for t in topics}
@@ -380,208 +322,45 @@ class DedupAgent:
             consumer.unsubscribe()
         self._subscribed = wanted
 
-    async def _ensure(self, meta: TopicMetadata) -> int | None:
-        """Create ``.unique`` and ``.repartition`` like the source; its partition count."""
-        rf = self._replication_factor
-        partitions = await ensure_topic(self._bootstrap, meta.topic, partitions=meta.partitions,
-                                        replication_factor=rf)
-        unique = await ensure_topic(self._bootstrap, unique_topic(meta.topic),
-                                    partitions=partitions, replication_factor=rf,
-                                    configs={"cleanup.policy": "compact"})
-        routed = await ensure_topic(self._bootstrap, repartition_topic(meta.topic),
-                                    partitions=partitions, replication_factor=rf)
-        if unique != partitions or routed != partitions:
-            log.error("dedup skips topic %s: it has %d partition(s) but %s has %d and %s "
-                      "has %d; they must match (delete and let the agent recreate them)",
-                      meta.topic, partitions, unique_topic(meta.topic), unique,
-                      repartition_topic(meta.topic), routed)
-            return None
-        return partitions
-
     # ------------------------------------------------------------------ batch
     async def _process(self, consumer: AIOKafkaConsumer,
                        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        """Plan a batch and send its output; its completion runs behind the next batch.
+        """Plan a batch per table; its output and completion go to the pipeline.
 
-        The broker's acks take a round trip; waiting for them before fetching and
-        planning the next batch left the agent idle for ~40% of the time. So a batch's
-        completion (acks, then tables, then commit) is a task chained after the previous
-        batch's, and the next batch is planned meanwhile against the table *plus* the
-        winners still in flight (``_pending``). Completions run strictly in order, so
-        every commit still follows the acks and table writes of everything before it.
+        The next batch is planned while this one's acks are pending, against the table
+        *plus* the winners still in flight (agents.dedup_pipeline).
         """
-        grouped: dict[tuple[str, int], tuple[list[Any], list[Any]]] = {}
-        for tp, records in batches.items():
-            if not records:
-                continue
-            source = self._sources.get(tp.topic)
-            slot = grouped.setdefault((source or tp.topic, tp.partition), ([], []))
-            slot[1 if source is not None else 0].extend(records)
+        grouped = group_by_table(batches, self._sources)
+        pipeline = self._pipeline
         works: list[tuple[PartitionWork, DedupStore]] = []
         for (topic, partition), (source_records, routed_records) in grouped.items():
-            store = self._stores.get((topic, partition))
+            store = self._tables.get((topic, partition))
             described = self._topics.get(topic)
             if store is None or described is None:
                 continue  # revoked while fetched: the new owner reads it again
-            await self._await_schemas(described.reader, source_records, routed_records)
-            in_flight = self._pending.setdefault((topic, partition), [])
-            work = plan_partition(topic, partition, described.partitions, described.reader,
-                                  source_records, routed_records,
-                                  _with_pending(store.get_many, in_flight))
-            if work.keys:
-                in_flight.append(dict(zip(work.keys, work.entries, strict=True)))
+            work = await plan_table(self._registry, described, topic, partition,
+                                    source_records, routed_records,
+                                    pipeline.stored(topic, partition, store))
+            pipeline.hold(work)
             works.append((work, store))
         grouped.clear()  # the records are not needed past planning: let them go now
-        if not works:
-            return
-        producer = self._producer_or_fail()
-        built = [build_batches(producer, work) for work, _ in works]
-        previous = self._completions[-1] if self._completions else None
-        handed = asyncio.Event()
-        task = asyncio.create_task(
-            self._complete(consumer, producer, previous, works, built, handed),
-            name="dedup-complete")
-        task.add_done_callback(_retrieve)  # failures are raised through _failure
-        self._completions.append(_Completion(task, handed))
-        while len(self._completions) > _MAX_IN_FLIGHT:
-            await self._completions[0].task  # bounded: back-pressure on the broker's acks
-
-    def _producer_or_fail(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise OnepipeError("the dedup agent is not running; start() it first")
-        return self._producer
-
-    async def _complete(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                        previous: _Completion | None,
-                        works: list[tuple[PartitionWork, DedupStore]], built: list[Built],
-                        handed: asyncio.Event) -> None:
-        """Send, then (a) acks, (b) tables with their applied offset, (c) commit; in order.
-
-        Sending waits only until the previous batch has handed its records to the
-        producer (so ``.unique`` gets them in order), not for its acks.
-        """
-        try:
-            if previous is not None:
-                await previous.handed.wait()
-            try:
-                await send_batches(producer, built)
-            finally:
-                handed.set()
-            if previous is not None:
-                await previous.task
-            applied = await await_acks(built, [store.applied_offset for _, store in works],
-                                       self._produce_timeout)
-            commits: dict[TopicPartition, int] = {}
-            metrics = self.metrics
-            hook = self.on_winner
-            for (work, store), next_unique in zip(works, applied, strict=True):
-                if work.keys:
-                    store.apply(zip(work.keys, work.entries, strict=True), next_unique)
-                    # This batch's winners are in the table now; completions run in
-                    # order, so its overlay is the oldest of its table.
-                    in_flight = self._pending.get((work.topic, work.partition))
-                    if in_flight:
-                        in_flight.pop(0)
-                result = work.fold
-                metrics.consumed += work.consumed
-                metrics.winners += len(work.keys)
-                metrics.duplicates += result.duplicates
-                metrics.losers += result.losers
-                metrics.superseded += result.superseded
-                metrics.undecodable += work.undecodable
-                metrics.repartitioned += work.repartitioned
-                commits.update(work.commits)
-                if hook is not None:
-                    for key, entry, old in zip(work.keys, work.entries, work.previous,
-                                               strict=True):
-                        hook(work.topic, work.partition, key,
-                             old[1] if old is not None else None, entry[1])
-            await self._commit(consumer, commits)
-            metrics.positions.update(commits)
-        except BaseException as exc:
-            if self._failure is None and not isinstance(exc, asyncio.CancelledError):
-                self._failure = exc  # the loop raises it and restarts from the changelogs
-            raise
-        finally:
-            if self._completions and self._completions[0].task is asyncio.current_task():
-                self._completions.popleft()
-            async with self._progress:
-                self._progress.notify_all()
-
-    async def _drain(self) -> None:
-        """Wait for every batch in flight to complete (or fail)."""
-        while self._completions:
-            task = self._completions[0].task
-            try:
-                await task
-            except Exception:  # noqa: BLE001 - recorded in _failure; the loop raises it
-                log.debug("a dedup batch failed while draining", exc_info=True)
-            finally:
-                if self._completions and self._completions[0].task is task:
-                    self._completions.popleft()
-
-    async def _await_schemas(self, reader: TopicReader, *batches: list[Any]) -> None:
-        """Wait briefly for schema ids this worker's registry has not replayed yet."""
-        missing = reader.unknown_ids([r.value for batch in batches for r in batch])
-        for schema_id in missing:
-            if not await self._registry.wait_for_schema(schema_id, 5.0):
-                log.warning("dedup: schema id %d is unknown to the registry; its records "
-                            "are counted undecodable", schema_id)
-        if missing:
-            reader.forget_unknown()
-
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
-                      ) -> None:
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # The output is durable and the tables hold it: the next owner re-reads these
-            # records and finds them duplicates.
-            log.warning("dedup commit of %s failed: %r", _describe(offsets), exc)
+        if works:
+            if self._producer is None:
+                raise OnepipeError("the dedup agent is not running; start() it first")
+            await pipeline.submit(consumer, self._producer, works)
 
     # -------------------------------------------------------------- rebalance
-    def _close_stores(self, keys: Iterable[tuple[str, int]]) -> None:
-        for key in keys:
-            store = self._stores.pop(key, None)
-            if store is not None:
-                store.close()
-
-    def _store_path(self, topic: str, partition: int) -> Path:
-        return self._root / topic / str(partition)
-
-    async def _open_and_recover(self, topic: str, partition: int) -> None:
-        described = self._topics[topic]
-        recovery = self._recovery
-        assert recovery is not None
-        path = self._store_path(topic, partition)
-        tp = TopicPartition(unique_topic(topic), partition)
-        store = DedupStore(path)
-        try:
-            try:
-                folded = await recover(recovery, tp, store, described.reader)
-            except StaleStoreError:
-                log.warning("dedup %s[%d]: local table is ahead of %s@%d; rebuilding it",
-                            topic, partition, tp.topic, store.applied_offset)
-                store.close()
-                shutil.rmtree(path)
-                store = DedupStore(path)
-                folded = await recover(recovery, tp, store, described.reader)
-        except BaseException:
-            store.close()
-            raise
-        self.metrics.recovered += folded
-        self._stores[(topic, partition)] = store
+    def _tables_of(self, tps: Iterable[TopicPartition]) -> set[tuple[str, int]]:
+        """The (source topic, partition) tables of source and repartition partitions."""
+        return {(self._sources.get(tp.topic, tp.topic), tp.partition) for tp in tps}
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in flight, then close the revoked partitions' tables."""
         async with self._lock:
-            await self._drain()
-            keys = {(self._sources.get(tp.topic, tp.topic), tp.partition) for tp in revoked}
-            self._close_stores(keys)
-            for key in keys:
-                self._pending.pop(key, None)
+            await self._pipeline.drain()
+            keys = self._tables_of(revoked)
+            self._tables.close(keys)
+            self._pipeline.forget(keys)
             for tp in revoked:
                 self.metrics.positions.pop(tp, None)
 
@@ -592,13 +371,15 @@ class DedupAgent:
         # against a table that is not up to date with its changelog.
         consumer.pause(*assigned)
         async with self._lock:
-            keys = sorted({(self._sources.get(tp.topic, tp.topic), tp.partition)
-                           for tp in assigned})
+            keys = sorted(self._tables_of(assigned))
             try:
                 for topic, partition in keys:
-                    if (topic, partition) in self._stores or topic not in self._topics:
+                    if (topic, partition) in self._tables or topic not in self._topics:
                         continue
-                    await self._open_and_recover(topic, partition)
+                    recovery = self._recovery
+                    assert recovery is not None
+                    self.metrics.recovered += await self._tables.open(
+                        recovery, topic, partition, self._topics[topic].reader)
             except Exception as exc:
                 # Partitions stay paused; the loop restarts and recovers them again.
                 log.exception("dedup recovery of %s failed", keys)
@@ -608,32 +389,6 @@ class DedupAgent:
         self.assigned.set()
         async with self._progress:
             self._progress.notify_all()
-
-
-def _with_pending(get_many: Callable[[list[bytes]], list[Winner | None]],
-                  in_flight: list[dict[bytes, Entry]]
-                  ) -> Callable[[list[bytes]], list[Winner | Entry | None]]:
-    """The table's multi-get, overridden by the winners of batches still in flight."""
-    if not in_flight:
-        return get_many  # type: ignore[return-value]  # a list of a narrower type
-
-    def lookup(keys: list[bytes]) -> list[Winner | Entry | None]:
-        found: list[Winner | Entry | None] = get_many(keys)  # type: ignore[assignment]
-        for overlay in in_flight:  # oldest first: the newest winner of a key is last
-            found = list(map(overlay.get, keys, found))
-        return found
-
-    return lookup
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-def _describe(offsets: dict[TopicPartition, int]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
-                     for tp, offset in sorted(offsets.items()))
 
 
 class _Rebalance(ConsumerRebalanceListener):

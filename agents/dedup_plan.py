@@ -10,7 +10,7 @@ durable. The agent (agents.dedup) does the I/O in the order that makes it crash-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -22,10 +22,18 @@ from schemas.errors import CodecError, MergeError
 from schemas.merge import Rank
 from schemas.partitioner import partitions_for
 from tables.dedup_decode import TopicReader
-from tables.dedup_fold import SOURCE_HEADER, FoldResult, fold, format_source, source_of
+from tables.dedup_fold import (
+    SOURCE_HEADER,
+    FoldResult,
+    fold,
+    format_source,
+    rank_batch,
+    source_of,
+)
 from tables.dedup_store import Entry, Winner
 
-__all__ = ["Outgoing", "PartitionWork", "plan_partition", "repartition_topic", "unique_topic"]
+__all__ = ["Outgoing", "PartitionWork", "group_by_table", "plan_partition", "repartition_topic",
+           "unique_topic"]
 
 _VALUE = attrgetter("value")
 _OFFSET = attrgetter("offset")
@@ -64,6 +72,24 @@ class PartitionWork:
     commits: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+def group_by_table(batches: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]],
+                   sources: Mapping[str, str]
+                   ) -> dict[tuple[str, int], tuple[list[ConsumerRecord[Any, Any]],
+                                                    list[ConsumerRecord[Any, Any]]]]:
+    """A fetch's records by table (source topic, partition): (source, repartitioned).
+
+    ``sources`` maps each repartition topic to its source topic.
+    """
+    grouped: dict[tuple[str, int], tuple[list[Any], list[Any]]] = {}
+    for tp, records in batches.items():
+        if not records:
+            continue
+        source = sources.get(tp.topic)
+        slot = grouped.setdefault((source or tp.topic, tp.partition), ([], []))
+        slot[1 if source is not None else 0].extend(records)
+    return grouped
+
+
 def plan_partition(
     topic: str, partition: int, partitions: int, reader: TopicReader,
     source: Sequence[ConsumerRecord[Any, Any]], repartitioned: Sequence[ConsumerRecord[Any, Any]],
@@ -74,15 +100,20 @@ def plan_partition(
     rule = reader.rule
     rank_of = rule.rank
     # The versions deduplicated here, index-aligned: their record, canonical key, rank,
-    # and source position (None: the record's own partition and offset).
+    # source position (None: the record's own partition and offset), and the record's
+    # value and offset as columns (read from the records once: each attribute read of a
+    # cold record costs more than a list lookup).
     records: list[ConsumerRecord[Any, Any]] = []
     keys: list[bytes] = []
     ranks: list[Rank] = []
     positions: list[tuple[int, int] | None] = []
+    values: list[bytes] = []
+    offsets: list[int] = []
 
     if source:
         work.commits[TopicPartition(topic, partition)] = source[-1].offset + 1
-        decoded, orders = reader.read([r.value for r in source])
+        values = list(map(_VALUE, source))
+        decoded, orders = reader.read(values)
         kept = _local(work, partition, partitions, source, decoded)
         if kept is None:  # the common case: every record decoded and canonical
             records = list(source)
@@ -91,19 +122,20 @@ def plan_partition(
             records = [source[i] for i in kept]
             keys = [decoded[i] for i in kept]  # type: ignore[misc]  # kept: not None
             orders = [orders[i] for i in kept]
-        values = list(map(_VALUE, records))
+            values = [values[i] for i in kept]
+        offsets = list(map(_OFFSET, records))
         try:
-            ranks = list(map(rank_of, orders, values, repeat(partition),
-                             map(_OFFSET, records)))
+            ranks = rank_batch(rule, orders, values, partition, offsets)
         except MergeError:
             ranks = []
-            for r, o in zip(records, orders, strict=True):
+            for v, o, off in zip(values, orders, offsets, strict=True):
                 try:
-                    ranks.append(rank_of(o, r.value, partition, r.offset))
+                    ranks.append(rank_of(o, v, partition, off))
                 except MergeError:
                     work.undecodable += 1
                     ranks.append(None)  # type: ignore[arg-type]  # filtered just below
-            records, keys, ranks = _without_none(records, keys, ranks)
+            records, keys, values, offsets, ranks = _without_none(
+                ranks, records, keys, values, offsets)
         positions = [None] * len(records)
 
     if repartitioned:
@@ -124,25 +156,28 @@ def plan_partition(
             keys.append(key)
             ranks.append(routed)
             positions.append(position)
+            values.append(record.value)
+            offsets.append(record.offset)
 
     if keys:
         distinct = list(dict.fromkeys(keys))
         current = dict(zip(distinct, stored(distinct), strict=True))
         work.fold = result = fold(rule, keys, ranks, current)
-        _emit(work, result.chosen, current, records, ranks, positions)
+        _emit(work, result.chosen, current, records, ranks, positions, values, offsets)
     return work
 
 
 def _emit(work: PartitionWork, chosen: dict[bytes, int],
           current: dict[bytes, Winner | Entry | None], records: list[ConsumerRecord[Any, Any]],
-          ranks: list[Rank], positions: list[tuple[int, int] | None]) -> None:
+          ranks: list[Rank], positions: list[tuple[int, int] | None],
+          all_values: list[bytes], all_offsets: list[int]) -> None:
     """Fill the work's outgoing winners and table entries (column-wise: one per winner)."""
     partition = work.partition
     keys = list(chosen)
     indices = list(chosen.values())
     picked = list(map(records.__getitem__, indices))
-    values = list(map(_VALUE, picked))
-    offsets = list(map(_OFFSET, picked))
+    values = list(map(all_values.__getitem__, indices))
+    offsets = list(map(all_offsets.__getitem__, indices))
     picked_ranks = list(map(ranks.__getitem__, indices))
     header = SOURCE_HEADER
     if positions.count(None) == len(positions):  # all read here from the source topic
@@ -155,14 +190,14 @@ def _emit(work: PartitionWork, chosen: dict[bytes, int],
         entries = list(zip(picked_ranks, values, repeat(partition), offsets))
     else:
         headers, entries = [], []
-        for record, i, rank in zip(picked, indices, picked_ranks, strict=True):
+        for record, i, rank, value in zip(picked, indices, picked_ranks, values, strict=True):
             position = positions[i]
             if position is None:
                 position = (partition, record.offset)
                 headers.append([*record.headers, (header, format_source(*position))])
             else:
                 headers.append(list(record.headers))  # the repartition record carries it
-            entries.append((rank, record.value, position[0], position[1]))
+            entries.append((rank, value, position[0], position[1]))
     work.unique = list(zip(keys, values, map(_TIMESTAMP, picked), headers, strict=True))
     work.keys = keys
     work.entries = entries
@@ -200,11 +235,10 @@ def _local(work: PartitionWork, partition: int, partitions: int,
     return kept
 
 
-def _without_none(records: list[ConsumerRecord[Any, Any]], keys: list[bytes],
-                  ranks: list[Rank]) -> tuple[list[ConsumerRecord[Any, Any]], list[bytes],
-                                              list[Rank]]:
+def _without_none(ranks: list[Rank], *columns: list[Any]) -> tuple[list[Any], ...]:
+    """``columns`` then ``ranks``, without the versions whose rank is None."""
     kept = [i for i, rank in enumerate(ranks) if rank is not None]
-    return [records[i] for i in kept], [keys[i] for i in kept], [ranks[i] for i in kept]
+    return (*([column[i] for i in kept] for column in columns), [ranks[i] for i in kept])
 
 
 def unique_topic(topic: str) -> str:

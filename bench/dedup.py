@@ -11,7 +11,8 @@
 3. The dedup agent (agents.dedup, the code the worker runs) over the same topic: from
    partition assignment until its consumed counter reaches the total (each batch is then
    emitted to ``.unique``, acknowledged, written to RocksDB and committed). The ratio to
-   the ceiling has a target of >= 0.30 per worker.
+   the ceiling has a target of >= 0.30 per worker. The process's garbage collector is
+   configured as a worker's (``app.runtime.GC_THRESHOLDS``, ``gc.freeze()`` after start).
 4. RocksDB bytes on disk after the run and this process's peak RSS while the agent ran.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -40,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from agents.dedup import DedupAgent  # noqa: E402
 from app.catalog import apply_topic  # noqa: E402
 from app.embedded import EmbeddedBroker, free_port  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
+from app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from bench.common import machine_facts, tree_cpu  # noqa: E402
 from schemas.codec import KeyEncoder, frame  # noqa: E402
@@ -164,6 +166,11 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
                        max_records=max_records)
     with PeakRss() as rss:
         await agent.start()
+        # The collector as a worker runs it (app.runtime.Runtime.start): its thresholds,
+        # and everything built at start-up frozen out of the generations. A worker starts
+        # the dedup agent before it freezes, so the agent's clients are frozen here too.
+        gc.set_threshold(*GC_THRESHOLDS)
+        gc.freeze()
         try:
             await agent.assigned.wait()
             started = time.perf_counter()
@@ -184,9 +191,11 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
             port=free_port()) as broker:
+        # Only the agent under test: a runtime's own archive, dedup and checksum agents
+        # (the last reads <topic>.unique) would share its event loop and cores.
         settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
                                  idempotent_producer=False, archive_enabled=False,
-                                 dedup_enabled=False)
+                                 dedup_enabled=False, checksums_enabled=False)
         async with Runtime(settings) as runtime:
             topic = "bench-dedup"
             applied = await apply_topic(runtime.registry, topic, SCHEMA, {

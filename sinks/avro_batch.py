@@ -48,7 +48,7 @@ _GIVE_UP_AFTER = 3
 
 
 #: Varints of every body length below 16 KiB, so framing costs a list lookup per record.
-_SMALL_VARINTS = tuple(zigzag_varint(n) for n in range(16384))
+SMALL_VARINTS = tuple(zigzag_varint(n) for n in range(16384))
 
 
 @functools.lru_cache(maxsize=128)
@@ -74,7 +74,7 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
     header, sync = _container_header(writer)
     parts: list[bytes] = []
     lengths: list[int] = []
-    small = _SMALL_VARINTS
+    small = SMALL_VARINTS
     for body in bodies:
         size = len(body)
         lengths.append(size)

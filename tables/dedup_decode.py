@@ -42,7 +42,7 @@ from schemas.codec import KeyEncoder, decode, zigzag_varint
 from schemas.errors import CodecError, MergeError
 from schemas.merge import MergeRule
 from schemas.metadata import TopicMetadata
-from sinks.avro_batch import _SMALL_VARINTS  # the shared framing
+from sinks.avro_batch import SMALL_VARINTS  # the shared framing
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _plain_type(node: Any) -> str | None:
 
 
 def _encode_field(kind: str) -> Callable[[Any], bytes]:
-    small = _SMALL_VARINTS
+    small = SMALL_VARINTS
     if kind in ("string", "bytes"):  # strings are read as bytes (module docstring)
         def encode_bytes(v: Any) -> bytes:
             size = len(v)
@@ -109,6 +109,8 @@ class TopicReader:
         self._key_encoder = KeyEncoder(latest, meta.key)
         self._schema_by_id = schema_by_id
         self._plans: dict[int, _Plan | None] = {}
+        #: Schema ids of framed values ``read`` found unknown, until :meth:`take_missed`.
+        self._missed: set[int] = set()
         # polars takes ~0.5 s to import: pay it when a topic is followed, not in the
         # middle of the first batch (a rebalance-time cost, not a hot-path one).
         import polars  # noqa: F401, PLC0415
@@ -155,6 +157,15 @@ class TopicReader:
         """Look unknown schema ids up again (the registry may have learnt them)."""
         self._plans = {i: p for i, p in self._plans.items() if p is not None}
 
+    def take_missed(self) -> set[int]:
+        """Schema ids unknown to the registry that ``read`` met since the last call.
+
+        So a caller learns of unknown ids from the read itself, instead of scanning every
+        value's header a second time before it (:meth:`unknown_ids`).
+        """
+        missed, self._missed = self._missed, set()
+        return missed
+
     # ------------------------------------------------------------------- read
     def read(self, values: Sequence[bytes | None]) -> Decoded:
         """Canonical key and order value of every value (see the module docstring)."""
@@ -176,8 +187,10 @@ class TopicReader:
         for head, indices in groups.items():
             if len(head) < 5 or head[0] != 0:
                 continue  # tombstone or not Confluent-framed: undecodable
-            plan = self._plan(_HEAD.unpack(head)[1])
+            schema_id = _HEAD.unpack(head)[1]
+            plan = self._plan(schema_id)
             if plan is None:
+                self._missed.add(schema_id)
                 continue  # unknown schema id
             if plan.columns is not None and len(indices) >= _BATCH_MIN:
                 if self._read_batch(plan, values, indices, keys, orders):
@@ -190,7 +203,7 @@ class TopicReader:
         import polars as pl  # heavy; loaded on first use
 
         assert plan.columns is not None
-        small = _SMALL_VARINTS
+        small = SMALL_VARINTS
         chosen = values if isinstance(indices, range) else [values[i] for i in indices]
         lengths = list(map(len, chosen))  # type: ignore[arg-type]  # grouped: not None
         if max(lengths) >= len(small):

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import neg
+from typing import Any
 
 from schemas.errors import CodecError
 from schemas.merge import MergeRule, Rank
 from tables.dedup_store import Entry, Winner
 
 __all__ = ["SOURCE_HEADER", "FoldResult", "fold", "format_source", "parse_source",
-           "source_of"]
+           "rank_batch", "source_of"]
 
 #: Header holding ``b"<source partition>:<source offset>"``.
 SOURCE_HEADER = "onepipe.source"
@@ -52,6 +55,24 @@ def source_of(headers: Sequence[tuple[str, bytes]]) -> tuple[int, int] | None:
         if name == SOURCE_HEADER:
             return parse_source(value)
     return None
+
+
+def rank_batch(rule: MergeRule, orders: Sequence[Any], values: Sequence[bytes],
+               partition: int, offsets: Sequence[int]) -> list[Rank]:
+    """``[rule.rank(o, v, partition, off) for ...]``, index-aligned; the same ranks.
+
+    ``MergeRule.rank`` is a Python call per version (~0.25 µs); for rule ``max`` over
+    ``int`` order values and for rule ``first`` its tuples are built column-wise here
+    (equality with ``rule.rank`` is tested). Anything else -- vector clocks, an order
+    value that is not an ``int`` -- goes through ``rule.rank``, which raises
+    :class:`~schemas.errors.MergeError` for the first version it refuses.
+    """
+    kind = rule.order.rule
+    if kind == "max" and orders and set(map(type, orders)) == {int}:
+        return list(zip(orders, values, strict=True))  # (order value, value bytes)
+    if kind == "first":
+        return list(zip(repeat(-partition), map(neg, offsets)))  # (-partition, -offset)
+    return list(map(rule.rank, orders, values, repeat(partition), offsets))
 
 
 @dataclass(slots=True)

@@ -167,6 +167,8 @@ class DedupStore:
         if not keys:
             return []
         found: list[bytes | None] = self._open()[keys]  # type: ignore[assignment,index]  # a list index multi-gets
+        if found.count(None) == len(found):  # all new keys, the common case: no loop
+            return found  # type: ignore[return-value]  # only None in it
         return [decode_winner(v) if v is not None else None for v in found]
 
     def apply(self, winners: Iterable[tuple[bytes, Winner | Entry]], applied_offset: int

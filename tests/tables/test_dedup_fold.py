@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.errors import CodecError
+from schemas.errors import CodecError, MergeError
 from schemas.merge import MergeRule
 from schemas.metadata import OrderRule
-from tables.dedup_fold import fold, format_source, parse_source, source_of
+from tables.dedup_fold import fold, format_source, parse_source, rank_batch, source_of
 from tables.dedup_store import Winner
 
 RULE = MergeRule(OrderRule("max", "version"))
@@ -57,3 +57,27 @@ def test_source_header_round_trip_and_errors() -> None:
     assert source_of([]) is None
     with pytest.raises(CodecError, match="onepipe.source"):
         parse_source(b"12")
+
+
+RULES = [RULE, MergeRule(OrderRule("first")), MergeRule(OrderRule("vector_clock", "clock"))]
+orders = st.one_of(st.integers(-(2**70), 2**70), st.booleans(), st.none(), st.floats(),
+                   st.dictionaries(st.sampled_from("abc"), st.integers(0, 9)))
+
+
+@given(st.sampled_from(RULES), st.lists(st.tuples(orders, st.binary(max_size=4),
+                                                  st.integers(0, 2**40)), max_size=20),
+       st.integers(0, 50))
+def test_rank_batch_equals_the_rules_rank(rule: MergeRule,
+                                          versions: list[tuple[object, bytes, int]],
+                                          partition: int) -> None:
+    """Column-wise ranks: the same tuples as ``MergeRule.rank``, or its MergeError."""
+    order_values = [o for o, _, _ in versions]
+    values = [v for _, v, _ in versions]
+    offsets = [off for _, _, off in versions]
+    try:
+        expected = [rule.rank(o, v, partition, off) for o, v, off in versions]
+    except MergeError:
+        with pytest.raises(MergeError):
+            rank_batch(rule, order_values, values, partition, offsets)
+        return
+    assert rank_batch(rule, order_values, values, partition, offsets) == expected
