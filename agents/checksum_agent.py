@@ -2,27 +2,37 @@
 
 Contract:
 
-- Topics in: ``<topic>.unique`` of every registered keyed topic (the set follows the
-  registry; a ``.unique`` topic is subscribed to only once it exists - listed first, since
-  a metadata request naming a missing topic would create it). Out: the compacted topic
-  ``<topic>.checksums`` (one partition, created by the agent), keyed ``<partition>/<day>``,
-  valued JSON ``{figures, unique_offset, partition, day}`` (``figures``:
-  :meth:`DayFigures.to_json`); a tombstone when a day is dropped. agents.verify_checksums
-  reads it.
+- Topics in: ``<topic>.unique`` of every registered keyed topic and ``<topic>`` itself
+  (the source; same consumer and group, routed by topic name). The set follows the
+  registry; a topic is subscribed to only once it exists - listed first, since a metadata
+  request naming a missing topic would create it. Out: the compacted topic
+  ``<topic>.checksums`` (one partition, created by the agent): per source partition the
+  figures of every day (``<p>/<day>``) and hour (``<p>/<day>T<HH>``) and the raw record
+  count of every day (``<p>/<day>/raw``), tombstoned when dropped
+  (agents.checksum_publish). agents.verify_checksums reads it.
+- Windows: a winner's figures count in the day and the hour of its partition time
+  (schemas.partition_day ``partition_days`` / ``partition_hours``, the same rounding and
+  clamping): a day's figures are the sum of its hours'.
 - State: one tables.checksum_store per ``.unique`` partition under
   ``<data_dir>/checksums/<topic>/<partition>``. Every ``.unique`` message is a new
   winner of its key (agents.dedup), so the table is a fold of ``.unique``; each batch's
   changes and the next offset to fold are one RocksDB WriteBatch.
-- Delivery: **exactly-once fold**. On assignment a partition is sought to its store's
-  applied offset (Kafka's committed offset is ignored; it is committed anyway, for lag
-  monitoring), and records below it are skipped, so a crash anywhere folds nothing twice
-  and nothing is lost. A fresh data dir rebuilds from ``.unique`` offset 0 (on Kafka,
-  the compacted log still holds every key's winner).
+- Raw record counts: every record of the source topic (duplicates, retries, losers)
+  counted in its day as the raw lake places it (agents.checksum_raw: ``partition_time``,
+  else the Kafka timestamp; undecodable ones also counted apart), one
+  ``RawCountStore`` per source partition under ``<data_dir>/checksums/<topic>/raw/<p>``;
+  counts and the next source offset are one WriteBatch, exactly-once like the fold.
+- Delivery: **exactly-once fold and count**. On assignment a partition is sought to its
+  store's applied offset (Kafka's committed offset is ignored; it is committed anyway,
+  for lag monitoring), and records below it are skipped, so a crash anywhere folds or
+  counts nothing twice and loses nothing. A fresh data dir rebuilds from offset 0 (on
+  Kafka, the compacted ``.unique`` log still holds every key's winner; raw counts need
+  the source topic's retention to reach back, else they start where it does).
 - Publication is at-least-once and eventually exact: the touched days of a batch are
   produced after the table is written, and on assignment every day of the partition is
   produced again (so a crash between the write and the produce heals on restart).
 - Retention: days more than ``retention_days`` before today (UTC, injectable clock) are
-  dropped from the table and tombstoned.
+  dropped (figures, their hours, raw counts) and tombstoned.
 - Figures are those of schemas.figures over the winners decoded with the topic's
   **latest** schema (sinks.raw_format's type mapping, like agents.verify_stream) and
   placed in days by schemas.partition_day. Known gap: a new schema version changes the
@@ -41,29 +51,35 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.checksum_decode import winner_contributions
+from agents.checksum_publish import Message, fold_messages, raw_messages, send_all
+from agents.checksum_raw import RawPlacer
+from agents.checksum_tables import (
+    ChecksumMetrics,
+    OpenTables,
+    Rebalance,
+    checksum_topic,
+    checksums_source_topic,
+)
 from agents.dedup_plan import unique_topic
 from agents.verify_sources import TopicView
 from schemas.avro_schema import AvroSchema
 from schemas.errors import NotFoundError, OnepipeError
 from schemas.figures import DayFigures
 from schemas.metadata import metadata_from_dict
-from schemas.partition_day import day_name
-from tables.checksum_store import ChecksumStore, fold
+from tables.checksum_store import ChecksumStore, RawCount, RawCountStore, count_raw, fold
 from tables.kafka import ensure_topic
 from tables.lifecycle import Service
 from tables.registry_store import RegistryStore
@@ -77,45 +93,13 @@ _DAY_SECONDS = 86_400
 _LOOK_AGAIN = 1.0
 
 
-def checksum_topic(topic: str) -> str:
-    """The compacted topic the checksum table of ``topic`` is published to."""
-    return f"{topic}.checksums"
-
-
-def checksums_source_topic(name: str) -> str | None:
-    """``topic`` of ``<topic>.unique``; None for another name."""
-    suffix = unique_topic("")
-    return name[: -len(suffix)] if name.endswith(suffix) else None
-
-
-@dataclass(slots=True)
-class ChecksumMetrics:
-    """Counters of one checksum agent (exported by the worker's metrics view)."""
-
-    #: ``.unique`` messages folded into tables (redeliveries below the applied offset not).
-    folded: int = 0
-    #: Winners whose value did not decode or had no day (their key counts nowhere).
-    undecodable: int = 0
-    #: Batches applied.
-    batches: int = 0
-    #: Day records produced to ``<topic>.checksums`` (tombstones included).
-    published: int = 0
-    #: (Partition, day) figures dropped by retention (a day counts once per partition).
-    expired: int = 0
-    #: Restarts after a failure.
-    restarts: int = 0
-    #: (Partition, day) figures held by the tables of the partitions assigned here.
-    days_tracked: int = 0
-    #: Next ``.unique`` offset to fold, per partition assigned here.
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class _Topic:
     """A keyed topic whose ``.unique`` is folded."""
 
     view: TopicView
     reader: AvroSchema
+    placer: RawPlacer
 
 
 class ChecksumAgent(Service):
@@ -145,7 +129,7 @@ class ChecksumAgent(Service):
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._topics: dict[str, _Topic] = {}
-        self._stores: dict[TopicPartition, ChecksumStore] = {}
+        self._tables = OpenTables()
         self._subscribed: frozenset[str] = frozenset()
         self._generation = -1
         self._missing_since = 0.0
@@ -201,7 +185,7 @@ class ChecksumAgent(Service):
                 await consumer.stop()
         finally:
             async with self._lock:
-                self._close_stores(list(self._stores))
+                self._close_stores(None)
             if producer is not None:
                 await producer.stop()
 
@@ -213,21 +197,25 @@ class ChecksumAgent(Service):
 
     async def wait_applied(self, topic: str, watermarks: dict[int, int]) -> None:
         """Wait until every ``.unique`` partition of ``topic`` is folded up to its mark."""
-        name = unique_topic(topic)
+        await self.wait_counted(unique_topic(topic), watermarks)
+
+    async def wait_counted(self, name: str, watermarks: dict[int, int]) -> None:
+        """Wait until every partition of topic ``name`` is consumed up to its mark."""
         await self.wait_until(lambda m: all(
             m.positions.get(TopicPartition(name, p), -1) >= mark
             for p, mark in watermarks.items()))
 
     def day_figures(self, topic: str) -> dict[str, DayFigures]:
         """The tables' figures of ``topic`` per day, partitions summed (assigned here)."""
-        out: dict[str, DayFigures] = {}
-        for tp, store in self._stores.items():
-            if checksums_source_topic(tp.topic) != topic:
-                continue
-            for day, figures in store.days.items():
-                name = day_name(day)
-                out[name] = out[name] + figures if name in out else figures
-        return out
+        return self._tables.day_figures(topic)
+
+    def hour_figures(self, topic: str) -> dict[str, DayFigures]:
+        """The figures of ``topic`` per hour ``YYYY-MM-DDTHH`` (assigned here)."""
+        return self._tables.hour_figures(topic)
+
+    def raw_counts(self, topic: str) -> dict[str, RawCount]:
+        """Raw record counts of ``topic`` per day, partitions summed (assigned here)."""
+        return self._tables.raw_counts(topic)
 
     # ------------------------------------------------------------------- loop
     async def _run(self) -> None:
@@ -248,7 +236,7 @@ class ChecksumAgent(Service):
 
     async def _restart(self) -> None:
         async with self._lock:
-            self._close_stores(list(self._stores))
+            self._close_stores(None)
         consumer = self._consumer
         if consumer is not None and self._subscribed:
             # Leaving and rejoining makes on_assigned seek every partition to its table.
@@ -276,12 +264,15 @@ class ChecksumAgent(Service):
             if batches:
                 async with self._lock:
                     for tp, records in batches.items():
-                        await self._fold(consumer, tp, records)
+                        if checksums_source_topic(tp.topic) is not None:
+                            await self._fold(consumer, tp, records)
+                        else:
+                            await self._count(consumer, tp, records)
                 async with self._progress:
                     self._progress.notify_all()
 
     async def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
-        """Subscribe to the ``.unique`` topics of the keyed topics that exist now."""
+        """Subscribe to the ``.unique`` and source topics of the keyed topics that exist."""
         state = self._registry.state
         waiting = len(self._topics) < self._keyed_count()
         if state.generation == self._generation and not (
@@ -295,7 +286,7 @@ class ChecksumAgent(Service):
             if self._only_topics is not None and topic not in self._only_topics:
                 continue
             meta = metadata_from_dict(topic, raw)
-            if not meta.key or unique_topic(topic) not in existing:
+            if not meta.key or unique_topic(topic) not in existing or topic not in existing:
                 continue
             try:
                 reader = state.version(f"{topic}-value", "latest").schema
@@ -305,29 +296,28 @@ class ChecksumAgent(Service):
                 await ensure_topic(self._bootstrap, checksum_topic(topic), partitions=1,
                                    replication_factor=self._replication_factor,
                                    configs={"cleanup.policy": "compact"})
-            topics[topic] = _Topic(TopicView.build(meta, reader), reader)
+            view = TopicView.build(meta, reader)
+            topics[topic] = _Topic(view, reader, RawPlacer(view, reader))
         self._topics = topics
-        wanted = frozenset(unique_topic(t) for t in topics)
+        wanted = frozenset(unique_topic(t) for t in topics) | frozenset(topics)
         if wanted == self._subscribed:
             return
         if wanted:
             log.info("checksum agent subscribes to %s", sorted(wanted))
-            consumer.subscribe(sorted(wanted), listener=_Rebalance(self, consumer))
+            consumer.subscribe(sorted(wanted), listener=Rebalance(self, consumer))
         else:
             consumer.unsubscribe()
         self._subscribed = wanted
 
     def _keyed_count(self) -> int:
-        count = 0
-        for topic, raw in list(self._registry.state.topics.items()):
-            if (self._only_topics is None or topic in self._only_topics) and raw.get("key"):
-                count += 1
-        return count
+        return sum(1 for topic, raw in list(self._registry.state.topics.items())
+                   if (self._only_topics is None or topic in self._only_topics)
+                   and raw.get("key"))
 
     # ------------------------------------------------------------------ batch
     async def _fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                     records: list[ConsumerRecord[Any, Any]]) -> None:
-        store = self._stores.get(tp)
+        store = self._tables.folds.get(tp)
         topic = checksums_source_topic(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
         if store is None or described is None or topic is None:
@@ -340,14 +330,38 @@ class ChecksumAgent(Service):
                                           self._registry.state.schema_by_id, records)
         self.metrics.undecodable += sum(1 for _, c in winners if c is None)
         previous = await asyncio.to_thread(store.get_many, list({k: None for k, _ in winners}))
-        result = fold(described.view.spec, store.days, previous, winners, self._cutoff())
+        result = fold(described.view.spec, store.days, previous, winners, self._cutoff(),
+                      store.hours)
         next_offset = records[-1].offset + 1
         await asyncio.to_thread(store.apply, result, next_offset)
         self.metrics.folded += len(records)
         self.metrics.batches += 1
         self.metrics.expired += len([d for d in result.dropped if d < self._cutoff()])
         self._positions_changed(tp, next_offset)
-        await self._publish(topic, tp.partition, next_offset, result.days, result.dropped)
+        await self._publish(topic, fold_messages(tp.partition, next_offset, result.days,
+                                                 result.dropped, result.hours,
+                                                 result.dropped_hours))
+        await self._commit(consumer, tp, next_offset)
+
+    async def _count(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                     records: list[ConsumerRecord[Any, Any]]) -> None:
+        store = self._tables.raws.get(tp)
+        described = self._topics.get(tp.topic)
+        if store is None or described is None:
+            return  # revoked while fetched: the next owner counts it from its store
+        records = [r for r in records if r.offset >= store.applied_offset]  # redelivered
+        if not records:
+            return
+        placed = await asyncio.to_thread(described.placer.place,
+                                         self._registry.state.schema_by_id, records)
+        days, dropped = count_raw(store.days, placed, self._cutoff())
+        next_offset = records[-1].offset + 1
+        await asyncio.to_thread(store.apply, days, dropped, next_offset)
+        self.metrics.counted += len(records)
+        self.metrics.raw_undecodable += sum(1 for _, bad in placed if bad)
+        self.metrics.batches += 1
+        self._positions_changed(tp, next_offset)
+        await self._publish(tp.topic, raw_messages(tp.partition, next_offset, days, dropped))
         await self._commit(consumer, tp, next_offset)
 
     def _cutoff(self) -> int:
@@ -356,26 +370,13 @@ class ChecksumAgent(Service):
 
     def _positions_changed(self, tp: TopicPartition, offset: int) -> None:
         self.metrics.positions[tp] = offset
-        self.metrics.days_tracked = sum(len(s.days) for s in self._stores.values())
+        self.metrics.days_tracked = self._tables.days_tracked
 
-    async def _publish(self, topic: str, partition: int, offset: int,
-                       days: dict[int, DayFigures], dropped: Iterable[int]) -> None:
+    async def _publish(self, topic: str, messages: list[Message]) -> None:
         producer = self._producer
         if producer is None:
             raise OnepipeError("the checksum agent is not running; start() it first")
-        out = checksum_topic(topic)
-        sends = []
-        for day, figures in sorted(days.items()):
-            value = orjson.dumps({"figures": figures.to_json(), "unique_offset": offset,
-                                  "partition": partition, "day": day_name(day)})
-            sends.append(await producer.send(out, value, key=f"{partition}/{day_name(day)}"
-                                             .encode(), partition=0))
-        for day in sorted(dropped):
-            sends.append(await producer.send(out, None, key=f"{partition}/{day_name(day)}"
-                                             .encode(), partition=0))
-        if sends:
-            await asyncio.gather(*sends)
-            self.metrics.published += len(sends)
+        self.metrics.published += await send_all(producer, checksum_topic(topic), messages)
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
                       ) -> None:
@@ -387,13 +388,13 @@ class ChecksumAgent(Service):
                         offset, exc)
 
     # -------------------------------------------------------------- rebalance
-    def _close_stores(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            store = self._stores.pop(tp, None)
-            if store is not None:
-                store.close()
+    def _close_stores(self, tps: Iterable[TopicPartition] | None) -> None:
+        """Close the stores of ``tps`` (all when None)."""
+        closing = list(tps) if tps is not None else [*self._tables.folds, *self._tables.raws]
+        self._tables.close(closing)
+        for tp in closing:
             self.metrics.positions.pop(tp, None)
-        self.metrics.days_tracked = sum(len(s.days) for s in self._stores.values())
+        self.metrics.days_tracked = self._tables.days_tracked
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in flight, then close the revoked partitions' tables."""
@@ -401,23 +402,43 @@ class ChecksumAgent(Service):
             self._close_stores(revoked)
 
     async def _open(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        if tp.topic in self._topics:
+            await self._open_raw(consumer, tp)
+            return
         topic = checksums_source_topic(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
-        if tp in self._stores or topic is None or described is None:
+        if tp in self._tables.folds or topic is None or described is None:
             return
         path = self._root / topic / str(tp.partition)
         store = await asyncio.to_thread(ChecksumStore, path)
-        self._stores[tp] = store
+        self._tables.folds[tp] = store
         consumer.seek(tp, store.applied_offset)
         log.info("checksums %s[%d]: resuming from the table at @%d", tp.topic, tp.partition,
                  store.applied_offset)
-        expired = fold(described.view.spec, store.days, {}, [], self._cutoff())
-        if expired.dropped:
+        expired = fold(described.view.spec, store.days, {}, [], self._cutoff(), store.hours)
+        if expired.dropped or expired.dropped_hours:
             await asyncio.to_thread(store.apply, expired, store.applied_offset)
             self.metrics.expired += len(expired.dropped)
-        # Every day again: heals a publication lost between a table write and its produce.
-        await self._publish(topic, tp.partition, store.applied_offset, store.days,
-                            expired.dropped)
+        # Every window again: heals a publication lost between a table write and its produce.
+        await self._publish(topic, fold_messages(
+            tp.partition, store.applied_offset, store.days, expired.dropped, store.hours,
+            expired.dropped_hours))
+        self._positions_changed(tp, store.applied_offset)
+
+    async def _open_raw(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        if tp in self._tables.raws:
+            return
+        path = self._root / tp.topic / "raw" / str(tp.partition)
+        store = await asyncio.to_thread(RawCountStore, path)
+        self._tables.raws[tp] = store
+        consumer.seek(tp, store.applied_offset)
+        log.info("raw counts %s[%d]: resuming from the store at @%d", tp.topic, tp.partition,
+                 store.applied_offset)
+        _, dropped = count_raw(store.days, (), self._cutoff())
+        if dropped:
+            await asyncio.to_thread(store.apply, {}, dropped, store.applied_offset)
+        await self._publish(tp.topic, raw_messages(tp.partition, store.applied_offset,
+                                                   store.days, dropped))
         self._positions_changed(tp, store.applied_offset)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
@@ -437,15 +458,3 @@ class ChecksumAgent(Service):
         consumer.resume(*assigned)
         async with self._progress:
             self._progress.notify_all()
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, agent: ChecksumAgent, consumer: AIOKafkaConsumer) -> None:
-        self._agent = agent
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._agent.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._agent.on_assigned(self._consumer, assigned)

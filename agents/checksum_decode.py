@@ -1,7 +1,8 @@
 """Winners of a ``.unique`` batch as checksum contributions: decode, day, hash, sum values.
 
 One decode pass per batch (fastavro per record into the reader's shape), one Arrow table
-(sinks.raw_format, the lakes' type mapping), then one ``partition_days``, one
+(sinks.raw_format, the lakes' type mapping), then one ``partition_days`` (and
+``partition_hours``), one
 ``row_hashes`` and one column pass per sum field for the whole batch: the same figures
 functions every other system uses, never per-row hashing of Python objects.
 """
@@ -21,7 +22,7 @@ from schemas.avro_schema import AvroSchema
 from schemas.checksum import row_hashes
 from schemas.codec import HEADER_SIZE, unframe
 from schemas.errors import OnepipeError
-from schemas.partition_day import partition_days
+from schemas.partition_day import partition_days, partition_hours
 from sinks.raw_format import RawRecord, build_raw_table
 from tables.checksum_store import Contribution, contributions
 
@@ -50,9 +51,11 @@ def winner_contributions(view: TopicView, reader: AvroSchema,
     if not kept:
         return out
     table = build_raw_table(raws, ids, decoded, [None] * len(raws), reader)
-    days = partition_days(table.column(view.time_column)).cast(pa.int32()).to_pylist()
+    times = table.column(view.time_column)
+    days = partition_days(times).cast(pa.int32()).to_pylist()
+    hours = partition_hours(times).to_pylist()
     hashes = row_hashes(table, view.spec).to_pylist()
-    for i, c in zip(kept, contributions(table, view.spec, hashes, days), strict=True):
+    for i, c in zip(kept, contributions(table, view.spec, hashes, days, hours), strict=True):
         out[i] = (out[i][0], c)
     return out
 

@@ -17,6 +17,17 @@ Contract (:func:`verify_topic`):
   (``keys_truncated`` says more exist). Figures that differ while every bucket agrees
   cannot happen with one spec (the checksum covers every field), short of a 64-bit
   collision.
+- **Raw record count** (figure ``raw_records``, systems ``raw`` and the checksum table):
+  the checksum table counts every source record per day (duplicates and losers
+  included, placed as the raw lake places them); it must equal the raw lake's records of
+  the day (agents.verify_raw). Compared on the days the table holds a raw count or day
+  figures for (days it dropped by retention are not compared), and only when the table
+  publishes raw counts at all. Both are as of what each has consumed: the raw lake
+  trails the stream by its archive flushes (and the table by its agent's lag), so a
+  disagreement on the newest day of a busy topic may only be lag - verify a quiet topic
+  (all caught up) to conclude. A disagreeing raw count does not start a drill-down (the
+  raw lake's own findings name missing offsets). The table's hour windows are not
+  compared: verify compares days.
 - ``ok`` is true only when every figure of every day agrees, no differing key was found,
   the raw lake has no gap, overlap or mismatched file, and no day of the raw lake has
   fewer distinct keys than the clean lake.
@@ -45,6 +56,7 @@ from schemas.metadata import metadata_from_dict
 from schemas.registry_state import RegistryState
 from sinks.clean_manifest import load_latest
 from sinks.lake_store import LakeStore
+from tables.checksum_store import RawCount
 
 __all__ = ["DEFAULT_LIMIT", "DayReport", "DifferingKey", "FigureCheck", "VerifyReport",
            "compare_day", "day_range", "drill_down", "verify_registered", "verify_topic"]
@@ -320,6 +332,10 @@ async def verify_topic(view: TopicView, sources: Sequence[VerifySource], *,
         all_days.add(days.single)  # asked for by name: shown even when nobody holds it
     zero = DayFigures.zero(view.spec)
     findings = raw.findings if raw is not None else ()
+    tables = [s for s in sources if isinstance(s, ChecksumTableSource) and s.source_offsets]
+    counted = {s.name: set(s.raw_counts) | set(g) for s, g in zip(sources, got, strict=True)
+               if s in tables}
+    all_days |= set().union(*counted.values()) if counted else set()
     reports = []
     for day in sorted(all_days):
         per_system = {s.name: g.get(day, zero) for s, g in zip(sources, got, strict=True)}
@@ -329,6 +345,11 @@ async def verify_topic(view: TopicView, sources: Sequence[VerifySource], *,
         if any(not c.agree for c in checks):
             keys, truncated = await drill_down(day, sources, limit)
         raw_day = raw.days.get(day, RawDay()) if raw is not None else None
+        held = [s for s in tables if day in counted[s.name]]
+        if raw_day is not None and held:
+            values = {"raw": raw_day.records, **{
+                s.name: s.raw_counts.get(day, RawCount()).records for s in held}}
+            checks += (FigureCheck("raw_records", values, len(set(values.values())) <= 1),)
         problems = [f"raw lake {f.kind}: {f.detail}" for f in findings if day in f.days]
         clean = per_system.get("clean")
         if raw_day is not None and clean is not None and view.meta.key \

@@ -9,7 +9,13 @@
   topic is looked up in a whole-cluster listing first (a metadata request naming it
   would create it); absent, the table holds no day. Each partition's figures are as of
   the ``.unique`` offset it was published at (``unique_offsets`` after a read): compare a
-  quiet topic, or expect the table to trail a busy one by the agent's lag.
+  quiet topic, or expect the table to trail a busy one by the agent's lag. Hour records
+  (``<p>/<day>T<HH>``) and raw counts (``<p>/<day>/raw``) are not day figures.
+- The same read also fills ``raw_counts`` (day -> :class:`RawCount`: every source record
+  placed in the day, partitions summed; agents.verify compares ``records`` with the raw
+  lake's) and ``hour_figures`` (``YYYY-MM-DDTHH`` -> figures; not compared by verify,
+  which compares days), and ``source_offsets`` (source partition -> the lowest offset its
+  raw counts are as of).
 - The drill-down (``bucket_summaries``, ``keys``) is answered by the ``.unique`` stream
   source given: the table keeps per-key contributions only in the workers' local
   RocksDB (spread over the members of the group, not reachable from a verify run), and
@@ -27,10 +33,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.checksum_agent import checksum_topic
+from agents.checksum_publish import window_of
 from agents.verify_sources import BucketSummary, DayRange, KeyRows, TopicView
 from agents.verify_stream import StreamSource, topic_exists
 from schemas.errors import BrokerError
 from schemas.figures import DayFigures
+from tables.checksum_store import RawCount
 from tables.kafka import read_to_end
 
 __all__ = ["ChecksumTableSource"]
@@ -44,6 +52,12 @@ class ChecksumTableSource:
         self.view, self.bootstrap, self.stream, self.name = view, bootstrap, stream, name
         #: ``.unique`` partition -> the lowest offset its published days are as of.
         self.unique_offsets: dict[int, int] = {}
+        #: Source partition -> the lowest offset its published raw counts are as of.
+        self.source_offsets: dict[int, int] = {}
+        #: Day -> raw record count (partitions summed), of the days asked for.
+        self.raw_counts: dict[str, RawCount] = {}
+        #: ``YYYY-MM-DDTHH`` -> figures (partitions summed), of the days asked for.
+        self.hour_figures: dict[str, DayFigures] = {}
 
     @property
     def topic(self) -> str:
@@ -82,16 +96,32 @@ class ChecksumTableSource:
 
     async def figures(self, days: DayRange | None) -> dict[str, DayFigures]:
         out: dict[str, DayFigures] = {}
+        hours: dict[str, DayFigures] = {}
+        raw: dict[str, RawCount] = {}
         offsets: dict[int, int] = {}
+        source_offsets: dict[int, int] = {}
         for value in (await self._latest()).values():
-            day = value["day"]
-            partition, offset = int(value["partition"]), int(value["unique_offset"])
+            day, window = value["day"], window_of(value)
+            partition = int(value["partition"])
+            if window == "raw":
+                offset = int(value["source_offset"])
+                source_offsets[partition] = min(source_offsets.get(partition, offset), offset)
+                if days is None or day in days:
+                    count = RawCount(int(value["raw"]["records"]),
+                                     int(value["raw"]["undecodable"]))
+                    raw[day] = raw.get(day, RawCount()).plus(count)
+                continue
+            offset = int(value["unique_offset"])
             offsets[partition] = min(offsets.get(partition, offset), offset)
             if days is not None and day not in days:
                 continue
             figures = DayFigures.from_json(value["figures"])
-            out[day] = out[day] + figures if day in out else figures
-        self.unique_offsets = offsets
+            held = hours if window == "hour" else out
+            name = value["hour"] if window == "hour" else day
+            held[name] = held[name] + figures if name in held else figures
+        self.unique_offsets, self.source_offsets = offsets, source_offsets
+        self.raw_counts = {day: raw[day] for day in sorted(raw)}
+        self.hour_figures = {hour: hours[hour] for hour in sorted(hours)}
         return {day: out[day] for day in sorted(out)}
 
     async def bucket_summaries(self, day: str, bits: int, within_bits: int = 0,

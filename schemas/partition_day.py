@@ -19,6 +19,12 @@ Kafka's ``-1`` "no timestamp" and years past 9999 land on the first / last day),
 raw layout buckets Kafka timestamps (sinks.lake_layout.hour_bucket). Nulls stay null.
 The result is a ``date32`` array; :func:`day_name` spells a day ``YYYY-MM-DD``, the
 name of a lake folder. No Python object is made per row.
+
+:func:`partition_hours` is the same rule one level finer (the streaming checksum
+table's hour windows): the clamped, half-up-rounded epoch milliseconds divided by an
+hour, as ``int32`` hours since 1970-01-01T00 (a ``date32`` value is hour 0 of its day).
+So ``partition_hours(v) // 24 == partition_days(v)`` for every value, and an hour never
+straddles two days. :func:`hour_name` spells an hour ``YYYY-MM-DDTHH``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import pyarrow.compute as pc
 
 from schemas.errors import SchemaError
 
-__all__ = ["FIRST_DAY", "LAST_DAY", "day_name", "day_number", "partition_days"]
+__all__ = ["FIRST_DAY", "LAST_DAY", "day_name", "day_number", "hour_name", "hour_number",
+           "partition_days", "partition_hours"]
 
 _DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
 #: 9999-12-31T23:59:59.999Z, the last instant a day name can hold (as sinks.lake_layout).
 _LAST_MS = 253_402_300_799_999
 _EPOCH = date(1970, 1, 1)
@@ -45,6 +53,22 @@ _MS_PER_UNIT = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_0
 
 def partition_days(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The clamped UTC day (``date32``) of each value of a ``partition_time`` column."""
+    days, millis = _placed(values)
+    if days is not None:
+        return days.cast(pa.date32())
+    return pc.divide(millis, _DAY_MS).cast(pa.int32()).cast(pa.date32())
+
+
+def partition_hours(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The clamped UTC hour (``int32`` hours since the epoch) of each value, as days."""
+    days, millis = _placed(values)
+    if days is not None:
+        return pc.multiply(days, pa.scalar(24, pa.int32()))
+    return pc.divide(millis, _HOUR_MS).cast(pa.int32())
+
+
+def _placed(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | None, pa.Array]:
+    """(clamped int32 days, None-ish) for a date column, else (None, clamped epoch ms)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     t = values.type
@@ -52,7 +76,7 @@ def partition_days(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         days = values.cast(pa.int32())
         days = _clamp(days, pa.scalar(0, pa.int32()),
                       pa.scalar(day_number(LAST_DAY), pa.int32()))
-        return days.cast(pa.date32())
+        return days, days
     if pa.types.is_timestamp(t):
         multiply, divide = _MS_PER_UNIT[t.unit]
         raw = values.cast(pa.int64())
@@ -70,8 +94,7 @@ def partition_days(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         raise SchemaError(
             f"partition_time column has Arrow type {t}; expected a timestamp, a long "
             "(epoch millis) or a date (see schemas.metadata for the allowed fields)")
-    millis = _clamp(millis, 0, _LAST_MS)
-    return pc.divide(millis, _DAY_MS).cast(pa.int32()).cast(pa.date32())
+    return None, _clamp(millis, 0, _LAST_MS)
 
 
 def _clamp(values: pa.Array, low: object, high: object) -> pa.Array:
@@ -88,3 +111,15 @@ def day_number(day: str) -> int:
 def day_name(number: int) -> str:
     """``YYYY-MM-DD`` of a ``date32`` storage value."""
     return (_EPOCH + timedelta(days=number)).isoformat()
+
+
+def hour_number(hour: str) -> int:
+    """Hours since 1970-01-01T00 of ``YYYY-MM-DDTHH``."""
+    day, _, hh = hour.partition("T")
+    return day_number(day) * 24 + int(hh)
+
+
+def hour_name(number: int) -> str:
+    """``YYYY-MM-DDTHH`` of an hour number (:func:`partition_hours`)."""
+    day, hh = divmod(number, 24)
+    return f"{day_name(day)}T{hh:02d}"

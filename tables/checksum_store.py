@@ -6,8 +6,10 @@ Contract:
   Three column families: the default one maps a winner's Kafka key (the canonical key
   bytes) to its **contribution** (:class:`Contribution`: its day, row hash and exact sum
   values - what it takes to remove it again); ``days`` maps a day number (4 bytes,
-  big-endian) to that day's :class:`~schemas.figures.DayFigures` (JSON); ``meta`` holds the
-  next ``.unique`` offset to fold (:attr:`ChecksumStore.applied_offset`).
+  big-endian) to that day's :class:`~schemas.figures.DayFigures` (JSON); ``hours`` maps an
+  hour number (schemas.partition_day.partition_hours, 4 bytes) to that hour's figures
+  (the same fold one window finer: a day's figures are the sum of its hours'); ``meta``
+  holds the next ``.unique`` offset to fold (:attr:`ChecksumStore.applied_offset`).
 - The table is the fold of ``<topic>.unique[p]`` below its applied offset: every message
   of ``.unique`` is a new winner of its key (agents.dedup), so folding one means removing
   the key's previous contribution from its old day and adding the new one to its day.
@@ -26,6 +28,14 @@ Contract:
   contributions of dropped days are neither removed nor added later, so a dropped day
   never comes back with partial figures. Their per-key entries stay until the key
   changes again (known gap: no per-day key index to delete them by).
+- Known gap: contributions written before hour windows existed carry no hour and are
+  taken as hour 00 of their day (delete the data dir to rebuild such a table).
+- :class:`RawCountStore` is the raw record count of one **source** partition (every
+  record, duplicates and losers included): per day a :class:`RawCount` (records, of
+  them undecodable) and the next source offset to count, one ``WriteBatch`` per batch
+  (exactly-once like the fold); :func:`count_raw` is its rule. It lives at
+  ``<root>/<topic>/raw/<partition>``, apart from the fold, since the group may assign a
+  source partition and its ``.unique`` partition to different members.
 - A closed store refuses use; closing twice is harmless. Writes and reads may run in a
   worker thread (rocksdict releases the GIL); they take turns with ``close``.
 """
@@ -51,9 +61,10 @@ from schemas.exact_sum import ExactSum, zero_sum
 from schemas.figures import DayFigures
 
 __all__ = ["ChecksumStore", "ChecksumStoreClosedError", "Contribution", "FoldResult",
-           "contributions", "fold"]
+           "RawCount", "RawCountStore", "contributions", "count_raw", "fold"]
 
 _DAYS = "days"
+_HOURS = "hours"
 _META = "meta"
 _APPLIED = b"applied"
 _OFFSET = struct.Struct(">q")
@@ -84,18 +95,22 @@ class Contribution(NamedTuple):
     row_hash: int
     #: One value per spec sum field.
     sums: tuple[SumValue, ...]
+    #: Hour number (hours since 1970-01-01T00; ``hour // 24 == day``).
+    hour: int = 0
 
 
 def encode_contribution(c: Contribution) -> bytes:
     # Units can pass 64 bits (floats are scaled by 2**1074): ints as text.
     return orjson.dumps([c.day, c.row_hash,
-                         [s if s is None or isinstance(s, str) else str(s) for s in c.sums]])
+                         [s if s is None or isinstance(s, str) else str(s) for s in c.sums],
+                         c.hour])
 
 
 def decode_contribution(data: bytes) -> Contribution:
-    day, row_hash, sums = orjson.loads(data)
+    day, row_hash, sums, *hour = orjson.loads(data)
     return Contribution(day, row_hash, tuple(
-        None if s is None else s if s in _SPECIAL else int(s) for s in sums))
+        None if s is None else s if s in _SPECIAL else int(s) for s in sums),
+        hour[0] if hour else day * 24)
 
 
 # ---------------------------------------------------------------- the rule (pure)
@@ -131,16 +146,22 @@ def _sum_values(column: pa.Array, t: pa.DataType) -> list[SumValue]:
 
 
 def contributions(table: pa.Table, spec: ChecksumSpec, row_hashes: Sequence[int],
-                  days: Sequence[int | None]) -> list[Contribution | None]:
-    """Each row's contribution (None when it has no day); column-wise but for the zip."""
+                  days: Sequence[int | None], hours: Sequence[int | None] | None = None
+                  ) -> list[Contribution | None]:
+    """Each row's contribution (None when it has no day); column-wise but for the zip.
+
+    ``hours`` (partition_hours of the same column) default to hour 00 of each day.
+    """
+    if hours is None:
+        hours = [None if d is None else d * 24 for d in days]
     columns: list[list[SumValue]] = [[] for _ in spec.sum_fields]
     if spec.sum_fields:
         for batch in select_columns(table, spec, spec.sum_fields):
             for i, name in enumerate(spec.sum_fields):
                 columns[i].extend(_sum_values(batch.column(i), spec.schema.field(name).type))
     per_row = zip(*columns, strict=True) if columns else (() for _ in days)
-    return [None if day is None else Contribution(day, h, tuple(s))
-            for day, h, s in zip(days, row_hashes, per_row, strict=True)]
+    return [None if day is None or hour is None else Contribution(day, h, tuple(s), hour)
+            for day, hour, h, s in zip(days, hours, row_hashes, per_row, strict=True)]
 
 
 @dataclass(slots=True)
@@ -196,36 +217,52 @@ class FoldResult:
     days: dict[int, DayFigures]
     #: Days to delete: no row left, or older than the retention cutoff.
     dropped: frozenset[int]
+    #: Hour -> its new figures (as :attr:`days`, one window finer).
+    hours: dict[int, DayFigures] = field(default_factory=dict)
+    #: Hours to delete (as :attr:`dropped`).
+    dropped_hours: frozenset[int] = frozenset()
 
 
 def fold(spec: ChecksumSpec, current_days: dict[int, DayFigures],
          previous: dict[bytes, Contribution | None],
-         winners: Iterable[tuple[bytes, Contribution | None]], cutoff: int) -> FoldResult:
-    """Fold new winners (in ``.unique`` order) into the day figures.
+         winners: Iterable[tuple[bytes, Contribution | None]], cutoff: int,
+         current_hours: dict[int, DayFigures] | None = None) -> FoldResult:
+    """Fold new winners (in ``.unique`` order) into the day and hour figures.
 
     ``previous`` holds the stored contribution of every key among ``winners`` (None: no
-    contribution). Days below ``cutoff`` are dropped and never touched again.
+    contribution). Days below ``cutoff`` (and their hours) are dropped and never touched
+    again.
     """
     held = dict(previous)
     deltas: dict[int, _Delta] = {}
+    hour_deltas: dict[int, _Delta] = {}
     for key, new in winners:
         old = held.get(key)
         if old is not None and old.day >= cutoff:
             deltas.setdefault(old.day, _Delta()).add(old, -1, spec)
+            hour_deltas.setdefault(old.hour, _Delta()).add(old, -1, spec)
         if new is not None and new.day >= cutoff:
             deltas.setdefault(new.day, _Delta()).add(new, 1, spec)
+            hour_deltas.setdefault(new.hour, _Delta()).add(new, 1, spec)
         held[key] = new
     entries = {k: v for k, v in held.items() if k not in previous or previous[k] is not v}
-    days: dict[int, DayFigures] = {}
-    dropped = {d for d in current_days if d < cutoff}
-    for day, delta in deltas.items():
-        total = current_days.get(day, DayFigures.zero(spec)) + delta.figures(spec)
+    days, dropped = _totals(spec, current_days, deltas, cutoff)
+    hours, dropped_hours = _totals(spec, current_hours or {}, hour_deltas, cutoff * 24)
+    return FoldResult(entries, days, dropped, hours, dropped_hours)
+
+
+def _totals(spec: ChecksumSpec, current: dict[int, DayFigures], deltas: dict[int, _Delta],
+            cutoff: int) -> tuple[dict[int, DayFigures], frozenset[int]]:
+    """Windows changed by ``deltas`` and windows to delete (emptied or below ``cutoff``)."""
+    out: dict[int, DayFigures] = {}
+    dropped = {w for w in current if w < cutoff}
+    for window, delta in deltas.items():
+        total = current.get(window, DayFigures.zero(spec)) + delta.figures(spec)
         if total.rows == 0:
-            dropped.add(day)
+            dropped.add(window)
         else:
-            days[day] = total
-    return FoldResult(entries, days, frozenset(d for d in dropped
-                                               if d in current_days or d in deltas))
+            out[window] = total
+    return out, frozenset(w for w in dropped if w in current or w in deltas)
 
 
 # ------------------------------------------------------------------- the store
@@ -244,13 +281,15 @@ class ChecksumStore:
         self._db: Rdict | None = Rdict(str(path), options)
         self._busy = threading.Lock()
         families = {}
-        for name in (_DAYS, _META):
+        for name in (_DAYS, _HOURS, _META):
             try:
                 families[name] = self._db.get_column_family(name)
             except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
                 families[name] = self._db.create_column_family(name, Options(raw_mode=True))
         self._days_cf, self._meta_cf = families[_DAYS], families[_META]
+        self._hours_cf = families[_HOURS]
         self._days_handle = self._db.get_column_family_handle(_DAYS)
+        self._hours_handle = self._db.get_column_family_handle(_HOURS)
         self._meta_handle = self._db.get_column_family_handle(_META)
         raw = self._meta_cf.get(_APPLIED)
         #: The next ``.unique`` offset to fold: everything below is applied.
@@ -259,6 +298,10 @@ class ChecksumStore:
         self.days: dict[int, DayFigures] = {
             _DAY.unpack(bytes(k))[0]: DayFigures.from_json(orjson.loads(bytes(v)))  # type: ignore[arg-type]  # raw mode: keys and values are bytes
             for k, v in self._days_cf.items()}
+        #: Hour number -> figures, as stored.
+        self.hours: dict[int, DayFigures] = {
+            _DAY.unpack(bytes(k))[0]: DayFigures.from_json(orjson.loads(bytes(v)))  # type: ignore[arg-type]  # raw mode: keys and values are bytes
+            for k, v in self._hours_cf.items()}
 
     def _open(self) -> Rdict:
         if self._db is None:
@@ -287,6 +330,10 @@ class ChecksumStore:
             batch.put(_DAY.pack(day), orjson.dumps(figures.to_json()), self._days_handle)
         for day in result.dropped:
             batch.delete(_DAY.pack(day), self._days_handle)
+        for hour, figures in result.hours.items():
+            batch.put(_DAY.pack(hour), orjson.dumps(figures.to_json()), self._hours_handle)
+        for hour in result.dropped_hours:
+            batch.delete(_DAY.pack(hour), self._hours_handle)
         batch.put(_APPLIED, _OFFSET.pack(applied_offset), self._meta_handle)
         with self._busy:
             self._open().write(batch)
@@ -294,6 +341,9 @@ class ChecksumStore:
             self.days.update(result.days)
             for day in result.dropped:
                 self.days.pop(day, None)
+            self.hours.update(result.hours)
+            for hour in result.dropped_hours:
+                self.hours.pop(hour, None)
 
     def close(self) -> None:
         """Flush and close (after a write in progress); harmless twice."""
@@ -303,6 +353,7 @@ class ChecksumStore:
             db.flush()
             # The family objects hold the database open (and its LOCK file) until dropped.
             del self._days_cf, self._meta_cf, self._days_handle, self._meta_handle
+            del self._hours_cf, self._hours_handle
             db.close()
 
     def __enter__(self) -> ChecksumStore:
@@ -310,3 +361,85 @@ class ChecksumStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------ raw record counts
+
+
+class RawCount(NamedTuple):
+    """Raw records of one day (every source record placed there)."""
+
+    #: Records (undecodable ones included).
+    records: int = 0
+    #: Of them, values that did not decode (placed by their Kafka timestamp).
+    undecodable: int = 0
+
+    def plus(self, other: RawCount) -> RawCount:
+        return RawCount(self.records + other.records, self.undecodable + other.undecodable)
+
+    def to_json(self) -> dict[str, int]:
+        return {"records": self.records, "undecodable": self.undecodable}
+
+
+def count_raw(current: dict[int, RawCount], placed: Iterable[tuple[int, bool]], cutoff: int
+              ) -> tuple[dict[int, RawCount], frozenset[int]]:
+    """Counts of the days ``placed`` (``(day, undecodable)`` per record) adds to, and the
+    days to delete (below ``cutoff``: never counted again)."""
+    added: dict[int, list[int]] = {}
+    for day, bad in placed:
+        if day >= cutoff:
+            held = added.setdefault(day, [0, 0])
+            held[0] += 1
+            held[1] += bad
+    changed = {day: current.get(day, RawCount()).plus(RawCount(n, u))
+               for day, (n, u) in added.items()}
+    return changed, frozenset(d for d in current if d < cutoff)
+
+
+class RawCountStore:
+    """Raw record counts of one source partition; open on construction, then close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        db = Rdict(str(path), options)  # WAL on: one batch is durable whole
+        self._db: Rdict | None = db
+        self._busy = threading.Lock()
+        raw: bytes | None = db.get(_APPLIED)
+        #: The next source offset to count: everything below is counted.
+        self.applied_offset: int = _OFFSET.unpack(raw)[0] if raw is not None else 0
+        #: Day number -> counts, as stored (kept current by :meth:`apply`).
+        self.days: dict[int, RawCount] = {}
+        for k, v in db.items(from_key=b"d"):
+            key: bytes = k  # type: ignore[assignment]  # raw mode: bytes
+            if key.startswith(b"d"):
+                self.days[_DAY.unpack(key[1:])[0]] = RawCount(*orjson.loads(v))
+
+    def apply(self, days: dict[int, RawCount], dropped: Iterable[int], applied_offset: int
+              ) -> None:
+        """Write changed day counts, dropped days and the next offset, atomically."""
+        gone = list(dropped)
+        batch = WriteBatch(raw_mode=True)
+        for day, count in days.items():
+            batch.put(b"d" + _DAY.pack(day), orjson.dumps(list(count)))
+        for day in gone:
+            batch.delete(b"d" + _DAY.pack(day))
+        batch.put(_APPLIED, _OFFSET.pack(applied_offset))
+        with self._busy:
+            if self._db is None:
+                raise ChecksumStoreClosedError(f"raw count store {self.path} is closed")
+            self._db.write(batch)
+            self.applied_offset = applied_offset
+            self.days.update(days)
+            for day in gone:
+                self.days.pop(day, None)
+
+    def close(self) -> None:
+        """Flush and close (after a write in progress); harmless twice."""
+        with self._busy:
+            db, self._db = self._db, None
+        if db is not None:
+            db.flush()
+            db.close()

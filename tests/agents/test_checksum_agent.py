@@ -2,7 +2,8 @@
 
 The expected figures are computed here with ``schemas.figures.figures`` over the winners
 read back from ``<topic>.unique`` (last message per key, decoded with fastavro) grouped
-by day -- never through the table's own fold.
+by day -- never through the table's own fold; the expected raw record counts from the
+source topic read back (every record, duplicates and losers included) placed by day.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import decimal
 import io
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agents.checksum_agent import ChecksumAgent
+from agents.checksum_raw import RawPlacer
 from agents.compactor import Compactor
 from agents.dedup_plan import unique_topic
 from agents.verify import verify_registered
@@ -28,16 +31,41 @@ from agents.verify_checksums import ChecksumTableSource
 from agents.verify_sources import TopicView
 from agents.verify_stream import StreamSource
 from app.runtime import Runtime
+from schemas.avro_schema import parse_schema
 from schemas.checksum import ChecksumSpec, make_spec, row_hashes
+from schemas.codec import encode
 from schemas.figures import DayFigures, figures
-from schemas.partition_day import day_name, day_number, partition_days
+from schemas.metadata import TopicMetadata
+from schemas.partition_day import (
+    day_name,
+    day_number,
+    hour_name,
+    partition_days,
+    partition_hours,
+)
 from sinks.clean_reader import read_clean
 from sinks.lake_inventory import raw_inventory
 from sinks.lake_store import open_lake
-from tables.checksum_store import ChecksumStore, Contribution, contributions, fold
+from tables.checksum_store import (
+    ChecksumStore,
+    Contribution,
+    RawCount,
+    RawCountStore,
+    contributions,
+    count_raw,
+    fold,
+)
 from tests.agents.test_archive import agent_for
 from tests.agents.test_compactor import config_for, topic_spec
-from tests.agents.test_verify import DAY0, DAY_MS, SCHEMA, day_report, publish_day, with_note
+from tests.agents.test_verify import (
+    DAY0,
+    DAY_MS,
+    SCHEMA,
+    day_of,
+    day_report,
+    publish_day,
+    with_note,
+)
 from tests.fixtures.dedup import make_agent
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
@@ -67,15 +95,27 @@ def _winners(rows: Sequence[dict[str, Any]], spec: ChecksumSpec
              ) -> list[tuple[bytes, Contribution | None]]:
     table = pa.Table.from_pylist(list(rows), _ARROW)
     days = partition_days(table.column("t")).cast(pa.int32()).to_pylist()
-    made = contributions(table, spec, row_hashes(table, spec).to_pylist(), days)
+    hours = partition_hours(table.column("t")).to_pylist()
+    made = contributions(table, spec, row_hashes(table, spec).to_pylist(), days, hours)
     return [(r["id"].encode(), c) for r, c in zip(rows, made, strict=True)]
 
 
-def _by_day(rows: Sequence[dict[str, Any]], spec: ChecksumSpec) -> dict[int, DayFigures]:
+def _by_day(rows: Sequence[dict[str, Any]], spec: ChecksumSpec, hours: bool = False
+            ) -> dict[int, DayFigures]:
     table = pa.Table.from_pylist(list(rows), _ARROW)
-    days = partition_days(table.column("t")).cast(pa.int32())
+    days = (partition_hours(table.column("t")) if hours
+            else partition_days(table.column("t")).cast(pa.int32()))
     return {n: figures(table.filter(pc.equal(days, n)), spec)
             for n in pc.unique(days).to_pylist()}
+
+
+def _days_of_hours(hours: dict[str, DayFigures]) -> dict[str, DayFigures]:
+    """Hour figures summed into their days (``YYYY-MM-DDTHH`` -> ``YYYY-MM-DD``)."""
+    out: dict[str, DayFigures] = {}
+    for hour, f in hours.items():
+        day = hour.partition("T")[0]
+        out[day] = out[day] + f if day in out else f
+    return out
 
 
 def test_the_fold_equals_the_figures_of_the_winners_per_day() -> None:
@@ -83,15 +123,21 @@ def test_the_fold_equals_the_figures_of_the_winners_per_day() -> None:
         rng = random.Random(seed)
         held: dict[bytes, Contribution | None] = {}
         days: dict[int, DayFigures] = {}
+        hours: dict[int, DayFigures] = {}
         last: dict[str, dict[str, Any]] = {}
         for _ in range(8):
             batch = _rows(rng, 60)  # keys repeat within a batch: only the last counts
             winners = _winners(batch, _SPEC)
-            result = fold(_SPEC, days, {k: held.get(k) for k, _ in winners}, winners, 0)
+            result = fold(_SPEC, days, {k: held.get(k) for k, _ in winners}, winners, 0, hours)
             held.update(result.entries)
             days = {d: f for d, f in {**days, **result.days}.items() if d not in result.dropped}
+            hours = {h: f for h, f in {**hours, **result.hours}.items()
+                     if h not in result.dropped_hours}
             last.update({r["id"]: r for r in batch})
         assert days == _by_day(list(last.values()), _SPEC), seed
+        assert hours == _by_day(list(last.values()), _SPEC, hours=True), seed
+        named = _days_of_hours({hour_name(h): f for h, f in hours.items()})
+        assert named == {day_name(d): f for d, f in days.items()}, seed
 
 
 def test_retention_drops_old_days_for_good() -> None:
@@ -116,9 +162,50 @@ def test_the_store_keeps_a_batch_and_its_offset_together(tmp_path: Path) -> None
         store.apply(result, 30)
     with ChecksumStore(tmp_path / "t" / "0") as store:
         assert store.applied_offset == 30 and store.days == result.days
+        assert store.hours == result.hours and len(result.hours) > len(result.days)
         keys = [k for k, _ in winners]
         assert store.get_many(keys) == {k: result.entries[k] for k in keys}
         assert store.get_many([b"nope"]) == {b"nope": None}
+
+
+def test_raw_counts_add_up_expire_and_persist_with_their_offset(tmp_path: Path) -> None:
+    days, dropped = count_raw({}, [(3, False), (3, True), (5, False), (1, False)], cutoff=2)
+    assert days == {3: RawCount(2, 1), 5: RawCount(1, 0)} and dropped == frozenset()
+    store = RawCountStore(tmp_path / "raw" / "0")
+    store.apply(days, dropped, 4)
+    more, _ = count_raw(store.days, [(5, False)], cutoff=2)
+    store.apply(more, (), 5)
+    store.close()
+    store.close()
+    again = RawCountStore(tmp_path / "raw" / "0")
+    try:
+        assert again.applied_offset == 5
+        assert again.days == {3: RawCount(2, 1), 5: RawCount(2, 0)}
+        kept, gone = count_raw(again.days, [], cutoff=4)
+        assert kept == {} and gone == {3}
+    finally:
+        again.close()
+
+
+def test_raw_placement_decodes_only_the_time_and_counts_the_undecodable() -> None:
+    reader = parse_schema(SCHEMA)
+    meta = TopicMetadata(topic="raw", key=("id",), partition_time="updated_at")
+    view = TopicView.build(meta, reader)
+    at = DAY0 + 2 * DAY_MS + 5
+    good = encode(7, reader, {"id": "a", "version": 1, "amount": 1.0, "qty": 1,
+                              "updated_at": at, "note": "x"})
+
+    def record(value: bytes | None, timestamp: int) -> Any:
+        return type("R", (), {"value": value, "timestamp": timestamp})()
+
+    records = [record(good, 0), record(b"\x00\x00\x00\x00\x07\xff", DAY0),
+               record(None, DAY0 + DAY_MS), record(b"junk", -1)]
+    placed = RawPlacer(view, reader).place(lambda _id: reader, records)
+    first = day_number(day_of(DAY0))
+    assert placed == [(first + 2, False), (first, True), (first + 1, True), (0, True)]
+    kafka = TopicView.build(TopicMetadata(topic="raw", key=("id",)), reader)
+    assert RawPlacer(kafka, reader).place(lambda _id: reader, records[:2]) == [
+        (0, False), (first, False)]  # the body is not decoded for a Kafka partition time
 
 
 # ------------------------------------------------------------ the real broker
@@ -127,15 +214,16 @@ def test_the_store_keeps_a_batch_and_its_offset_together(tmp_path: Path) -> None
 def _prices(rng: random.Random, versions: range) -> list[dict[str, Any]]:
     """Versions of KEYS ids: each version moves its key to another day; retries too."""
     out = [{"id": f"p{k:03d}", "version": v, "amount": rng.random() * 100,
-            "qty": rng.randint(-5, 50), "updated_at": DAY0 + ((k + v) % 3) * DAY_MS + k * 1000,
+            "qty": rng.randint(-5, 50), "updated_at": DAY0 + ((k + v) % 3) * DAY_MS + k * 600_000,
             "note": f"v{v}"} for v in versions for k in range(KEYS)]
     out += [dict(item) for item in rng.sample(out, 15)]  # producer retries
     rng.shuffle(out)
     return out
 
 
-async def _expected(broker: str, view: TopicView) -> tuple[dict[str, DayFigures], int]:
-    """figures() over .unique's last message per key, per day; and .unique's length."""
+async def _expected(broker: str, view: TopicView, hours: bool = False
+                    ) -> tuple[dict[str, DayFigures], int]:
+    """figures() over .unique's last message per key, per day (or hour); .unique's length."""
     unique_records, watermarks = await read_topic(broker, unique_topic(view.meta.topic),
                                                   PARTITIONS)
     last: dict[bytes, bytes] = {}
@@ -144,15 +232,32 @@ async def _expected(broker: str, view: TopicView) -> tuple[dict[str, DayFigures]
             last[r.key] = r.value
     rows = [fastavro.schemaless_reader(io.BytesIO(v[5:]), PARSED, None) for v in last.values()]
     table = pa.Table.from_pylist(rows, view.spec.schema)
-    days = partition_days(table.column("updated_at")).cast(pa.int32())
-    expected = {day_name(n): figures(table.filter(pc.equal(days, n)), view.spec)
+    times = table.column("updated_at")
+    days = partition_hours(times) if hours else partition_days(times).cast(pa.int32())
+    name = hour_name if hours else day_name
+    expected = {name(n): figures(table.filter(pc.equal(days, n)), view.spec)
                 for n in pc.unique(days).to_pylist()}
     return expected, sum(watermarks.values())
+
+
+async def _expected_raw(broker: str, view: TopicView
+                        ) -> tuple[dict[str, RawCount], int, dict[tuple[int, int], str]]:
+    """Every source record placed in its day: counts per day, the total, (p, offset) -> day."""
+    source, watermarks = await read_topic(broker, view.meta.topic, PARTITIONS)
+    flat = [r for records in source.values() for r in records]
+    rows = [fastavro.schemaless_reader(io.BytesIO(r.value[5:]), PARSED, None) for r in flat]
+    times = pa.Table.from_pylist(rows, view.spec.schema).column("updated_at")
+    days = [day_name(d) for d in partition_days(times).cast(pa.int32()).to_pylist()]
+    counts = {day: RawCount(n, 0) for day, n in Counter(days).items()}
+    return counts, sum(watermarks.values()), {
+        (r.partition, r.offset): d for r, d in zip(flat, days, strict=True)}
 
 
 async def _caught_up(agent: ChecksumAgent, broker: str, topic: str) -> None:
     _, watermarks = await read_topic(broker, unique_topic(topic), PARTITIONS)
     await asyncio.wait_for(agent.wait_applied(topic, watermarks), TIMEOUT)
+    _, source = await read_topic(broker, topic, PARTITIONS)
+    await asyncio.wait_for(agent.wait_counted(topic, source), TIMEOUT)
 
 
 async def _post(http: aiohttp.ClientSession, topic: str, records: list[dict[str, Any]]
@@ -195,27 +300,45 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
                 await asyncio.wait_for(dedup.wait_consumed(len(phase1)), TIMEOUT)
                 await _caught_up(first, broker, topic)
                 expected1, length1 = await _expected(broker, view)
+                raw1, sources1, _ = await _expected_raw(broker, view)
                 assert sum(f.keys for f in expected1.values()) == KEYS
                 assert first.day_figures(topic) == expected1
                 assert first.metrics.folded == length1
-                assert await published().figures(None) == expected1
+                assert sum(c.records for c in raw1.values()) == sources1 == len(phase1)
+                assert first.raw_counts(topic) == raw1
+                assert first.metrics.counted == sources1
+                hours1 = first.hour_figures(topic)
+                assert len(hours1) > len(expected1) and _days_of_hours(hours1) == expected1
+                assert hours1 == (await _expected(broker, view, hours=True))[0]
+                table = published()
+                assert await table.figures(None) == expected1
+                assert table.raw_counts == raw1 and table.hour_figures == hours1
 
             # Stopped while the stream goes on: every winner moves to another day.
             await _post(http, topic, phase2)
             await asyncio.wait_for(dedup.wait_consumed(len(phase1) + len(phase2)), TIMEOUT)
             expected2, length2 = await _expected(broker, view)
-            assert expected2 != expected1 and length2 > length1
+            raw2, sources2, placed = await _expected_raw(broker, view)
+            assert expected2 != expected1 and length2 > length1 and raw2 != raw1
 
             async with checksums(tmp_path / "one") as again:  # same data dir: the tail only
                 await _caught_up(again, broker, topic)
                 assert again.metrics.folded == length2 - length1
+                assert again.metrics.counted == sources2 - sources1
                 assert again.day_figures(topic) == expected2
-            assert await published().figures(None) == expected2
+                assert again.raw_counts(topic) == raw2
+                assert _days_of_hours(again.hour_figures(topic)) == expected2
+            table = published()
+            assert await table.figures(None) == expected2 and table.raw_counts == raw2
+            assert _days_of_hours(table.hour_figures) == expected2
 
             async with checksums(tmp_path / "fresh") as fresh:  # rebuilt from offset 0
                 await _caught_up(fresh, broker, topic)
                 assert fresh.metrics.folded == length2
+                assert fresh.metrics.counted == sources2
                 assert fresh.day_figures(topic) == expected2
+                assert fresh.raw_counts(topic) == raw2
+                assert _days_of_hours(fresh.hour_figures(topic)) == expected2
             total = len(phase1) + len(phase2)
 
             async def archived() -> bool:
@@ -228,6 +351,11 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         assert report.ok, report.to_json()
         assert report.systems == ("clean", "stream", "checksum")
         assert {d.day: d.figures["checksum"] for d in report.days} == expected2
+        for d in report.days:
+            (raw_check,) = [c for c in d.checks if c.figure == "raw_records"]
+            assert raw_check.agree
+            assert raw_check.values == {"raw": raw2[d.day].records,
+                                        "checksum": raw2[d.day].records}
 
         day = sorted(expected2)[1]
         victim = (await read_clean(lake, topic, [day])).column("id").to_pylist()[2]
@@ -240,6 +368,21 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         assert check.values["checksum"] == check.values["stream"] != check.values["clean"]
         assert [k.key for k in bad.differing_keys] == [{"id": victim}]
 
+        # A raw file removed from the lake: its days' raw record counts disagree.
+        files = sorted((await raw_inventory(lake, topic)).files,
+                       key=lambda f: (f.partition, f.first))
+        removed = files[len(files) // 2]
+        await lake.delete(removed.path)
+        lost = Counter(placed[(removed.partition, o)]
+                       for o in range(removed.first, removed.last + 1))
+        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        assert not report.ok
+        for d in report.days:
+            (raw_check,) = [c for c in d.checks if c.figure == "raw_records"]
+            assert raw_check.values == {"raw": raw2[d.day].records - lost[d.day],
+                                        "checksum": raw2[d.day].records}, d.day
+            assert ("raw_records" in d.disagreeing) == (d.day in lost)
+
         # Retention: a clock three days after the first day keeps one day (of the three),
         # in the table and in what verify reads.
         days = sorted(expected2)
@@ -249,4 +392,9 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
             await _caught_up(kept, broker, topic)
             assert kept.metrics.folded == 0 and kept.metrics.expired == 2 * PARTITIONS
             assert kept.day_figures(topic) == {days[2]: expected2[days[2]]}
-        assert await published().figures(None) == {days[2]: expected2[days[2]]}
+            assert kept.raw_counts(topic) == {days[2]: raw2[days[2]]}
+            assert set(_days_of_hours(kept.hour_figures(topic))) == {days[2]}
+        table = published()
+        assert await table.figures(None) == {days[2]: expected2[days[2]]}
+        assert table.raw_counts == {days[2]: raw2[days[2]]}
+        assert _days_of_hours(table.hour_figures) == {days[2]: expected2[days[2]]}

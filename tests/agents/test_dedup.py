@@ -158,12 +158,13 @@ async def test_misrouted_records_are_repartitioned_to_their_canonical_partition(
     for partition_records in source.values():
         for record in partition_records:
             version = record.value  # rank (version, value bytes), written out plainly
-            datum = fastavro.schemaless_reader(
+            decoded = fastavro.schemaless_reader(
                 io.BytesIO(version[5:]),
                 fastavro.parse_schema(SCHEMAS[rule], named_schemas={}), None)
-            rank = (datum["version"], record.value)
-            if datum["id"] not in best or rank > best[datum["id"]]:
-                best[datum["id"]] = rank
+            assert isinstance(decoded, dict)
+            key_id, rank = str(decoded["id"]), (int(decoded["version"]), record.value)
+            if key_id not in best or rank > best[key_id]:
+                best[key_id] = rank
     emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
     check_unique(rule, emitted, {k: v[1] for k, v in best.items()})
     # Winners are keyed canonically: as the endpoint keys the same id, in its partition.
@@ -181,6 +182,7 @@ async def test_misrouted_records_are_repartitioned_to_their_canonical_partition(
 def _id(value: bytes) -> str:
     datum = fastavro.schemaless_reader(
         io.BytesIO(value[5:]), fastavro.parse_schema(SCHEMAS["max"], named_schemas={}), None)
+    assert isinstance(datum, dict)
     return str(datum["id"])
 
 

@@ -21,7 +21,14 @@ from agents.compact_plan import shape_for
 from schemas.avro_schema import parse_schema
 from schemas.errors import SchemaError
 from schemas.metadata import TopicMetadata
-from schemas.partition_day import day_name, day_number, partition_days
+from schemas.partition_day import (
+    day_name,
+    day_number,
+    hour_name,
+    hour_number,
+    partition_days,
+    partition_hours,
+)
 
 _LAST_MS = 253_402_300_799_999
 #: DuckDB timestamps are int64 µs: millis beyond this fail the compactor's SQL itself.
@@ -57,6 +64,9 @@ def _sql_days(kind: str, values: Sequence[int | None]) -> list[str | None]:
         con.close()
 
 
+_MICROS_OR_MILLIS = st.integers(-(2**62), 2**62)
+
+
 def _arrow_days(kind: str, values: Sequence[int | None]) -> list[str | None]:
     storage = pa.int32() if kind == "date" else pa.int64()
     days = partition_days(pa.array(values, storage).cast(_ARROW[kind]))
@@ -82,6 +92,39 @@ def test_edge_cases_match_the_compactor(kind: str) -> None:
     # DuckDB's greatest() skips nulls, so the SQL names a day even for a null time; the
     # compactor never asks (its `valid` condition drops such rows). Here null stays null.
     assert _arrow_days(kind, values)[-1] is None
+
+
+def _hours_are_days(kind: str, values: Sequence[int | None]) -> None:
+    storage = pa.int32() if kind == "date" else pa.int64()
+    array = pa.array(values, storage).cast(_ARROW[kind])
+    hours = partition_hours(array).to_pylist()
+    days = partition_days(array).cast(pa.int32()).to_pylist()
+    assert [None if h is None else h // 24 for h in hours] == days
+
+
+@pytest.mark.parametrize("kind", sorted(_EDGES))
+def test_hours_fall_in_their_days_on_the_edges(kind: str) -> None:
+    _hours_are_days(kind, _EDGES[kind])
+
+
+def test_hours_round_and_clamp_like_days() -> None:
+    micros = pa.array([3_599_999_499, 3_599_999_500, -1, None], pa.int64()).cast(
+        pa.timestamp("us", tz="UTC"))
+    assert partition_hours(micros).to_pylist() == [0, 1, 0, None]  # half up, clamped
+    millis = pa.array([_LAST_MS, _LAST_MS + 1, 86_400_000 * 2 + 3_600_000 * 5], pa.int64())
+    assert [hour_name(h) for h in partition_hours(millis).to_pylist()] == [
+        "9999-12-31T23", "9999-12-31T23", "1970-01-03T05"]
+    dates = pa.array([1, -3], pa.int32()).cast(pa.date32())
+    assert partition_hours(dates).to_pylist() == [24, 0]
+    assert hour_number("2026-11-26T07") == day_number("2026-11-26") * 24 + 7
+    assert hour_name(hour_number("2026-11-26T07")) == "2026-11-26T07"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["millis", "plain", "kafka", "micros"]), st.lists(_MICROS_OR_MILLIS,
+                                                                          max_size=40))
+def test_any_hour_lies_in_its_day(kind: str, values: list[int]) -> None:
+    _hours_are_days(kind, values)
 
 
 def test_clamping_and_nulls() -> None:

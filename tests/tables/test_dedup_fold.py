@@ -10,7 +10,7 @@ from schemas.errors import CodecError, MergeError
 from schemas.merge import MergeRule
 from schemas.metadata import OrderRule
 from tables.dedup_fold import fold, format_source, parse_source, rank_batch, source_of
-from tables.dedup_store import Winner
+from tables.dedup_store import Entry, Winner
 
 RULE = MergeRule(OrderRule("max", "version"))
 
@@ -38,7 +38,7 @@ def test_batching_does_not_change_the_outcome(items: list[tuple[bytes, int]], cu
         dups = losers = 0
         for batch in batches:
             bkeys = [keys[i] for i in batch]
-            current = {k: table.get(k) for k in bkeys}
+            current: dict[bytes, Winner | Entry | None] = {k: table.get(k) for k in bkeys}
             result = fold(RULE, bkeys, [ranks[i] for i in batch], current)
             dups, losers = dups + result.duplicates, losers + result.losers
             for key, j in result.chosen.items():
