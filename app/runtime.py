@@ -48,7 +48,9 @@ _DEDUP_EXPORTED = {
 _CHECKSUM_EXPORTED = {
     "folded": "<topic>.unique messages folded into checksum tables.",
     "undecodable": "Winners that did not decode or had no day (counted nowhere).",
-    "published": "Day figures produced to <topic>.checksums (tombstones included).",
+    "counted": "Source records counted into per-day raw record counts.",
+    "raw_undecodable": "Source records counted whose value did not decode.",
+    "published": "Day, hour and raw-count figures produced to <topic>.checksums.",
     "expired": "(Partition, day) figures dropped by retention.",
     "restarts": "Checksum agent restarts after a failure.",
 }
