@@ -37,10 +37,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.archive_writer import SegmentWriter
+from agents.group_consumer import Rebalance, group_consumer
 from schemas.metadata import ArchivePolicy, metadata_from_dict
 from sinks.lake_layout import next_offset, parse_raw_path
 from sinks.lake_layout import raw_partition_prefix as partition_prefix
@@ -163,19 +164,9 @@ class ArchiveAgent:
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         await self._writer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            client_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(self._session_timeout * 1000),
-            rebalance_timeout_ms=int(self._rebalance_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, self._session_timeout / 3) * 1000),
-            max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=200,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        self._consumer = group_consumer(
+            self._bootstrap, self._group_id, session_timeout=self._session_timeout,
+            rebalance_timeout=self._rebalance_timeout)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="archive-agent")
 
@@ -288,7 +279,7 @@ class ArchiveAgent:
             return
         if topics:
             log.info("archive agent subscribes to %s", sorted(topics))
-            consumer.subscribe(sorted(topics), listener=_Rebalance(self, consumer))
+            consumer.subscribe(sorted(topics), listener=Rebalance(self, consumer))
         else:
             log.info("archive agent: no topic to archive any more")
             consumer.unsubscribe()
@@ -438,14 +429,3 @@ class ArchiveAgent:
         consumer.resume(*assigned)
         self.assigned.set()
 
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, agent: ArchiveAgent, consumer: AIOKafkaConsumer) -> None:
-        self._agent = agent
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._agent.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._agent.on_assigned(self._consumer, assigned)

@@ -69,11 +69,11 @@ from agents.checksum_raw import RawPlacer
 from agents.checksum_tables import (
     ChecksumMetrics,
     OpenTables,
-    Rebalance,
     checksum_topic,
     checksums_source_topic,
 )
 from agents.dedup_plan import unique_topic
+from agents.group_consumer import Rebalance, group_consumer
 from agents.verify_sources import TopicView
 from schemas.avro_schema import AvroSchema
 from schemas.errors import NotFoundError, OnepipeError
@@ -149,21 +149,11 @@ class ChecksumAgent(Service):
             enable_idempotence=self._idempotent,
             request_timeout_ms=int(self._produce_timeout * 1000))
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            client_id=self._group_id,
-            enable_auto_commit=False,
-            # Only reached on Kafka when a compacted-away offset is asked for: the
-            # position itself always comes from the store.
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(self._session_timeout * 1000),
-            rebalance_timeout_ms=int(self._rebalance_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, self._session_timeout / 3) * 1000),
-            max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=200,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        # auto_offset_reset only matters on Kafka when a compacted-away offset is asked
+        # for: the position itself always comes from the store.
+        self._consumer = group_consumer(
+            self._bootstrap, self._group_id, session_timeout=self._session_timeout,
+            rebalance_timeout=self._rebalance_timeout)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="checksum-agent")
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 
 from agents.dedup_plan import unique_topic
 from schemas.figures import DayFigures
 from schemas.partition_day import day_name, hour_name
 from tables.checksum_store import ChecksumStore, RawCount, RawCountStore
 
-__all__ = ["ChecksumMetrics", "OpenTables", "Rebalance", "checksum_topic",
-           "checksums_source_topic"]
+__all__ = ["ChecksumMetrics", "OpenTables", "checksum_topic", "checksums_source_topic"]
 
 
 def checksum_topic(topic: str) -> str:
@@ -111,24 +109,3 @@ class OpenTables:
                     name = day_name(day)
                     out[name] = out.get(name, RawCount()).plus(count)
         return out
-
-
-class _Owner(Protocol):
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
-
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
-                          ) -> None: ...
-
-
-class Rebalance(ConsumerRebalanceListener):
-    """Hands the group's partition moves to the agent."""
-
-    def __init__(self, agent: _Owner, consumer: AIOKafkaConsumer) -> None:
-        self._agent = agent
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._agent.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._agent.on_assigned(self._consumer, assigned)

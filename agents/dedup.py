@@ -60,7 +60,6 @@ from typing import Any
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
@@ -72,6 +71,7 @@ from agents.dedup_partitions import PartitionTables
 from agents.dedup_pipeline import BatchPipeline
 from agents.dedup_plan import PartitionWork, group_by_table, repartition_topic
 from agents.dedup_topics import DedupTopic, keyed_topics, plan_table
+from agents.group_consumer import Rebalance, group_consumer
 from schemas.errors import OnepipeError
 from tables.dedup_store import DedupStore
 from tables.registry_store import RegistryStore
@@ -160,20 +160,10 @@ class DedupAgent:
             request_timeout_ms=int(self._produce_timeout * 1000),
         )
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            client_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=int(self._session_timeout * 1000),
-            rebalance_timeout_ms=int(self._rebalance_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, self._session_timeout / 3) * 1000),
-            max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=200,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        self._consumer = group_consumer(
+            self._bootstrap, self._group_id, session_timeout=self._session_timeout,
+            rebalance_timeout=self._rebalance_timeout,
+            partition_assignment_strategy=(RangePartitionAssignor,))
         await self._consumer.start()
         self._recovery = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -316,7 +306,7 @@ class DedupAgent:
             return
         if wanted:
             log.info("dedup agent subscribes to %s", sorted(wanted))
-            consumer.subscribe(sorted(wanted), listener=_Rebalance(self, consumer))
+            consumer.subscribe(sorted(wanted), listener=Rebalance(self, consumer))
         else:
             log.info("dedup agent: no keyed topic any more")
             consumer.unsubscribe()
@@ -390,14 +380,3 @@ class DedupAgent:
         async with self._progress:
             self._progress.notify_all()
 
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, agent: DedupAgent, consumer: AIOKafkaConsumer) -> None:
-        self._agent = agent
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._agent.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._agent.on_assigned(self._consumer, assigned)
