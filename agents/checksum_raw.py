@@ -31,8 +31,12 @@ from schemas.codec import HEADER_SIZE, unframe
 from schemas.errors import OnepipeError
 from schemas.metadata import KAFKA_TIMESTAMP
 from schemas.partition_day import partition_days
+from tables.dedup_decode import container, has_map, read_frames
 
 __all__ = ["RawPlacer"]
+
+#: Below this many values of one schema, a container block costs more than it saves.
+_BATCH_MIN = 16
 
 _ERRORS = (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
            UnicodeDecodeError, fastavro.read.SchemaResolutionError)
@@ -69,12 +73,14 @@ class RawPlacer:
     def place(self, schema_by_id: Callable[[int], AvroSchema],
               records: Sequence[ConsumerRecord[Any, Any]]) -> list[tuple[int, bool]]:
         """``(day number, undecodable)`` of each record, in order."""
-        times: list[int | None] = []
-        bad: list[bool] = []
-        for r in records:
-            value, ok = self._decode(r.value, schema_by_id)
-            times.append(value)
-            bad.append(not ok)
+        times: list[int | None] = [None] * len(records)
+        bad: list[bool] = [True] * len(records)
+        batched = set() if self._kafka else self._place_batches(schema_by_id, records,
+                                                                 times, bad)
+        for i, r in enumerate(records):
+            if i not in batched:
+                times[i], ok = self._decode(r.value, schema_by_id)
+                bad[i] = not ok
         kafka = partition_days(pa.array([r.timestamp for r in records], pa.int64())
                                .cast(pa.timestamp("ms", tz="UTC")))
         if self._kafka:
@@ -84,6 +90,39 @@ class RawPlacer:
             placed = partition_days(pa.array(times, storage).cast(self._arrow))
             days = pc.coalesce(placed, kafka)
         return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
+
+    def _place_batches(self, schema_by_id: Callable[[int], AvroSchema],
+                       records: Sequence[ConsumerRecord[Any, Any]], times: list[int | None],
+                       bad: list[bool]) -> set[int]:
+        """Decode the partition_time of whole schema groups with polars (the dedup agent's
+        container path, ~0.4 µs a value instead of ~3 µs); the indices it placed."""
+        groups: dict[bytes, list[int]] = {}
+        for i, r in enumerate(records):
+            value = r.value
+            if value is not None and len(value) >= HEADER_SIZE and value[0] == 0:
+                groups.setdefault(value[:HEADER_SIZE], []).append(i)
+        placed: set[int] = set()
+        name = self.view.meta.partition_time
+        for head, indices in groups.items():
+            if len(indices) < _BATCH_MIN:
+                continue
+            try:
+                writer = schema_by_id(int.from_bytes(head[1:], "big"))
+            except (OnepipeError, KeyError):
+                continue  # unknown id: the record-by-record path counts it undecodable
+            if not writer.is_record or has_map(writer.json) or name not in {
+                    f["name"] for f in writer.json.get("fields", [])}:
+                continue
+            header, sync = container(writer)
+            frame = read_frames(header, sync, [records[i].value for i in indices], [name])
+            if frame is None:
+                continue
+            # Physical ints in the Avro unit (ms, µs, days), as the fastavro path makes.
+            for i, moment in zip(indices, frame[name].to_physical().to_list(), strict=True):
+                times[i] = moment
+                bad[i] = False
+            placed.update(indices)
+        return placed
 
     def _decode(self, value: bytes | None, schema_by_id: Callable[[int], AvroSchema]
                 ) -> tuple[int | None, bool]:

@@ -46,7 +46,7 @@ from sinks.avro_batch import SMALL_VARINTS  # the shared framing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decoded", "TopicReader"]
+__all__ = ["Decoded", "TopicReader", "container", "has_map", "read_frames"]
 
 _FRAME_LEN = "__onepipe_len"
 _FRAME_HEAD = "__onepipe_frame"
@@ -200,30 +200,12 @@ class TopicReader:
 
     def _read_batch(self, plan: _Plan, values: Sequence[bytes | None], indices: Sequence[int],
                     keys: list[bytes | None], orders: list[Any]) -> bool:
-        import polars as pl  # heavy; loaded on first use
-
         assert plan.columns is not None
         small = SMALL_VARINTS
         chosen = values if isinstance(indices, range) else [values[i] for i in indices]
-        lengths = list(map(len, chosen))  # type: ignore[arg-type]  # grouped: not None
-        if max(lengths) >= len(small):
-            return False  # a huge value: the record-by-record path handles it
-        parts: list[bytes | None] = [None] * (2 * len(lengths))
-        parts[::2] = map(small.__getitem__, lengths)
-        parts[1::2] = chosen
-        payload = b"".join(parts)  # type: ignore[arg-type]  # every slot filled
-        block = b"".join([plan.header, zigzag_varint(len(lengths)),
-                          zigzag_varint(len(payload)), payload, plan.sync])
-        try:
-            frame = pl.read_avro(io.BytesIO(block), columns=[_FRAME_LEN, *plan.columns])
-        except pl.exceptions.PanicException as exc:
-            log.debug("batch key decode panicked (%r); reading record by record", exc)
+        frame = read_frames(plan.header, plan.sync, chosen, plan.columns)
+        if frame is None:
             return False
-        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-            log.debug("batch key decode refused (%r); reading record by record", exc)
-            return False
-        if frame.height != len(lengths) or frame[_FRAME_LEN].to_list() != lengths:
-            return False  # a value with trailing bytes: find it record by record
         nkey = len(plan.encoders)
         key_columns = [frame[name].to_list() for name in plan.columns[:nkey]]
         if plan.single_bytes_key:
@@ -270,6 +252,43 @@ class TopicReader:
                 orders[i] = rule.order_value(datum)
             except (CodecError, MergeError, ValueError, TypeError, KeyError) as exc:
                 log.debug("undecodable value of %s: %r", self.meta.topic, exc)
+
+
+def read_frames(header: bytes, sync: bytes, values: Sequence[bytes | None],
+                columns: Sequence[str]) -> Any:
+    """``columns`` of framed ``values`` (all of one writer schema) as a polars frame, read
+    in one container block built from :func:`container` ``(header, sync)``; None when
+    polars refuses the block or a value's length does not match what it read (the
+    caller then reads record by record, so one bad value only costs itself)."""
+    import polars as pl  # heavy; loaded on first use
+
+    small = SMALL_VARINTS
+    lengths = list(map(len, values))  # type: ignore[arg-type]  # grouped by head: not None
+    if not lengths or max(lengths) >= len(small):
+        return None  # a huge value: the record-by-record path handles it
+    parts: list[bytes | None] = [None] * (2 * len(lengths))
+    parts[::2] = map(small.__getitem__, lengths)
+    parts[1::2] = values
+    payload = b"".join(parts)  # type: ignore[arg-type]  # every slot filled
+    block = b"".join([header, zigzag_varint(len(lengths)), zigzag_varint(len(payload)),
+                      payload, sync])
+    try:
+        frame = pl.read_avro(io.BytesIO(block), columns=[_FRAME_LEN, *columns])
+    except pl.exceptions.PanicException as exc:
+        log.debug("batch decode panicked (%r); reading record by record", exc)
+        return None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        log.debug("batch decode refused (%r); reading record by record", exc)
+        return None
+    if frame.height != len(lengths) or frame[_FRAME_LEN].to_list() != lengths:
+        return None  # a value with trailing bytes: find it record by record
+    return frame
+
+
+def container(writer: AvroSchema, bytes_fields: frozenset[str] = frozenset()
+              ) -> tuple[bytes, bytes]:
+    """(header, sync marker) of a null-codec container of framed values of ``writer``."""
+    return _container(writer, bytes_fields)
 
 
 @functools.lru_cache(maxsize=256)
@@ -337,6 +356,11 @@ def _enums_as_ints(node: Any, enums: frozenset[str]) -> Any:
         return {k: _enums_as_ints(v, enums) if k in ("fields", "type", "items", "values")
                 else v for k, v in node.items() if k != "default"}
     return node
+
+
+def has_map(node: Any) -> bool:
+    """Whether a schema holds an Avro map anywhere (polars cannot read maps)."""
+    return _has_map(node)
 
 
 def _has_map(node: Any) -> bool:
