@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.archive_writer import SegmentWriter
-from agents.group_consumer import Rebalance, group_consumer
+from agents.group_consumer import Rebalance, end_loop, group_consumer, supervise
 from schemas.metadata import ArchivePolicy, metadata_from_dict
 from sinks.lake_layout import next_offset, parse_raw_path
 from sinks.lake_layout import raw_partition_prefix as partition_prefix
@@ -173,15 +173,7 @@ class ArchiveAgent:
     async def stop(self) -> None:
         """Flush every buffer, wait until durable, leave the group; harmless twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                # Already logged by the loop; stopping must still release everything.
-                log.exception("archive agent %s had stopped on an error", self._group_id)
+        await end_loop(task, f"archive agent {self._group_id}")
         consumer, self._consumer = self._consumer, None
         try:
             if consumer is not None:
@@ -214,18 +206,8 @@ class ArchiveAgent:
         waits for the writes in flight, and re-reads every partition from the position
         the lake holds (a rejoin of the group does exactly that), then goes on.
         """
-        backoff = 1.0
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("archive agent %s failed; resuming from the lake in %.0fs",
-                              self._group_id, backoff)
-                await self._restart_from_lake()
-                await asyncio.sleep(backoff)  # do not spin on a failure that persists
-                backoff = min(backoff * 2, 60.0)
+        await supervise(self._consume, self._restart_from_lake,
+                        f"archive agent {self._group_id}", "resuming from the lake")
 
     async def _restart_from_lake(self) -> None:
         await self._writer.reset()

@@ -73,7 +73,7 @@ from agents.checksum_tables import (
     checksums_source_topic,
 )
 from agents.dedup_plan import unique_topic
-from agents.group_consumer import Rebalance, group_consumer
+from agents.group_consumer import Rebalance, end_loop, group_consumer, supervise
 from agents.verify_sources import TopicView
 from schemas.avro_schema import AvroSchema
 from schemas.errors import NotFoundError, OnepipeError
@@ -160,14 +160,7 @@ class ChecksumAgent(Service):
     async def stop(self) -> None:
         """Stop folding, close the tables, leave the group; harmless twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("checksum agent %s had stopped on an error", self._group_id)
+        await end_loop(task, f"checksum agent {self._group_id}")
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         try:
@@ -210,21 +203,11 @@ class ChecksumAgent(Service):
     # ------------------------------------------------------------------- loop
     async def _run(self) -> None:
         """The consume loop; after a failure the tables reopen and resume from themselves."""
-        backoff = 1.0
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("checksum agent %s failed; resuming from its tables in %.0fs",
-                              self._group_id, backoff)
-                self.metrics.restarts += 1
-                await self._restart()
-                await asyncio.sleep(backoff)  # do not spin on a failure that persists
-                backoff = min(backoff * 2, 60.0)
+        await supervise(self._consume, self._restart, f"checksum agent {self._group_id}",
+                        "resuming from its tables")
 
     async def _restart(self) -> None:
+        self.metrics.restarts += 1
         async with self._lock:
             self._close_stores(None)
         consumer = self._consumer

@@ -71,7 +71,7 @@ from agents.dedup_partitions import PartitionTables
 from agents.dedup_pipeline import BatchPipeline
 from agents.dedup_plan import PartitionWork, group_by_table, repartition_topic
 from agents.dedup_topics import DedupTopic, keyed_topics, plan_table
-from agents.group_consumer import Rebalance, group_consumer
+from agents.group_consumer import Rebalance, end_loop, group_consumer, supervise
 from schemas.errors import OnepipeError
 from tables.dedup_store import DedupStore
 from tables.registry_store import RegistryStore
@@ -183,14 +183,7 @@ class DedupAgent:
         whatever of it was already emitted in ``.unique``.
         """
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("dedup agent %s had stopped on an error", self._group_id)
+        await end_loop(task, f"dedup agent {self._group_id}")
         # Let the batches in flight finish (acks, tables, commits) while every client is
         # still up; aiokafka need not call the revoke listener on close.
         async with self._lock:
@@ -237,21 +230,11 @@ class DedupAgent:
         unexpected: the agent closes its tables and rejoins the group, so every partition
         is recovered from ``.unique`` and re-read from its last commit, then goes on.
         """
-        backoff = 1.0
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dedup agent %s failed; recovering from the changelogs in %.0fs",
-                              self._group_id, backoff)
-                self.metrics.restarts += 1
-                await self._restart()
-                await asyncio.sleep(backoff)  # do not spin on a failure that persists
-                backoff = min(backoff * 2, 60.0)
+        await supervise(self._consume, self._restart, f"dedup agent {self._group_id}",
+                        "recovering from the changelogs")
 
     async def _restart(self) -> None:
+        self.metrics.restarts += 1
         async with self._lock:
             await self._pipeline.drain()
             self._failure = None

@@ -7,11 +7,18 @@ fetches) and the hand-over of partition moves to the agent are written once here
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-__all__ = ["Rebalance", "RebalanceOwner", "group_consumer"]
+__all__ = ["Rebalance", "RebalanceOwner", "end_loop", "group_consumer", "supervise"]
+
+log = logging.getLogger(__name__)
+#: Longest wait between restarts of a loop whose failure persists.
+_MAX_BACKOFF = 60.0
 
 
 def group_consumer(bootstrap: str, group_id: str, *, session_timeout: float,
@@ -60,3 +67,39 @@ class Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._agent.on_assigned(self._consumer, assigned)
+
+
+async def supervise(consume: Callable[[], Awaitable[None]],
+                    recover: Callable[[], Awaitable[None]], what: str, how: str) -> None:
+    """Run an agent's consume loop forever, recovering after any failure.
+
+    A failure must neither stop the agent for good nor let it go on past what it lost:
+    ``recover`` drops what the agent holds and makes it rejoin its group (so every
+    partition restarts from its source of truth), then the loop runs again, after a
+    backoff that doubles up to a minute so a persistent failure does not spin.
+    """
+    backoff = 1.0
+    while True:
+        try:
+            await consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; %s in %.0fs", what, how, backoff)
+            await recover()
+            await asyncio.sleep(backoff)  # do not spin on a failure that persists
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+async def end_loop(task: asyncio.Task[None] | None, what: str) -> None:
+    """Cancel a supervised loop and wait for it; a failure it ended on is logged, not
+    raised, so stopping still releases everything after it."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("%s had stopped on an error", what)
