@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from app.catalog import apply_topic  # noqa: E402
 from app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from bench.common import PeakRss  # noqa: E402
 from schemas.codec import frame  # noqa: E402
 from sinks.lake_store import open_lake  # noqa: E402
 
@@ -58,33 +58,6 @@ SCHEMA: dict[str, Any] = {
         {"name": "tags", "type": {"type": "array", "items": "string"}},
         {"name": "payload", "type": "string"},
     ]}
-
-
-def rss_bytes() -> int:
-    with Path("/proc/self/statm").open() as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRss:
-    """Samples this process's RSS every 50 ms in a thread while active."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, rss_bytes())
-
-    def __enter__(self) -> PeakRss:
-        self.peak = rss_bytes()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def produce(bootstrap: str, topic: str, schema_id: int, count: int, size: int,

@@ -27,7 +27,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from app.catalog import apply_topic  # noqa: E402
 from app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
 from app.settings import load_settings  # noqa: E402
-from bench.common import machine_facts, tree_cpu  # noqa: E402
+from bench.common import PeakRss, machine_facts, tree_cpu  # noqa: E402
 from schemas.codec import KeyEncoder, frame  # noqa: E402
 from schemas.partitioner import partitions_for  # noqa: E402
 
@@ -57,33 +56,6 @@ SCHEMA: dict[str, Any] = {
         {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
         {"name": "payload", "type": "string"},
     ]}
-
-
-def rss_bytes() -> int:
-    with Path("/proc/self/statm").open() as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRss:
-    """Samples this process's RSS every 50 ms in a thread while active."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, rss_bytes())
-
-    def __enter__(self) -> PeakRss:
-        self.peak = rss_bytes()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def produce(bootstrap: str, topic: str, schema_id: int, distinct: int,
