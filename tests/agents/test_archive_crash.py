@@ -10,23 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from app.embedded import free_port
 from sinks.lake_inventory import raw_inventory
 from sinks.lake_store import open_lake
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
+from tests.fixtures.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
 PARTITIONS = 2
 
 
@@ -53,35 +49,6 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
     yield env, topic, tmp_path
 
 
-class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen([ONEPIPE, "worker"],
-                                         env={**env, "ONEPIPE_WEB_PORT": str(self.port)},
-                                         stdout=out, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}")
-        try:
-            async with aiohttp.ClientSession() as s, s.get(self.url + "/health") as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    def children(self) -> list[int]:
-        """Pids of the worker's child processes (its archive encoders)."""
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-
 async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
     crash_env: tuple[dict[str, str], str, Path], broker: str
 ) -> None:
@@ -103,7 +70,7 @@ async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
         async def archived() -> int:
             return (await raw_inventory(lake, topic)).records
 
-        first = Worker(env, tmp_path / "worker-1.log")
+        first = WorkerProcess(env, tmp_path / "worker-1.log")
         try:
             await wait_for(first.healthy, timeout=60, what="first worker")
             # Keep producing until the lake has files, then kill mid-stream.
@@ -119,7 +86,7 @@ async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
         finally:
             first.kill()
 
-        second = Worker(env, tmp_path / "worker-2.log")
+        second = WorkerProcess(env, tmp_path / "worker-2.log")
         try:
             await wait_for(second.healthy, timeout=60, what="restarted worker")
             for _ in range(10):
@@ -130,11 +97,7 @@ async def test_sigkill_while_archiving_loses_and_duplicates_nothing(
 
             await wait_for(all_archived, timeout=120, what=f"{sent} archived rows")
         finally:
-            second.proc.send_signal(signal.SIGTERM)
-            try:
-                second.proc.wait(timeout=30)
-            finally:
-                second.kill()
+            second.stop()
 
         inventory = await raw_inventory(lake, topic)
     assert inventory.gaps == {}

@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +20,11 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.embedded import free_port
 from tests.fixtures.dedup import check_unique, expected_outcome
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
+from tests.fixtures.worker_process import WorkerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
 PARTITIONS = 2
 SCHEMA = {"type": "record", "name": "Item", "namespace": "test.dedup", "fields": [
     {"name": "id", "type": "string"}, {"name": "version", "type": "long"},
@@ -53,38 +48,6 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
                ONEPIPE_ARCHIVE_ENABLED="false", ONEPIPE_DEDUP_ENABLED="true",
                ONEPIPE_COMPACT_WORKERS_ENABLED="false")
     yield env, topic, tmp_path
-
-
-class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen([ONEPIPE, "worker"],
-                                         env={**env, "ONEPIPE_WEB_PORT": str(self.port)},
-                                         stdout=out, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}")
-        try:
-            async with aiohttp.ClientSession() as s, s.get(self.url + "/health") as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            finally:
-                self.kill()
 
 
 async def committed(broker: str, group: str, topic: str) -> dict[int, int]:
@@ -117,7 +80,7 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
         _, watermarks = await read_topic(broker, f"{topic}.unique", PARTITIONS)
         return sum(watermarks.values()) > 10
 
-    first = Worker(env, tmp_path / "worker-1.log")
+    first = WorkerProcess(env, tmp_path / "worker-1.log")
     try:
         await wait_for(first.healthy, timeout=60, what="first worker")
         # Keep producing until winners flow, then kill while more are in flight.
@@ -129,7 +92,7 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
     finally:
         first.kill()
 
-    second = Worker(env, tmp_path / "worker-2.log")
+    second = WorkerProcess(env, tmp_path / "worker-2.log")
     try:
         await wait_for(second.healthy, timeout=60, what="restarted worker")
         for _ in range(5):
