@@ -9,19 +9,16 @@ functions every other system uses, never per-row hashing of Python objects.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import fastavro
 import pyarrow as pa
 from aiokafka import ConsumerRecord
 
 from agents.verify_sources import TopicView
 from schemas.avro_schema import AvroSchema
 from schemas.checksum import row_hashes
-from schemas.codec import HEADER_SIZE, unframe
-from schemas.errors import OnepipeError
+from schemas.codec import decode_or_none
 from schemas.partition_day import partition_days, partition_hours
 from sinks.raw_format import RawRecord, build_raw_table
 from tables.checksum_store import Contribution, contributions
@@ -39,7 +36,7 @@ def winner_contributions(view: TopicView, reader: AvroSchema,
     ids: list[int | None] = []
     decoded: list[Any] = []
     for i, r in enumerate(records):
-        schema_id, datum = _decode(r.value, reader, schema_by_id)
+        schema_id, datum = decode_or_none(r.value, schema_by_id, reader)
         if datum is None:
             continue
         kept.append(i)
@@ -58,20 +55,3 @@ def winner_contributions(view: TopicView, reader: AvroSchema,
     for i, c in zip(kept, contributions(table, view.spec, hashes, days, hours), strict=True):
         out[i] = (out[i][0], c)
     return out
-
-
-def _decode(value: bytes | None, reader: AvroSchema,
-            writer_for_id: Callable[[int], AvroSchema]) -> tuple[int | None, Any]:
-    """(schema id, datum in the reader's shape), or (None, None) when it does not decode."""
-    if value is None or len(value) < HEADER_SIZE:
-        return None, None
-    try:
-        schema_id, body = unframe(value)
-        writer = writer_for_id(schema_id)
-        same = writer.identity == reader.identity
-        datum = fastavro.schemaless_reader(io.BytesIO(body), writer.parsed,
-                                           None if same else reader.parsed)
-    except (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            UnicodeDecodeError, fastavro.read.SchemaResolutionError):
-        return None, None
-    return schema_id, datum

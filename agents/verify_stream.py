@@ -21,12 +21,10 @@ has it), so a removed archived file is named with its own days.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -35,8 +33,8 @@ from aiokafka.errors import KafkaError
 from agents.dedup_plan import unique_topic
 from agents.verify_sources import BATCH_ROWS, A, ArrowDays, TopicView
 from schemas.avro_schema import AvroSchema
-from schemas.codec import HEADER_SIZE, unframe
-from schemas.errors import BrokerError, OnepipeError
+from schemas.codec import decode_or_none
+from schemas.errors import BrokerError
 from schemas.partition_day import day_name, partition_days
 from sinks.raw_format import RawRecord, build_raw_table
 from tables.kafka import read_to_end
@@ -79,7 +77,7 @@ class _Decoder:
     def table(self, messages: Sequence[_Message]) -> pa.Table:
         records, ids, decoded = [], [], []
         for m in messages:
-            schema_id, datum = self._one(m.value)
+            schema_id, datum = decode_or_none(m.value, self.writer_for_id, self.reader)
             if datum is None:
                 self.undecodable += 1
                 continue
@@ -89,20 +87,6 @@ class _Decoder:
             decoded.append(datum)
         table = build_raw_table(records, ids, decoded, [None] * len(records), self.reader)
         return table.select(list(self.view.columns))
-
-    def _one(self, value: bytes | None) -> tuple[int | None, Any]:
-        if value is None or len(value) < HEADER_SIZE:
-            return None, None
-        try:
-            schema_id, body = unframe(value)
-            writer = self.writer_for_id(schema_id)
-            same = writer.identity == self.reader.identity
-            datum = fastavro.schemaless_reader(io.BytesIO(body), writer.parsed,
-                                               None if same else self.reader.parsed)
-        except (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
-                UnicodeDecodeError, fastavro.read.SchemaResolutionError):
-            return None, None
-        return schema_id, datum
 
     def days(self, table: pa.Table) -> pa.Array:
         """The day number (int32) of each row."""

@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 
 from schemas.avro_schema import AvroSchema
-from schemas.errors import CodecError
+from schemas.errors import CodecError, OnepipeError
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
@@ -88,7 +88,10 @@ def decode(
         datum = fastavro.schemaless_reader(
             io.BytesIO(body),
             writer.parsed,
-            reader.parsed if reader is not None and reader is not writer else None,
+            # Resolution only when the schemas differ: reading with an equal schema is the
+            # same datum at several times the cost.
+            reader.parsed if reader is not None and reader.identity != writer.identity
+            else None,
         )
     except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise CodecError(f"Avro body does not decode with schema id {schema_id}: {exc}") from exc
@@ -97,6 +100,19 @@ def decode(
             f"schema id {schema_id} cannot be read with the requested reader schema: {exc}"
         ) from exc
     return schema_id, datum
+
+
+def decode_or_none(data: bytes | None, writer_for_id: Callable[[int], AvroSchema],
+                   reader: AvroSchema | None = None) -> tuple[int | None, Any]:
+    """:func:`decode`, with ``(None, None)`` for whatever does not decode (a tombstone,
+    no frame, an unknown schema id, a bad body): for readers that count such records
+    and go on rather than stop."""
+    if data is None:
+        return None, None
+    try:
+        return decode(data, writer_for_id, reader)
+    except (OnepipeError, KeyError):  # KeyError: a plain dict as the id lookup
+        return None, None
 
 
 class KeyEncoder:
