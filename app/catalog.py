@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from schemas.avro_schema import parse_schema
-from schemas.compatibility import Compatibility
-from schemas.errors import ConfigError, MetadataError, SchemaError
-from schemas.metadata import metadata_from_dict, metadata_to_dict, validate_against_schema
-from tables.kafka import ensure_topic
-from tables.registry_store import RegistryStore
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.compatibility import Compatibility
+from onepipe.schemas.errors import ConfigError, MetadataError, SchemaError
+from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict, validate_against_schema
+from onepipe.tables.kafka.topics import ensure_topic
+from onepipe.tables.registry_store import RegistryStore
 
 
 @dataclass(slots=True)
@@ -94,10 +94,9 @@ async def apply_topic(
             f"schema: registered version {version.version} (id {version.schema_id})")
     result.schema_id, result.version = version.schema_id, version.version
 
-    meta_json = metadata_to_dict(meta)
     previous = state.topics.get(topic)
-    if previous != meta_json:
-        await store.put_metadata(topic, meta_json)
+    if previous != meta:
+        await store.put_metadata(topic, metadata_to_dict(meta))
         result.changes.append("metadata: " + ("updated" if previous is not None else "created"))
     return result
 

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.catalog import ApplyResult, apply_catalog
-from app.embedded import EmbeddedBroker
-from app.settings import Settings, load_settings
-from app.status_cli import add_status_command, run_status
-from schemas.errors import ConfigError, OnepipeError
-from sinks.lake_store import open_lake
-from tables.registry_store import RegistryStore
+from onepipe.app.catalog import ApplyResult, apply_catalog
+from onepipe.app.embedded import EmbeddedBroker
+from onepipe.app.settings import Settings, load_settings
+from onepipe.app.status_cli import add_status_command, run_status
+from onepipe.schemas.errors import ConfigError, OnepipeError
+from onepipe.sinks.lake import open_lake
+from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger("onepipe")
 
@@ -150,8 +150,8 @@ async def _apply(settings: Settings, folder: Path) -> list[ApplyResult]:
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from agents.replay import replay
-    from app.runtime import lake_s3_options, make_producer
+    from onepipe.agents.replay.replay import replay
+    from onepipe.app.runtime import lake_s3_options, make_producer
 
     target = args.to_topic or (args.topic if args.into_source else None)
     if target is None:
@@ -181,8 +181,8 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from app.runtime import lake_s3_options
-    from sinks.lake_inventory import raw_inventory
+    from onepipe.app.runtime import lake_s3_options
+    from onepipe.sinks.lake.inventory import raw_inventory
 
     async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
         inventory = await raw_inventory(lake, topic)
@@ -201,10 +201,9 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
 
 
 async def _compact(settings: Settings, args: argparse.Namespace) -> int:
-    from agents.compactor import CompactionConfig, Compactor
-    from app.runtime import lake_s3_options
-    from schemas.errors import NotFoundError
-    from schemas.metadata import metadata_from_dict
+    from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+    from onepipe.app.runtime import lake_s3_options
+    from onepipe.schemas.errors import NotFoundError
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -212,7 +211,7 @@ async def _compact(settings: Settings, args: argparse.Namespace) -> int:
                              replication_factor=settings.replication_factor,
                              fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
         try:
-            meta = metadata_from_dict(args.topic, store.state.topic_metadata(args.topic))
+            meta = store.state.topic_metadata(args.topic)
         except NotFoundError as exc:
             raise ConfigError(exc.message) from exc
         try:
@@ -245,9 +244,9 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every system agrees, 1 when not, 2 for usage errors."""
     import orjson
 
-    from agents.verify import day_range, verify_registered
-    from app.runtime import lake_s3_options
-    from app.verify_views import cache_dir, print_report
+    from onepipe.agents.verify.compare import day_range, verify_registered
+    from onepipe.app.runtime import lake_s3_options
+    from onepipe.app.verify_views import cache_dir, print_report
 
     try:
         days = day_range(args.date, args.first, args.last)
@@ -277,8 +276,8 @@ async def _lake_read(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from app.runtime import lake_s3_options
-    from sinks.clean_reader import SEQ_KEY, read_clean, read_raw
+    from onepipe.app.runtime import lake_s3_options
+    from onepipe.sinks.lake.clean_reader import SEQ_KEY, read_clean, read_raw
 
     if args.limit < 0:
         raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
@@ -346,7 +345,7 @@ def _print_results(results: list[ApplyResult]) -> None:
 
 
 def _worker(settings: Settings) -> int:
-    from app.worker import create_app  # faust is heavy: import it only to run a worker
+    from onepipe.app.worker import create_app  # faust is heavy: import it only to run a worker
 
     if settings.catalog_dir is not None:
         # Before the worker subscribes: a topic created after the subscription would only

@@ -8,11 +8,11 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
-from agents.archive import ArchiveMetrics
-from agents.publisher import Publisher
-from app.lag_monitor import LagMonitor
-from app.settings import Settings
-from tables.registry_store import RegistryStore
+from onepipe.agents.archive.agent import ArchiveMetrics
+from onepipe.app.lag_monitor import LagMonitor
+from onepipe.app.settings import Settings
+from onepipe.sinks.publish.publisher import Publisher
+from onepipe.tables.registry_store import RegistryStore
 
 
 class MetricSource(Protocol):
@@ -20,7 +20,7 @@ class MetricSource(Protocol):
 
     ``collect`` runs at scrape time on the event loop: it reads live counters and builds
     families, with no I/O and nothing added to any agent's per-record path.
-    ``app.metrics_view.CounterSource`` turns a metrics dataclass into one.
+    ``onepipe.app.metrics_view.CounterSource`` turns a metrics dataclass into one.
     """
 
     def collect(self) -> Iterable[Metric]: ...

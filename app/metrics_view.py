@@ -2,7 +2,7 @@
 
 Contract:
 - Built at scrape time from live objects by one custom collector: the lag monitor's last
-  snapshot, the archive agent's counters, and every :class:`~app.context.MetricSource`
+  snapshot, the archive agent's counters, and every :class:`~onepipe.app.context.MetricSource`
   in ``WorkerContext.metric_sources``. Nothing is recorded per record for it: agents keep
   their plain counters, and a scrape reads them (no Kafka request either: lag comes from
   the monitor's last sample).
@@ -36,10 +36,10 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from agents.archive import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
-from app.context import WorkerContext
-from app.lag_monitor import LagMonitor
-from app.registry_views import CTX
+from onepipe.agents.archive.agent import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
+from onepipe.app.context import WorkerContext
+from onepipe.app.lag_monitor import LagMonitor
+from onepipe.app.registry_views import CTX
 
 #: ``DedupMetrics`` counters (agents/dedup.py) and their help, for a :class:`CounterSource`.
 DEDUP_COUNTERS: Mapping[str, str] = {

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from app.http import json_response, read_json
-from app.registry_views import CTX
-from schemas.errors import RequestError
-from schemas.registry_state import parse_version
+from onepipe.app.http import json_response, read_json
+from onepipe.app.registry_views import CTX
+from onepipe.schemas.errors import RequestError
+from onepipe.schemas.registry_state import parse_version
 
 _BATCH_KEYS = frozenset({"records", "version"})
 #: Records are JSON: the registry's extra content types (octet-stream) do not apply here.

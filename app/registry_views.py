@@ -13,18 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from app.context import WorkerContext
-from app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import Compatibility, can_read
-from schemas.errors import (
+from onepipe.app.context import WorkerContext
+from onepipe.app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.compatibility import Compatibility, can_read
+from onepipe.schemas.errors import (
     InvalidCompatibilityError,
     MetadataError,
     NotFoundError,
     SchemaError,
 )
-from schemas.metadata import metadata_from_dict, validate_against_schema
-from schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
+from onepipe.schemas.metadata import validate_against_schema
+from onepipe.schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
 
 CTX = web.AppKey("onepipe", WorkerContext)
 
@@ -59,7 +59,7 @@ def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -
     topic = subject.removesuffix("-value")
     if subject == topic or topic not in ctx.registry.state.topics:
         return
-    meta = metadata_from_dict(topic, ctx.registry.state.topics[topic])
+    meta = ctx.registry.state.topics[topic]
     try:
         validate_against_schema(meta, schema)
     except MetadataError as exc:

@@ -16,22 +16,23 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from agents.archive import ArchiveAgent, ArchiveMetrics
-from agents.checksum_agent import ChecksumAgent, ChecksumMetrics
-from agents.compact_day import DayExecutor
-from agents.compact_pool import DayTaskWorker, KafkaDayDispatcher
-from agents.compact_schedule import CompactionScheduler
-from agents.compactor import CompactionConfig
-from agents.dedup import DedupAgent, DedupMetrics
-from agents.publisher import Publisher
-from app.context import WorkerContext
-from app.lag_monitor import worker_monitor
-from app.metrics_view import DEDUP_COUNTERS, CounterSource
-from app.settings import Settings
-from app.web import WebServer
-from schemas.errors import BrokerError
-from sinks.lake_store import LakeStore, S3Options, open_lake
-from tables.registry_store import RegistryStore
+from onepipe.agents.archive.agent import ArchiveAgent, ArchiveMetrics
+from onepipe.agents.checksum.agent import ChecksumAgent, ChecksumMetrics
+from onepipe.agents.compact.compactor import CompactionConfig
+from onepipe.agents.compact.day import DayExecutor
+from onepipe.agents.compact.pool import DayTaskWorker, KafkaDayDispatcher
+from onepipe.agents.compact.schedule import CompactionScheduler
+from onepipe.agents.dedup.agent import DedupAgent, DedupMetrics
+from onepipe.app.context import WorkerContext
+from onepipe.app.lag_monitor import worker_monitor
+from onepipe.app.metrics_view import DEDUP_COUNTERS, CounterSource
+from onepipe.app.settings import Settings
+from onepipe.app.web import WebServer
+from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
+from onepipe.sinks.lake import LakeStore, S3Options, open_lake
+from onepipe.sinks.publish.publisher import Publisher
+from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
 
-#: The dedup agent's exported counters: app.metrics_view's, plus two /health shows.
+#: The dedup agent's exported counters: onepipe.app.metrics_view's, plus two /health shows.
 _DEDUP_EXPORTED = {
     **DEDUP_COUNTERS,
     "superseded": "Versions that led their key within a batch but lost to a later one.",
@@ -168,7 +169,7 @@ class Runtime:
         settings = self.settings
         self.checksums = ChecksumAgent(
             bootstrap=settings.broker,
-            group_id=f"{settings.app_id}-checksums",
+            group_id=checksums_group(settings.app_id),
             registry=self.registry,
             data_dir=settings.data_dir,
             retention_days=settings.checksum_retention_days,
@@ -185,7 +186,7 @@ class Runtime:
         self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
         self.archive = ArchiveAgent(
             bootstrap=settings.broker,
-            group_id=f"{settings.app_id}-archive",
+            group_id=archive_group(settings.app_id),
             registry=self.registry,
             lake=self.lake,
             max_buffer_bytes=settings.archive_buffer_bytes,
@@ -198,7 +199,7 @@ class Runtime:
         settings = self.settings
         self.dedup = DedupAgent(
             bootstrap=settings.broker,
-            group_id=f"{settings.app_id}-dedup",
+            group_id=dedup_group(settings.app_id),
             registry=self.registry,
             data_dir=settings.data_dir,
             replication_factor=settings.replication_factor,

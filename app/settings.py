@@ -2,7 +2,7 @@
 
 Read once, when :func:`load_settings` is called (never at import time), so tests and the
 CLI build settings explicitly. A wrong value fails at start with a
-:class:`~schemas.errors.ConfigError` that names the variable, what it got and what it
+:class:`~onepipe.schemas.errors.ConfigError` that names the variable, what it got and what it
 takes.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.errors import ConfigError
+from onepipe.schemas.errors import ConfigError
 
 ENV_PREFIX = "ONEPIPE_"
 

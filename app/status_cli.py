@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from app.settings import load_settings
+from onepipe.app.settings import load_settings
 
 EXIT_OK = 0
 EXIT_STUCK = 1

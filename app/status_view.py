@@ -22,10 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
-from app.context import WorkerContext
-from app.http import json_response
-from app.registry_views import CTX
-from schemas.errors import NotFoundError
+from onepipe.app.context import WorkerContext
+from onepipe.app.http import json_response
+from onepipe.app.registry_views import CTX
+from onepipe.schemas.errors import NotFoundError
+from onepipe.schemas.metadata import metadata_to_dict
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -44,13 +45,13 @@ def _topics(ctx: WorkerContext) -> list[dict[str, Any]]:
         latest = state.version(subject, "latest") if versions else None
         rows.append({
             "topic": topic,
-            "partitions": meta.get("partitions"),
+            "partitions": meta.partitions,
             "subject": subject,
             "versions": versions,
             "schema_id": latest.schema_id if latest is not None else None,
             "compatibility": state.compatibility(subject).value,
-            "key": list(meta.get("key") or []),
-            "order": meta.get("order"),
+            "key": list(meta.key),
+            "order": metadata_to_dict(meta)["order"],
         })
     return rows
 

@@ -2,17 +2,18 @@
 
 ``PUT`` takes the catalog fields as JSON with ``schema`` as the Avro schema (object or
 string); it registers the schema version if new, creates the Kafka topic, and stores the
-metadata, after checking all of it (see :mod:`app.catalog`).
+metadata, after checking all of it (see :mod:`onepipe.app.catalog`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from app.catalog import apply_topic
-from app.http import json_response, read_json
-from app.registry_views import CTX
-from schemas.errors import MetadataError
+from onepipe.app.catalog import apply_topic
+from onepipe.app.http import json_response, read_json
+from onepipe.app.registry_views import CTX
+from onepipe.schemas.errors import MetadataError
+from onepipe.schemas.metadata import metadata_to_dict
 
 
 async def list_topics(request: web.Request) -> web.Response:
@@ -22,7 +23,7 @@ async def list_topics(request: web.Request) -> web.Response:
 async def get_metadata(request: web.Request) -> web.Response:
     state = request.app[CTX].registry.state
     topic = request.match_info["topic"]
-    meta = dict(state.topic_metadata(topic))
+    meta = metadata_to_dict(state.topic_metadata(topic))
     latest = state.version(f"{topic}-value", "latest")
     meta.update(topic=topic, schema=latest.schema.json, schema_id=latest.schema_id,
                 version=latest.version)

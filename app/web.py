@@ -11,14 +11,14 @@ import logging
 
 from aiohttp import web
 
-from app.context import WorkerContext
-from app.http import error_middleware, json_response
-from app.metrics_view import add_metrics_routes
-from app.produce_views import add_produce_routes
-from app.registry_views import CTX, add_registry_routes
-from app.status_view import add_status_routes
-from app.topic_views import add_topic_routes
-from app.verify_views import add_verify_routes
+from onepipe.app.context import WorkerContext
+from onepipe.app.http import error_middleware, json_response
+from onepipe.app.metrics_view import add_metrics_routes
+from onepipe.app.produce_views import add_produce_routes
+from onepipe.app.registry_views import CTX, add_registry_routes
+from onepipe.app.status_view import add_status_routes
+from onepipe.app.topic_views import add_topic_routes
+from onepipe.app.verify_views import add_verify_routes
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One app per process; ops scale out by starting more processes with the same settings.
 Faust carries the worker lifecycle, consumer-group membership for developer agents,
-timers and the CLI; onepipe's :class:`~app.runtime.Runtime` (registry, producer, HTTP API)
+timers and the CLI; onepipe's :class:`~onepipe.app.runtime.Runtime` (registry, producer, HTTP API)
 runs as the app's web-server service, which Faust starts after table recovery.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import faust
 import mode
 
-from agents import example
-from agents.streams import StreamApi
-from app.runtime import Runtime
-from app.settings import Settings
+from onepipe.agents.streams import example
+from onepipe.agents.streams.api import StreamApi
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
 
 
 class RuntimeService(mode.Service):

@@ -5,7 +5,7 @@
 For 200-byte and 2-KB records it prints:
 1. the ceiling: a raw aiokafka batch consumer (``getmany``) reading every record of the
    topic from the same embedded tansu broker, records/s and MB/s;
-2. the archive agent (agents.archive, the code the worker runs) archiving the same topic
+2. the archive agent (onepipe.agents.archive.agent, the code the worker runs) archiving the same topic
    into a local-folder lake: records/s and MB/s from partition assignment until the lake
    holds every record, and the ratio to the ceiling (target >= 0.40);
 3. peak RSS of this process while the agent ran, against the configured buffer bound +
@@ -33,14 +33,14 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from agents.archive import ArchiveAgent  # noqa: E402
-from app.catalog import apply_topic  # noqa: E402
-from app.embedded import EmbeddedBroker, free_port  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
-from app.settings import load_settings  # noqa: E402
 from bench.common import PeakRss  # noqa: E402
-from schemas.codec import frame  # noqa: E402
-from sinks.lake_store import open_lake  # noqa: E402
+from onepipe.agents.archive.agent import ArchiveAgent  # noqa: E402
+from onepipe.app.catalog import apply_topic  # noqa: E402
+from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from onepipe.app.runtime import Runtime  # noqa: E402
+from onepipe.app.settings import load_settings  # noqa: E402
+from onepipe.schemas.codec import frame  # noqa: E402
+from onepipe.sinks.lake import open_lake  # noqa: E402
 
 TARGET_RATIO = 0.40
 #: Encoder processes of the agent (0: a thread of the agent's own process).

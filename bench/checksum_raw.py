@@ -3,9 +3,9 @@
     .venv/bin/python bench/checksum_raw.py [--records N]
 
 The checksum agent reads every record of every keyed source topic a second time to count
-raw records per partition_time day (agents.checksum_raw.RawPlacer: the partition_time
+raw records per partition_time day (onepipe.agents.checksum.raw.RawPlacer: the partition_time
 field decoded with fastavro, record by record). The baseline is what the dedup agent pays
-for the same values on its hot path (tables.dedup_decode.TopicReader: key and order
+for the same values on its hot path (onepipe.tables.dedup.decode.TopicReader: key and order
 columns decoded in batch by polars), measured in the same run on the same values, so the
 ratio says how much of a dedup agent's decode budget the counting adds per record.
 No broker: decoding only (the Kafka fetch costs the same for both).
@@ -28,12 +28,12 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 
 import fastavro  # noqa: E402
 
-from agents.checksum_raw import RawPlacer  # noqa: E402
-from agents.verify_sources import TopicView  # noqa: E402
-from schemas.avro_schema import AvroSchema, parse_schema  # noqa: E402
-from schemas.codec import frame  # noqa: E402
-from schemas.metadata import metadata_from_dict  # noqa: E402
-from tables.dedup_decode import TopicReader  # noqa: E402
+from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema  # noqa: E402
+from onepipe.schemas.codec import frame  # noqa: E402
+from onepipe.schemas.metadata import metadata_from_dict  # noqa: E402
+from onepipe.sinks.formats.topic_view import TopicView  # noqa: E402
+from onepipe.tables.dedup.decode import TopicReader  # noqa: E402
 
 
 class _Record(NamedTuple):

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo importable
     sys.path.insert(0, str(ROOT))
 
-from app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -6,12 +6,12 @@
 Setup (not timed): one UTC day of ``--rows`` raw records (default 5M) with 10% duplicates
 (extra versions of earlier keys, so ~4.5M distinct keys), ~200-byte Confluent-framed Avro
 values (key long, version long, amount, status, payload, updated_at timestamp-millis),
-written as raw files exactly as the archive writes them (sinks.raw_format, split at UTC
+written as raw files exactly as the archive writes them (onepipe.sinks.formats.raw, split at UTC
 hours like the archive, at most ``--file-rows`` rows per file) into a local lake, by two
 generator processes.
 
 Measured, in this order, in this process:
-1. the compactor (agents.compactor, the code ``onepipe compact`` runs) merging the whole
+1. the compactor (onepipe.agents.compact.compactor, the code ``onepipe compact`` runs) merging the whole
    day from scratch: rows/s, peak RSS of this process while it ran (sampled from /proc),
    peak size of the work dir (DuckDB spill + intermediate files), clean bytes;
 2. the baseline: DuckDB with the same memory_limit and threads reading every raw file and
@@ -46,13 +46,13 @@ import duckdb  # noqa: E402
 import fastavro  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from agents.compactor import CompactionConfig, Compactor  # noqa: E402
 from bench.common import Row, machine_facts, print_results, read_proc  # noqa: E402
-from schemas.avro_schema import parse_schema  # noqa: E402
-from schemas.metadata import OrderRule, TopicMetadata  # noqa: E402
-from sinks.lake_layout import hour_segments, raw_file_path  # noqa: E402
-from sinks.lake_store import open_lake  # noqa: E402
-from sinks.raw_format import RawRecord, build_raw_table, encode_parquet, typed_schema  # noqa: E402
+from onepipe.agents.compact.compactor import CompactionConfig, Compactor  # noqa: E402
+from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
+from onepipe.schemas.metadata import OrderRule, TopicMetadata  # noqa: E402
+from onepipe.sinks.formats.raw import RawRecord, build_raw_table, encode_parquet, typed_schema  # noqa: E402
+from onepipe.sinks.lake import open_lake  # noqa: E402
+from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path  # noqa: E402
 
 TOPIC = "bench-compact"
 DAY0 = 1_795_132_800_000  # 2026-11-20T00:00:00Z
@@ -137,7 +137,7 @@ def generate_partition(root: str, partition: int, partitions: int, rows: int,
             values.append(value)
         typed = [pa.array(col, typed_fields.field(i).type) for i, col in enumerate(
             [ids, versions, amounts, statuses, payloads, updated])]
-        # Split at UTC hours, as the archive does (sinks.lake_layout.hour_segments).
+        # Split at UTC hours, as the archive does (onepipe.sinks.lake.raw_layout.hour_segments).
         for seg_start, seg_stop, date, hour in hour_segments([r.timestamp_ms for r in records]):
             part = records[seg_start:seg_stop]
             n = len(part)

@@ -8,11 +8,11 @@
    through a raw aiokafka producer, once.
 2. The ceiling: a raw aiokafka batch consumer (``getmany``) reading every record of the
    topic from the same embedded tansu broker.
-3. The dedup agent (agents.dedup, the code the worker runs) over the same topic: from
+3. The dedup agent (onepipe.agents.dedup.agent, the code the worker runs) over the same topic: from
    partition assignment until its consumed counter reaches the total (each batch is then
    emitted to ``.unique``, acknowledged, written to RocksDB and committed). The ratio to
    the ceiling has a target of >= 0.30 per worker. The process's garbage collector is
-   configured as a worker's (``app.runtime.GC_THRESHOLDS``, ``gc.freeze()`` after start).
+   configured as a worker's (``onepipe.app.runtime.GC_THRESHOLDS``, ``gc.freeze()`` after start).
 4. RocksDB bytes on disk after the run and this process's peak RSS while the agent ran.
 """
 
@@ -38,14 +38,14 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from agents.dedup import DedupAgent  # noqa: E402
-from app.catalog import apply_topic  # noqa: E402
-from app.embedded import EmbeddedBroker, free_port  # noqa: E402
-from app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
-from app.settings import load_settings  # noqa: E402
 from bench.common import PeakRss, machine_facts, tree_cpu  # noqa: E402
-from schemas.codec import KeyEncoder, frame  # noqa: E402
-from schemas.partitioner import partitions_for  # noqa: E402
+from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
+from onepipe.app.catalog import apply_topic  # noqa: E402
+from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from onepipe.app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
+from onepipe.app.settings import load_settings  # noqa: E402
+from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
+from onepipe.schemas.partitioner import partitions_for  # noqa: E402
 
 TARGET_RATIO = 0.30
 SCHEMA: dict[str, Any] = {
@@ -62,7 +62,7 @@ async def produce(bootstrap: str, topic: str, schema_id: int, distinct: int,
                   duplicates: float, partitions: int) -> tuple[int, int]:
     """Produce the data set; return (records, value bytes)."""
     parsed = fastavro.parse_schema(SCHEMA, named_schemas={})
-    from schemas.avro_schema import parse_schema  # noqa: PLC0415 - bench only
+    from onepipe.schemas.avro_schema import parse_schema  # noqa: PLC0415 - bench only
 
     encoder = KeyEncoder(parse_schema(SCHEMA), ["id"])
     rng = random.Random(42)
@@ -138,7 +138,7 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
                        max_records=max_records)
     with PeakRss() as rss:
         await agent.start()
-        # The collector as a worker runs it (app.runtime.Runtime.start): its thresholds,
+        # The collector as a worker runs it (onepipe.app.runtime.Runtime.start): its thresholds,
         # and everything built at start-up frozen out of the generations. A worker starts
         # the dedup agent before it freezes, so the agent's clients are frozen here too.
         gc.set_threshold(*GC_THRESHOLDS)

@@ -6,7 +6,7 @@ One run starts an embedded tansu broker on a free port and one ``onepipe worker`
 subprocess on it (catalog/ applied, so topic ``widgets`` exists), then measures from this
 process (the load generator):
 
-1. ceiling   - raw ``AIOKafkaProducer`` built by ``app.runtime.make_producer`` (acks=all,
+1. ceiling   - raw ``AIOKafkaProducer`` built by ``onepipe.app.runtime.make_producer`` (acks=all,
                same linger and batch size as the endpoint), pre-encoded records identical
                to what the endpoint writes (Confluent-framed Avro of ``widgets``, keyed),
                ``send()`` futures gathered per chunk of 500, like the endpoint. Best of
@@ -55,8 +55,6 @@ import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
 
-from app.runtime import make_producer  # noqa: E402
-from app.settings import Settings, load_settings  # noqa: E402
 from bench.common import (  # noqa: E402
     ProcStat,
     Row,
@@ -73,10 +71,12 @@ from bench.common import (  # noqa: E402
     wait_for_idle,
     wait_groups_stable,
 )
-from schemas.avro_schema import parse_schema  # noqa: E402
-from schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
-from schemas.errors import OnepipeError  # noqa: E402
-from schemas.validation import compile_converter  # noqa: E402
+from onepipe.app.runtime import make_producer  # noqa: E402
+from onepipe.app.settings import Settings, load_settings  # noqa: E402
+from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
+from onepipe.schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
+from onepipe.schemas.errors import OnepipeError  # noqa: E402
+from onepipe.schemas.validation import compile_converter  # noqa: E402
 
 TOPIC = "widgets"
 CEILING_TOPIC = "bench-ceiling"

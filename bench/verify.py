@@ -3,7 +3,7 @@
     .venv/bin/python bench/verify.py [--rows N] [--file-rows N] [--keep DIR] [--json]
 
 Setup (not timed): one UTC day of ``--rows`` clean rows (default 5M, one per key, sorted
-by key) written straight in the clean layout (sinks.clean_layout) with a committed
+by key) written straight in the clean layout (onepipe.sinks.lake.clean_layout) with a committed
 manifest, as the compactor would leave it: zstd Parquet, 128k-row row groups, files of
 ``--file-rows`` rows; columns ``id`` long, ``version`` long, ``amount`` double,
 ``status`` string, ``payload`` string (~40 bytes), ``updated_at`` timestamp-millis,
@@ -14,7 +14,7 @@ columns, Parquet skips them.) The spec: key ``id``, ``count_distinct``, sums of
 
 Measured, in this process (the lake is written by a child process, so the RSS here is
 verify's), each with peak RSS sampled from /proc every 0.1 s:
-1. the clean-lake source's figures for the day (agents.verify_sources.CleanLakeSource,
+1. the clean-lake source's figures for the day (onepipe.agents.verify.sources.CleanLakeSource,
    what ``onepipe verify`` runs per system and day): rows/s;
 2. the baseline: pyarrow reading the same files' same columns in the same batches, with
    no hashing or sums (the I/O + decode floor): printed as verify/baseline rows/s;
@@ -43,14 +43,15 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from agents.verify_sources import BATCH_ROWS, CleanLakeSource, DayRange, TopicView  # noqa: E402
 from bench.common import Row, machine_facts, print_results, read_proc  # noqa: E402
 from bench.compact import Sampler  # noqa: E402
-from schemas.avro_schema import parse_schema  # noqa: E402
-from schemas.metadata import Checks, OrderRule, TopicMetadata  # noqa: E402
-from sinks.clean_layout import clean_file_path  # noqa: E402
-from sinks.clean_manifest import DayVersion, Manifest, commit  # noqa: E402
-from sinks.lake_store import open_lake  # noqa: E402
+from onepipe.agents.verify.sources import BATCH_ROWS, CleanLakeSource, DayRange  # noqa: E402
+from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
+from onepipe.schemas.metadata import Checks, OrderRule, TopicMetadata  # noqa: E402
+from onepipe.sinks.formats.topic_view import TopicView  # noqa: E402
+from onepipe.sinks.lake import open_lake  # noqa: E402
+from onepipe.sinks.lake.clean_layout import clean_file_path  # noqa: E402
+from onepipe.sinks.lake.clean_manifest import DayVersion, Manifest, commit  # noqa: E402
 
 TOPIC = "bench-verify"
 DAY = "2026-11-20"

@@ -25,7 +25,7 @@ import fastavro
 import fastavro.schema
 import orjson
 
-from schemas.errors import SchemaError
+from onepipe.schemas.errors import SchemaError
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -5,7 +5,7 @@ per day: the number of rows, the number of distinct keys, exact sums of the cata
 ``sum`` fields and a row checksum. ``onepipe verify`` compares them. They only agree if
 every system computes them with *this* module, over Arrow data: the lake is read as
 Arrow batches, the stream decodes its records into Arrow with the lake's type mapping
-(``sinks.arrow_types``), SQL sinks fetch rows into Arrow.
+(``onepipe.sinks.formats.arrow_types``), SQL sinks fetch rows into Arrow.
 
 Contract:
 
@@ -20,19 +20,19 @@ Contract:
   "absent" never has to be guessed as "null".
 - Values are **type-normalised** first: each column is cast (safely: a cast that would
   lose data is an error) to the canonical Arrow type of its Avro field, which the caller
-  builds with ``sinks.arrow_types`` (see ``sinks.checksum_spec.spec_for``; ``schemas`` may
+  builds with ``onepipe.sinks.formats.arrow_types`` (see ``onepipe.sinks.formats.checksum_spec.spec_for``; ``schemas`` may
   not import ``sinks``). So int32 vs int64, ``timestamp[us]`` vs ``[ms]`` (same instants),
   ``large_string``, dictionary strings, decimals of another precision but the same value,
   and chunked vs contiguous columns all hash alike.
-- Sums (:mod:`schemas.exact_sum`, gathered by :mod:`schemas.figures`) are exact and
-  mergeable (:class:`~schemas.exact_sum.ExactSum`): ints as Python ints (no
+- Sums (:mod:`onepipe.schemas.exact_sum`, gathered by :mod:`onepipe.schemas.figures`) are exact and
+  mergeable (:class:`~onepipe.schemas.exact_sum.ExactSum`): ints as Python ints (no
   int64 overflow), decimals as unscaled ints, floats as an exact multiple of 2**-1074
   (every finite double is one) plus counts of inf/NaN. Rounded float addition depends on
   row order, so two systems would disagree in the last bit; an exact sum does not, and
   subtracting a replaced row's value is exact too. :meth:`ExactSum.value` rounds once, at
   the end. Null values add nothing (sum fields are non-nullable in the schema; a null
   can only come from an undecodable raw record).
-- :class:`~schemas.figures.DayFigures` holds one day's figures with ``+``/``-`` and a
+- :class:`~onepipe.schemas.figures.DayFigures` holds one day's figures with ``+``/``-`` and a
   JSON form carrying :data:`CHECKSUM_VERSION`; figures of another version are not comparable.
 
 Canonical encoding of a row: the concatenation, in spec field order, of each field's
@@ -87,13 +87,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from schemas.errors import SchemaError
+from onepipe.schemas.errors import SchemaError
 
 __all__ = ["CHECKSUM_VERSION", "ChecksumSpec", "canonical_rows", "checksum", "encode_value",
            "hash_type", "make_spec", "row_hashes", "select_columns"]
 
 if sys.byteorder != "little":  # pragma: no cover - Arrow buffers are read as little-endian
-    raise ImportError("schemas.checksum reads Arrow buffers as little-endian bytes; "
+    raise ImportError("onepipe.schemas.checksum reads Arrow buffers as little-endian bytes; "
                       "this machine is big-endian")
 
 #: Version of the canonical encoding and hash; stored with figures, bumped on any change.

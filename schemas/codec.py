@@ -19,8 +19,8 @@ from typing import Any
 
 import fastavro
 
-from schemas.avro_schema import AvroSchema
-from schemas.errors import CodecError, OnepipeError
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.errors import CodecError, OnepipeError
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")

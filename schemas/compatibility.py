@@ -25,8 +25,8 @@ from enum import StrEnum
 
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from schemas.avro_schema import AvroSchema
-from schemas.errors import InvalidCompatibilityError
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.errors import InvalidCompatibilityError
 
 
 class Compatibility(StrEnum):

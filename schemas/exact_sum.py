@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.errors import SchemaError
+from onepipe.schemas.errors import SchemaError
 
 __all__ = ["ExactSum", "SumKind", "sum_array", "zero_sum"]
 

@@ -1,10 +1,10 @@
 """One day's figures of one topic in one system -- what ``onepipe verify`` compares.
 
-Rows, distinct keys, the row checksum (:mod:`schemas.checksum`) and the exact sums
-(:mod:`schemas.exact_sum`) of the catalog's ``sum`` fields, computed over Arrow data by
+Rows, distinct keys, the row checksum (:mod:`onepipe.schemas.checksum`) and the exact sums
+(:mod:`onepipe.schemas.exact_sum`) of the catalog's ``sum`` fields, computed over Arrow data by
 the same functions in every system: the streaming checksum table, the clean lake and
 each online sink. :class:`DayFigures` holds them with ``+``/``-`` and a JSON form that
-carries :data:`~schemas.checksum.CHECKSUM_VERSION` (figures of another version are not
+carries :data:`~onepipe.schemas.checksum.CHECKSUM_VERSION` (figures of another version are not
 comparable).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.checksum import CHECKSUM_VERSION, ChecksumSpec, checksum, select_columns
-from schemas.errors import SchemaError
-from schemas.exact_sum import ExactSum, sum_array, zero_sum
+from onepipe.schemas.checksum import CHECKSUM_VERSION, ChecksumSpec, checksum, select_columns
+from onepipe.schemas.errors import SchemaError
+from onepipe.schemas.exact_sum import ExactSum, sum_array, zero_sum
 
 __all__ = ["DayFigures", "distinct_keys", "figures", "sums"]
 

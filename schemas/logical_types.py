@@ -1,6 +1,6 @@
 """Converters for Avro's leaf types: the primitives and the logical types built on them.
 
-The leaf half of :mod:`schemas.validation` (which compiles records, arrays, maps and
+The leaf half of :mod:`onepipe.schemas.validation` (which compiles records, arrays, maps and
 unions around these). A converter is ``conv(value, errs)``: it returns the datum fastavro
 writes, or :data:`BAD`. With ``errs`` None it only refuses; with a list it also appends
 ``[reason]``, the reason naming what was expected and what was received.

@@ -43,8 +43,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.errors import MergeError
-from schemas.metadata import OrderRule
+from onepipe.schemas.errors import MergeError
+from onepipe.schemas.metadata import OrderRule
 
 __all__ = ["MergeRule", "Rank", "Version", "dominates"]
 

@@ -51,10 +51,10 @@ from typing import Any, Literal, NoReturn, get_args
 
 import orjson
 
-from schemas.avro_schema import AvroSchema
-from schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility
-from schemas.errors import InvalidCompatibilityError, MetadataError
-from schemas.sizes import parse_byte_size
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility
+from onepipe.schemas.errors import InvalidCompatibilityError, MetadataError
+from onepipe.schemas.sizes import parse_byte_size
 
 __all__ = ["KAFKA_TIMESTAMP", "ArchivePolicy", "Checks", "OrderRule", "OrderRuleName",
            "TopicMetadata", "metadata_from_dict", "metadata_to_dict", "validate_against_schema"]

@@ -2,7 +2,7 @@
 
 ``verify`` places the rows of every system into days itself (the ``.unique`` stream, the
 raw lake), and its figures only compare with the clean lake's if it places them exactly
-as the compactor did (agents.compact_plan ``Shape.day``, DuckDB). This module is that
+as the compactor did (onepipe.agents.compact.plan ``Shape.day``, DuckDB). This module is that
 rule for Arrow columns; tests hold it to the compactor's SQL on the edge cases.
 
 Contract (:func:`partition_days`), by the Arrow type of the ``partition_time`` column:
@@ -16,7 +16,7 @@ Contract (:func:`partition_days`), by the Arrow type of the ``partition_time`` c
 
 and in every case clamped into 1970-01-01 .. 9999-12-31 (instants before the epoch,
 Kafka's ``-1`` "no timestamp" and years past 9999 land on the first / last day), as the
-raw layout buckets Kafka timestamps (sinks.lake_layout.hour_bucket). Nulls stay null.
+raw layout buckets Kafka timestamps (onepipe.sinks.lake.raw_layout.hour_bucket). Nulls stay null.
 The result is a ``date32`` array; :func:`day_name` spells a day ``YYYY-MM-DD``, the
 name of a lake folder. No Python object is made per row.
 
@@ -34,14 +34,14 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.errors import SchemaError
+from onepipe.schemas.errors import SchemaError
 
 __all__ = ["FIRST_DAY", "LAST_DAY", "day_name", "day_number", "hour_name", "hour_number",
            "partition_days", "partition_hours"]
 
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
-#: 9999-12-31T23:59:59.999Z, the last instant a day name can hold (as sinks.lake_layout).
+#: 9999-12-31T23:59:59.999Z, the last instant a day name can hold (as onepipe.sinks.lake.raw_layout).
 _LAST_MS = 253_402_300_799_999
 _EPOCH = date(1970, 1, 1)
 _INT64_MAX = 2**63 - 1
@@ -93,7 +93,7 @@ def _placed(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | None, pa.Arr
     else:
         raise SchemaError(
             f"partition_time column has Arrow type {t}; expected a timestamp, a long "
-            "(epoch millis) or a date (see schemas.metadata for the allowed fields)")
+            "(epoch millis) or a date (see onepipe.schemas.metadata for the allowed fields)")
     return None, _clamp(millis, 0, _LAST_MS)
 
 

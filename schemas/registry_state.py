@@ -7,7 +7,9 @@ versions, ids, configs and topic metadata. The log holds *decisions*, not reques
 ``schema``    subject, version, id and schema text, checked for compatibility by the
               writer before it was appended;
 ``config``    a compatibility level for a subject (or the global one);
-``metadata``  a topic's catalog entry.
+``metadata``  a topic's catalog entry, parsed here once into a
+              :class:`~onepipe.schemas.metadata.TopicMetadata`: every reader of the
+              state gets the typed entry, never a dict to parse again.
 
 Two workers may decide concurrently (both propose version 3, or both hand out id 7).
 :meth:`RegistryState.apply` accepts a schema decision only if it is still consistent with
@@ -31,20 +33,25 @@ after that offset, the decision was checked against a level that no longer holds
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility, incompatibilities
-from schemas.errors import (
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility, incompatibilities
+from onepipe.schemas.errors import (
     IncompatibleSchemaError,
     InvalidCompatibilityError,
     InvalidVersionError,
+    MetadataError,
     NotFoundError,
     SchemaError,
 )
+from onepipe.schemas.metadata import TopicMetadata, metadata_from_dict
+
+log = logging.getLogger(__name__)
 
 SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402
@@ -94,8 +101,8 @@ class RegistryState:
     subjects: dict[str, list[int]] = field(default_factory=dict)
     #: subject -> level; the key ``None`` holds the global level.
     configs: dict[str | None, Compatibility] = field(default_factory=dict)
-    #: topic -> metadata in its JSON form (see schemas.metadata).
-    topics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: topic -> its catalog entry, parsed once when its log record is applied.
+    topics: dict[str, TopicMetadata] = field(default_factory=dict)
     #: subject (None: global) -> offset of the record that last changed its level.
     config_offsets: dict[str | None, int] = field(default_factory=dict)
     #: Offset of the last log record applied; -1 before any.
@@ -121,8 +128,7 @@ class RegistryState:
             topic = value.get("topic")
             meta = value.get("metadata")
             if isinstance(topic, str) and isinstance(meta, dict):
-                self.topics[topic] = meta
-                changed = True
+                changed = self._apply_metadata(topic, meta)
         if changed:
             self.generation += 1
         return changed
@@ -159,6 +165,18 @@ class RegistryState:
             self.schemas_by_id[schema_id] = schema
             self.id_by_identity[schema.identity] = schema_id
         self.subjects.setdefault(subject, []).append(schema_id)
+        return True
+
+    def _apply_metadata(self, topic: str, data: dict[str, Any]) -> bool:
+        try:
+            parsed = metadata_from_dict(topic, data)
+        except MetadataError as exc:
+            # Written by a newer worker with fields this one does not know, or by hand:
+            # the topic keeps the entry it had, so nothing downstream sees half a change.
+            log.warning("registry log: skipping metadata of topic %r that does not parse "
+                        "here: %s", topic, exc.message)
+            return False
+        self.topics[topic] = parsed
         return True
 
     def _apply_config(self, value: dict[str, Any]) -> bool:
@@ -227,7 +245,7 @@ class RegistryState:
             return self.configs[subject]
         return self.configs.get(None, DEFAULT_COMPATIBILITY)
 
-    def topic_metadata(self, topic: str) -> dict[str, Any]:
+    def topic_metadata(self, topic: str) -> TopicMetadata:
         try:
             return self.topics[topic]
         except KeyError:

@@ -12,7 +12,7 @@ floats and doubles are finite numbers (JSON has no NaN or Infinity); bytes and f
 strings of code points up to U+00FF; a union takes ``{"branch name": value}`` or a bare
 value, trying branches in order. Logical types also take text: ISO-8601 timestamps,
 ``YYYY-MM-DD`` dates, ``HH:MM:SS[.ffffff]`` times, numeric strings for decimals. The leaf
-types live in :mod:`schemas.logical_types`; this module compiles the structure around them.
+types live in :mod:`onepipe.schemas.logical_types`; this module compiles the structure around them.
 
 Datum form: records are dicts in field order, bytes and fixed are ``bytes``, decimals are
 ``Decimal`` with exactly ``scale`` digits after the point, timestamps, dates and times are
@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas.avro_schema import AvroSchema
-from schemas.errors import FieldError, RecordValidationError, SchemaError
-from schemas.logical_types import (
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.errors import FieldError, RecordValidationError, SchemaError
+from onepipe.schemas.logical_types import (
     BAD,
     PRIMITIVES,
     Conv,

@@ -31,8 +31,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from schemas.errors import BrokerError
-from tables.lifecycle import Service
+from onepipe.schemas.errors import BrokerError
+from onepipe.tables.lifecycle import Service
 
 log = logging.getLogger(__name__)
 

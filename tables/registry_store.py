@@ -22,11 +22,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas.avro_schema import AvroSchema
-from schemas.compatibility import Compatibility
-from schemas.errors import BrokerError, RegistryConflictError
-from schemas.registry_state import Decision, RegistryState, SchemaVersion
-from tables.kafka import ensure_topic, read_to_end
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.compatibility import Compatibility
+from onepipe.schemas.errors import BrokerError, RegistryConflictError
+from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
+from onepipe.tables.kafka.topics import ensure_topic, read_to_end
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ run against the broker; the Compactor turns the raw lake into the clean lake. It
 in two phases (compacting after each), so some winners move to another day.
 
 Expected winners are computed here in plain Python from the source topic as it was
-written (value bytes, partition, offset), never with schemas.merge.
+written (value bytes, partition, offset), never with onepipe.schemas.merge.
 """
 
 from __future__ import annotations
@@ -28,16 +28,15 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from agents.archive import ArchiveAgent
-from agents.compactor import CompactionConfig, Compactor
-from agents.dedup import DedupAgent
-from app.runtime import Runtime
-from schemas.codec import frame
-from schemas.metadata import metadata_from_dict
-from sinks.clean_manifest import load_latest
-from sinks.clean_reader import read_clean
-from sinks.lake_inventory import raw_inventory
-from sinks.lake_store import LakeStore, open_lake
+from onepipe.agents.archive.agent import ArchiveAgent
+from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+from onepipe.agents.dedup.agent import DedupAgent
+from onepipe.app.runtime import Runtime
+from onepipe.schemas.codec import frame
+from onepipe.sinks.lake import LakeStore, open_lake
+from onepipe.sinks.lake.clean_manifest import load_latest
+from onepipe.sinks.lake.clean_reader import read_clean
+from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.dedup import make_agent, source_position
 from tests.fixtures.s3 import new_bucket
 from tests.fixtures.services import unique
@@ -160,7 +159,7 @@ def dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
 
 
 def winner(rule: str, versions: list[Version]) -> Version:
-    """The rule's winner, written out from DESIGN.md / the issue (not schemas.merge)."""
+    """The rule's winner, written out from DESIGN.md / the issue (not onepipe.schemas.merge)."""
     if rule == "max":
         return max(versions, key=lambda v: (v.datum["version"], v.value))
     if rule == "first":
@@ -250,7 +249,7 @@ async def settle(broker: str, topic: str, dedup: DedupAgent, archive: ArchiveAge
 
 async def compact(runtime: Runtime, lake: LakeStore, topic: str, tmp_path: Path) -> int | None:
     state = runtime.registry.state
-    meta = metadata_from_dict(topic, state.topic_metadata(topic))
+    meta = state.topic_metadata(topic)
     schema = state.version(f"{topic}-value", "latest").schema
     config = CompactionConfig(work_dir=tmp_path / "work", memory_limit="256MB", threads=2)
     report = await Compactor(lake, meta, schema, config).run()

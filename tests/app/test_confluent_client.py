@@ -25,7 +25,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app.runtime import Runtime
+from onepipe.app.runtime import Runtime
 from tests.fixtures.services import unique
 
 V1: dict[str, Any] = {

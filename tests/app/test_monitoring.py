@@ -17,12 +17,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.lag_monitor import LagMonitor, MonitoredGroup
-from app.metrics_view import CounterSource
-from app.runtime import Runtime
-from app.settings import Settings
-from schemas.errors import BrokerError
-from tables.kafka import ensure_topic
+from onepipe.app.lag_monitor import LagMonitor, MonitoredGroup
+from onepipe.app.metrics_view import CounterSource
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
+from onepipe.schemas.errors import BrokerError
+from onepipe.tables.kafka.topics import ensure_topic
 from tests.fixtures.services import unique, wait_for
 
 ORDER = {"type": "record", "name": "Reading", "namespace": "test.monitor", "fields": [
@@ -162,7 +162,7 @@ async def test_a_group_reads_only_the_topics_it_selects(broker: str) -> None:
 
 
 async def test_an_unreachable_broker_fails_start_naming_it() -> None:
-    from app.embedded import free_port
+    from onepipe.app.embedded import free_port
 
     address = f"127.0.0.1:{free_port()}"
     monitor = LagMonitor(address, ["g"], list)

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from schemas.codec import decode
+from onepipe.schemas.codec import decode
 from tests.fixtures.services import unique
 from tests.fixtures.topics import (
     JSON_HEADERS,
@@ -29,8 +29,8 @@ from tests.fixtures.topics import (
 )
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
-    from app.settings import Settings
+    from onepipe.app.runtime import Runtime
+    from onepipe.app.settings import Settings
 
 PARTITIONS = 3
 
@@ -389,7 +389,7 @@ async def test_unknown_topic_is_404_whatever_the_body(http: aiohttp.ClientSessio
 async def test_request_limits(
     make_settings: Callable[..., Settings], runtime: Runtime, broker: str, orders: str
 ) -> None:
-    from app.runtime import Runtime  # noqa: PLC0415 - as in the fixtures module
+    from onepipe.app.runtime import Runtime  # noqa: PLC0415 - as in the fixtures module
 
     limit = 2048
     settings = make_settings(max_request_bytes=limit, max_records_per_request=3,

@@ -35,13 +35,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from schemas.codec import decode, unframe
-from schemas.validation import compile_converter
+from onepipe.schemas.codec import decode, unframe
+from onepipe.schemas.validation import compile_converter
 from tests.fixtures.services import unique
 from tests.fixtures.topics import avro_string, create_topic, read_topic, zigzag
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from onepipe.app.runtime import Runtime
 
 T = TypeVar("T")
 PARTITIONS = 3

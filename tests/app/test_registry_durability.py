@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from app.runtime import Runtime
-from app.settings import Settings
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
 from tests.fixtures.services import unique, wait_for
 
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from app.embedded import free_port
-from app.runtime import Runtime
-from app.settings import Settings
-from schemas.errors import BrokerError
+from onepipe.app.embedded import free_port
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
+from onepipe.schemas.errors import BrokerError
 from tests.fixtures.services import unique
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import load_settings
-from schemas.errors import ConfigError
+from onepipe.app.settings import load_settings
+from onepipe.schemas.errors import ConfigError
 
 
 def test_defaults_are_documented_values(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,14 +25,14 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.context import WorkerContext
-from app.embedded import free_port
-from app.lag_monitor import LagMonitor, MonitoredGroup
-from app.runtime import Runtime
-from app.settings import Settings
-from app.status_view import render_status_html, status_document
-from app.web import WebServer
-from schemas.errors import NotFoundError
+from onepipe.app.context import WorkerContext
+from onepipe.app.embedded import free_port
+from onepipe.app.lag_monitor import LagMonitor, MonitoredGroup
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
+from onepipe.app.status_view import render_status_html, status_document
+from onepipe.app.web import WebServer
+from onepipe.schemas.errors import NotFoundError
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import create_topic
 

@@ -20,12 +20,12 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.embedded import free_port
-from schemas.codec import decode
-from tables.kafka import read_to_end
+from onepipe.app.embedded import free_port
+from onepipe.schemas.codec import decode
+from onepipe.tables.kafka.topics import read_to_end
+from tests.fixtures.paths import REPO
 from tests.fixtures.services import unique, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
 
 
@@ -47,10 +47,10 @@ def run_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedP
 def test_apply_is_idempotent_and_works_from_any_directory(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    first = run_cli(cli_env, "apply", str(ROOT / "catalog"), cwd=tmp_path)
+    first = run_cli(cli_env, "apply", str(REPO / "catalog"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "widgets (schema id" in first.stdout and "registered version 1" in first.stdout
-    second = run_cli(cli_env, "apply", str(ROOT / "catalog"), cwd=tmp_path)
+    second = run_cli(cli_env, "apply", str(REPO / "catalog"), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count(": unchanged") == 2, second.stdout
 
@@ -59,7 +59,7 @@ def test_apply_refuses_an_incompatible_schema_with_the_reason(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     catalog = tmp_path / "catalog"
-    shutil.copytree(ROOT / "catalog", catalog)
+    shutil.copytree(REPO / "catalog", catalog)
     assert run_cli(cli_env, "apply", str(catalog), cwd=tmp_path).returncode == 0
     schema = json.loads((catalog / "widgets.avsc").read_text())
     schema["fields"].append({"name": "weight_kg", "type": "double"})  # no default: breaks BACKWARD
@@ -90,7 +90,7 @@ def start_worker(cli_env: dict[str, str], tmp_path: Path
     def start() -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         env = {**cli_env, "ONEPIPE_WEB_PORT": str(port),
-               "ONEPIPE_CATALOG_DIR": str(ROOT / "catalog"), "ONEPIPE_EXAMPLE_AGENTS": "true"}
+               "ONEPIPE_CATALOG_DIR": str(REPO / "catalog"), "ONEPIPE_EXAMPLE_AGENTS": "true"}
         with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
             proc = subprocess.Popen([ONEPIPE, "worker"], env=env, cwd=tmp_path, stdout=log,
                                     stderr=subprocess.STDOUT)
@@ -163,7 +163,7 @@ async def test_worker_serves_api_runs_example_agent_and_survives_restart(
     async with aiohttp.ClientSession(url2) as http, http.get(
             "/subjects/widget_price_alerts-value/versions/latest") as resp:
         latest = await resp.json()
-    from schemas.avro_schema import parse_schema
+    from onepipe.schemas.avro_schema import parse_schema
     schema = parse_schema(latest["schema"])
     _, alert = decode(ours[0], {latest["id"]: schema}.__getitem__)
     assert alert == {"widget_id": widget["widget_id"], "version": 3, "price": 1500.0,

@@ -22,8 +22,8 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.avro_schema import parse_schema
-from schemas.checksum import (
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.checksum import (
     CHECKSUM_VERSION,
     ChecksumSpec,
     canonical_rows,
@@ -33,12 +33,12 @@ from schemas.checksum import (
     make_spec,
     row_hashes,
 )
-from schemas.errors import SchemaError
-from schemas.exact_sum import ExactSum
-from schemas.figures import DayFigures, distinct_keys, figures, sums
-from schemas.metadata import metadata_from_dict
-from sinks.checksum_spec import spec_for
-from sinks.raw_format import RawRecord, build_raw_table, decode_parquet, encode_parquet
+from onepipe.schemas.errors import SchemaError
+from onepipe.schemas.exact_sum import ExactSum
+from onepipe.schemas.figures import DayFigures, distinct_keys, figures, sums
+from onepipe.schemas.metadata import metadata_from_dict
+from onepipe.sinks.formats.raw import RawRecord, build_raw_table, decode_parquet, encode_parquet
+from onepipe.sinks.formats.topic_view import spec_for
 
 UTC = dt.UTC
 MASK = 2**64 - 1

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.avro_schema import parse_schema
-from schemas.codec import KeyEncoder, decode, encode, frame, unframe
-from schemas.errors import CodecError
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.codec import KeyEncoder, decode, encode, frame, unframe
+from onepipe.schemas.errors import CodecError
 
 V1 = parse_schema({"type": "record", "name": "W", "namespace": "t", "fields": [
     {"name": "id", "type": "string"},

@@ -6,17 +6,17 @@ The same cases also go through the registry's HTTP API in tests/app/test_registr
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import Compatibility, can_read, incompatibilities
-from schemas.errors import InvalidCompatibilityError
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.compatibility import Compatibility, can_read, incompatibilities
+from onepipe.schemas.errors import InvalidCompatibilityError
+from tests.fixtures.paths import SHARED
 
 VECTORS = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "testdata" / "avro_compat_vectors.json")
+    (SHARED / "testdata" / "avro_compat_vectors.json")
     .read_text()
 )
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import MergeError
-from schemas.merge import MergeRule, Version, dominates
-from schemas.metadata import OrderRule
+from onepipe.schemas.errors import MergeError
+from onepipe.schemas.merge import MergeRule, Version, dominates
+from onepipe.schemas.metadata import OrderRule
 
 MAX = MergeRule(OrderRule("max", "version"))
 FIRST = MergeRule(OrderRule("first"))

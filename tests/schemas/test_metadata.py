@@ -16,10 +16,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.compatibility import Compatibility
-from schemas.errors import MetadataError
-from schemas.metadata import (
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.compatibility import Compatibility
+from onepipe.schemas.errors import MetadataError
+from onepipe.schemas.metadata import (
     MAX_FLUSH_BYTES,
     ORDER_RULES,
     ArchivePolicy,
@@ -30,7 +30,7 @@ from schemas.metadata import (
     metadata_to_dict,
     validate_against_schema,
 )
-from schemas.sizes import UNITS, parse_byte_size
+from onepipe.schemas.sizes import UNITS, parse_byte_size
 
 DESIGN_EXAMPLE = """\
 topic: widgets

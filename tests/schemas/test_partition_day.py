@@ -1,4 +1,4 @@
-"""schemas.partition_day against the compactor's SQL (agents.compact_plan Shape.day).
+"""onepipe.schemas.partition_day against the compactor's SQL (onepipe.agents.compact.plan Shape.day).
 
 Both must put every row in the same UTC day, or verify's stream and raw figures would
 not line up with the clean lake's days. Edge cases: epoch millis, micros, date, the
@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.compact_plan import shape_for
-from schemas.avro_schema import parse_schema
-from schemas.errors import SchemaError
-from schemas.metadata import TopicMetadata
-from schemas.partition_day import (
+from onepipe.agents.compact.plan import shape_for
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.errors import SchemaError
+from onepipe.schemas.metadata import TopicMetadata
+from onepipe.schemas.partition_day import (
     day_name,
     day_number,
     hour_name,

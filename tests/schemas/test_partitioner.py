@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.partitioner import VECTOR_MAX_LEN, murmur2, murmur2_batch, partitions_for
+from onepipe.schemas.partitioner import VECTOR_MAX_LEN, murmur2, murmur2_batch, partitions_for
 
 
 @given(st.binary(max_size=200))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.avro_schema import parse_schema
-from schemas.errors import IncompatibleSchemaError, InvalidVersionError, NotFoundError
-from schemas.registry_state import Decision, RegistryState, SchemaVersion, parse_version
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.errors import IncompatibleSchemaError, InvalidVersionError, NotFoundError
+from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion, parse_version
 
 
 def _schema(*fields: str) -> str:

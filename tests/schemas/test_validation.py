@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.avro_schema import AvroSchema, parse_schema
-from schemas.errors import FieldError, RecordValidationError
-from schemas.validation import RecordConverter, compile_converter, validate_records
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.errors import FieldError, RecordValidationError
+from onepipe.schemas.validation import RecordConverter, compile_converter, validate_records
 
 PROPERTY = settings(
     max_examples=150,

@@ -13,8 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tables.kafka import ensure_topic
-from tables.offsets import OffsetReader, PartitionOffsets
+from onepipe.tables.kafka.topics import ensure_topic
+from onepipe.tables.offsets import OffsetReader, PartitionOffsets
 from tests.fixtures.services import unique
 
 #: Records per partition, each list item one producer batch: p0 three batches of 10,

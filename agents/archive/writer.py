@@ -1,0 +1,210 @@
+"""Writes archive buffers to the lake: in order per partition, in parallel across them.
+
+Contract:
+- Files of one partition are written strictly one after another, in offset order. The
+  archive resumes after the highest offset in the lake, so a later file must never land
+  before an earlier one (a crash in between would leave a hole the resume skips).
+- Different partitions are written concurrently, and decoding + Parquet encoding run in
+  encoder processes, so the agent keeps fetching while files are being made.
+- A failed write is retried with backoff (lake errors are usually transient); if it still
+  fails, that partition's later writes fail too and :meth:`raise_failure` re-raises the
+  error in the agent, which stops rather than archive past a hole.
+- ``on_written(tp, next_offset, records, undecodable, bytes, files)`` runs after every
+  buffer is durable in the lake (the agent commits the Kafka offset there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from onepipe.agents.archive.encode import (
+    Segment,
+    encode_segment,
+    ignore_stop_signals,
+    schema_id_of,
+    warm_up,
+)
+from onepipe.schemas.codec import HEADER_SIZE
+from onepipe.schemas.errors import LakeError
+from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path
+from onepipe.sinks.lake.store import LakeStore
+from onepipe.tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+OnWritten = Callable[[TopicPartition, int, int, int, int, int], Awaitable[None]]
+_RETRIES = 5
+
+
+class SegmentWriter:
+    """Pipelined, per-partition-ordered writer of raw lake files."""
+
+    def __init__(self, lake: LakeStore, registry: RegistryStore, on_written: OnWritten, *,
+                 encoders: int = 1, max_in_flight: int = 4) -> None:
+        self._lake = lake
+        self._registry = registry
+        self._on_written = on_written
+        self._encoders = encoders
+        self._max_in_flight = max_in_flight
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        #: The last write task of each partition; the next one waits for it.
+        self._tails: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+
+    async def start(self) -> None:
+        if self._encoders > 0:
+            # spawn, not fork: the worker runs threads (aiokafka, asyncio executors) that a
+            # forked child would inherit in an unknown state.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._encoders, mp_context=multiprocessing.get_context("spawn"),
+                initializer=ignore_stop_signals)
+            # Start the encoders now (imports take a second), not on the first flush.
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(self._pool, warm_up)
+                                   for _ in range(self._encoders)))
+
+    async def reset(self) -> None:
+        """Wait for every write, forget failures: the agent re-reads from the lake after."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        self._tails.clear()
+        self._failure = None
+
+    async def stop(self) -> None:
+        """Wait for every write, then stop the encoders; harmless twice."""
+        try:
+            await self.drain()
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def wait_capacity(self) -> None:
+        """Wait until another write may start (call before taking a buffer to submit)."""
+        while len(self._in_flight) >= self._max_in_flight:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    def submit(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+               reason: str) -> None:
+        """Queue ``records`` of ``tp`` for writing after that partition's earlier writes.
+
+        Synchronous on purpose: between taking a buffer and registering its write there
+        is no await, so a rebalance callback either sees the buffer or sees the write.
+        """
+        previous = self._tails.get(tp)
+        task = asyncio.create_task(self._write_after(previous, tp, records, reason),
+                                   name=f"archive-write-{tp.topic}[{tp.partition}]")
+        self._tails[tp] = task
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def wait_one(self) -> None:
+        """Wait until at least one in-flight write finishes (memory back-pressure)."""
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Wait for the writes of ``partitions`` (default: all); raise the first failure."""
+        tails = [t for tp, t in self._tails.items() if partitions is None or tp in partitions]
+        if tails:
+            await asyncio.wait(tails)
+        for tp in list(self._tails):
+            if (partitions is None or tp in partitions) and self._tails[tp].done():
+                del self._tails[tp]
+        self.raise_failure()
+
+    async def _write_after(self, previous: asyncio.Task[None] | None, tp: TopicPartition,
+                           records: list[ConsumerRecord[Any, Any]], reason: str) -> None:
+        if previous is not None:
+            await previous  # raises if it failed: never write past a hole
+        reader, writers = await self._schema_texts(tp, records)
+        files = written_bytes = undecodable = 0
+        for start, stop, date, hour in hour_segments([r.timestamp for r in records]):
+            chunk = records[start:stop]
+            segment = Segment(
+                topic=tp.topic, partition=tp.partition,
+                offsets=[r.offset for r in chunk], timestamps=[r.timestamp for r in chunk],
+                keys=[r.key for r in chunk], values=[r.value for r in chunk],
+                headers=[tuple(r.headers or ()) for r in chunk], reader=reader,
+                writers=writers,
+            )
+            data, bad = await self._encode(segment)
+            path = raw_file_path(tp.topic, tp.partition, date, hour, chunk[0].offset,
+                                 chunk[-1].offset)
+            await self._put(path, data)
+            log.debug("archived %s[%d]@%d-%d to %s (%s)", tp.topic, tp.partition,
+                      chunk[0].offset, chunk[-1].offset, path, reason)
+            files += 1
+            written_bytes += len(data)
+            undecodable += bad
+        await self._on_written(tp, records[-1].offset + 1, len(records), undecodable,
+                               written_bytes, files)
+
+    async def _schema_texts(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+                            ) -> tuple[str | None, dict[int, str]]:
+        """The reader schema text and every writer schema text the records name."""
+        state = self._registry.state
+        subject = f"{tp.topic}-value"
+        reader = state.version(subject, "latest").schema.text if subject in state.subjects \
+            else None
+        writers: dict[int, str] = {}
+        # Distinct 5-byte headers first: one slice per record, the parsing per header.
+        headers = {r.value[:HEADER_SIZE] for r in records if r.value is not None}
+        for schema_id in {schema_id_of(h) for h in headers} - {None}:
+            assert schema_id is not None
+            if schema_id not in state.schemas_by_id:
+                # Registered on another worker moments ago: wait for our replica.
+                await self._registry.wait_for_schema(schema_id, timeout=5.0)
+            if schema_id in state.schemas_by_id:
+                writers[schema_id] = state.schemas_by_id[schema_id].text
+        return reader, writers
+
+    async def _encode(self, segment: Segment) -> tuple[bytes, int]:
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, encode_segment,
+                                                                        segment)
+            except concurrent.futures.process.BrokenProcessPool:
+                # An encoder died (killed from outside, out of memory): keep archiving
+                # in this process rather than stop; slower, never lossy.
+                log.warning("archive encoder process died; encoding in the worker from now on")
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+        return await asyncio.to_thread(encode_segment, segment)
+
+    async def _put(self, path: str, data: bytes) -> None:
+        delay = 0.2
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                await self._lake.put(path, data)
+                return
+            except LakeError as exc:
+                if not exc.retriable or attempt == _RETRIES:
+                    raise
+                log.warning("lake write of %s failed (attempt %d of %d), retrying: %s",
+                            path, attempt, _RETRIES, exc.message)
+                await asyncio.sleep(delay)  # backoff before the next attempt
+                delay *= 2

@@ -1,0 +1,267 @@
+"""The skeleton every batch agent fills in: lifecycle, supervised loop, registry, rebalances.
+
+A batch agent is a consumer-group member of its own, hosted by the worker, that fetches
+records in batches (``getmany``) instead of one event at a time: Faust's per-event path
+runs at ~1/40 of a batch consumer here (DESIGN.md, "Hot paths"). What every such agent
+does the same way is written once in :class:`BatchAgent`:
+
+- **Lifecycle.** ``start()`` starts the agent's own clients (:meth:`_open`), then its group
+  consumer, then the loop; ``stop()`` ends the loop, lets the agent finish what it holds
+  while its clients are up (:meth:`_drain`), leaves the group, and closes the rest
+  (:meth:`_close`). Stopping twice is harmless; an async context manager.
+- **Supervised loop.** Fetch, hand the batch to :meth:`_process`, repeat; a fetch error
+  is retried after a second. Any other failure - raised by the step, or recorded by a
+  rebalance callback through :meth:`_fail` (aiokafka only logs what its listeners raise) -
+  makes the agent drop what it holds (:meth:`_reset`) and rejoin its group, so every
+  partition restarts from the agent's own source of truth, after a backoff that doubles
+  up to a minute (onepipe.agents.batch.supervise).
+- **Following the registry.** When the registry's generation changes, the agent says
+  which topics it reads now (:meth:`_wanted`) and the consumer subscribes to exactly those.
+- **Rebalances.** A revoke (:meth:`_revoke`) and an assignment (:meth:`_assign`) run under
+  the same lock as a batch, so a partition moves only between batches. Assigned
+  partitions are paused before the first await and resumed only once :meth:`_assign`
+  returned: no record is fetched from the group's committed position while the agent
+  looks up its own (the lake, a state store, a changelog). If :meth:`_assign` fails, the
+  partitions stay paused and the loop restarts.
+- **Commits** (:meth:`_commit`) are for lag monitoring only: a failed one is logged, as
+  every batch agent keeps its position in its own durable state.
+
+Progress (:meth:`wait_until`) is signalled after every batch and assignment, for tests
+and benchmarks that await a condition on the agent's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from onepipe.agents.batch.supervise import Rebalance, end_loop, supervise
+from onepipe.schemas.errors import OnepipeError
+from onepipe.schemas.registry_state import RegistryState
+from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.lifecycle import Service
+from onepipe.tables.registry_store import RegistryStore
+
+__all__ = ["Batches", "BatchAgent"]
+
+log = logging.getLogger(__name__)
+
+#: What one fetch returns: records per partition.
+Batches = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+M = TypeVar("M")
+
+#: Seconds between looks at the registry while the agent has nothing to read.
+_IDLE = 0.5
+#: Seconds before fetching again after a fetch failed.
+_FETCH_RETRY = 1.0
+
+
+class BatchAgent(Service, Generic[M]):
+    """A batch consumer hosted by the worker; subclasses fill in the hooks."""
+
+    #: Short name in logs and task names: ``archive``, ``dedup``, ``checksum``.
+    kind = "batch"
+    #: What a restart does, for the log line of a failure.
+    recovery = "rejoining its group"
+
+    def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
+                 metrics: M, max_records: int = 5_000, topics: Iterable[str] | None = None,
+                 consumer_options: dict[str, Any] | None = None) -> None:
+        self._kafka = kafka
+        self._group_id = group_id
+        self._registry = registry
+        self._max_records = max_records
+        #: When given, only these topics are read (tests, benchmarks).
+        self._only_topics = frozenset(topics) if topics is not None else None
+        self._consumer_options = dict(consumer_options or {})
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed: frozenset[str] = frozenset()
+        self._generation = -1
+        self._failure: BaseException | None = None
+        #: Held while a batch is processed and while partitions move.
+        self._lock = asyncio.Lock()
+        self._progress = asyncio.Condition()
+        self.metrics = metrics
+        #: Set once the group has assigned this member partitions (and they are ready).
+        self.assigned = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} agent {self._group_id}"
+
+    # ----------------------------------------------------------------- hooks
+    async def _open(self) -> None:
+        """Start the agent's own clients (producers, writers), before the consumer."""
+
+    async def _drain(self) -> None:
+        """At stop, with every client still up: finish or flush what the agent holds."""
+
+    async def _close(self) -> None:
+        """At stop, after leaving the group: close what :meth:`_open` started."""
+
+    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+                      ) -> frozenset[str]:
+        """The topics to read given the registry ``state`` (filtered by ``topics``)."""
+        raise NotImplementedError
+
+    def _look_again(self) -> bool:
+        """Whether to ask :meth:`_wanted` again although the registry did not change
+        (an agent waiting for topics to exist)."""
+        return False
+
+    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+        """One fetch's records (possibly none: the loop also ticks when idle)."""
+        raise NotImplementedError
+
+    async def _reset(self) -> None:
+        """After a failure: drop everything held, so partitions restart from the truth."""
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        """Make the revoked partitions' work durable and release them."""
+
+    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+                      ) -> None:
+        """Position the (paused) assigned partitions from the agent's own state."""
+
+    def _check(self) -> None:
+        """Raise a failure recorded outside the loop; called before every fetch."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise OnepipeError(f"{self.name}: a batch or rebalance failed: {failure!r}"
+                               ) from failure
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        await self._open()
+        self._consumer = self._kafka.group_consumer(self._group_id, **self._consumer_options)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"{self.kind}-agent")
+
+    async def stop(self) -> None:
+        """End the loop, drain, leave the group, close; harmless twice."""
+        task, self._task = self._task, None
+        await end_loop(task, self.name)
+        consumer, self._consumer = self._consumer, None
+        try:
+            if consumer is not None:
+                await self._drain()
+        finally:
+            try:
+                if consumer is not None:
+                    await consumer.stop()  # revokes: _revoke releases the partitions
+            finally:
+                await self._close()
+
+    async def wait_until(self, condition: Callable[[M], bool]) -> None:
+        """Wait until ``condition(metrics)`` holds (checked after every batch/assignment)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: condition(self.metrics))
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record a failure of a callback; the loop raises it and restarts."""
+        if self._failure is None:
+            self._failure = exc
+
+    def _wants(self, topic: str) -> bool:
+        return self._only_topics is None or topic in self._only_topics
+
+    # ------------------------------------------------------------------ loop
+    async def _run(self) -> None:
+        await supervise(self._consume, self._restart, self.name, self.recovery)
+
+    async def _restart(self) -> None:
+        async with self._lock:
+            await self._reset()
+            self._failure = None
+        consumer = self._consumer
+        if consumer is not None and self._subscribed:
+            # Leaving and rejoining makes _assign position every partition again.
+            consumer.unsubscribe()
+        self._subscribed = frozenset()
+        self._generation = -1
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise OnepipeError(f"the {self.name} is not running; start() it first")
+        while True:
+            self._check()
+            await self._follow_registry(consumer)
+            if not self._subscribed:
+                await asyncio.sleep(_IDLE)  # nothing to read yet; look at the registry again
+                continue
+            try:
+                batches = await consumer.getmany(timeout_ms=250,
+                                                 max_records=self._fetch_budget())
+            except KafkaError:
+                log.exception("%s failed to fetch; retrying", self.name)
+                await asyncio.sleep(_FETCH_RETRY)  # back off before asking the broker again
+                continue
+            async with self._lock:
+                await self._process(consumer, batches)
+            del batches  # not alive during the next fetch (fewer objects for the GC)
+            await self._notify()
+
+    def _fetch_budget(self) -> int:
+        """How many records the next fetch may return."""
+        return self._max_records
+
+    async def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
+        """Subscribe to the topics :meth:`_wanted` names, when the registry changed."""
+        state = self._registry.state
+        if state.generation == self._generation and not self._look_again():
+            return
+        self._generation = state.generation
+        wanted = await self._wanted(consumer, state)
+        if wanted == self._subscribed:
+            return
+        if wanted:
+            log.info("%s subscribes to %s", self.name, sorted(wanted))
+            consumer.subscribe(sorted(wanted), listener=Rebalance(self, consumer))
+        else:
+            log.info("%s: nothing to read any more", self.name)
+            consumer.unsubscribe()
+        self._subscribed = wanted
+
+    # ------------------------------------------------------------- rebalance
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Wait for the batch in flight, then release the revoked partitions."""
+        async with self._lock:
+            await self._revoke(revoked)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+                          ) -> None:
+        # Paused before the first await: nothing may be fetched from the group's position
+        # while the agent looks up its own.
+        consumer.pause(*assigned)
+        async with self._lock:
+            try:
+                await self._assign(consumer, assigned)
+            except Exception as exc:
+                # Partitions stay paused; the loop restarts and assigns them again.
+                log.exception("%s: assigning %s failed", self.name, sorted(assigned))
+                self._fail(exc)
+                return
+        consumer.resume(*assigned)
+        self.assigned.set()
+        await self._notify()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
+                      ) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The agent's own state is the source of truth; a lost commit only makes the
+            # lag figure stale until the next one.
+            log.warning("%s: commit of %s[%d]@%d failed: %r", self.name, tp.topic,
+                        tp.partition, offset, exc)

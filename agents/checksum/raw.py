@@ -1,0 +1,144 @@
+"""Raw records of a source batch placed in days: what the checksum agent counts.
+
+Every record of the source topic counts (duplicates, retries and losers alike), placed
+as the raw lake places it (onepipe.agents.verify.raw): by the day of its ``partition_time``
+field (onepipe.schemas.partition_day over the column's Arrow type, onepipe.sinks.formats.raw's mapping),
+else - value undecodable, or the field null - by its Kafka timestamp. Only the
+``partition_time`` field is decoded: fastavro resolves each writer schema against a
+one-field projection of the latest reader schema, both with logical types stripped (so
+no datetime, date or Decimal is made: values stay ints, and the Arrow cast to the
+column's type gives them their unit back; the stripped writers are parsed once per
+schema id). For ``partition_time: kafka`` nothing is
+decoded: a record is undecodable when its value is not a framed message of a known
+schema (known gap: the raw lake calls a framed value whose body does not decode
+undecodable too; both count the record in the same day all the same).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiokafka import ConsumerRecord
+
+from onepipe.schemas.avro_container import container, has_map, read_block
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import HEADER_SIZE, unframe
+from onepipe.schemas.errors import OnepipeError
+from onepipe.schemas.metadata import KAFKA_TIMESTAMP
+from onepipe.schemas.partition_day import partition_days
+from onepipe.sinks.formats.topic_view import TopicView
+
+__all__ = ["RawPlacer"]
+
+#: Below this many values of one schema, a container block costs more than it saves.
+_BATCH_MIN = 16
+
+_ERRORS = (OnepipeError, EOFError, ValueError, TypeError, IndexError, KeyError,
+           UnicodeDecodeError, fastavro.read.SchemaResolutionError)
+
+
+def _plain(avro_type: Any) -> Any:
+    """An Avro schema without logical types, at any depth."""
+    if isinstance(avro_type, list):
+        return [_plain(t) for t in avro_type]
+    if isinstance(avro_type, dict):
+        return {k: _plain(v) for k, v in avro_type.items() if k != "logicalType"}
+    return avro_type
+
+
+class RawPlacer:
+    """Places the records of one source topic in days (see the module contract)."""
+
+    def __init__(self, view: TopicView, reader: AvroSchema) -> None:
+        self.view = view
+        self._kafka = view.meta.partition_time == KAFKA_TIMESTAMP
+        self._projection: Any = None
+        if not self._kafka:
+            raw = reader.json
+            field = next(f for f in raw["fields"] if f["name"] == view.meta.partition_time)
+            projection = {k: v for k, v in raw.items() if k in ("type", "name", "namespace")}
+            projection["fields"] = [{"name": field["name"], "type": _plain(field["type"]),
+                                     **({"default": field["default"]}
+                                        if "default" in field else {})}]
+            self._projection = fastavro.parse_schema(projection, named_schemas={})
+        #: Schema id -> the writer without logical types, parsed.
+        self._writers: dict[int, Any] = {}
+        self._arrow = view.column_type(view.time_column)
+
+    def place(self, schema_by_id: Callable[[int], AvroSchema],
+              records: Sequence[ConsumerRecord[Any, Any]]) -> list[tuple[int, bool]]:
+        """``(day number, undecodable)`` of each record, in order."""
+        times: list[int | None] = [None] * len(records)
+        bad: list[bool] = [True] * len(records)
+        batched = set() if self._kafka else self._place_batches(schema_by_id, records,
+                                                                 times, bad)
+        for i, r in enumerate(records):
+            if i not in batched:
+                times[i], ok = self._decode(r.value, schema_by_id)
+                bad[i] = not ok
+        kafka = partition_days(pa.array([r.timestamp for r in records], pa.int64())
+                               .cast(pa.timestamp("ms", tz="UTC")))
+        if self._kafka:
+            days = kafka
+        else:
+            storage = pa.int32() if pa.types.is_date32(self._arrow) else pa.int64()
+            placed = partition_days(pa.array(times, storage).cast(self._arrow))
+            days = pc.coalesce(placed, kafka)
+        return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
+
+    def _place_batches(self, schema_by_id: Callable[[int], AvroSchema],
+                       records: Sequence[ConsumerRecord[Any, Any]], times: list[int | None],
+                       bad: list[bool]) -> set[int]:
+        """Decode the partition_time of whole schema groups with polars (the dedup agent's
+        container path, ~0.4 µs a value instead of ~3 µs); the indices it placed."""
+        groups: dict[bytes, list[int]] = {}
+        for i, r in enumerate(records):
+            value = r.value
+            if value is not None and len(value) >= HEADER_SIZE and value[0] == 0:
+                groups.setdefault(value[:HEADER_SIZE], []).append(i)
+        placed: set[int] = set()
+        name = self.view.meta.partition_time
+        for head, indices in groups.items():
+            if len(indices) < _BATCH_MIN:
+                continue
+            try:
+                writer = schema_by_id(int.from_bytes(head[1:], "big"))
+            except (OnepipeError, KeyError):
+                continue  # unknown id: the record-by-record path counts it undecodable
+            if not writer.is_record or has_map(writer.json) or name not in {
+                    f["name"] for f in writer.json.get("fields", [])}:
+                continue
+            header, sync = container(writer, framed=True, enums_as_ints=True)
+            frame = read_block(header, sync, [records[i].value for i in indices], [name])
+            if frame is None:
+                continue
+            # Physical ints in the Avro unit (ms, µs, days), as the fastavro path makes.
+            for i, moment in zip(indices, frame[name].to_physical().to_list(), strict=True):
+                times[i] = moment
+                bad[i] = False
+            placed.update(indices)
+        return placed
+
+    def _decode(self, value: bytes | None, schema_by_id: Callable[[int], AvroSchema]
+                ) -> tuple[int | None, bool]:
+        if value is None or len(value) < HEADER_SIZE:
+            return None, False
+        try:
+            schema_id, body = unframe(value)
+            writer = schema_by_id(schema_id)
+            if self._kafka:
+                return None, True
+            parsed = self._writers.get(schema_id)
+            if parsed is None:
+                parsed = fastavro.parse_schema(_plain(writer.json), named_schemas={})
+                self._writers[schema_id] = parsed
+            datum = fastavro.schemaless_reader(io.BytesIO(body), parsed, self._projection)
+        except _ERRORS:
+            return None, False
+        found = datum.get(self.view.meta.partition_time) if isinstance(datum, dict) else None
+        return (found if isinstance(found, int) else None), True

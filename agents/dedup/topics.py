@@ -1,0 +1,116 @@
+"""Which topics the dedup agent deduplicates, and the output topics each one needs.
+
+Contract: :func:`keyed_topics` reads the registry's state: every topic with a non-empty
+``key`` and a registered value schema (optionally limited to a given set) is
+deduplicated. For a topic seen for the first time the source, ``<topic>.unique``
+(``cleanup.policy=compact``) and ``<topic>.repartition`` are created with the source's
+partition count (idempotent). A topic whose three partition counts differ is skipped
+with an error in the log: partition ``p`` of all three must be one table's input and
+changelog on one member (range assignor). :func:`plan_table` plans a batch of a topic,
+giving this worker's registry a few seconds to replay schema ids the batch uses before
+their values count undecodable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from onepipe.agents.dedup.pipeline import Lookup
+from onepipe.agents.dedup.plan import PartitionWork, plan_partition
+from onepipe.schemas.errors import NotFoundError
+from onepipe.schemas.metadata import TopicMetadata
+from onepipe.schemas.registry_state import RegistryState
+from onepipe.schemas.topic_names import repartition_topic, unique_topic
+from onepipe.tables.dedup.decode import TopicReader
+from onepipe.tables.kafka.topics import ensure_topic
+from onepipe.tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DedupTopic", "ensure_outputs", "keyed_topics", "plan_table"]
+
+
+@dataclass(slots=True)
+class DedupTopic:
+    """A keyed topic the agent deduplicates."""
+
+    #: Its catalog metadata (key, order rule).
+    meta: TopicMetadata
+    #: Reads canonical keys and order values of its values.
+    reader: TopicReader
+    #: Partition count of the topic and of its ``.unique`` and ``.repartition``.
+    partitions: int
+
+
+async def keyed_topics(state: RegistryState, only: frozenset[str] | None,
+                       known: dict[str, DedupTopic], bootstrap: str, replication_factor: int
+                       ) -> dict[str, DedupTopic]:
+    """The topics to deduplicate now; ``known`` ones keep their partition count."""
+    topics: dict[str, DedupTopic] = {}
+    for topic, meta in list(state.topics.items()):
+        if only is not None and topic not in only:
+            continue
+        if not meta.key:
+            continue
+        try:
+            latest = state.version(f"{topic}-value", "latest").schema
+        except NotFoundError:
+            continue  # metadata before its schema: wait for the schema
+        previous = known.get(topic)
+        partitions = (previous.partitions if previous is not None
+                      else await ensure_outputs(bootstrap, meta, replication_factor))
+        if partitions is None:
+            continue
+        topics[topic] = DedupTopic(meta, TopicReader(meta, latest, state.schemas_by_id.get),
+                                   partitions)
+    return topics
+
+
+async def ensure_outputs(bootstrap: str, meta: TopicMetadata, replication_factor: int
+                         ) -> int | None:
+    """Create ``.unique`` and ``.repartition`` like the source; its partition count."""
+    rf = replication_factor
+    partitions = await ensure_topic(bootstrap, meta.topic, partitions=meta.partitions,
+                                    replication_factor=rf)
+    unique = await ensure_topic(bootstrap, unique_topic(meta.topic),
+                                partitions=partitions, replication_factor=rf,
+                                configs={"cleanup.policy": "compact"})
+    routed = await ensure_topic(bootstrap, repartition_topic(meta.topic),
+                                partitions=partitions, replication_factor=rf)
+    if unique != partitions or routed != partitions:
+        log.error("dedup skips topic %s: it has %d partition(s) but %s has %d and %s "
+                  "has %d; they must match (delete and let the agent recreate them)",
+                  meta.topic, partitions, unique_topic(meta.topic), unique,
+                  repartition_topic(meta.topic), routed)
+        return None
+    return partitions
+
+
+async def plan_table(registry: RegistryStore, described: DedupTopic, topic: str,
+                     partition: int, source: list[ConsumerRecord[Any, Any]],
+                     routed: list[ConsumerRecord[Any, Any]], stored: Lookup) -> PartitionWork:
+    """Plan one table's batch (onepipe.agents.dedup.plan), after the schemas it needs.
+
+    Values of a schema id the registry has not replayed yet are planned again once it
+    has (waiting up to 5 s per id); still unknown, they count undecodable.
+    """
+    reader = described.reader
+    reader.take_missed()  # met before (recovery, say): only this batch's ids matter
+    work = plan_partition(topic, partition, described.partitions, reader, source, routed,
+                          stored)
+    missing = reader.take_missed()
+    if not missing:
+        return work
+    for schema_id in sorted(missing):
+        if not await registry.wait_for_schema(schema_id, 5.0):
+            log.warning("dedup: schema id %d is unknown to the registry; its records "
+                        "are counted undecodable", schema_id)
+    reader.forget_unknown()
+    work = plan_partition(topic, partition, described.partitions, reader, source, routed,
+                          stored)
+    reader.take_missed()
+    return work

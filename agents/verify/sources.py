@@ -1,0 +1,328 @@
+"""The systems ``verify`` compares, behind one protocol; the clean lake and the stream.
+
+Contract of a :class:`VerifySource` (one system holding a topic's deduplicated rows):
+
+- ``figures(days)`` gives the :class:`~onepipe.schemas.figures.DayFigures` (rows, keys, sums,
+  checksum) of each day the system holds within ``days`` (a :class:`DayRange`, bounds
+  inclusive, ``None`` for all), computed with *the* figures module over Arrow data and
+  the topic's spec (onepipe.sinks.formats.checksum_spec.spec_for), so equal data gives equal figures in
+  every system. A day it does not hold is absent (the caller reads it as zero).
+- The drill-down works on **key hashes**: ``row_hashes`` over a spec of the key fields
+  only (:attr:`TopicView.key_spec`), so every system hashes a key alike.
+  ``bucket_summaries(day, buckets)`` answers, per bucket (the top ``bits`` bits of the key
+  hash), the row count and the checksum of its rows; ``keys(day, bits, chosen)`` lists
+  the rows of a few buckets, per key hash: the key's fields (readable, JSON-safe) and its
+  row hash(es). A remote system (a SQL sink) computes both where the data is and ships
+  only these summaries, then the keys of the few buckets that differ - never the day.
+- Sources read the data they need per call (a drill-down reads a day again); nothing is
+  cached between calls but the stream's winners, which must be read whole anyway.
+
+Sources here:
+
+- :class:`CleanLakeSource`: the files of the latest manifest (pinned once per call; if a
+  file vanishes - retired and expired mid-read - the call starts over from the new
+  latest), read as Parquet record batches of the needed columns, never a whole day in
+  Python objects. Columns a day's files lack (written before a schema added them) read
+  as nulls, as onepipe.sinks.lake.clean_reader does.
+- onepipe.agents.verify.stream.StreamSource: the ``.unique`` stream's winners.
+- The checksum table (RocksDB, maintained by the dedup agent) plugs in as another
+  :class:`VerifySource` (see the protocol's docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from onepipe.schemas.checksum import ChecksumSpec, row_hashes, select_columns
+from onepipe.schemas.errors import CompactionError, LakeObjectNotFound
+from onepipe.schemas.figures import DayFigures, figures
+from onepipe.sinks.formats.topic_view import TopicView
+from onepipe.sinks.lake.clean_manifest import Manifest, load_latest
+from onepipe.sinks.lake.clean_reader import fetch_local
+from onepipe.sinks.lake.store import LakeStore
+
+__all__ = ["BATCH_ROWS", "ArrowDays", "BucketSummary", "CleanLakeSource", "DayRange", "KeyRows",
+           "VerifySource", "json_safe"]
+
+#: Rows per record batch read from Parquet: big enough that the figures' per-call cost
+#: (~1 ms) vanishes, small enough to bound memory.
+BATCH_ROWS = 64 * 1024
+_READ_ATTEMPTS = 3
+_WORD = 64
+A = TypeVar("A", bound="Accumulator")
+
+
+# ------------------------------------------------------------------ the protocol
+
+
+@dataclass(frozen=True, slots=True)
+class DayRange:
+    """Days ``first`` to ``last`` (``YYYY-MM-DD``, inclusive; None: unbounded)."""
+
+    first: str | None = None
+    last: str | None = None
+
+    def __contains__(self, day: object) -> bool:
+        # YYYY-MM-DD strings order like the days they name
+        return (isinstance(day, str) and (self.first is None or day >= self.first)
+                and (self.last is None or day <= self.last))
+
+    @property
+    def single(self) -> str | None:
+        """The day, when the range is exactly one day."""
+        return self.first if self.first is not None and self.first == self.last else None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSummary:
+    """The rows of one key-hash bucket in one system."""
+
+    #: Rows whose key hash falls in the bucket.
+    rows: int
+    #: Sum of their row hashes mod 2**64.
+    checksum: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRows:
+    """One key's rows in one system (normally one row)."""
+
+    #: The key fields, JSON-safe (bytes as hex, times as ISO text, decimals as text).
+    key: Mapping[str, Any]
+    #: Row hash of each row holding the key, sorted.
+    row_hashes: tuple[int, ...]
+
+
+class VerifySource(Protocol):
+    """A system holding a topic's deduplicated rows; see the module contract.
+
+    The checksum table (dedup agent, RocksDB) implements this with ``figures`` read from
+    its per-day totals and the two drill-down calls answered from its per-key entries.
+    """
+
+    #: Short name shown in reports: ``clean``, ``stream``, ``checksum``, a sink's name.
+    name: str
+
+    async def figures(self, days: DayRange | None) -> dict[str, DayFigures]: ...
+
+    async def bucket_summaries(self, day: str, bits: int, within_bits: int = 0,
+                               within: frozenset[int] = frozenset()
+                               ) -> dict[int, BucketSummary]:
+        """Per bucket of the top ``bits`` bits: rows and checksum, of the rows whose top
+        ``within_bits`` bits are in ``within`` (every row when ``within_bits`` is 0)."""
+        ...
+
+    async def keys(self, day: str, bits: int, chosen: frozenset[int]) -> dict[int, KeyRows]:
+        """The rows of the buckets ``chosen`` (top ``bits`` bits), per key hash."""
+        ...
+
+
+def json_safe(value: Any) -> Any:
+    """A key value as JSON data: what reports show and compare across systems."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _hashes(batch: pa.RecordBatch, view: TopicView) -> tuple[pa.Array, pa.Array]:
+    """(key hash, row hash) of each row, as uint64 arrays."""
+    return row_hashes(batch, view.key_spec), row_hashes(batch, view.spec)
+
+
+def _top(hashes: pa.Array, bits: int) -> pa.Array:
+    return pc.shift_right(hashes, pa.scalar(_WORD - bits, pa.uint64()))
+
+
+def _selected(key_hashes: pa.Array, bits: int, chosen: frozenset[int]) -> pa.Array:
+    return pc.is_in(_top(key_hashes, bits), pa.array(sorted(chosen), pa.uint64()))
+
+
+class Accumulator(Protocol):
+    """Folds the batches of one day, one at a time."""
+
+    def add(self, batch: pa.RecordBatch) -> None: ...
+
+
+class _Figures:
+    """Accumulates a day's figures (DayFigures ``+``: one call per batch)."""
+
+    def __init__(self, spec: ChecksumSpec) -> None:
+        self.spec = spec
+        self.total = DayFigures.zero(spec)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.total = self.total + figures(batch, self.spec)
+
+
+class _Buckets:
+    """Accumulates bucket summaries over batches (Arrow group-by; uint64 sums wrap)."""
+
+    def __init__(self, view: TopicView, bits: int, within_bits: int,
+                 within: frozenset[int]) -> None:
+        self.view, self.bits, self.within_bits, self.within = view, bits, within_bits, within
+        self.result: dict[int, BucketSummary] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        key_hash, row_hash = _hashes(batch, self.view)
+        table = pa.table({"b": _top(key_hash, self.bits), "h": row_hash})
+        if self.within_bits:
+            table = table.filter(_selected(key_hash, self.within_bits, self.within))
+        grouped = table.group_by("b").aggregate([("h", "sum"), ("h", "count")])
+        for b, total, count in zip(grouped.column("b").to_pylist(),
+                                   grouped.column("h_sum").to_pylist(),
+                                   grouped.column("h_count").to_pylist(), strict=True):
+            held = self.result.get(b, BucketSummary(0, 0))
+            self.result[b] = BucketSummary(held.rows + count,
+                                           (held.checksum + total) & (2**64 - 1))
+
+
+class _Keys:
+    """Accumulates the rows of chosen buckets, per key hash (few rows: Python is fine)."""
+
+    def __init__(self, view: TopicView, bits: int, chosen: frozenset[int]) -> None:
+        self.view, self.bits, self.chosen = view, bits, chosen
+        self.rows: dict[int, tuple[dict[str, Any], list[int]]] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        key_hash, row_hash = _hashes(batch, self.view)
+        mask = _selected(key_hash, self.bits, self.chosen)
+        if not pc.any(mask).as_py():
+            return
+        names = list(self.view.key_spec.schema.names)
+        picked = pa.Table.from_batches([batch]).filter(mask)
+        # The key fields cast to their canonical types, as every system hashes them.
+        keys = pa.Table.from_batches(list(select_columns(picked, self.view.key_spec, names)))
+        key_rows = keys.to_pylist()
+        for k, h, key in zip(key_hash.filter(mask).to_pylist(),
+                             row_hash.filter(mask).to_pylist(), key_rows, strict=True):
+            entry = self.rows.setdefault(k, ({n: json_safe(v) for n, v in key.items()}, []))
+            entry[1].append(h)
+
+    def result(self) -> dict[int, KeyRows]:
+        return {k: KeyRows(key, tuple(sorted(hashes))) for k, (key, hashes) in self.rows.items()}
+
+
+class ArrowDays:
+    """A source whose days are scanned as Arrow batches: figures and drill-down on top.
+
+    Subclasses give ``_day_names`` and ``_scan(day, start)``: ``start()`` makes a fresh
+    accumulator (again if the read has to start over), whose ``add`` gets every batch of
+    the day (CPU work: run it off the event loop); the last one made is returned.
+    """
+
+    name = "arrow"
+
+    def __init__(self, view: TopicView) -> None:
+        self.view = view
+
+    async def _day_names(self) -> list[str]:
+        raise NotImplementedError
+
+    async def _scan(self, day: str, start: Callable[[], A]) -> A:
+        raise NotImplementedError
+
+    async def figures(self, days: DayRange | None) -> dict[str, DayFigures]:
+        wanted = [d for d in await self._day_names() if days is None or d in days]
+        out: dict[str, DayFigures] = {}
+        for day in wanted:
+            out[day] = (await self._scan(day, lambda: _Figures(self.view.spec))).total
+        return out
+
+    async def bucket_summaries(self, day: str, bits: int, within_bits: int = 0,
+                               within: frozenset[int] = frozenset()
+                               ) -> dict[int, BucketSummary]:
+        def start() -> _Buckets:
+            return _Buckets(self.view, bits, within_bits, within)
+
+        if day not in await self._day_names():
+            return {}
+        return (await self._scan(day, start)).result
+
+    async def keys(self, day: str, bits: int, chosen: frozenset[int]) -> dict[int, KeyRows]:
+        if not chosen or day not in await self._day_names():
+            return {}
+        return (await self._scan(day, lambda: _Keys(self.view, bits, chosen))).result()
+
+
+def _complete(batch: pa.RecordBatch, view: TopicView) -> pa.RecordBatch:
+    """``batch`` with every column of the view, nulls for those it lacks."""
+    present = set(batch.schema.names)
+    if all(n in present for n in view.columns):
+        return batch
+    arrays = [batch.column(n) if n in present else pa.nulls(batch.num_rows, view.column_type(n))
+              for n in view.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=list(view.columns))
+
+
+def _scan_parquet(source: Path | pa.Buffer, view: TopicView, into: Accumulator) -> None:
+    """Feed each batch of one Parquet file to ``into`` (in a worker thread)."""
+    handle = pq.ParquetFile(source if isinstance(source, Path) else pa.BufferReader(source))
+    present = set(handle.schema_arrow.names)
+    columns = [n for n in view.columns if n in present]
+    for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        into.add(_complete(batch, view))
+
+
+# ------------------------------------------------------------------ clean lake
+
+
+class CleanLakeSource(ArrowDays):
+    """The clean lake through its manifest; see the module contract."""
+
+    def __init__(self, view: TopicView, lake: LakeStore, cache_dir: Path | None = None,
+                 name: str = "clean") -> None:
+        super().__init__(view)
+        self.lake, self.cache_dir, self.name = lake, cache_dir, name
+        self._manifest: Manifest | None = None
+
+    async def manifest(self, *, fresh: bool = False) -> Manifest:
+        """The manifest this source reads (loaded once; ``fresh`` loads the latest)."""
+        if self._manifest is None or fresh:
+            self._manifest = await load_latest(self.lake, self.view.meta.topic)
+        return self._manifest
+
+    async def _day_names(self) -> list[str]:
+        return sorted((await self.manifest()).days)
+
+    async def _scan(self, day: str, start: Callable[[], A]) -> A:
+        for attempt in range(_READ_ATTEMPTS):
+            manifest = await self.manifest(fresh=attempt > 0)
+            into = start()
+            version = manifest.days.get(day)
+            if version is None:
+                return into
+            try:
+                for path in version.files:  # one file in memory (or cached) at a time
+                    source = await self._local(path)
+                    try:
+                        await asyncio.to_thread(_scan_parquet, source, self.view, into)
+                    except FileNotFoundError as exc:
+                        raise LakeObjectNotFound(f"{path!r} vanished from {self.lake.url}"
+                                                 ) from exc
+            except LakeObjectNotFound:
+                continue  # retired and expired while we read: start over from the latest
+            return into
+        raise CompactionError(
+            f"the clean files of {self.view.meta.topic!r} day {day} kept disappearing while "
+            f"verify read them from {self.lake.url} ({_READ_ATTEMPTS} attempts); raise "
+            "ONEPIPE_COMPACT_RETENTION_SECONDS")
+
+    async def _local(self, path: str) -> Path | pa.Buffer:
+        local = await fetch_local(self.lake, path, self.cache_dir)
+        if local is not None:
+            return local
+        return pa.py_buffer(await self.lake.get(path))

@@ -1,0 +1,243 @@
+"""The Kafka side of ``verify``: the ``.unique`` stream's winners, and where raw gaps were.
+
+:class:`StreamSource` (a :class:`~onepipe.agents.verify.sources.VerifySource`):
+``<topic>.unique`` read to the fetch **high watermark** (tansu's ListOffsets is wrong,
+DESIGN.md; onepipe.tables.kafka.topics.read_to_end); per Kafka key the last message is the key's
+winner (onepipe.agents.dedup.agent: ``.unique`` is strictly increasing in rank per key). Winners are
+decoded with the topic's latest schema (Avro resolution for older writers) into the
+lake's Arrow layout (onepipe.sinks.formats.raw.build_raw_table, the archive's type mapping) and
+placed in days by onepipe.schemas.partition_day, exactly as the compactor places clean rows.
+It holds one value per key in memory (read once per source object): fine for tests and
+moderate topics; the checksum table (RocksDB, maintained by the dedup agent) is the
+scalable source of the same figures. ``.unique`` is looked up in a whole-cluster topic
+listing first: a metadata request naming a missing topic would create it (tansu always,
+Kafka by default).
+
+:class:`SourceGapLocator` answers "which days did the records of a raw-lake gap belong
+to" by reading exactly that offset range of the source topic (while retention still
+has it), so a removed archived file is named with its own days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from onepipe.agents.verify.sources import BATCH_ROWS, A, ArrowDays
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import decode_or_none
+from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.partition_day import day_name, partition_days
+from onepipe.schemas.topic_names import unique_topic
+from onepipe.sinks.formats.raw import RawRecord, build_raw_table
+from onepipe.sinks.formats.topic_view import TopicView
+from onepipe.tables.kafka.topics import read_to_end
+
+__all__ = ["SourceGapLocator", "StreamSource", "topic_exists"]
+
+_DAY = "_verify_day"
+
+
+async def topic_exists(bootstrap: str, topic: str) -> bool:
+    """Whether ``topic`` exists, from a whole-cluster listing (never auto-creates it)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        return topic in await consumer.topics()
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"could not list topics on {bootstrap}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+class _Decoder:
+    """Framed values -> the lake's typed columns for the view (fastavro per value)."""
+
+    def __init__(self, view: TopicView, reader: AvroSchema,
+                 writer_for_id: Callable[[int], AvroSchema]) -> None:
+        self.view, self.reader, self.writer_for_id = view, reader, writer_for_id
+        #: Values that did not decode (left out).
+        self.undecodable = 0
+
+    def table(self, messages: Sequence[_Message]) -> pa.Table:
+        records, ids, decoded = [], [], []
+        for m in messages:
+            schema_id, datum = decode_or_none(m.value, self.writer_for_id, self.reader)
+            if datum is None:
+                self.undecodable += 1
+                continue
+            records.append(RawRecord(self.view.meta.topic, m.partition, m.offset, m.timestamp,
+                                     (), m.key, m.value))
+            ids.append(schema_id)
+            decoded.append(datum)
+        table = build_raw_table(records, ids, decoded, [None] * len(records), self.reader)
+        return table.select(list(self.view.columns))
+
+    def days(self, table: pa.Table) -> pa.Array:
+        """The day number (int32) of each row."""
+        return partition_days(table.column(self.view.time_column)).cast(pa.int32())
+
+
+def _message(r: ConsumerRecord[Any, Any]) -> _Message:
+    return _Message(r.partition, r.offset, r.timestamp, r.key, r.value)
+
+
+def _kafka_error(where: str, bootstrap: str, exc: BaseException) -> BrokerError:
+    return BrokerError(f"could not read {where} on {bootstrap}: {exc!r}")
+
+
+class StreamSource(ArrowDays):
+    """``<topic>.unique``'s winners; see the module contract."""
+
+    def __init__(self, view: TopicView, bootstrap: str, reader: AvroSchema,
+                 writer_for_id: Callable[[int], AvroSchema], *, name: str = "stream",
+                 decode_rows: int = 50_000) -> None:
+        super().__init__(view)
+        self.bootstrap, self.name = bootstrap, name
+        self._decoder = _Decoder(view, reader, writer_for_id)
+        self._decode_rows = decode_rows
+        self._days: dict[str, pa.Table] | None = None
+        #: Messages read from ``.unique`` (every version, not just winners).
+        self.messages = 0
+
+    @property
+    def topic(self) -> str:
+        return unique_topic(self.view.meta.topic)
+
+    @property
+    def undecodable(self) -> int:
+        """Winners that did not decode (left out of the figures)."""
+        return self._decoder.undecodable
+
+    async def exists(self) -> bool:
+        return await topic_exists(self.bootstrap, self.topic)
+
+    async def _day_names(self) -> list[str]:
+        return sorted(await self._load())
+
+    async def _scan(self, day: str, start: Callable[[], A]) -> A:
+        table = (await self._load()).get(day)
+        into = start()
+        if table is None:
+            return into
+
+        def run() -> None:
+            for batch in table.to_batches(BATCH_ROWS):
+                into.add(batch)
+
+        await asyncio.to_thread(run)
+        return into
+
+    async def _load(self) -> dict[str, pa.Table]:
+        if self._days is None:
+            winners = await self._read()
+            self._days = await asyncio.to_thread(self._by_day, winners)
+        return self._days
+
+    async def _read(self) -> list[_Message]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        winners: dict[bytes, _Message] = {}
+
+        def fold(records: list[ConsumerRecord[Any, Any]]) -> None:
+            self.messages += len(records)
+            for r in records:
+                if r.key is not None:  # the dedup agent always keys .unique
+                    winners[r.key] = _message(r)
+
+        try:
+            await consumer.start()
+            await consumer.topics()  # load metadata for every topic (no auto-creation)
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            if tps:
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                await read_to_end(consumer, tp, fold)
+        except (KafkaError, OSError) as exc:
+            raise _kafka_error(self.topic, self.bootstrap, exc) from exc
+        finally:
+            await consumer.stop()
+        return list(winners.values())
+
+    def _by_day(self, winners: list[_Message]) -> dict[str, pa.Table]:
+        parts = [self._decoder.table(winners[i:i + self._decode_rows])
+                 for i in range(0, len(winners), self._decode_rows)]
+        if not parts:
+            return {}
+        table = pa.concat_tables(parts)
+        days = self._decoder.days(table)
+        table = table.append_column(_DAY, days)
+        return {day_name(n): table.filter(pc.equal(table.column(_DAY), n)).drop_columns([_DAY])
+                for n in pc.unique(days.drop_null()).to_pylist()}
+
+
+class SourceGapLocator:
+    """The days of the source records at some offsets (see the module contract)."""
+
+    def __init__(self, view: TopicView, bootstrap: str, reader: AvroSchema,
+                 writer_for_id: Callable[[int], AvroSchema], *, max_records: int = 100_000
+                 ) -> None:
+        self.view, self.bootstrap = view, bootstrap
+        self._decoder = _Decoder(view, reader, writer_for_id)
+        self._max_records = max_records
+
+    async def __call__(self, partition: int, first: int, last: int) -> tuple[str, ...]:
+        """Days of offsets ``first``..``last`` of ``partition`` still in Kafka (may be none;
+        at most ``max_records`` are read)."""
+        topic = self.view.meta.topic
+        tp = TopicPartition(topic, partition)
+        last = min(last, first + self._max_records - 1)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        found: list[_Message] = []
+
+        def keep(records: list[ConsumerRecord[Any, Any]]) -> None:
+            found.extend(_message(r) for r in records if first <= r.offset <= last)
+
+        try:
+            await consumer.start()
+            if topic not in await consumer.topics():
+                return ()
+            consumer.assign([tp])
+            consumer.seek(tp, first)
+            # Until the range is passed or the high watermark reached (never end_offsets).
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=200, max_records=5000)
+                for records in batches.values():
+                    keep(records)
+                position = await consumer.position(tp)
+                highwater = consumer.highwater(tp)
+                if position > last or (highwater is not None and position >= highwater):
+                    break
+        except (KafkaError, OSError) as exc:
+            raise _kafka_error(f"{topic}[{partition}]@{first}", self.bootstrap, exc) from exc
+        finally:
+            await consumer.stop()
+        if not found:
+            return ()
+        table = await asyncio.to_thread(self._decoder.table, found)
+        placed = partition_days(table.column(self.view.time_column))
+        stamps = partition_days(pa.array([m.timestamp for m in found if m.value is not None],
+                                         pa.int64()).cast(pa.timestamp("ms", tz="UTC")))
+        numbers = set(pc.unique(placed.drop_null().cast(pa.int32())).to_pylist())
+        if not numbers:  # nothing decoded: where the raw layout would have put them
+            numbers = set(pc.unique(stamps.drop_null().cast(pa.int32())).to_pylist())
+        return tuple(sorted(day_name(n) for n in numbers))

@@ -1,0 +1,95 @@
+"""Every name onepipe derives from a registered topic or from the app id, in one place.
+
+Other tools are written against these names (a sink connector reading ``<topic>.unique``,
+a dashboard on ``<app_id>-dedup``'s lag), so they are contracts: change one here and
+every agent, view and test follows.
+
+Per registered topic ``<t>``:
+
+- ``<t>.unique``: the dedup agent's output, one message per new winner of a key
+  (compacted); the changelog of its tables and the input of the checksum tables and sinks.
+- ``<t>.repartition``: records a producer sent to the wrong partition for their key,
+  forwarded by the dedup agent to the partition that owns the key.
+- ``<t>.checksums``: the published checksum table (compacted, one partition).
+
+Per worker application ``<app_id>`` (consumer groups and internal topics):
+
+- groups ``<app_id>-archive``, ``<app_id>-dedup``, ``<app_id>-checksums`` (the batch
+  agents) and ``<app_id>-compact`` (the compaction worker pool);
+- topics ``<app_id>-compact-tasks`` and ``<app_id>-compact-results`` (the pool's work).
+
+A registered topic's own name never ends with a derived suffix: Kafka allows dots, so
+:func:`is_derived` is what tells the two apart.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CHECKSUMS_SUFFIX", "REPARTITION_SUFFIX", "UNIQUE_SUFFIX", "archive_group",
+           "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
+           "compact_tasks_topic", "dedup_group", "is_derived", "repartition_topic",
+           "source_of_repartition", "source_of_unique", "unique_topic"]
+
+UNIQUE_SUFFIX = ".unique"
+REPARTITION_SUFFIX = ".repartition"
+CHECKSUMS_SUFFIX = ".checksums"
+_DERIVED = (UNIQUE_SUFFIX, REPARTITION_SUFFIX, CHECKSUMS_SUFFIX)
+
+
+def unique_topic(topic: str) -> str:
+    """``<topic>.unique``: the winning version of every key, in order of change."""
+    return topic + UNIQUE_SUFFIX
+
+
+def repartition_topic(topic: str) -> str:
+    """``<topic>.repartition``: records re-routed to the partition owning their key."""
+    return topic + REPARTITION_SUFFIX
+
+
+def checksums_topic(topic: str) -> str:
+    """``<topic>.checksums``: the published per-day figures of ``topic``."""
+    return topic + CHECKSUMS_SUFFIX
+
+
+def source_of_unique(name: str) -> str | None:
+    """``<topic>`` of ``<topic>.unique``; None for any other name."""
+    return name.removesuffix(UNIQUE_SUFFIX) if name.endswith(UNIQUE_SUFFIX) else None
+
+
+def source_of_repartition(name: str) -> str | None:
+    """``<topic>`` of ``<topic>.repartition``; None for any other name."""
+    return name.removesuffix(REPARTITION_SUFFIX) if name.endswith(REPARTITION_SUFFIX) else None
+
+
+def is_derived(name: str) -> bool:
+    """Whether ``name`` is one of the topics onepipe derives from a registered topic."""
+    return name.endswith(_DERIVED)
+
+
+def archive_group(app_id: str) -> str:
+    """The archive agent's consumer group."""
+    return f"{app_id}-archive"
+
+
+def dedup_group(app_id: str) -> str:
+    """The dedup agent's consumer group."""
+    return f"{app_id}-dedup"
+
+
+def checksums_group(app_id: str) -> str:
+    """The checksum agent's consumer group."""
+    return f"{app_id}-checksums"
+
+
+def compact_group(app_id: str) -> str:
+    """The compaction worker pool's consumer group (it reads the task topic)."""
+    return f"{app_id}-compact"
+
+
+def compact_tasks_topic(app_id: str) -> str:
+    """Day tasks of compaction runs, for any worker of the pool."""
+    return f"{app_id}-compact-tasks"
+
+
+def compact_results_topic(app_id: str) -> str:
+    """Results of day tasks, read by the compactor that sent them."""
+    return f"{app_id}-compact-results"

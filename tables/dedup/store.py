@@ -1,0 +1,212 @@
+"""The dedup table of one topic-partition: the current winner of every unique key, in RocksDB.
+
+Contract:
+- One RocksDB database per source topic-partition, at ``<root>/<topic>/<partition>``.
+  The default column family maps a canonical Kafka key to its :class:`Winner`; the
+  column family ``meta`` holds the applied changelog offset (apart, so no key can
+  collide with it and multi-gets need no key prefix).
+- The table is a *cache* of its changelog, the topic ``<topic>.unique`` partition ``p``:
+  every state change is a winner emitted there, and :meth:`DedupStore.apply` writes the
+  changed winners together with the changelog offset they bring the table up to
+  (:attr:`DedupStore.applied_offset`) in one ``WriteBatch``. So after any crash the
+  database holds the fold of ``<topic>.unique[p]`` below its applied offset, and reading
+  the changelog from there to its end brings it up to date (onepipe.tables.dedup.recovery).
+  Deleting the folder is always safe: recovery then reads the whole changelog.
+- Writes skip RocksDB's write-ahead log: a crash may lose the latest batches, but never
+  half of one, and the applied offset goes back with the state it belongs to, so the
+  lost tail is simply read again from the changelog (both column families flush
+  atomically, so neither can be ahead of the other). ``close`` flushes.
+- A closed store refuses use (:class:`~onepipe.schemas.errors.OnepipeError`), closing twice is
+  harmless.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+
+from onepipe.schemas.errors import OnepipeError
+from onepipe.schemas.merge import Rank
+
+__all__ = ["DedupStore", "Entry", "StoreClosedError", "Winner", "decode_winner",
+           "encode_winner"]
+
+_META = "meta"
+_APPLIED = b"applied"
+# kind, source partition, source offset. Kinds: 1: rank (int64, value); 2: rank (int64,
+# int64); 3: rank (big int, value); 4: rank (big int, big int) -- big ints length-prefixed.
+_HEAD = struct.Struct(">Biq")
+_HEAD_1 = struct.Struct(">Biqq")
+_HEAD_2 = struct.Struct(">Biqqq")
+_INT64 = range(-(2**63), 2**63)
+_APPLIED_FORMAT = struct.Struct(">q")
+
+
+class StoreClosedError(OnepipeError):
+    """A dedup store was used after it was closed (its partition was revoked)."""
+
+    code = "store_closed"
+
+
+class Winner(NamedTuple):
+    """The current winning version of one key (a NamedTuple: one is built per winner)."""
+
+    #: Its rank under the topic's merge rule (``MergeRule.rank``).
+    rank: Rank
+    #: The value bytes as on the broker (Confluent-framed).
+    value: bytes
+    #: Its position in the *source* topic (not in ``.unique``): partition ...
+    partition: int
+    #: ... and offset.
+    offset: int
+
+
+#: A winner as the hot path builds it: a plain tuple in :class:`Winner`'s field order
+#: (rank, value, source partition, source offset), made column-wise with ``zip`` instead
+#: of one Python call per winner. Everything that reads winners indexes them, so a
+#: :class:`Winner` and an ``Entry`` are interchangeable.
+Entry = tuple[Rank, bytes, int, int]
+
+
+def _int_bytes(n: int) -> bytes:
+    size = (n.bit_length() + 8) // 8  # room for the sign bit
+    return bytes((size,)) + n.to_bytes(size, "big", signed=True)
+
+
+def encode_winner(winner: Winner) -> bytes:
+    """The stored form: head, rank ints (length-prefixed, signed), then the value bytes.
+
+    Ranks of ``max`` and ``vector_clock`` end in the value bytes themselves, so those are
+    stored once.
+    """
+    first, second = winner.rank
+    if isinstance(second, bytes):
+        if second is not winner.value and second != winner.value:
+            raise ValueError("a rank that ends in bytes must end in the winner's value bytes")
+        if first in _INT64:
+            return _HEAD_1.pack(1, winner.partition, winner.offset, first) + winner.value
+        return (_HEAD.pack(3, winner.partition, winner.offset) + _int_bytes(first)
+                + winner.value)
+    if first in _INT64 and second in _INT64:
+        return _HEAD_2.pack(2, winner.partition, winner.offset, first, second) + winner.value
+    return (_HEAD.pack(4, winner.partition, winner.offset) + _int_bytes(first)
+            + _int_bytes(second) + winner.value)
+
+
+def decode_winner(data: bytes) -> Winner:
+    """Inverse of :func:`encode_winner`."""
+    kind, partition, offset = _HEAD.unpack_from(data)
+    if kind == 1:
+        first = _HEAD_1.unpack_from(data)[3]
+        value = data[_HEAD_1.size:]
+        return Winner((first, value), value, partition, offset)
+    if kind == 2:
+        _, _, _, first, second = _HEAD_2.unpack_from(data)
+        return Winner((first, second), data[_HEAD_2.size:], partition, offset)
+    pos = _HEAD.size
+    size = data[pos]
+    first = int.from_bytes(data[pos + 1:pos + 1 + size], "big", signed=True)
+    pos += 1 + size
+    if kind == 3:
+        value = data[pos:]
+        return Winner((first, value), value, partition, offset)
+    size = data[pos]
+    second = int.from_bytes(data[pos + 1:pos + 1 + size], "big", signed=True)
+    value = data[pos + 1 + size:]
+    return Winner((first, second), value, partition, offset)
+
+
+class DedupStore:
+    """The winners of one topic-partition; open on construction, then ``close()``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        table = BlockBasedOptions()
+        # Most keys of a deduplicated stream are new: a bloom filter answers "absent"
+        # without reading blocks from disk.
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_size(64 * 1024 * 1024)
+        # ... and one on the memtable too: a miss in a 64 MiB skiplist otherwise costs
+        # ~20 key comparisons (measured at 1M keys: multi-get 0.82 -> 0.35 µs a key).
+        options.set_memtable_prefix_bloom_ratio(0.1)
+        options.set_memtable_whole_key_filtering(True)
+        # Writes skip the WAL (module docstring), so the winners and the ``meta`` family
+        # must reach disk together: without atomic flush a memtable flush of one family
+        # alone could persist an applied offset ahead of the winners it covers, and after
+        # a crash recovery would skip changelog messages the table never got.
+        options.set_atomic_flush(True)
+        self._db: Rdict | None = Rdict(str(path), options)
+        try:
+            self._meta = self._db.get_column_family(_META)
+        except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
+            self._meta = self._db.create_column_family(_META, Options(raw_mode=True))
+        self._meta_handle = self._db.get_column_family_handle(_META)
+        self._write_options = WriteOptions()
+        # See the module docstring. (rocksdict's stub declares a method; it is a property.)
+        self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
+        raw = self._meta.get(_APPLIED)
+        #: The next ``<topic>.unique`` offset to fold in: everything below is applied.
+        self.applied_offset: int = _APPLIED_FORMAT.unpack(raw)[0] if raw is not None else 0
+
+    def _open(self) -> Rdict:
+        if self._db is None:
+            raise StoreClosedError(f"dedup store {self.path} is closed; its partition was "
+                                   "revoked or the agent stopped")
+        return self._db
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Winner | None]:
+        """The current winner of each key (None for keys never seen); one multi-get."""
+        if not keys:
+            return []
+        found: list[bytes | None] = self._open()[keys]  # type: ignore[assignment,index]  # a list index multi-gets
+        if found.count(None) == len(found):  # all new keys, the common case: no loop
+            return found  # type: ignore[return-value]  # only None in it
+        return [decode_winner(v) if v is not None else None for v in found]
+
+    def apply(self, winners: Iterable[tuple[bytes, Winner | Entry]], applied_offset: int
+              ) -> None:
+        """Store new winners and the changelog offset they bring the table to, atomically."""
+        db = self._open()
+        batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        pack, int64 = _HEAD_1.pack, _INT64
+        for key, (rank, value, partition, offset) in winners:
+            first, second = rank
+            if second is value and first in int64:  # max / vector_clock: encode inline
+                put(key, pack(1, partition, offset, first) + value)
+            else:
+                put(key, encode_winner(Winner(rank, value, partition, offset)))
+        put(_APPLIED, _APPLIED_FORMAT.pack(applied_offset), self._meta_handle)
+        db.write(batch, self._write_options)
+        self.applied_offset = applied_offset
+
+    def disk_bytes(self) -> int:
+        """Bytes of the database's files (for benchmarks and metrics)."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        """Flush and close; harmless twice."""
+        db, self._db = self._db, None
+        if db is not None:
+            # Winners first: a table ahead of its applied offset only re-folds changelog
+            # messages (idempotent), an offset ahead of the winners would skip them.
+            db.flush()
+            self._meta.flush()
+            # The family objects hold the database open (and its LOCK file) until
+            # they are dropped.
+            del self._meta, self._meta_handle
+            db.close()
+
+    def __enter__(self) -> DedupStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

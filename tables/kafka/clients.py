@@ -1,0 +1,106 @@
+"""The one Kafka client factory: every producer, consumer and admin client is built here.
+
+Why one place: connection settings (bootstrap servers today; TLS and SASL with the
+security issue) must reach every client, and a change of client library for the hot
+paths (aiokafka -> librdkafka) is a change of this module, not of eleven. Parts receive a
+:class:`KafkaClients` and ask it for the kind of client they need; nothing else names
+``AIOKafkaProducer``, ``AIOKafkaConsumer`` or ``AIOKafkaAdminClient``.
+
+The kinds, and the settings each carries for a reason:
+
+- :meth:`KafkaClients.producer`: ``acks=all`` and idempotence where the broker supports
+  it (``idempotent``; tansu answers InitProducerId with an error, DESIGN.md), bounded by
+  ``request_timeout`` so a dead broker fails a write instead of hanging it.
+- :meth:`KafkaClients.group_consumer`: a member of a consumer group that commits only when
+  its owner says so (manual commits: the batch agents commit after their own durable
+  write), with the short group timeouts brokers that hold joins need, heartbeats at a
+  third of the session (at most 3 s) and a generous poll interval (a batch may wait for a
+  lake write).
+- :meth:`KafkaClients.reader`: a group-less consumer for ``assign()``-style reads "to the
+  end" (registry replay, state recovery, verify, lag): never ``auto_offset_reset="latest"``,
+  which resets through ListOffsets(latest), wrong on tansu.
+- :meth:`KafkaClients.admin`: topic creation and description.
+
+Every method takes keyword ``overrides`` passed to aiokafka as they are, for the few
+settings one part needs differently (a partition assignor, fetch sizes); connection
+settings are not meant to be overridden there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = ["KafkaClients"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaClients:
+    """How onepipe reaches Kafka; see the module docstring."""
+
+    #: Bootstrap servers, comma-separated ``host:port``.
+    bootstrap: str
+    #: Idempotent producers (need InitProducerId: on for Apache Kafka, off for tansu).
+    idempotent: bool = True
+    #: Seconds a request (a produce's acks, above all) may take before it fails.
+    request_timeout: float = 30.0
+    #: Consumer-group session timeout, seconds.
+    session_timeout: float = 10.0
+    #: Consumer-group rebalance timeout, seconds.
+    rebalance_timeout: float = 10.0
+
+    @property
+    def servers(self) -> list[str]:
+        """The bootstrap servers as a list."""
+        return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
+
+    def producer(self, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+        """An ``acks=all`` producer, idempotent when the broker supports it."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": self.idempotent,
+            "request_timeout_ms": int(self.request_timeout * 1000),
+        }
+        options.update(overrides)
+        return AIOKafkaProducer(**options)
+
+    def group_consumer(self, group_id: str, *, client_id: str | None = None,
+                       **overrides: Any) -> AIOKafkaConsumer:
+        """A member of ``group_id`` that commits only when its owner says so."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "group_id": group_id,
+            "client_id": client_id or group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": int(self.session_timeout * 1000),
+            "rebalance_timeout_ms": int(self.rebalance_timeout * 1000),
+            "heartbeat_interval_ms": int(min(3.0, self.session_timeout / 3) * 1000),
+            "max_poll_interval_ms": 300_000,
+            "fetch_max_wait_ms": 200,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        }
+        options.update(overrides)
+        return AIOKafkaConsumer(**options)
+
+    def reader(self, client_id: str, **overrides: Any) -> AIOKafkaConsumer:
+        """A group-less consumer for assigned partitions, read from the earliest offset."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": client_id,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": 50,
+        }
+        options.update(overrides)
+        return AIOKafkaConsumer(**options)
+
+    def admin(self, client_id: str = "onepipe-admin") -> AIOKafkaAdminClient:
+        """An admin client (create and describe topics)."""
+        return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=client_id)

@@ -1,0 +1,91 @@
+"""Small Kafka helpers every stateful part needs: create a topic, read a partition to its end.
+
+"To the end" means the fetch response's high watermark (``consumer.highwater``), never
+``end_offsets()``: tansu answers ListOffsets(latest) with the base offset of the last
+record batch + 1 (DESIGN.md), and the high watermark is what Kafka's own lag metrics use,
+correct on Apache Kafka too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from onepipe.schemas.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topic(
+    bootstrap: str,
+    name: str,
+    *,
+    partitions: int,
+    replication_factor: int,
+    configs: Mapping[str, str] | None = None,
+) -> int:
+    """Create ``name`` if missing; return its partition count (existing or new)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="onepipe-admin")
+    try:
+        await admin.start()
+        existing = await _partition_count(admin, name)
+        if existing:
+            return existing
+        try:
+            await admin.create_topics(
+                [NewTopic(name, partitions, replication_factor, topic_configs=dict(configs or {}))]
+            )
+            log.info("created topic %s with %d partition(s)", name, partitions)
+        except TopicAlreadyExistsError:
+            pass  # another worker created it between our look and our create
+        for _ in range(50):
+            count = await _partition_count(admin, name)
+            if count:
+                return count
+            await asyncio.sleep(0.1)  # metadata propagation; bounded
+        raise BrokerError(f"topic {name!r} was created but never appeared in metadata")
+    except KafkaError as exc:
+        raise BrokerError(f"could not create topic {name!r} on {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+    # Describe only listed topics: a metadata request for a missing topic auto-creates it
+    # on brokers with auto-creation on (tansu always; Kafka by default), with the wrong
+    # partition count.
+    if name not in await admin.list_topics():
+        return 0
+    described = await admin.describe_topics([name])
+    for topic in described:
+        if topic.get("topic") == name and topic.get("error_code", 0) == 0:
+            return len(topic.get("partitions", []))
+    return 0
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    on_batch: Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None] | None],
+    *,
+    poll_ms: int = 200,
+) -> int:
+    """Consume ``tp`` from the consumer's position until the fetch high watermark.
+
+    Returns the high watermark reached. ``on_batch`` may be sync or async.
+    """
+    while True:
+        batches = await consumer.getmany(tp, timeout_ms=poll_ms, max_records=5000)
+        for records in batches.values():
+            result = on_batch(records)
+            if result is not None:
+                await result
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) >= highwater:
+            return highwater

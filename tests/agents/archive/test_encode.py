@@ -1,0 +1,32 @@
+"""The encoder never fails a segment on bad values: they are archived as undecodable."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from onepipe.agents.archive.encode import Segment, encode_segment
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.codec import encode, zigzag_varint
+
+SCHEMA = {"type": "record", "name": "E", "fields": [
+    {"name": "id", "type": "string"}, {"name": "n", "type": "int"}]}
+OTHER = {"type": "record", "name": "F", "fields": [{"name": "x", "type": "long"}]}
+
+
+def test_an_int_beyond_32_bits_is_undecodable_not_a_failed_segment() -> None:
+    good = encode(1, parse_schema(SCHEMA), {"id": "a", "n": 7})
+    # "b" as an Avro string, then an int field holding 2**32 + 7: no Avro writer makes it.
+    bad = b"\x00\x00\x00\x00\x01" + zigzag_varint(1) + b"b" + zigzag_varint(2**32 + 7)
+    other = encode(2, parse_schema(OTHER), {"x": 1})  # a second writer id: record by record
+    text = json.dumps(SCHEMA)
+    segment = Segment("t", 0, [0, 1, 2], [0, 0, 0], [None] * 3, [good, bad, other],
+                      [(), (), ()], text, {1: text, 2: json.dumps(OTHER)})
+    data, undecodable = encode_segment(segment)
+    rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+    assert undecodable == 2  # the bad int, and the record of a schema the reader cannot read
+    assert rows[0]["n"] == 7 and rows[0]["_kafka_decode_error"] is None
+    assert rows[1]["n"] is None and "outside" in rows[1]["_kafka_decode_error"]
+    assert [r["_kafka_value"] for r in rows] == [good, bad, other]

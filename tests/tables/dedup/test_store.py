@@ -1,0 +1,66 @@
+"""The dedup table: winner encoding round trips, atomic apply with the applied offset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from onepipe.tables.dedup.store import (
+    DedupStore,
+    StoreClosedError,
+    Winner,
+    decode_winner,
+    encode_winner,
+)
+
+ints = st.integers(min_value=-(2**100), max_value=2**100)
+positions = st.integers(min_value=0, max_value=2**31 - 1), st.integers(min_value=0,
+                                                                       max_value=2**62)
+
+
+@given(ints, st.binary(max_size=300), *positions)
+def test_rank_ending_in_the_value_round_trips(first: int, value: bytes, partition: int,
+                                              offset: int) -> None:
+    winner = Winner((first, value), value, partition, offset)
+    assert decode_winner(encode_winner(winner)) == winner
+
+
+@given(ints, ints, st.binary(max_size=300), *positions)
+def test_rank_of_two_ints_round_trips(first: int, second: int, value: bytes, partition: int,
+                                      offset: int) -> None:
+    winner = Winner((first, second), value, partition, offset)
+    assert decode_winner(encode_winner(winner)) == winner
+
+
+def test_a_rank_ending_in_other_bytes_is_refused() -> None:
+    with pytest.raises(ValueError, match="value bytes"):
+        encode_winner(Winner((1, b"other"), b"value", 0, 0))
+
+
+def test_apply_is_durable_with_its_offset_and_close_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "t" / "0"
+    store = DedupStore(path)
+    assert store.applied_offset == 0
+    assert store.get_many([b"a"]) == [None]
+    a = Winner((3, b"\x00v3"), b"\x00v3", 0, 10)
+    store.apply([(b"a", a), (b"b", Winner((-1, -7), b"x", 1, 7))], 42)
+    store.close()
+    store.close()
+    with pytest.raises(StoreClosedError, match="closed"):
+        store.get_many([b"a"])
+    with DedupStore(path) as reopened:
+        assert reopened.applied_offset == 42
+        assert reopened.get_many([b"a", b"c", b"b"]) == [a, None,
+                                                         Winner((-1, -7), b"x", 1, 7)]
+        assert reopened.disk_bytes() > 0
+
+
+def test_a_key_cannot_collide_with_the_meta_data(tmp_path: Path) -> None:
+    with DedupStore(tmp_path / "db") as store:
+        store.apply([(b"applied", Winner((1, b"v"), b"v", 0, 0))], 5)
+        assert store.get_many([b"applied"])[0] == Winner((1, b"v"), b"v", 0, 0)
+    with DedupStore(tmp_path / "db") as store:
+        assert store.applied_offset == 5
