@@ -66,7 +66,7 @@ async def apply_topic(
     # Kafka topic first: a topic whose partitions differ from the declaration is an error
     # the user must resolve (changing the count moves keys between partitions).
     partitions = await ensure_topic(
-        store.bootstrap, topic, partitions=meta.partitions, replication_factor=replication_factor
+        store.kafka, topic, partitions=meta.partitions, replication_factor=replication_factor
     )
     if partitions != meta.partitions:
         raise MetadataError(

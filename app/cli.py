@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _apply(settings: Settings, folder: Path) -> list[ApplyResult]:
-    async with RegistryStore(settings.broker, settings.registry_topic,
+    async with RegistryStore(settings.kafka, settings.registry_topic,
                              replication_factor=settings.replication_factor,
                              fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
         return await apply_catalog(store, folder,
@@ -150,7 +150,7 @@ async def _apply(settings: Settings, folder: Path) -> list[ApplyResult]:
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from onepipe.agents.replay.replay import replay
+    from onepipe.agents.replay import replay
     from onepipe.app.runtime import lake_s3_options, make_producer
 
     target = args.to_topic or (args.topic if args.into_source else None)
@@ -201,13 +201,13 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
 
 
 async def _compact(settings: Settings, args: argparse.Namespace) -> int:
-    from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+    from onepipe.agents.compact import CompactionConfig, Compactor
     from onepipe.app.runtime import lake_s3_options
     from onepipe.schemas.errors import NotFoundError
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    async with RegistryStore(settings.broker, settings.registry_topic,
+    async with RegistryStore(settings.kafka, settings.registry_topic,
                              replication_factor=settings.replication_factor,
                              fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
         try:
@@ -244,7 +244,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every system agrees, 1 when not, 2 for usage errors."""
     import orjson
 
-    from onepipe.agents.verify.compare import day_range, verify_registered
+    from onepipe.agents.verify import day_range, verify_registered
     from onepipe.app.runtime import lake_s3_options
     from onepipe.app.verify_views import cache_dir, print_report
 
@@ -254,7 +254,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
-    async with RegistryStore(settings.broker, settings.registry_topic,
+    async with RegistryStore(settings.kafka, settings.registry_topic,
                              replication_factor=settings.replication_factor,
                              fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
         if args.topic not in store.state.topics:
@@ -262,7 +262,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
                               "registers a catalog folder")
         async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
             report = await verify_registered(
-                args.topic, store.state, lake=lake, bootstrap=settings.broker, days=days,
+                args.topic, store.state, lake=lake, kafka=settings.kafka, days=days,
                 cache_dir=cache_dir(settings.data_dir), limit=args.limit)
     if args.json:
         print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())

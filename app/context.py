@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
-from onepipe.agents.archive.agent import ArchiveMetrics
+from onepipe.agents.archive import ArchiveMetrics
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.settings import Settings
 from onepipe.sinks.publish.publisher import Publisher

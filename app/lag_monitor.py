@@ -49,6 +49,7 @@ from onepipe.schemas.topic_names import (
     source_of_unique,
     unique_topic,
 )
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait
 from onepipe.tables.offsets import OffsetReader
 from onepipe.tables.registry_store import RegistryStore
@@ -166,7 +167,7 @@ class LagMonitor(Service):
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaClients,
         groups: Sequence[MonitoredGroup | str],
         topics: Callable[[], Iterable[str]],
         *,
@@ -180,7 +181,7 @@ class LagMonitor(Service):
         if interval <= 0 or stuck_after <= 0:
             raise ValueError(f"interval and stuck_after must be > 0 seconds, got {interval} "
                              f"and {stuck_after}")
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.groups: tuple[MonitoredGroup, ...] = tuple(
             g if isinstance(g, MonitoredGroup) else MonitoredGroup(g) for g in groups)
         self.interval = interval
@@ -205,7 +206,7 @@ class LagMonitor(Service):
         if self._state is not _State.NEW:
             raise RuntimeError(f"LagMonitor is {self._state.value}; build a new one")
         self._state = _State.RUNNING
-        self._reader = OffsetReader(self.bootstrap, client_id="onepipe-lag-monitor",
+        self._reader = OffsetReader(self.kafka, client_id="onepipe-lag-monitor",
                                     fetch_wait_ms=self._fetch_wait_ms)
         try:
             await self._reader.start()
@@ -363,6 +364,6 @@ def worker_monitor(settings: Settings, registry: RegistryStore) -> LagMonitor | 
         groups.append(MonitoredGroup(archive_group(settings.app_id), archived, flush_seconds))
     if settings.dedup_enabled:
         groups.append(MonitoredGroup(dedup_group(settings.app_id), deduplicated))
-    return LagMonitor(settings.broker, groups, lambda: list(registry.state.topics),
+    return LagMonitor(settings.kafka, groups, lambda: list(registry.state.topics),
                       interval=settings.monitor_interval_seconds,
                       stuck_after=settings.stuck_after_seconds)

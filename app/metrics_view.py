@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from onepipe.agents.archive.agent import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
+from onepipe.agents.archive import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.registry_views import CTX

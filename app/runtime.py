@@ -16,13 +16,16 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from onepipe.agents.archive.agent import ArchiveAgent, ArchiveMetrics
-from onepipe.agents.checksum.agent import ChecksumAgent, ChecksumMetrics
-from onepipe.agents.compact.compactor import CompactionConfig
-from onepipe.agents.compact.day import DayExecutor
-from onepipe.agents.compact.pool import DayTaskWorker, KafkaDayDispatcher
-from onepipe.agents.compact.schedule import CompactionScheduler
-from onepipe.agents.dedup.agent import DedupAgent, DedupMetrics
+from onepipe.agents.archive import ArchiveAgent, ArchiveMetrics
+from onepipe.agents.checksum import ChecksumAgent, ChecksumMetrics
+from onepipe.agents.compact import (
+    CompactionConfig,
+    CompactionScheduler,
+    DayExecutor,
+    DayTaskWorker,
+    KafkaDayDispatcher,
+)
+from onepipe.agents.dedup import DedupAgent, DedupMetrics
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import worker_monitor
 from onepipe.app.metrics_view import DEDUP_COUNTERS, CounterSource
@@ -58,16 +61,12 @@ _CHECKSUM_EXPORTED = {
 
 
 def make_producer(settings: Settings, client_id: str = "onepipe") -> AIOKafkaProducer:
-    """The producer every onepipe write uses: acks=all, idempotent where the broker can."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.broker,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=settings.idempotent_producer,
+    """The produce endpoint's producer: the factory's, batching as the settings say."""
+    return settings.kafka.producer(
+        client_id,
         linger_ms=settings.linger_ms,
         max_batch_size=1024 * 1024,
         max_request_size=max(settings.max_request_bytes, 1024 * 1024),
-        request_timeout_ms=int(settings.produce_timeout * 1000),
     )
 
 
@@ -79,7 +78,7 @@ class Runtime:
         # Kafka clients bind to the running event loop: the producer is made in start().
         self.producer: AIOKafkaProducer | None = None
         self.registry = RegistryStore(
-            settings.broker,
+            settings.kafka,
             settings.registry_topic,
             replication_factor=settings.replication_factor,
             write_timeout=settings.produce_timeout,
@@ -168,16 +167,12 @@ class Runtime:
     async def _start_checksums(self) -> None:
         settings = self.settings
         self.checksums = ChecksumAgent(
-            bootstrap=settings.broker,
+            kafka=settings.kafka,
             group_id=checksums_group(settings.app_id),
             registry=self.registry,
             data_dir=settings.data_dir,
             retention_days=settings.checksum_retention_days,
             replication_factor=settings.replication_factor,
-            idempotent_producer=settings.idempotent_producer,  # tansu: none (DESIGN.md)
-            session_timeout=settings.session_timeout,
-            rebalance_timeout=settings.rebalance_timeout,
-            produce_timeout=settings.produce_timeout,
         )
         await self.checksums.start()
 
@@ -185,29 +180,22 @@ class Runtime:
         settings = self.settings
         self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
         self.archive = ArchiveAgent(
-            bootstrap=settings.broker,
+            kafka=settings.kafka,
             group_id=archive_group(settings.app_id),
             registry=self.registry,
             lake=self.lake,
             max_buffer_bytes=settings.archive_buffer_bytes,
-            session_timeout=settings.session_timeout,
-            rebalance_timeout=settings.rebalance_timeout,
         )
         await self.archive.start()
 
     async def _start_dedup(self) -> None:
         settings = self.settings
         self.dedup = DedupAgent(
-            bootstrap=settings.broker,
+            kafka=settings.kafka,
             group_id=dedup_group(settings.app_id),
             registry=self.registry,
             data_dir=settings.data_dir,
             replication_factor=settings.replication_factor,
-            # Its own producer: tansu has no idempotent producers (DESIGN.md).
-            idempotent_producer=settings.idempotent_producer,
-            session_timeout=settings.session_timeout,
-            rebalance_timeout=settings.rebalance_timeout,
-            produce_timeout=settings.produce_timeout,
         )
         await self.dedup.start()
 
@@ -226,25 +214,19 @@ class Runtime:
         if settings.compact_workers_enabled:
             # Its own work dir: its cache forgets inputs after each task.
             self.compact_worker = DayTaskWorker(
-                bootstrap=settings.broker, app_id=settings.app_id,
+                kafka=settings.kafka, app_id=settings.app_id,
                 executor=DayExecutor(self.lake, self._compaction_config("compact-worker")),
-                replication_factor=settings.replication_factor,
-                idempotent_producer=settings.idempotent_producer,
-                produce_timeout=settings.produce_timeout,
-                session_timeout=settings.session_timeout,
-                rebalance_timeout=settings.rebalance_timeout)
+                replication_factor=settings.replication_factor)
             await self.compact_worker.start()
         if settings.compact_interval_seconds > 0:
             # `onepipe compact`'s work dir; the dispatcher shares it (cache of staged inputs).
             config = self._compaction_config("compact")
             if settings.compact_workers_enabled:
                 self.compact_dispatcher = KafkaDayDispatcher(
-                    bootstrap=settings.broker, app_id=settings.app_id,
+                    kafka=settings.kafka, app_id=settings.app_id,
                     executor=DayExecutor(self.lake, config),
                     timeout=settings.compact_task_timeout_seconds,
-                    replication_factor=settings.replication_factor,
-                    idempotent_producer=settings.idempotent_producer,
-                    produce_timeout=settings.produce_timeout)
+                    replication_factor=settings.replication_factor)
                 await self.compact_dispatcher.start()
             self.compact_scheduler = CompactionScheduler(
                 registry=self.registry, lake=self.lake, config=config,

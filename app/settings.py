@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onepipe.schemas.errors import ConfigError
+from onepipe.tables.kafka.clients import KafkaClients
 
 ENV_PREFIX = "ONEPIPE_"
 
@@ -154,6 +155,17 @@ class Settings(BaseSettings):
             msg = f"expected file:///path or s3://bucket/prefix, got {value!r}"
             raise ValueError(msg)
         return value
+
+    @property
+    def kafka(self) -> KafkaClients:
+        """The one Kafka client factory, configured from these settings."""
+        return KafkaClients(
+            bootstrap=self.broker,
+            idempotent=self.idempotent_producer,  # tansu has none (DESIGN.md)
+            request_timeout=self.produce_timeout,
+            session_timeout=self.session_timeout,
+            rebalance_timeout=self.rebalance_timeout,
+        )
 
     @property
     def resolved_lake_url(self) -> str:

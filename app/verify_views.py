@@ -23,7 +23,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from onepipe.agents.verify.compare import DEFAULT_LIMIT, VerifyReport, day_range, verify_registered
+from onepipe.agents.verify import DEFAULT_LIMIT, VerifyReport, day_range, verify_registered
 from onepipe.app.context import WorkerContext
 from onepipe.app.http import json_response
 from onepipe.app.registry_views import CTX
@@ -53,7 +53,7 @@ async def run_verify(ctx: WorkerContext, topic: str, *, date: str | None = None,
     s3 = S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
     async with open_lake(settings.resolved_lake_url, s3) as lake:
         report = await verify_registered(
-            topic, ctx.registry.state, lake=lake, bootstrap=settings.broker, days=days,
+            topic, ctx.registry.state, lake=lake, kafka=settings.kafka, days=days,
             cache_dir=cache_dir(settings.data_dir), limit=limit)
     ctx.last_verify.result = report.summary()
     return report

@@ -13,8 +13,7 @@ from typing import Any
 import faust
 import mode
 
-from onepipe.agents.streams import example
-from onepipe.agents.streams.api import StreamApi
+from onepipe.agents.streams import StreamApi, example
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 
@@ -41,7 +40,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     """Build the worker app; nothing connects until the worker starts."""
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{server}" for server in settings.broker.split(",")],
+        broker=[f"kafka://{server}" for server in settings.kafka.servers],
         datadir=str(settings.data_dir / "faust"),
         web_enabled=True,
         web_port=settings.web_port,

@@ -119,11 +119,9 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
     """
     with tempfile.TemporaryDirectory(prefix="onepipe-bench-lake-") as folder:
         async with open_lake(Path(folder).as_uri()) as lake:
-            agent = ArchiveAgent(bootstrap=runtime.settings.broker, group_id=f"bench-{topic}",
+            agent = ArchiveAgent(kafka=runtime.settings.kafka, group_id=f"bench-{topic}",
                                  registry=runtime.registry, lake=lake, topics=[topic],
-                                 max_buffer_bytes=bound, session_timeout=6.0,
-                                 encoders=ENCODERS,
-                                 rebalance_timeout=6.0)
+                                 max_buffer_bytes=bound, encoders=ENCODERS)
             with PeakRss() as rss:
                 await agent.start()
                 await agent.assigned.wait()

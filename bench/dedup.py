@@ -132,9 +132,8 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
                                            float]:
     """(seconds, peak RSS, RocksDB bytes, agent, (process CPU s, event-loop thread CPU s),
     broker CPU s) of the agent over the topic."""
-    agent = DedupAgent(bootstrap=runtime.settings.broker, group_id=f"bench-{topic}",
+    agent = DedupAgent(kafka=runtime.settings.kafka, group_id=f"bench-{topic}",
                        registry=runtime.registry, data_dir=data_dir, topics=[topic],
-                       idempotent_producer=False, session_timeout=6.0, rebalance_timeout=6.0,
                        max_records=max_records)
     with PeakRss() as rss:
         await agent.start()

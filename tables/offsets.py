@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from onepipe.schemas.errors import BrokerError
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,10 @@ class OffsetReader(Service):
     read waits that long at least); ``timeout`` bounds one :meth:`high_watermarks` call.
     """
 
-    def __init__(self, bootstrap: str, *, client_id: str = "onepipe-offsets",
+    def __init__(self, kafka: KafkaClients, *, client_id: str = "onepipe-offsets",
                  fetch_wait_ms: int = 50, timeout: float = 10.0) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
+        self.bootstrap = kafka.bootstrap
         self._client_id = client_id
         self._fetch_wait_ms = fetch_wait_ms
         self._timeout = timeout
@@ -107,12 +109,9 @@ class OffsetReader(Service):
         if self._state is not _State.NEW:
             raise RuntimeError(f"OffsetReader is {self._state.value}; build a new one")
         self._state = _State.STARTED
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self._client_id)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self._client_id,
-            group_id=None,
-            enable_auto_commit=False,
+        admin = self.kafka.admin(self._client_id)
+        consumer = self.kafka.reader(
+            self._client_id,
             # Only after an out-of-range seek (records deleted by retention): never "latest",
             # which resets through ListOffsets(latest), wrong on tansu.
             auto_offset_reset="earliest",

@@ -26,6 +26,7 @@ from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError, RegistryConflictError
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic, read_to_end
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ class RegistryStore:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaClients,
         topic: str,
         *,
         replication_factor: int = 1,
         write_timeout: float = 30.0,
         fetch_wait_ms: int = 100,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.state = RegistryState()
         self._replication_factor = replication_factor
@@ -67,29 +68,19 @@ class RegistryStore:
         """Create the log topic if needed, replay it to its end, then tail it.
 
         ``producer`` is a started producer to share (the worker's); without one the store
-        starts and owns its own.
+        starts its own at its first write, so the commands that only read the registry
+        (``compact``, ``verify``, ``lake read``) open no producer at all.
         """
         await ensure_topic(
-            self.bootstrap,
+            self.kafka,
             self.topic,
             partitions=1,
             replication_factor=self._replication_factor,
             configs={"cleanup.policy": "compact"},
         )
         self._producer = producer
-        if self._producer is None:
-            self._own_producer = True
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", client_id="onepipe-registry"
-            )
-            await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._fetch_wait_ms,
-            client_id="onepipe-registry",
-        )
+        self._consumer = self.kafka.reader("onepipe-registry",
+                                           fetch_max_wait_ms=self._fetch_wait_ms)
         await self._consumer.start()
         self._consumer.assign([self._tp])
         await self._consumer.seek_to_beginning(self._tp)
@@ -114,6 +105,20 @@ class RegistryStore:
             await self._consumer.stop()
         if self._producer is not None and self._own_producer:
             await self._producer.stop()
+
+    async def _own(self) -> AIOKafkaProducer:
+        """The store's own producer, started at the first write."""
+        producer = self.kafka.producer("onepipe-registry")
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()  # a half-started client still holds connections
+            hint = ("; if this broker has no idempotent producers (tansu), set "
+                    "ONEPIPE_IDEMPOTENT_PRODUCER=false") if self.kafka.idempotent else ""
+            raise BrokerError(f"Kafka at {self.kafka.bootstrap} refused the registry's "
+                              f"producer: {exc!r}{hint}") from exc
+        self._own_producer = True
+        return producer
 
     async def __aenter__(self) -> RegistryStore:
         await self.start()
@@ -162,8 +167,10 @@ class RegistryStore:
 
     async def _append_locked(self, decision: Decision) -> None:
         """Append and wait until applied; the caller holds ``_write_lock``."""
-        if self._producer is None or self._tail is None or self._closed:
+        if self._tail is None or self._closed:
             raise BrokerError("the registry is not running; start the worker first")
+        if self._producer is None:
+            self._producer = await self._own()
         try:
             meta = await asyncio.wait_for(
                 self._producer.send_and_wait(

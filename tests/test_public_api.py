@@ -46,6 +46,7 @@ PUBLIC = [
 
 def test_all_is_the_curated_list() -> None:
     assert sorted(onepipe.__all__) == PUBLIC
+    assert sorted(["__version__", *onepipe._EXPORTS]) == PUBLIC
 
 
 @pytest.mark.parametrize("name", [n for n in PUBLIC if n != "__version__"])

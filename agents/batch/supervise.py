@@ -1,8 +1,10 @@
-"""The consumer-group plumbing every batch agent (archive, dedup, checksums) shares.
+"""Keeping a consume loop alive, and handing a group's partition moves to its owner.
 
-Each agent is a batch consumer of its own, in its own group, hosted by the worker: the
-client settings (manual commits, short group timeouts for brokers that hold joins, 4 MiB
-fetches) and the hand-over of partition moves to the agent are written once here.
+:func:`supervise` restarts a loop after any failure (with the owner's recovery first, and
+a backoff), :func:`end_loop` stops one; :class:`Rebalance` is the aiokafka listener that
+calls the owner's ``on_revoked``/``on_assigned``. The batch agents use them through
+onepipe.agents.batch.agent; the client settings live in the one Kafka client factory
+(onepipe.tables.kafka.clients).
 """
 
 from __future__ import annotations
@@ -10,40 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-__all__ = ["Rebalance", "RebalanceOwner", "end_loop", "group_consumer", "supervise"]
+__all__ = ["Rebalance", "RebalanceOwner", "end_loop", "supervise"]
 
 log = logging.getLogger(__name__)
 #: Longest wait between restarts of a loop whose failure persists.
 _MAX_BACKOFF = 60.0
-
-
-def group_consumer(bootstrap: str, group_id: str, *, session_timeout: float,
-                   rebalance_timeout: float, **overrides: Any) -> AIOKafkaConsumer:
-    """A batch consumer in ``group_id`` that commits only when the agent says so.
-
-    Heartbeats every third of the session (at most 3 s), so a short session survives a
-    busy loop; ``max_poll_interval`` is generous because a batch may wait for a lake
-    write. ``overrides`` are passed to aiokafka (e.g. the partition assignor).
-    """
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "group_id": group_id,
-        "client_id": group_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "session_timeout_ms": int(session_timeout * 1000),
-        "rebalance_timeout_ms": int(rebalance_timeout * 1000),
-        "heartbeat_interval_ms": int(min(3.0, session_timeout / 3) * 1000),
-        "max_poll_interval_ms": 300_000,
-        "fetch_max_wait_ms": 200,
-        "max_partition_fetch_bytes": 4 * 1024 * 1024,
-    }
-    options.update(overrides)
-    return AIOKafkaConsumer(**options)
 
 
 class RebalanceOwner(Protocol):

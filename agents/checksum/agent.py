@@ -1,48 +1,8 @@
-"""Checksum agent: per-day figures of every keyed topic's current winners, as the stream flows.
+"""The checksum agent: folding ``.unique`` and counting the source, per partition store.
 
-Contract:
-
-- Topics in: ``<topic>.unique`` of every registered keyed topic and ``<topic>`` itself
-  (the source; same consumer and group, routed by topic name). The set follows the
-  registry; a topic is subscribed to only once it exists - listed first, since a metadata
-  request naming a missing topic would create it. Out: the compacted topic
-  ``<topic>.checksums`` (one partition, created by the agent): per source partition the
-  figures of every day (``<p>/<day>``) and hour (``<p>/<day>T<HH>``) and the raw record
-  count of every day (``<p>/<day>/raw``), tombstoned when dropped
-  (onepipe.agents.checksum.publish). onepipe.agents.verify.checksums reads it.
-- Windows: a winner's figures count in the day and the hour of its partition time
-  (onepipe.schemas.partition_day ``partition_days`` / ``partition_hours``, the same rounding and
-  clamping): a day's figures are the sum of its hours'.
-- State: one onepipe.tables.checksum.store per ``.unique`` partition under
-  ``<data_dir>/checksums/<topic>/<partition>``. Every ``.unique`` message is a new
-  winner of its key (onepipe.agents.dedup.agent), so the table is a fold of ``.unique``; each batch's
-  changes and the next offset to fold are one RocksDB WriteBatch.
-- Raw record counts: every record of the source topic (duplicates, retries, losers)
-  counted in its day as the raw lake places it (onepipe.agents.checksum.raw: ``partition_time``,
-  else the Kafka timestamp; undecodable ones also counted apart), one
-  ``RawCountStore`` per source partition under ``<data_dir>/checksums/<topic>/raw/<p>``;
-  counts and the next source offset are one WriteBatch, exactly-once like the fold.
-- Delivery: **exactly-once fold and count**. On assignment a partition is sought to its
-  store's applied offset (Kafka's committed offset is ignored; it is committed anyway,
-  for lag monitoring), and records below it are skipped, so a crash anywhere folds or
-  counts nothing twice and loses nothing. A fresh data dir rebuilds from offset 0 (on
-  Kafka, the compacted ``.unique`` log still holds every key's winner; raw counts need
-  the source topic's retention to reach back, else they start where it does).
-- Publication is at-least-once and eventually exact: the touched days of a batch are
-  produced after the table is written, and on assignment every day of the partition is
-  produced again (so a crash between the write and the produce heals on restart).
-- Retention: days more than ``retention_days`` before today (UTC, injectable clock) are
-  dropped (figures, their hours, raw counts) and tombstoned.
-- Figures are those of onepipe.schemas.figures over the winners decoded with the topic's
-  **latest** schema (onepipe.sinks.formats.raw's type mapping, like onepipe.agents.verify.stream) and
-  placed in days by onepipe.schemas.partition_day. Known gap: a new schema version changes the
-  spec, and contributions folded under the old one are not recomputed (delete the data
-  dir to rebuild).
-
-Design: a batch consumer of its own (group ``<app_id>-checksums``), hosted by the worker
-like the archive agent, off the dedup agent's hot path. Per batch and partition: one
-decode pass, one ``row_hashes`` call and one column pass per sum field, one multi-get,
-one WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.store.fold).
+The contract is the package's (onepipe.agents.checksum). Per batch and partition: one
+decode pass, one ``row_hashes`` call and one column pass per sum field, one multi-get, one
+WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.store.fold).
 """
 
 from __future__ import annotations
@@ -55,15 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRecord,
-    TopicPartition,
-)
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from onepipe.agents.batch.supervise import Rebalance, end_loop, group_consumer, supervise
+from onepipe.agents.batch.agent import BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
 from onepipe.agents.checksum.publish import send_all
@@ -71,17 +25,24 @@ from onepipe.agents.checksum.raw import RawPlacer
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.errors import NotFoundError, OnepipeError
 from onepipe.schemas.figures import DayFigures
+from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.topic_names import checksums_topic, source_of_unique, unique_topic
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.tables.checksum.published import Message, fold_messages, raw_messages
-from onepipe.tables.checksum.store import ChecksumStore, RawCount, RawCountStore, count_raw, fold
+from onepipe.tables.checksum.store import (
+    ChecksumStore,
+    RawCount,
+    RawCountStore,
+    count_raw,
+    fold,
+)
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
-from onepipe.tables.lifecycle import Service
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChecksumAgent", "ChecksumMetrics"]
+__all__ = ["ChecksumAgent"]
 
 _DAY_SECONDS = 86_400
 #: Seconds between looks for ``.unique`` topics that do not exist yet.
@@ -97,82 +58,28 @@ class _Topic:
     placer: RawPlacer
 
 
-class ChecksumAgent(Service):
+class ChecksumAgent(BatchAgent[ChecksumMetrics]):
     """Folds ``<topic>.unique`` into per-day checksum tables; an async context manager."""
 
-    def __init__(self, *, bootstrap: str, group_id: str, registry: RegistryStore,
+    kind = "checksum"
+    recovery = "resuming from its tables"
+
+    def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  data_dir: Path, retention_days: int = 400, replication_factor: int = 1,
-                 idempotent_producer: bool = True, session_timeout: float = 10.0,
-                 rebalance_timeout: float = 10.0, produce_timeout: float = 30.0,
                  max_records: int = 5_000, topics: Iterable[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self._bootstrap = bootstrap
-        self._group_id = group_id
-        self._registry = registry
+        super().__init__(kafka=kafka, group_id=group_id, registry=registry,
+                         metrics=ChecksumMetrics(), max_records=max_records, topics=topics)
         self._root = data_dir / "checksums"
         self._retention_days = retention_days
         self._replication_factor = replication_factor
-        self._idempotent = idempotent_producer
-        self._session_timeout = session_timeout
-        self._rebalance_timeout = rebalance_timeout
-        self._produce_timeout = produce_timeout
-        self._max_records = max_records
-        #: When given, only these topics are folded (tests, benchmarks).
-        self._only_topics = frozenset(topics) if topics is not None else None
         self._clock = clock
-        self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._topics: dict[str, _Topic] = {}
         self._tables = OpenTables()
-        self._subscribed: frozenset[str] = frozenset()
-        self._generation = -1
         self._missing_since = 0.0
-        #: A failure of a rebalance callback (aiokafka only logs those): the loop raises
-        #: it, so the supervised restart reopens the tables instead of leaving partitions
-        #: paused.
-        self._failure: BaseException | None = None
-        #: Held while a batch is folded and while partitions move.
-        self._lock = asyncio.Lock()
-        self._progress = asyncio.Condition()
-        self.metrics = ChecksumMetrics()
-
-    # -------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, client_id=self._group_id, acks="all",
-            enable_idempotence=self._idempotent,
-            request_timeout_ms=int(self._produce_timeout * 1000))
-        await self._producer.start()
-        # auto_offset_reset only matters on Kafka when a compacted-away offset is asked
-        # for: the position itself always comes from the store.
-        self._consumer = group_consumer(
-            self._bootstrap, self._group_id, session_timeout=self._session_timeout,
-            rebalance_timeout=self._rebalance_timeout)
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name="checksum-agent")
-
-    async def stop(self) -> None:
-        """Stop folding, close the tables, leave the group; harmless twice."""
-        task, self._task = self._task, None
-        await end_loop(task, f"checksum agent {self._group_id}")
-        consumer, self._consumer = self._consumer, None
-        producer, self._producer = self._producer, None
-        try:
-            if consumer is not None:
-                await consumer.stop()
-        finally:
-            async with self._lock:
-                self._close_stores(None)
-            if producer is not None:
-                await producer.stop()
 
     # ------------------------------------------------------------ test helpers
-    async def wait_until(self, condition: Callable[[ChecksumMetrics], bool]) -> None:
-        """Wait until ``condition(metrics)`` holds (checked after every batch/assignment)."""
-        async with self._progress:
-            await self._progress.wait_for(lambda: condition(self.metrics))
-
     async def wait_applied(self, topic: str, watermarks: dict[int, int]) -> None:
         """Wait until every ``.unique`` partition of ``topic`` is folded up to its mark."""
         await self.wait_counted(unique_topic(topic), watermarks)
@@ -195,92 +102,64 @@ class ChecksumAgent(Service):
         """Raw record counts of ``topic`` per day, partitions summed (assigned here)."""
         return self._tables.raw_counts(topic)
 
-    # ------------------------------------------------------------------- loop
-    async def _run(self) -> None:
-        """The consume loop; after a failure the tables reopen and resume from themselves."""
-        await supervise(self._consume, self._restart, f"checksum agent {self._group_id}",
-                        "resuming from its tables")
+    # ------------------------------------------------------------------ hooks
+    async def _open(self) -> None:
+        self._producer = self._kafka.producer(self._group_id)
+        await self._producer.start()
 
-    async def _restart(self) -> None:
+    async def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        try:
+            async with self._lock:
+                self._close_stores(None)
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+    async def _reset(self) -> None:
+        """Close every store: each partition resumes from its own applied offset."""
         self.metrics.restarts += 1
-        async with self._lock:
-            self._close_stores(None)
-        consumer = self._consumer
-        if consumer is not None and self._subscribed:
-            # Leaving and rejoining makes on_assigned seek every partition to its table.
-            consumer.unsubscribe()
-        self._subscribed = frozenset()
-        self._generation = -1
+        self._close_stores(None)
 
-    async def _consume(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while True:
-            failure, self._failure = self._failure, None
-            if failure is not None:
-                raise OnepipeError(f"checksum rebalance failed: {failure!r}") from failure
-            await self._follow_registry(consumer)
-            if not self._subscribed:
-                await asyncio.sleep(0.5)  # nothing to fold yet; re-check the registry
-                continue
-            try:
-                batches = await consumer.getmany(timeout_ms=250, max_records=self._max_records)
-            except KafkaError:
-                log.exception("checksum consumer %s failed to fetch; retrying", self._group_id)
-                await asyncio.sleep(1.0)  # back off before asking the broker again
-                continue
-            if batches:
-                async with self._lock:
-                    for tp, records in batches.items():
-                        if source_of_unique(tp.topic) is not None:
-                            await self._fold(consumer, tp, records)
-                        else:
-                            await self._count(consumer, tp, records)
-                async with self._progress:
-                    self._progress.notify_all()
-
-    async def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
-        """Subscribe to the ``.unique`` and source topics of the keyed topics that exist."""
-        state = self._registry.state
+    def _look_again(self) -> bool:
         waiting = len(self._topics) < self._keyed_count()
-        if state.generation == self._generation and not (
-                waiting and self._clock() - self._missing_since >= _LOOK_AGAIN):
-            return
-        self._generation = state.generation
+        return waiting and self._clock() - self._missing_since >= _LOOK_AGAIN
+
+    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+                      ) -> frozenset[str]:
+        """The ``.unique`` and source topics of the keyed topics that exist."""
         self._missing_since = self._clock()
         existing = set(await consumer.topics())  # whole-cluster listing: creates nothing
         topics: dict[str, _Topic] = {}
         for topic, meta in list(state.topics.items()):
-            if self._only_topics is not None and topic not in self._only_topics:
-                continue
-            if not meta.key or unique_topic(topic) not in existing or topic not in existing:
+            if not self._wants(topic) or not meta.key or unique_topic(topic) not in existing \
+                    or topic not in existing:
                 continue
             try:
                 reader = state.version(f"{topic}-value", "latest").schema
             except NotFoundError:
                 continue  # metadata before its schema: wait for the schema
             if topic not in self._topics:
-                await ensure_topic(self._bootstrap, checksums_topic(topic), partitions=1,
+                await ensure_topic(self._kafka, checksums_topic(topic), partitions=1,
                                    replication_factor=self._replication_factor,
                                    configs={"cleanup.policy": "compact"})
             view = TopicView.build(meta, reader)
             topics[topic] = _Topic(view, reader, RawPlacer(view, reader))
         self._topics = topics
-        wanted = frozenset(unique_topic(t) for t in topics) | frozenset(topics)
-        if wanted == self._subscribed:
-            return
-        if wanted:
-            log.info("checksum agent subscribes to %s", sorted(wanted))
-            consumer.subscribe(sorted(wanted), listener=Rebalance(self, consumer))
-        else:
-            consumer.unsubscribe()
-        self._subscribed = wanted
+        return frozenset(unique_topic(t) for t in topics) | frozenset(topics)
 
     def _keyed_count(self) -> int:
         return sum(1 for topic, meta in list(self._registry.state.topics.items())
-                   if (self._only_topics is None or topic in self._only_topics) and meta.key)
+                   if self._wants(topic) and meta.key)
 
     # ------------------------------------------------------------------ batch
+    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+        for tp, records in batches.items():
+            if source_of_unique(tp.topic) is not None:
+                await self._fold(consumer, tp, records)
+            else:
+                await self._count(consumer, tp, records)
+
     async def _fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                     records: list[ConsumerRecord[Any, Any]]) -> None:
         store = self._tables.folds.get(tp)
@@ -344,15 +223,6 @@ class ChecksumAgent(Service):
             raise OnepipeError("the checksum agent is not running; start() it first")
         self.metrics.published += await send_all(producer, checksums_topic(topic), messages)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
-                      ) -> None:
-        try:
-            await consumer.commit({tp: offset})
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # The table is the source of truth; a lost commit only staled the lag figure.
-            log.warning("checksum commit of %s[%d]@%d failed: %r", tp.topic, tp.partition,
-                        offset, exc)
-
     # -------------------------------------------------------------- rebalance
     def _close_stores(self, tps: Iterable[TopicPartition] | None) -> None:
         """Close the stores of ``tps`` (all when None)."""
@@ -362,15 +232,19 @@ class ChecksumAgent(Service):
             self.metrics.positions.pop(tp, None)
         self.metrics.days_tracked = self._tables.days_tracked
 
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Wait for the batch in flight, then close the revoked partitions' tables."""
-        async with self._lock:
-            self._close_stores(revoked)
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        self._close_stores(revoked)
 
-    async def _open(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-        if tp.topic in self._topics:
-            await self._open_raw(consumer, tp)
-            return
+    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+                      ) -> None:
+        """Open each partition's table, seek to its applied offset, republish its days."""
+        for tp in sorted(assigned):
+            if tp.topic in self._topics:
+                await self._open_raw(consumer, tp)
+            else:
+                await self._open_fold(consumer, tp)
+
+    async def _open_fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         topic = source_of_unique(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
         if tp in self._tables.folds or topic is None or described is None:
@@ -406,21 +280,3 @@ class ChecksumAgent(Service):
         await self._publish(tp.topic, raw_messages(tp.partition, store.applied_offset,
                                                    store.days, dropped))
         self._positions_changed(tp, store.applied_offset)
-
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
-                          ) -> None:
-        """Open each partition's table, seek to its applied offset, republish its days."""
-        # Paused before the first await: nothing may be fetched from the group's position.
-        consumer.pause(*assigned)
-        async with self._lock:
-            try:
-                for tp in sorted(assigned):
-                    await self._open(consumer, tp)
-            except Exception as exc:
-                # Partitions stay paused; the loop restarts and reopens them.
-                log.exception("checksum tables of %s failed to open", sorted(assigned))
-                self._failure = exc
-                return
-        consumer.resume(*assigned)
-        async with self._progress:
-            self._progress.notify_all()

@@ -18,13 +18,13 @@ import uuid
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from onepipe.agents.compact.plan import DayTask
 from onepipe.schemas.errors import CompactionError
 from onepipe.schemas.topic_names import compact_results_topic, compact_tasks_topic
 from onepipe.sinks.lake.clean_layout import parse_clean_path
 from onepipe.sinks.lake.clean_manifest import DayVersion
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
 
 DEFAULT_PARTITIONS = 8
@@ -141,20 +141,12 @@ def result_problem(result: DayResult, task: DayTask) -> str | None:
     return None
 
 
-async def ensure_pool_topics(bootstrap: str, app_id: str, *, partitions: int,
+async def ensure_pool_topics(kafka: KafkaClients, app_id: str, *, partitions: int,
                              replication_factor: int) -> tuple[int, int]:
     """Create the tasks and results topics if missing; their partition counts."""
-    tasks = await ensure_topic(bootstrap, compact_tasks_topic(app_id), partitions=partitions,
+    tasks = await ensure_topic(kafka, compact_tasks_topic(app_id), partitions=partitions,
                                replication_factor=replication_factor)
-    results = await ensure_topic(bootstrap, compact_results_topic(app_id), partitions=partitions,
+    results = await ensure_topic(kafka, compact_results_topic(app_id), partitions=partitions,
                                  replication_factor=replication_factor,
                                  configs={"retention.ms": str(_RESULTS_RETENTION_MS)})
     return tasks, results
-
-
-def kafka_producer(bootstrap: str, client_id: str, idempotent: bool,
-                   produce_timeout: float) -> AIOKafkaProducer:
-    """A small producer for tasks and results (acks=all; idempotent where the broker can)."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-                            enable_idempotence=idempotent, linger_ms=0,
-                            request_timeout_ms=int(produce_timeout * 1000))

@@ -56,7 +56,6 @@ from onepipe.agents.compact.messages import (
     decode_result,
     encode_task,
     ensure_pool_topics,
-    kafka_producer,
     new_attempt,
     result_problem,
 )
@@ -65,6 +64,7 @@ from onepipe.agents.compact.worker import DayTaskWorker
 from onepipe.schemas.errors import BrokerError, CompactionError
 from onepipe.schemas.topic_names import compact_results_topic, compact_tasks_topic
 from onepipe.sinks.lake.clean_manifest import DayVersion
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait, close_all
 
 __all__ = ["DayTaskWorker", "KafkaDayDispatcher", "TaskOutcome"]
@@ -96,21 +96,18 @@ class TaskOutcome:
 class KafkaDayDispatcher(Service):
     """Sends day tasks to the pool and collects results; an async context manager."""
 
-    def __init__(self, *, bootstrap: str, app_id: str, executor: DayExecutor,
+    def __init__(self, *, kafka: KafkaClients, app_id: str, executor: DayExecutor,
                  timeout: float = 300.0, partitions: int = DEFAULT_PARTITIONS,
-                 replication_factor: int = 1, idempotent_producer: bool = True,
-                 produce_timeout: float = 30.0, local_jobs: int = 1) -> None:
+                 replication_factor: int = 1, local_jobs: int = 1) -> None:
         if timeout <= 0 or local_jobs < 1:
             raise CompactionError(f"timeout must be > 0 and local_jobs >= 1; got {timeout} "
                                   f"and {local_jobs}")
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._app_id = app_id
         self._executor = executor
         self._timeout = timeout
         self._partitions = partitions
         self._replication_factor = replication_factor
-        self._idempotent = idempotent_producer
-        self._produce_timeout = produce_timeout
         self._local = asyncio.Semaphore(local_jobs)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -126,17 +123,15 @@ class KafkaDayDispatcher(Service):
         if self._producer is not None:
             return
         task_partitions, result_partitions = await ensure_pool_topics(
-            self._bootstrap, self._app_id, partitions=self._partitions,
+            self._kafka, self._app_id, partitions=self._partitions,
             replication_factor=self._replication_factor)
         self._task_partitions = task_partitions
         name = f"{self._app_id}-compact-dispatch-{uuid.uuid4().hex[:8]}"
         # Each dispatcher reads one results partition; its workers reply there.
         reply = TopicPartition(compact_results_topic(self._app_id),
                                zlib.crc32(name.encode()) % result_partitions)
-        producer = kafka_producer(self._bootstrap, name, self._idempotent, self._produce_timeout)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, client_id=name,
-                                    group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=200)
+        producer = self._kafka.producer(name, linger_ms=0)
+        consumer = self._kafka.reader(name, fetch_max_wait_ms=200)
         self._producer, self._consumer, self._reply = producer, consumer, reply
         try:
             await producer.start()

@@ -39,7 +39,6 @@ from onepipe.agents.compact.messages import (
     default_worker_id,
     encode_result,
     ensure_pool_topics,
-    kafka_producer,
     new_attempt,
 )
 from onepipe.agents.compact.plan import DayTask
@@ -47,6 +46,7 @@ from onepipe.agents.compact.workdir import remove_stale_runs
 from onepipe.schemas.errors import CompactionError, OnepipeError
 from onepipe.schemas.topic_names import compact_group, compact_tasks_topic
 from onepipe.sinks.lake.clean_manifest import DayVersion
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait, close_all
 
 log = logging.getLogger(__name__)
@@ -58,22 +58,16 @@ BeforeTask = Callable[[DayTask], Awaitable[None]]
 class DayTaskWorker(Service):
     """Executes day tasks from the tasks topic; an async context manager."""
 
-    def __init__(self, *, bootstrap: str, app_id: str, executor: DayExecutor,
+    def __init__(self, *, kafka: KafkaClients, app_id: str, executor: DayExecutor,
                  worker_id: str | None = None, partitions: int = DEFAULT_PARTITIONS,
-                 replication_factor: int = 1, idempotent_producer: bool = True,
-                 produce_timeout: float = 30.0, session_timeout: float = 10.0,
-                 rebalance_timeout: float = 10.0, max_task_seconds: float = 3600.0,
+                 replication_factor: int = 1, max_task_seconds: float = 3600.0,
                  before_task: BeforeTask | None = None) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._app_id = app_id
         self._executor = executor
         self.worker_id = worker_id or default_worker_id()
         self._partitions = partitions
         self._replication_factor = replication_factor
-        self._idempotent = idempotent_producer
-        self._produce_timeout = produce_timeout
-        self._session_timeout = session_timeout
-        self._rebalance_timeout = rebalance_timeout
         self._max_task_seconds = max_task_seconds
         self._before_task = before_task
         self._producer: AIOKafkaProducer | None = None
@@ -89,24 +83,19 @@ class DayTaskWorker(Service):
         """Create the topics, join the group, start executing; idempotent."""
         if self._consumer is not None:
             return
-        await ensure_pool_topics(self._bootstrap, self._app_id, partitions=self._partitions,
+        await ensure_pool_topics(self._kafka, self._app_id, partitions=self._partitions,
                                  replication_factor=self._replication_factor)
         stale = await asyncio.to_thread(remove_stale_runs,
                                         self._executor.config.work_dir / "runs")
         if stale:
             log.info("removed %d run folder(s) of crashed day tasks", stale)
         group = compact_group(self._app_id)
-        producer = kafka_producer(self._bootstrap, f"{group}-{self.worker_id}",
-                                  self._idempotent, self._produce_timeout)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=group,
-            client_id=f"{group}-{self.worker_id}", enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(self._session_timeout * 1000),
-            rebalance_timeout_ms=int(self._rebalance_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, self._session_timeout / 3) * 1000),
-            max_poll_interval_ms=int(self._max_task_seconds * 1000),
-            fetch_max_wait_ms=500)
+        producer = self._kafka.producer(f"{group}-{self.worker_id}", linger_ms=0)
+        # A task may take long: the poll interval is the task's limit; one task per fetch.
+        consumer = self._kafka.group_consumer(
+            group, client_id=f"{group}-{self.worker_id}",
+            max_poll_interval_ms=int(self._max_task_seconds * 1000), fetch_max_wait_ms=500,
+            max_partition_fetch_bytes=1024 * 1024)
         self._producer, self._consumer = producer, consumer
         try:
             await producer.start()

@@ -26,6 +26,7 @@ from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.topic_names import repartition_topic, unique_topic
 from onepipe.tables.dedup.decode import TopicReader
+from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.registry_store import RegistryStore
 
@@ -47,7 +48,8 @@ class DedupTopic:
 
 
 async def keyed_topics(state: RegistryState, only: frozenset[str] | None,
-                       known: dict[str, DedupTopic], bootstrap: str, replication_factor: int
+                       known: dict[str, DedupTopic], kafka: KafkaClients,
+                       replication_factor: int
                        ) -> dict[str, DedupTopic]:
     """The topics to deduplicate now; ``known`` ones keep their partition count."""
     topics: dict[str, DedupTopic] = {}
@@ -62,7 +64,7 @@ async def keyed_topics(state: RegistryState, only: frozenset[str] | None,
             continue  # metadata before its schema: wait for the schema
         previous = known.get(topic)
         partitions = (previous.partitions if previous is not None
-                      else await ensure_outputs(bootstrap, meta, replication_factor))
+                      else await ensure_outputs(kafka, meta, replication_factor))
         if partitions is None:
             continue
         topics[topic] = DedupTopic(meta, TopicReader(meta, latest, state.schemas_by_id.get),
@@ -70,16 +72,16 @@ async def keyed_topics(state: RegistryState, only: frozenset[str] | None,
     return topics
 
 
-async def ensure_outputs(bootstrap: str, meta: TopicMetadata, replication_factor: int
+async def ensure_outputs(kafka: KafkaClients, meta: TopicMetadata, replication_factor: int
                          ) -> int | None:
     """Create ``.unique`` and ``.repartition`` like the source; its partition count."""
     rf = replication_factor
-    partitions = await ensure_topic(bootstrap, meta.topic, partitions=meta.partitions,
+    partitions = await ensure_topic(kafka, meta.topic, partitions=meta.partitions,
                                     replication_factor=rf)
-    unique = await ensure_topic(bootstrap, unique_topic(meta.topic),
+    unique = await ensure_topic(kafka, unique_topic(meta.topic),
                                 partitions=partitions, replication_factor=rf,
                                 configs={"cleanup.policy": "compact"})
-    routed = await ensure_topic(bootstrap, repartition_topic(meta.topic),
+    routed = await ensure_topic(kafka, repartition_topic(meta.topic),
                                 partitions=partitions, replication_factor=rf)
     if unique != partitions or routed != partitions:
         log.error("dedup skips topic %s: it has %d partition(s) but %s has %d and %s "

@@ -1,1 +1,19 @@
-"""TODO contract."""
+"""Replay: archived records back into Kafka, as if time went back (``onepipe replay``).
+
+Contract:
+
+- **In**: the raw lake of a topic (onepipe.sinks.lake), optionally only some partitions
+  and a Kafka-timestamp range. **Out**: a target topic, each record with the same key
+  bytes, value bytes, headers and timestamp, partition by partition in offset order, to
+  the same partition number when the target has it (so per-key order is kept) and by key
+  hash otherwise.
+- **Delivery**: at-least-once. An interrupted replay run again sends the records again;
+  dedup by unique key downstream removes the repeats.
+- Replaying into the source topic is refused unless the caller says so: it doubles every
+  record there. Nothing here reads or commits consumer offsets; the producer is the
+  caller's (onepipe.tables.kafka's factory).
+"""
+
+from onepipe.agents.replay.replay import ReplaySummary, replay, select_files
+
+__all__ = ["ReplaySummary", "replay", "select_files"]

@@ -1,13 +1,4 @@
-"""Replay: archived records back into Kafka, as if time went back.
-
-Contract: every raw-lake record of the topic that matches the filters (partitions, a
-Kafka-timestamp range) is produced to the target topic with the same key bytes, value
-bytes, headers and timestamp, partition by partition in offset order, to the same
-partition number when the target has it (so per-key order is kept) and by key hash
-otherwise. Delivery is at-least-once: an interrupted replay run again sends the records
-again (dedup by unique key downstream removes the repeats). Replaying into the source
-topic is refused unless the caller says so: it doubles every record there.
-"""
+"""Replaying raw-lake files into a topic; the contract is the package's (onepipe.agents.replay)."""
 
 from __future__ import annotations
 

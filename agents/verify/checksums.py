@@ -29,18 +29,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from onepipe.agents.verify.sources import BucketSummary, DayRange, KeyRows
-from onepipe.agents.verify.stream import StreamSource, topic_exists
+from onepipe.agents.verify.stream import StreamSource
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.topic_names import checksums_topic
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.tables.checksum.published import window_of
 from onepipe.tables.checksum.store import RawCount
-from onepipe.tables.kafka.topics import read_to_end
+from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.topics import read_to_end, topic_exists
 
 __all__ = ["ChecksumTableSource"]
 
@@ -48,9 +49,9 @@ __all__ = ["ChecksumTableSource"]
 class ChecksumTableSource:
     """The published checksum table of one topic; see the module contract."""
 
-    def __init__(self, view: TopicView, bootstrap: str, stream: StreamSource, *,
+    def __init__(self, view: TopicView, kafka: KafkaClients, stream: StreamSource, *,
                  name: str = "checksum") -> None:
-        self.view, self.bootstrap, self.stream, self.name = view, bootstrap, stream, name
+        self.view, self.kafka, self.stream, self.name = view, kafka, stream, name
         #: ``.unique`` partition -> the lowest offset its published days are as of.
         self.unique_offsets: dict[int, int] = {}
         #: Source partition -> the lowest offset its published raw counts are as of.
@@ -65,7 +66,7 @@ class ChecksumTableSource:
         return checksums_topic(self.view.meta.topic)
 
     async def exists(self) -> bool:
-        return await topic_exists(self.bootstrap, self.topic)
+        return await topic_exists(self.kafka, self.topic)
 
     async def _latest(self) -> dict[bytes, dict[str, Any]]:
         latest: dict[bytes, dict[str, Any] | None] = {}
@@ -75,8 +76,7 @@ class ChecksumTableSource:
                 if r.key is not None:
                     latest[r.key] = orjson.loads(r.value) if r.value is not None else None
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        consumer = self.kafka.reader("onepipe-verify")
         try:
             await consumer.start()
             if self.topic not in await consumer.topics():  # listing: creates nothing
@@ -89,7 +89,7 @@ class ChecksumTableSource:
             for tp in tps:
                 await read_to_end(consumer, tp, keep)
         except (KafkaError, OSError) as exc:
-            raise BrokerError(f"could not read {self.topic} on {self.bootstrap}: {exc!r}"
+            raise BrokerError(f"could not read {self.topic} on {self.kafka.bootstrap}: {exc!r}"
                               ) from exc
         finally:
             await consumer.stop()

@@ -62,6 +62,7 @@ from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.sinks.lake.clean_manifest import load_latest
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.checksum.store import RawCount
+from onepipe.tables.kafka.clients import KafkaClients
 
 __all__ = ["DEFAULT_LIMIT", "DayReport", "DifferingKey", "FigureCheck", "VerifyReport",
            "compare_day", "day_range", "drill_down", "verify_registered", "verify_topic"]
@@ -276,7 +277,7 @@ def _is_day(text: str) -> bool:
 
 
 async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore,
-                            bootstrap: str | None, days: DayRange | None = None,
+                            kafka: KafkaClients | None, days: DayRange | None = None,
                             cache_dir: Path | None = None, limit: int = DEFAULT_LIMIT,
                             extra: Sequence[VerifySource] = ()) -> VerifyReport:
     """Verify a registered topic: clean lake, ``.unique`` stream, checksum table, raw lake,
@@ -284,7 +285,7 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
 
     Raises :class:`~onepipe.schemas.errors.NotFoundError` for a topic the registry does not know.
     The stream is skipped (and the report says why) for a topic without key (nothing is
-    deduplicated), without ``bootstrap``, or while ``<topic>.unique`` does not exist. The
+    deduplicated), without ``kafka``, or while ``<topic>.unique`` does not exist. The
     checksum table is compared whenever the stream is and ``<topic>.checksums`` exists.
     """
     meta = state.topic_metadata(topic)
@@ -294,23 +295,23 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
     skipped: dict[str, str] = {}
     if not meta.key:
         skipped["stream"] = "the topic has no key, so it is not deduplicated"
-    elif bootstrap is None:
+    elif kafka is None:
         skipped["stream"] = "no broker given"
     else:
-        stream = StreamSource(view, bootstrap, schema, state.schema_by_id)
+        stream = StreamSource(view, kafka, schema, state.schema_by_id)
         if await stream.exists():
             sources.append(stream)
             # The checksum table, when a checksum agent publishes one (its drill-down is
             # the stream's: onepipe.agents.verify.checksums).
-            table = ChecksumTableSource(view, bootstrap, stream)
+            table = ChecksumTableSource(view, kafka, stream)
             if await table.exists():
                 sources.append(table)
         else:
             skipped["stream"] = (f"{stream.topic} does not exist: no dedup agent has run "
                                  "for this topic")
     sources.extend(extra)
-    locate = (SourceGapLocator(view, bootstrap, schema, state.schema_by_id)
-              if bootstrap is not None else None)
+    locate = (SourceGapLocator(view, kafka, schema, state.schema_by_id)
+              if kafka is not None else None)
     return await verify_topic(view, sources, days=days, lake=lake, cache_dir=cache_dir,
                               limit=limit, skipped=skipped, locate=locate)
 

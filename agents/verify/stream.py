@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from onepipe.agents.verify.sources import BATCH_ROWS, A, ArrowDays
@@ -38,23 +38,12 @@ from onepipe.schemas.partition_day import day_name, partition_days
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.tables.kafka.topics import read_to_end
+from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.topics import read_to_end, topic_exists
 
-__all__ = ["SourceGapLocator", "StreamSource", "topic_exists"]
+__all__ = ["SourceGapLocator", "StreamSource"]
 
 _DAY = "_verify_day"
-
-
-async def topic_exists(bootstrap: str, topic: str) -> bool:
-    """Whether ``topic`` exists, from a whole-cluster listing (never auto-creates it)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        await consumer.start()
-        return topic in await consumer.topics()
-    except (KafkaError, OSError) as exc:
-        raise BrokerError(f"could not list topics on {bootstrap}: {exc!r}") from exc
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +87,18 @@ def _message(r: ConsumerRecord[Any, Any]) -> _Message:
     return _Message(r.partition, r.offset, r.timestamp, r.key, r.value)
 
 
-def _kafka_error(where: str, bootstrap: str, exc: BaseException) -> BrokerError:
-    return BrokerError(f"could not read {where} on {bootstrap}: {exc!r}")
+def _kafka_error(where: str, kafka: KafkaClients, exc: BaseException) -> BrokerError:
+    return BrokerError(f"could not read {where} on {kafka.bootstrap}: {exc!r}")
 
 
 class StreamSource(ArrowDays):
     """``<topic>.unique``'s winners; see the module contract."""
 
-    def __init__(self, view: TopicView, bootstrap: str, reader: AvroSchema,
+    def __init__(self, view: TopicView, kafka: KafkaClients, reader: AvroSchema,
                  writer_for_id: Callable[[int], AvroSchema], *, name: str = "stream",
                  decode_rows: int = 50_000) -> None:
         super().__init__(view)
-        self.bootstrap, self.name = bootstrap, name
+        self.kafka, self.name = kafka, name
         self._decoder = _Decoder(view, reader, writer_for_id)
         self._decode_rows = decode_rows
         self._days: dict[str, pa.Table] | None = None
@@ -126,7 +115,7 @@ class StreamSource(ArrowDays):
         return self._decoder.undecodable
 
     async def exists(self) -> bool:
-        return await topic_exists(self.bootstrap, self.topic)
+        return await topic_exists(self.kafka, self.topic)
 
     async def _day_names(self) -> list[str]:
         return sorted(await self._load())
@@ -151,8 +140,7 @@ class StreamSource(ArrowDays):
         return self._days
 
     async def _read(self) -> list[_Message]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        consumer = self.kafka.reader("onepipe-verify")
         winners: dict[bytes, _Message] = {}
 
         def fold(records: list[ConsumerRecord[Any, Any]]) -> None:
@@ -172,7 +160,7 @@ class StreamSource(ArrowDays):
             for tp in tps:
                 await read_to_end(consumer, tp, fold)
         except (KafkaError, OSError) as exc:
-            raise _kafka_error(self.topic, self.bootstrap, exc) from exc
+            raise _kafka_error(self.topic, self.kafka, exc) from exc
         finally:
             await consumer.stop()
         return list(winners.values())
@@ -192,10 +180,10 @@ class StreamSource(ArrowDays):
 class SourceGapLocator:
     """The days of the source records at some offsets (see the module contract)."""
 
-    def __init__(self, view: TopicView, bootstrap: str, reader: AvroSchema,
+    def __init__(self, view: TopicView, kafka: KafkaClients, reader: AvroSchema,
                  writer_for_id: Callable[[int], AvroSchema], *, max_records: int = 100_000
                  ) -> None:
-        self.view, self.bootstrap = view, bootstrap
+        self.view, self.kafka = view, kafka
         self._decoder = _Decoder(view, reader, writer_for_id)
         self._max_records = max_records
 
@@ -205,8 +193,7 @@ class SourceGapLocator:
         topic = self.view.meta.topic
         tp = TopicPartition(topic, partition)
         last = min(last, first + self._max_records - 1)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        consumer = self.kafka.reader("onepipe-verify")
         found: list[_Message] = []
 
         def keep(records: list[ConsumerRecord[Any, Any]]) -> None:
@@ -228,7 +215,7 @@ class SourceGapLocator:
                 if position > last or (highwater is not None and position >= highwater):
                     break
         except (KafkaError, OSError) as exc:
-            raise _kafka_error(f"{topic}[{partition}]@{first}", self.bootstrap, exc) from exc
+            raise _kafka_error(f"{topic}[{partition}]@{first}", self.kafka, exc) from exc
         finally:
             await consumer.stop()
         if not found:

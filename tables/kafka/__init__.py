@@ -1,1 +1,20 @@
-"""TODO contract."""
+"""Kafka plumbing every stateful part needs: the one client factory, topics, reads to the end.
+
+Contract:
+
+- :class:`KafkaClients` (clients.py) builds every producer, consumer and admin client of
+  onepipe, so connection and security settings live in one place.
+- :func:`ensure_topic` creates a topic if missing and returns its partition count; it
+  lists before it describes, because a metadata request naming a missing topic creates
+  it (tansu always, Kafka by default) with the wrong partition count.
+  :func:`topic_exists` asks the same way, creating nothing.
+- :func:`read_to_end` reads a partition to the *fetch high watermark*, never to
+  ``end_offsets()``: tansu answers ListOffsets(latest) wrongly (DESIGN.md), and the high
+  watermark is what Kafka's own lag metrics use, correct on Apache Kafka too. Registry
+  replay, state recovery, lag and ``verify`` all read "to the end" through it.
+"""
+
+from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.topics import ensure_topic, read_to_end, topic_exists
+
+__all__ = ["KafkaClients", "ensure_topic", "read_to_end", "topic_exists"]

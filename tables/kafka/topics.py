@@ -18,12 +18,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from onepipe.schemas.errors import BrokerError
+from onepipe.tables.kafka.clients import KafkaClients
 
 log = logging.getLogger(__name__)
 
 
 async def ensure_topic(
-    bootstrap: str,
+    kafka: KafkaClients,
     name: str,
     *,
     partitions: int,
@@ -31,7 +32,7 @@ async def ensure_topic(
     configs: Mapping[str, str] | None = None,
 ) -> int:
     """Create ``name`` if missing; return its partition count (existing or new)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="onepipe-admin")
+    admin = kafka.admin()
     try:
         await admin.start()
         existing = await _partition_count(admin, name)
@@ -51,9 +52,21 @@ async def ensure_topic(
             await asyncio.sleep(0.1)  # metadata propagation; bounded
         raise BrokerError(f"topic {name!r} was created but never appeared in metadata")
     except KafkaError as exc:
-        raise BrokerError(f"could not create topic {name!r} on {bootstrap}: {exc!r}") from exc
+        raise BrokerError(f"could not create topic {name!r} on {kafka.bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
+
+
+async def topic_exists(kafka: KafkaClients, topic: str) -> bool:
+    """Whether ``topic`` exists, from a whole-cluster listing (never auto-creates it)."""
+    consumer = kafka.reader("onepipe-topics")
+    try:
+        await consumer.start()
+        return topic in await consumer.topics()
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"could not list topics on {kafka.bootstrap}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
 
 
 async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:

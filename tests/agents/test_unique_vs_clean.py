@@ -383,9 +383,8 @@ async def test_unique_and_clean_hold_the_same_winners(
     noise = bulk(rng, 20, 4)
     half = len(noise) // 2
     dedup = make_agent(runtime.registry, tmp_path / "dedup", unique("uvc-dedup"), [topic])
-    archive = ArchiveAgent(bootstrap=runtime.settings.broker, group_id=unique("uvc-archive"),
-                           registry=runtime.registry, lake=lake, topics=[topic],
-                           session_timeout=6.0, rebalance_timeout=6.0)
+    archive = ArchiveAgent(kafka=runtime.settings.kafka, group_id=unique("uvc-archive"),
+                           registry=runtime.registry, lake=lake, topics=[topic])
     async with dedup, archive:
         # Phase 1: the endpoint only; both agents consume, then a first compaction.
         await produce(http, topic, crafted_phase1() + noise[:half])

@@ -23,7 +23,7 @@ from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from onepipe.schemas.errors import BrokerError
 from onepipe.tables.kafka.topics import ensure_topic
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 
 ORDER = {"type": "record", "name": "Reading", "namespace": "test.monitor", "fields": [
     {"name": "id", "type": "string"}, {"name": "version", "type": "long"}]}
@@ -70,7 +70,7 @@ def by_partition(monitor: LagMonitor, group: str) -> dict[int, Any]:
 
 async def test_a_paused_consumer_is_flagged_stuck_and_recovers(broker: str) -> None:
     topic, group = unique("paused"), unique("paused-group")
-    await ensure_topic(broker, topic, partitions=3, replication_factor=1)
+    await ensure_topic(kafka_for(broker), topic, partitions=3, replication_factor=1)
     p0, p1, p2 = (TopicPartition(topic, p) for p in range(3))
     await produce_batches(broker, topic, {0: [20], 1: [20], 2: [5]})
     clock = FakeClock()
@@ -78,7 +78,7 @@ async def test_a_paused_consumer_is_flagged_stuck_and_recovers(broker: str) -> N
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=50)
     await consumer.start()
-    monitor = LagMonitor(broker, [group], lambda: [topic], interval=1.0, stuck_after=60.0,
+    monitor = LagMonitor(kafka_for(broker), [group], lambda: [topic], interval=1.0, stuck_after=60.0,
                          clock=clock)
     try:
         # The group reads p0 and p1; it never touches p2 (never committed, no new records).
@@ -127,12 +127,12 @@ async def test_a_paused_consumer_is_flagged_stuck_and_recovers(broker: str) -> N
 
 async def test_grace_delays_stuck_for_a_group_that_commits_late(broker: str) -> None:
     topic, group = unique("graced"), unique("graced-group")
-    await ensure_topic(broker, topic, partitions=1, replication_factor=1)
+    await ensure_topic(kafka_for(broker), topic, partitions=1, replication_factor=1)
     await produce_batches(broker, topic, {0: [10]})
     clock = FakeClock()
     # Like the archive: a healthy member may hold records 100s before it commits.
     spec = MonitoredGroup(group, grace=lambda t: 100.0)
-    monitor = LagMonitor(broker, [spec], lambda: [topic], stuck_after=60.0, clock=clock)
+    monitor = LagMonitor(kafka_for(broker), [spec], lambda: [topic], stuck_after=60.0, clock=clock)
     await monitor.start(loop=False)
     try:
         stuck = []
@@ -151,10 +151,10 @@ async def test_grace_delays_stuck_for_a_group_that_commits_late(broker: str) -> 
 async def test_a_group_reads_only_the_topics_it_selects(broker: str) -> None:
     source, other = unique("source"), unique("other")
     for name in (source, other, f"{source}.unique"):
-        await ensure_topic(broker, name, partitions=1, replication_factor=1)
+        await ensure_topic(kafka_for(broker), name, partitions=1, replication_factor=1)
     await produce_batches(broker, f"{source}.unique", {0: [4]})
     sink = MonitoredGroup(unique("sink"), reads=lambda t: t.endswith(".unique"))
-    async with LagMonitor(broker, [sink], lambda: [source, other, unique("gone")],
+    async with LagMonitor(kafka_for(broker), [sink], lambda: [source, other, unique("gone")],
                           interval=0.05) as monitor:
         await wait_for(lambda: monitor.snapshot.sampled_at is not None, what="a sample")
         assert [(p.topic, p.lag) for p in monitor.snapshot.partitions] == [
@@ -165,7 +165,7 @@ async def test_an_unreachable_broker_fails_start_naming_it() -> None:
     from onepipe.app.embedded import free_port
 
     address = f"127.0.0.1:{free_port()}"
-    monitor = LagMonitor(address, ["g"], list)
+    monitor = LagMonitor(kafka_for(address), ["g"], list)
     with pytest.raises(BrokerError, match=address):
         await monitor.start()
     await monitor.stop()

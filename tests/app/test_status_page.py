@@ -33,7 +33,7 @@ from onepipe.app.settings import Settings
 from onepipe.app.status_view import render_status_html, status_document
 from onepipe.app.web import WebServer
 from onepipe.schemas.errors import NotFoundError
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import create_topic
 
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
@@ -123,7 +123,7 @@ async def world(make_settings: Callable[..., Settings], broker: str) -> AsyncIte
             await commit_all_but(broker, behind_group, payments, 2, keep=30)
             clock = FakeClock()
             monitor = LagMonitor(
-                broker,
+                kafka_for(broker),
                 [MonitoredGroup(stuck_group, reads=lambda t: t == orders),
                  MonitoredGroup(healthy_group, reads=lambda t: t == payments),
                  MonitoredGroup(behind_group, reads=lambda t: t == payments)],

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.offsets import OffsetReader, PartitionOffsets
-from tests.fixtures.services import unique
+from tests.fixtures.services import kafka_for, unique
 
 #: Records per partition, each list item one producer batch: p0 three batches of 10,
 #: p1 one of 7 and one of 5, p2 nothing.
@@ -53,14 +53,14 @@ async def commit(broker: str, group: str, offsets: dict[TopicPartition, int]) ->
 @pytest.fixture
 async def topic(broker: str) -> str:
     name = unique("offsets")
-    await ensure_topic(broker, name, partitions=3, replication_factor=1)
+    await ensure_topic(kafka_for(broker), name, partitions=3, replication_factor=1)
     await produce_batches(broker, name, BATCHES)
     return name
 
 
 @pytest.fixture
 async def reader(broker: str) -> AsyncIterator[OffsetReader]:
-    async with OffsetReader(broker) as started:
+    async with OffsetReader(kafka_for(broker)) as started:
         yield started
 
 
@@ -116,7 +116,7 @@ async def test_a_missing_topic_is_left_out_and_never_created(
 
 
 async def test_stop_twice_is_harmless_and_use_after_stop_is_an_error(broker: str) -> None:
-    reader = OffsetReader(broker)
+    reader = OffsetReader(kafka_for(broker))
     await reader.start()
     await reader.stop()
     await reader.stop()

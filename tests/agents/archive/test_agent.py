@@ -37,7 +37,7 @@ from tests.fixtures.archive import (
     produce,
 )
 from tests.fixtures.s3 import new_bucket
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import create_topic, read_topic
 
 
@@ -163,9 +163,8 @@ async def test_restart_and_handover_archive_every_offset_once(
         group = unique("archive")
 
         def agent() -> ArchiveAgent:
-            return ArchiveAgent(bootstrap=broker, group_id=group, registry=runtime.registry,
-                                lake=lake, topics=[topic], session_timeout=6.0,
-                                rebalance_timeout=6.0)
+            return ArchiveAgent(kafka=kafka_for(broker), group_id=group,
+                                registry=runtime.registry, lake=lake, topics=[topic])
 
         first, second = agent(), agent()
         await first.start()

@@ -58,7 +58,7 @@ from onepipe.tables.checksum.store import (
 from tests.fixtures.archive import agent_for
 from tests.fixtures.compact import DAY0, DAY_MS, config_for, topic_spec
 from tests.fixtures.dedup import make_agent
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import read_topic
 from tests.fixtures.verify import SCHEMA, day_of, day_report, publish_day, with_note
 
@@ -275,14 +275,13 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
     state = runtime.registry.state
 
     def checksums(data_dir: Path, **kwargs: Any) -> ChecksumAgent:
-        return ChecksumAgent(bootstrap=broker, group_id=unique("cks-group"),
+        return ChecksumAgent(kafka=kafka_for(broker), group_id=unique("cks-group"),
                              registry=runtime.registry, data_dir=data_dir, topics=[topic],
-                             idempotent_producer=False, session_timeout=6.0,
-                             rebalance_timeout=6.0, **kwargs)
+                             **kwargs)
 
     def published() -> ChecksumTableSource:
-        stream = StreamSource(view, broker, schema, state.schema_by_id)
-        return ChecksumTableSource(view, broker, stream)
+        stream = StreamSource(view, kafka_for(broker), schema, state.schema_by_id)
+        return ChecksumTableSource(view, kafka_for(broker), stream)
 
     async with open_lake(runtime.settings.resolved_lake_url) as lake:
         dedup = make_agent(runtime.registry, tmp_path / "dedup", unique("cks-dedup"), [topic])
@@ -339,7 +338,7 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
             await wait_for(archived, timeout=TIMEOUT, what=f"{total} records archived")
         await Compactor(lake, meta, schema, config_for(tmp_path)).run()
 
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         assert report.ok, report.to_json()
         assert report.systems == ("clean", "stream", "checksum")
         assert {d.day: d.figures["checksum"] for d in report.days} == expected2
@@ -352,7 +351,7 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         day = sorted(expected2)[1]
         victim = (await read_clean(lake, topic, [day])).column("id").to_pylist()[2]
         await publish_day(lake, topic, day, with_note(victim, "tampered"))
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         assert not report.ok and [d.day for d in report.days if not d.ok] == [day]
         bad = day_report(report, day)
         assert bad.disagreeing == ("checksum",)
@@ -367,7 +366,7 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         await lake.delete(removed.path)
         lost = Counter(placed[(removed.partition, o)]
                        for o in range(removed.first, removed.last + 1))
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         assert not report.ok
         for d in report.days:
             (raw_check,) = [c for c in d.checks if c.figure == "raw_records"]

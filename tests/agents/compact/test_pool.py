@@ -62,7 +62,7 @@ from tests.fixtures.compact import (
     meta_for,
     versions,
 )
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 
 PARTITIONS = 8
 
@@ -98,11 +98,9 @@ async def pool(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
             if task.date in failing:
                 raise CompactionError(f"injected failure of day {task.date}")
 
-        workers = [DayTaskWorker(bootstrap=broker, app_id=app_id, worker_id=name,
+        workers = [DayTaskWorker(kafka=kafka_for(broker), app_id=app_id, worker_id=name,
                                  executor=DayExecutor(lake, worker_config(root / name)),
-                                 partitions=PARTITIONS, idempotent_producer=False,
-                                 session_timeout=6.0, rebalance_timeout=6.0,
-                                 before_task=before)
+                                 partitions=PARTITIONS, before_task=before)
                    for name in ("w1", "w2")]
         for worker in workers:
             await stack.enter_async_context(worker)
@@ -113,9 +111,8 @@ async def pool(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
 
 def dispatcher_for(broker: str, app_id: str, lake: LakeStore, config: CompactionConfig,
                    timeout: float) -> KafkaDayDispatcher:
-    return KafkaDayDispatcher(bootstrap=broker, app_id=app_id, timeout=timeout,
-                              executor=DayExecutor(lake, config), partitions=PARTITIONS,
-                              idempotent_producer=False)
+    return KafkaDayDispatcher(kafka=kafka_for(broker), app_id=app_id, timeout=timeout,
+                              executor=DayExecutor(lake, config), partitions=PARTITIONS)
 
 
 def bumped(items: list[dict[str, Any]], by: int = 3) -> list[dict[str, Any]]:
@@ -331,10 +328,9 @@ async def test_a_worker_on_s3_compacts_like_a_local_run(
         rng = random.Random(61)
         await raw.write([*versions(rng, range(60), 2, days=4)])
         config = config_for(tmp_path)
-        async with DayTaskWorker(bootstrap=broker, app_id=app_id, worker_id="s3w",
+        async with DayTaskWorker(kafka=kafka_for(broker), app_id=app_id, worker_id="s3w",
                                  executor=DayExecutor(lake, worker_config(tmp_path / "s3w")),
-                                 partitions=PARTITIONS, idempotent_producer=False,
-                                 session_timeout=6.0, rebalance_timeout=6.0) as worker, \
+                                 partitions=PARTITIONS) as worker, \
                 dispatcher_for(broker, app_id, lake, config, timeout=30) as dispatcher:
             await wait_for(lambda: len(worker.assignment) == PARTITIONS, timeout=30,
                            what="the worker to hold every task partition")

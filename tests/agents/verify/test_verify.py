@@ -49,7 +49,7 @@ from tests.fixtures.compact import (
 )
 from tests.fixtures.dedup import make_agent
 from tests.fixtures.s3 import new_bucket
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.verify import SCHEMA, day_of, day_report, publish_day, with_note
 
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
@@ -251,7 +251,7 @@ async def test_verify_end_to_end_then_three_corruptions(
         await Compactor(lake, meta, schema, config_for(tmp_path)).run()
         state = runtime.registry.state
 
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         assert report.ok, report.to_json()
         assert report.systems == ("clean", "stream") and report.skipped == {}
         days = [d.day for d in report.days]
@@ -278,7 +278,7 @@ async def test_verify_end_to_end_then_three_corruptions(
         victim_day = days[0]
         ids0 = (await read_clean(lake, topic, [victim_day])).column("id").to_pylist()
         await publish_day(lake, topic, victim_day, without_key(ids0[3]))
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         bad = day_report(report, victim_day)
         assert not report.ok and [d.day for d in report.days if not d.ok] == [victim_day]
         assert {"rows", "keys", "sum:amount", "sum:qty", "checksum"} == set(bad.disagreeing)
@@ -289,7 +289,7 @@ async def test_verify_end_to_end_then_three_corruptions(
         changed_day = days[1]
         ids1 = (await read_clean(lake, topic, [changed_day])).column("id").to_pylist()
         await publish_day(lake, topic, changed_day, with_note(ids1[0], "tampered"))
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         bad = day_report(report, changed_day)
         assert bad.disagreeing == ("checksum",)
         assert [k.key for k in bad.differing_keys] == [{"id": ids1[0]}]
@@ -305,7 +305,7 @@ async def test_verify_end_to_end_then_three_corruptions(
         await lake.delete(removed.path)
         removed_days = {item["updated_at"].strftime("%Y-%m-%d") for item in await _source_rows(
             broker, topic, partition, removed.first, removed.last, schema)}
-        report = await verify_registered(topic, state, lake=lake, bootstrap=broker)
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
         (gap,) = report.raw_findings
         assert (gap.kind, gap.partition, gap.first, gap.last) == (
             "gap", partition, removed.first, removed.last)

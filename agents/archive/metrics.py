@@ -1,0 +1,59 @@
+"""The archive agent's counters (exported by the worker's metrics view and status page)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush"]
+
+#: Upper bounds (seconds) of the flush-latency histogram's buckets; a last, unbounded
+#: bucket (+Inf) follows them.
+FLUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFlush:
+    """The last durable flush of one partition."""
+
+    #: Wall-clock time (epoch seconds) the file became durable.
+    at: float
+    #: Records it held.
+    records: int
+    #: Bytes of Parquet written.
+    bytes: int
+
+
+@dataclass(slots=True)
+class ArchiveMetrics:
+    """Counters of one archive agent (exported by the worker's metrics view)."""
+
+    #: Records consumed from Kafka.
+    records_in: int = 0
+    #: Records written to the lake.
+    records_archived: int = 0
+    #: Records whose value did not decode (archived with null typed columns).
+    undecodable: int = 0
+    #: Records Kafka delivered again below the archived position (skipped, not archived).
+    redelivered: int = 0
+    #: Files written.
+    files: int = 0
+    #: Bytes of Parquet written.
+    bytes_written: int = 0
+    #: Wall-clock time (epoch seconds) and record count of the last flush.
+    last_flush_at: float = 0.0
+    last_flush_records: int = 0
+    #: Seconds each flush took from buffer hand-over to durable, most recent last (bounded).
+    flush_seconds: list[float] = field(default_factory=list)
+    #: Last durable flush per partition (kept after the partition moves to another worker).
+    last_flushes: dict[TopicPartition, PartitionFlush] = field(default_factory=dict)
+    #: Flush latencies as a histogram: count per bucket of :data:`FLUSH_LATENCY_BUCKETS`
+    #: plus a last +Inf bucket (not cumulative), and their sum in seconds.
+    flush_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(FLUSH_LATENCY_BUCKETS) + 1))
+    flush_latency_sum: float = 0.0
+    #: Most bytes buffers and in-flight writes held at once (checks the memory bound).
+    peak_buffered_bytes: int = 0
+    #: Next offset to archive, per partition assigned here.
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
