@@ -1,14 +1,15 @@
 """The agents: one room per capability, each a consumer of Kafka that the worker hosts.
 
-| room        | reads                          | writes                              | guarantee |
-|-------------|--------------------------------|-------------------------------------|-----------|
-| ``archive`` | every archived topic           | ``raw/`` Parquet lake               | exactly once |
-| ``dedup``   | keyed topics, ``.repartition`` | ``<t>.unique``, ``<t>.repartition`` | at least once, never regresses |
-| ``checksum``| ``<t>.unique`` and ``<t>``     | ``<t>.checksums`` (RocksDB state)   | exactly-once fold |
-| ``compact`` | ``raw/`` lake, task topic      | clean lake (versioned days)         | atomic per run |
-| ``verify``  | every system holding a topic   | a report                            | read only |
-| ``replay``  | ``raw/`` lake                  | any topic                           | at least once |
-| ``streams`` | developers' topics             | through the registry                | Faust's at least once |
+- ``archive``: every archived topic into the raw Parquet lake, exactly once.
+- ``dedup``: keyed topics (and ``<t>.repartition``) into ``<t>.unique``, each key's
+  winning version; at least once, never a regression.
+- ``checksum``: ``<t>.unique`` and ``<t>`` folded into per-day figures (RocksDB),
+  published to ``<t>.checksums``; an exactly-once fold.
+- ``compact``: the raw lake into the clean lake's versioned days; atomic per run.
+- ``verify``: every system holding a topic compared day by day; read only.
+- ``replay``: the raw lake back into a topic; at least once.
+- ``streams``: developers' agents over registered topics (Faust), sends through the
+  registry; at least once.
 
 ``batch`` is the skeleton the hot-path agents (archive, dedup, checksum) fill in. A room
 imports its own modules and ``batch``, never another room; what two rooms share lives a

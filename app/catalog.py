@@ -19,7 +19,8 @@ import yaml
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import ConfigError, MetadataError, SchemaError
-from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict, validate_against_schema
+from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict
+from onepipe.schemas.metadata_checks import validate_against_schema
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.registry_store import RegistryStore
 

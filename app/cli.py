@@ -29,7 +29,6 @@ from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings, load_settings
 from onepipe.app.status_cli import add_status_command, run_status
 from onepipe.schemas.errors import ConfigError, OnepipeError
-from onepipe.sinks.lake import open_lake
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger("onepipe")
@@ -151,7 +150,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from onepipe.agents.replay import replay
-    from onepipe.app.runtime import lake_s3_options, make_producer
+    from onepipe.app.runtime import make_producer
 
     target = args.to_topic or (args.topic if args.into_source else None)
     if target is None:
@@ -160,7 +159,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     producer = make_producer(settings, client_id="onepipe-replay")
     await producer.start()
     try:
-        async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+        async with settings.open_lake() as lake:
             with Progress(transient=True) as progress:
                 task = progress.add_task(f"replay {args.topic} -> {target}", total=None)
                 summary = await replay(
@@ -181,10 +180,9 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from onepipe.app.runtime import lake_s3_options
     from onepipe.sinks.lake.inventory import raw_inventory
 
-    async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+    async with settings.open_lake() as lake:
         inventory = await raw_inventory(lake, topic)
     table = Table(title=f"raw/{topic} in {settings.resolved_lake_url}")
     for column in ("partition", "date", "files", "records", "offsets", "bytes"):
@@ -202,7 +200,6 @@ async def _lake_ls(settings: Settings, topic: str) -> int:
 
 async def _compact(settings: Settings, args: argparse.Namespace) -> int:
     from onepipe.agents.compact import CompactionConfig, Compactor
-    from onepipe.app.runtime import lake_s3_options
     from onepipe.schemas.errors import NotFoundError
 
     if args.jobs < 1:
@@ -222,7 +219,7 @@ async def _compact(settings: Settings, args: argparse.Namespace) -> int:
         work_dir=settings.data_dir / "compact", memory_limit=settings.compact_memory_limit,
         threads=settings.compact_threads,
         retention_seconds=settings.compact_retention_seconds, jobs=args.jobs)
-    async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+    async with settings.open_lake() as lake:
         report = await Compactor(lake, meta, schema, config).run()
     if report.seq is None:
         print(f"{args.topic}: clean lake is up to date, nothing published"
@@ -245,7 +242,6 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
     from onepipe.agents.verify import day_range, verify_registered
-    from onepipe.app.runtime import lake_s3_options
     from onepipe.app.verify_views import cache_dir, print_report
 
     try:
@@ -260,7 +256,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
         if args.topic not in store.state.topics:
             raise ConfigError(f"topic {args.topic!r} is not registered; `onepipe apply` "
                               "registers a catalog folder")
-        async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+        async with settings.open_lake() as lake:
             report = await verify_registered(
                 args.topic, store.state, lake=lake, kafka=settings.kafka, days=days,
                 cache_dir=cache_dir(settings.data_dir), limit=args.limit)
@@ -276,14 +272,13 @@ async def _lake_read(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from onepipe.app.runtime import lake_s3_options
     from onepipe.sinks.lake.clean_reader import SEQ_KEY, read_clean, read_raw
 
     if args.limit < 0:
         raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
     limit = args.limit or None
     cache = settings.data_dir / "compact" / "cache"
-    async with open_lake(settings.resolved_lake_url, lake_s3_options(settings)) as lake:
+    async with settings.open_lake() as lake:
         if args.raw:
             table = await read_raw(lake, args.topic, args.dates, cache, limit=limit)
             source = f"raw/{args.topic}"

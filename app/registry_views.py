@@ -23,7 +23,7 @@ from onepipe.schemas.errors import (
     NotFoundError,
     SchemaError,
 )
-from onepipe.schemas.metadata import validate_against_schema
+from onepipe.schemas.metadata_checks import validate_against_schema
 from onepipe.schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
 
 CTX = web.AppKey("onepipe", WorkerContext)

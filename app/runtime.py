@@ -33,7 +33,7 @@ from onepipe.app.settings import Settings
 from onepipe.app.web import WebServer
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
-from onepipe.sinks.lake import LakeStore, S3Options, open_lake
+from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.registry_store import RegistryStore
 
@@ -178,7 +178,7 @@ class Runtime:
 
     async def _start_archive(self) -> None:
         settings = self.settings
-        self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
+        self.lake = settings.open_lake()
         self.archive = ArchiveAgent(
             kafka=settings.kafka,
             group_id=archive_group(settings.app_id),
@@ -210,7 +210,7 @@ class Runtime:
         """The day-task worker (pool side) and the periodic scheduler (coordinator side)."""
         settings = self.settings
         if self.lake is None:
-            self.lake = open_lake(settings.resolved_lake_url, lake_s3_options(settings))
+            self.lake = settings.open_lake()
         if settings.compact_workers_enabled:
             # Its own work dir: its cache forgets inputs after each task.
             self.compact_worker = DayTaskWorker(
@@ -277,8 +277,3 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def lake_s3_options(settings: Settings) -> S3Options:
-    """S3 options from settings; credentials come from the usual AWS variables."""
-    return S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)

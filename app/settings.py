@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onepipe.schemas.errors import ConfigError
+from onepipe.sinks.lake import LakeStore, S3Options, open_lake
 from onepipe.tables.kafka.clients import KafkaClients
 
 ENV_PREFIX = "ONEPIPE_"
@@ -166,6 +167,12 @@ class Settings(BaseSettings):
             session_timeout=self.session_timeout,
             rebalance_timeout=self.rebalance_timeout,
         )
+
+    def open_lake(self) -> LakeStore:
+        """The lake these settings name (nothing is contacted until first use); S3
+        credentials come from the usual AWS variables."""
+        s3 = S3Options(endpoint_url=self.s3_endpoint_url, region=self.s3_region)
+        return open_lake(self.resolved_lake_url, s3)
 
     @property
     def resolved_lake_url(self) -> str:

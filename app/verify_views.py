@@ -1,12 +1,13 @@
 """The verify report for people and programs: ``GET /verify/{topic}`` and the CLI's tables.
 
 ``GET /verify/{topic}?date=D`` (or ``?from=D&to=D``, or nothing for every day; ``limit``
-caps the differing keys listed per day, default 20) runs onepipe.agents.verify.compare against this
-worker's lake and broker and answers the report as JSON: **200 even when systems
-disagree** (``ok`` says so: the request succeeded, the data did not), 404 for a topic
-the registry does not know, 400 for bad dates or limit. The report is also stored in
-``ctx.last_verify`` for ``/status`` (as :meth:`~onepipe.agents.verify.compare.VerifyReport.summary`: the
-page shows flat fields; the full report is this response).
+caps the differing keys listed per day, default 20) runs onepipe.agents.verify.compare
+against this worker's lake and broker and answers the report as JSON: **200 even when
+systems disagree** (``ok`` says so: the request succeeded, the data did not), 404 for a
+topic the registry does not know, 400 for bad dates or limit. The report is also stored in
+``ctx.last_verify`` for ``/status`` (as
+:meth:`~onepipe.agents.verify.compare.VerifyReport.summary`: the page shows flat fields;
+the full report is this response).
 
 :func:`print_report` renders the same report for a terminal with rich: per day one table
 of system x figure (rows, keys, each sum, checksum) with disagreeing figures marked, the
@@ -28,7 +29,6 @@ from onepipe.app.context import WorkerContext
 from onepipe.app.http import json_response
 from onepipe.app.registry_views import CTX
 from onepipe.schemas.errors import NotFoundError, RequestError
-from onepipe.sinks.lake import S3Options, open_lake
 
 __all__ = ["add_verify_routes", "print_report", "run_verify", "verify_view"]
 
@@ -48,10 +48,7 @@ async def run_verify(ctx: WorkerContext, topic: str, *, date: str | None = None,
         raise NotFoundError(f"topic {topic!r} is not registered; GET /topics lists the "
                             "registered ones", 404)
     settings = ctx.settings
-    # As onepipe.app.runtime.lake_s3_options (importing onepipe.app.runtime here would be a cycle: it
-    # imports onepipe.app.web, which imports this module).
-    s3 = S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    async with open_lake(settings.resolved_lake_url, s3) as lake:
+    async with settings.open_lake() as lake:
         report = await verify_registered(
             topic, ctx.registry.state, lake=lake, kafka=settings.kafka, days=days,
             cache_dir=cache_dir(settings.data_dir), limit=limit)

@@ -5,9 +5,9 @@
 For 200-byte and 2-KB records it prints:
 1. the ceiling: a raw aiokafka batch consumer (``getmany``) reading every record of the
    topic from the same embedded tansu broker, records/s and MB/s;
-2. the archive agent (onepipe.agents.archive.agent, the code the worker runs) archiving the same topic
-   into a local-folder lake: records/s and MB/s from partition assignment until the lake
-   holds every record, and the ratio to the ceiling (target >= 0.40);
+2. the archive agent (onepipe.agents.archive.agent, the code the worker runs) archiving
+   the same topic into a local-folder lake: records/s and MB/s from partition assignment
+   until the lake holds every record, and the ratio to the ceiling (target >= 0.40);
 3. peak RSS of this process while the agent ran, against the configured buffer bound +
    150 MiB (the target).
 Records are produced once, beforehand, Confluent-framed against a registered schema.

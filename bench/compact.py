@@ -11,9 +11,10 @@ hours like the archive, at most ``--file-rows`` rows per file) into a local lake
 generator processes.
 
 Measured, in this order, in this process:
-1. the compactor (onepipe.agents.compact.compactor, the code ``onepipe compact`` runs) merging the whole
-   day from scratch: rows/s, peak RSS of this process while it ran (sampled from /proc),
-   peak size of the work dir (DuckDB spill + intermediate files), clean bytes;
+1. the compactor (onepipe.agents.compact.compactor, the code ``onepipe compact`` runs)
+   merging the whole day from scratch: rows/s, peak RSS of this process while it ran
+   (sampled from /proc), peak size of the work dir (DuckDB spill + intermediate files),
+   clean bytes;
 2. the baseline: DuckDB with the same memory_limit and threads reading every raw file and
    writing one zstd Parquet file, no dedup (the I/O + codec floor of any merge);
    printed as compactor/baseline rows/s;
@@ -47,10 +48,15 @@ import fastavro  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from bench.common import Row, machine_facts, print_results, read_proc  # noqa: E402
-from onepipe.agents.compact.compactor import CompactionConfig, Compactor  # noqa: E402
+from onepipe.agents.compact import CompactionConfig, Compactor  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.metadata import OrderRule, TopicMetadata  # noqa: E402
-from onepipe.sinks.formats.raw import RawRecord, build_raw_table, encode_parquet, typed_schema  # noqa: E402
+from onepipe.sinks.formats.raw import (  # noqa: E402
+    RawRecord,
+    build_raw_table,
+    encode_parquet,
+    typed_schema,
+)
 from onepipe.sinks.lake import open_lake  # noqa: E402
 from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path  # noqa: E402
 

@@ -15,13 +15,12 @@ Contract:
   subtracted again (the dedup table replacing a key's winner). A single changed field
   changes the checksum except with probability ~2**-64.
 - Columns are picked **by name**, in the order of the spec's schema (the topic's reader
-  schema); extra columns (``_kafka_*``, a sink's bookkeeping) are ignored, a missing one
-  is a :class:`SchemaError`. Both sides build the spec from the same reader schema, so
-  "absent" never has to be guessed as "null".
+  schema, :class:`~onepipe.schemas.checksum_spec.ChecksumSpec`); extra columns
+  (``_kafka_*``, a sink's bookkeeping) are ignored, a missing one is a
+  :class:`SchemaError`.
 - Values are **type-normalised** first: each column is cast (safely: a cast that would
-  lose data is an error) to the canonical Arrow type of its Avro field, which the caller
-  builds with ``onepipe.sinks.formats.arrow_types`` (see ``onepipe.sinks.formats.checksum_spec.spec_for``; ``schemas`` may
-  not import ``sinks``). So int32 vs int64, ``timestamp[us]`` vs ``[ms]`` (same instants),
+  lose data is an error) to the canonical Arrow type of its Avro field, as the spec
+  holds it. So int32 vs int64, ``timestamp[us]`` vs ``[ms]`` (same instants),
   ``large_string``, dictionary strings, decimals of another precision but the same value,
   and chunked vs contiguous columns all hash alike.
 - Sums (:mod:`onepipe.schemas.exact_sum`, gathered by :mod:`onepipe.schemas.figures`) are exact and
@@ -79,18 +78,18 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from onepipe.schemas.checksum_spec import ChecksumSpec, hash_type
 from onepipe.schemas.errors import SchemaError
 
-__all__ = ["CHECKSUM_VERSION", "ChecksumSpec", "canonical_rows", "checksum", "encode_value",
-           "hash_type", "make_spec", "row_hashes", "select_columns"]
+__all__ = ["CHECKSUM_VERSION", "canonical_rows", "checksum", "encode_value", "row_hashes",
+           "select_columns"]
 
 if sys.byteorder != "little":  # pragma: no cover - Arrow buffers are read as little-endian
     raise ImportError("onepipe.schemas.checksum reads Arrow buffers as little-endian bytes; "
@@ -107,103 +106,6 @@ _CANONICAL_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000000))[0]
 _PRESENT = pa.scalar(b"\x01", pa.large_binary())
 _ABSENT = pa.scalar(b"\x00", pa.large_binary())
 _EMPTY = pa.scalar(b"", pa.large_binary())
-#: A float64 is an integer multiple of 2**-1074 (the smallest subnormal).
-_FLOAT_UNIT_EXP = 1074
-
-SumKind = Literal["int", "decimal", "float"]
-
-
-# ------------------------------------------------------------------------- the spec
-
-
-@dataclass(frozen=True, slots=True)
-class ChecksumSpec:
-    """What to compute for one topic: built once per reader schema, shared by every system."""
-
-    #: Canonical Arrow type of each top-level field of the reader schema, in schema order
-    #: (dictionary types replaced by their value type).
-    schema: pa.Schema
-    #: The unique-key fields (``()``: no key).
-    key: tuple[str, ...] = ()
-    #: Numeric fields summed exactly.
-    sum_fields: tuple[str, ...] = ()
-    #: Whether distinct keys are counted.
-    count_distinct: bool = False
-    #: Whether the row checksum is computed.
-    row_checksum: bool = True
-
-
-def make_spec(schema: pa.Schema, key: Sequence[str] = (), sum_fields: Sequence[str] = (),
-              *, count_distinct: bool | None = None, row_checksum: bool = True) -> ChecksumSpec:
-    """A spec over canonical column types; raise :class:`SchemaError` if it cannot work.
-
-    ``count_distinct`` defaults to "when there is a key".
-    """
-    fields = [pa.field(f.name, _undictionary(f.type)) for f in schema]
-    canonical = pa.schema(fields)
-    for f in fields:
-        _check_supported(f.name, f.type)
-    names = set(canonical.names)
-    for role, listed in (("key field", key), ("sum field", sum_fields)):
-        for name in listed:
-            if name not in names:
-                raise SchemaError(f"{role} {name!r} is not a column of the checksum schema; "
-                                  f"its columns are {', '.join(canonical.names) or '(none)'}")
-    for name in sum_fields:
-        t = canonical.field(name).type
-        plain = hash_type(t)
-        if not (pa.types.is_integer(plain) or pa.types.is_floating(plain)
-                or pa.types.is_decimal(plain)):
-            raise SchemaError(f"sum field {name!r} has Arrow type {t}; only integer (or "
-                              "temporal), floating-point and decimal columns can be summed")
-    if count_distinct is None:
-        count_distinct = bool(key)
-    if count_distinct and not key:
-        raise SchemaError("count_distinct needs key fields; the spec has none")
-    return ChecksumSpec(canonical, tuple(key), tuple(sum_fields), count_distinct, row_checksum)
-
-
-def _undictionary(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pa.types.is_dictionary(t) else t
-
-
-def _check_supported(name: str, t: pa.DataType) -> None:
-    try:
-        hash_type(t)
-    except SchemaError as exc:
-        raise SchemaError(f"column {name!r}: {exc.message}") from exc
-
-
-def hash_type(t: pa.DataType) -> pa.DataType:
-    """The Arrow type whose values are encoded for canonical type ``t``.
-
-    Temporal types become their integer storage (int32 for date32/time32, int64 for the
-    others), floats float64, strings ``string``, binaries ``binary``; nested types are
-    rebuilt with their children mapped the same way. :func:`encode_value` takes values of
-    these types (``Array.to_pylist`` of a column cast to it).
-    """
-    t = _undictionary(t)
-    if pa.types.is_date32(t) or pa.types.is_time32(t):
-        return pa.int32()
-    if (pa.types.is_integer(t) or pa.types.is_date64(t) or pa.types.is_time64(t)
-            or pa.types.is_timestamp(t) or pa.types.is_duration(t)):
-        return pa.int64()
-    if pa.types.is_floating(t):
-        return pa.float64()
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return pa.string()
-    if (pa.types.is_binary(t) or pa.types.is_large_binary(t)
-            or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)):
-        return pa.binary()
-    if pa.types.is_boolean(t) or pa.types.is_null(t) or pa.types.is_decimal(t):
-        return t
-    if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, hash_type(f.type)) for f in t])
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return pa.list_(hash_type(t.value_type))
-    if pa.types.is_map(t):
-        return pa.map_(hash_type(t.key_type), hash_type(t.item_type))
-    raise SchemaError(f"Arrow type {t} has no canonical encoding for checksums")
 
 
 # ------------------------------------------------------------------ row encoding

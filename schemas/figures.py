@@ -16,7 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from onepipe.schemas.checksum import CHECKSUM_VERSION, ChecksumSpec, checksum, select_columns
+from onepipe.schemas.checksum import CHECKSUM_VERSION, checksum, select_columns
+from onepipe.schemas.checksum_spec import ChecksumSpec
 from onepipe.schemas.errors import SchemaError
 from onepipe.schemas.exact_sum import ExactSum, sum_array, zero_sum
 

@@ -41,7 +41,8 @@ __all__ = ["FIRST_DAY", "LAST_DAY", "day_name", "day_number", "hour_name", "hour
 
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
-#: 9999-12-31T23:59:59.999Z, the last instant a day name can hold (as onepipe.sinks.lake.raw_layout).
+#: 9999-12-31T23:59:59.999Z, the last instant a day name can hold (as
+#: onepipe.sinks.lake.raw_layout).
 _LAST_MS = 253_402_300_799_999
 _EPOCH = date(1970, 1, 1)
 _INT64_MAX = 2**63 - 1

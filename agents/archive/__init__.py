@@ -3,7 +3,8 @@
 Contract:
 - Topics in: every registered topic whose metadata has ``archive.enabled`` (the default);
   the set follows the registry while the worker runs. Out: raw lake files
-  ``raw/<topic>/partition=<p>/date=<D>/hour=<H>/<first>-<last>.parquet`` (onepipe.sinks.lake.raw_layout).
+  ``raw/<topic>/partition=<p>/date=<D>/hour=<H>/<first>-<last>.parquet``
+  (onepipe.sinks.lake.raw_layout).
 - Exactly once in ``raw/``, crashes and rebalances included: a file holds one contiguous
   offset range and is made visible whole (onepipe.sinks.lake.store), and on partition assignment
   the agent resumes after the highest offset the *lake* holds, not after Kafka's committed

@@ -102,7 +102,8 @@ def _records(segment: Segment) -> list[RawRecord]:
 def _encode_in_one_batch(segment: Segment, reader: AvroSchema | None,
                          writers: dict[int, AvroSchema]) -> bytes | None:
     """The common case: every value written with the reader schema itself, decoded at
-    once (onepipe.sinks.formats.avro_batch); None when the segment does not qualify or is refused."""
+    once (onepipe.sinks.formats.avro_batch); None when the segment does not qualify or is
+    refused."""
     if reader is None or len(writers) != 1:
         return None
     ((schema_id, writer),) = writers.items()

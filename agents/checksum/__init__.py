@@ -14,9 +14,9 @@ Contract:
   (onepipe.schemas.partition_day ``partition_days`` / ``partition_hours``, the same rounding and
   clamping): a day's figures are the sum of its hours'.
 - State: one onepipe.tables.checksum.store per ``.unique`` partition under
-  ``<data_dir>/checksums/<topic>/<partition>``. Every ``.unique`` message is a new
-  winner of its key (onepipe.agents.dedup.agent), so the table is a fold of ``.unique``; each batch's
-  changes and the next offset to fold are one RocksDB WriteBatch.
+  ``<data_dir>/checksums/<topic>/<partition>``. Every ``.unique`` message is a new winner
+  of its key (onepipe.agents.dedup.agent), so the table is a fold of ``.unique``; each
+  batch's changes and the next offset to fold are one RocksDB WriteBatch.
 - Raw record counts: every record of the source topic (duplicates, retries, losers)
   counted in its day as the raw lake places it (onepipe.agents.checksum.raw: ``partition_time``,
   else the Kafka timestamp; undecodable ones also counted apart), one
@@ -34,10 +34,10 @@ Contract:
 - Retention: days more than ``retention_days`` before today (UTC, injectable clock) are
   dropped (figures, their hours, raw counts) and tombstoned.
 - Figures are those of onepipe.schemas.figures over the winners decoded with the topic's
-  **latest** schema (onepipe.sinks.formats.raw's type mapping, like onepipe.agents.verify.stream) and
-  placed in days by onepipe.schemas.partition_day. Known gap: a new schema version changes the
-  spec, and contributions folded under the old one are not recomputed (delete the data
-  dir to rebuild).
+  **latest** schema (onepipe.sinks.formats.raw's type mapping, like
+  onepipe.agents.verify.stream) and placed in days by onepipe.schemas.partition_day. Known
+  gap: a new schema version changes the spec, and contributions folded under the old one
+  are not recomputed (delete the data dir to rebuild).
 - Rebalance: a revoked partition's store is closed after the batch in flight; an
   assigned one is opened, sought to its applied offset and republished.
 """

@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from onepipe.agents.batch.agent import BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
-from onepipe.agents.checksum.publish import send_all
 from onepipe.agents.checksum.raw import RawPlacer
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.errors import NotFoundError, OnepipeError
@@ -28,13 +27,15 @@ from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.topic_names import checksums_topic, source_of_unique, unique_topic
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.tables.checksum.published import Message, fold_messages, raw_messages
-from onepipe.tables.checksum.store import (
+from onepipe.tables.checksum import (
     ChecksumStore,
+    Message,
     RawCount,
     RawCountStore,
     count_raw,
     fold,
+    fold_messages,
+    raw_messages,
 )
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
@@ -221,7 +222,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         producer = self._producer
         if producer is None:
             raise OnepipeError("the checksum agent is not running; start() it first")
-        self.metrics.published += await send_all(producer, checksums_topic(topic), messages)
+        self.metrics.published += await _send_all(producer, checksums_topic(topic), messages)
 
     # -------------------------------------------------------------- rebalance
     def _close_stores(self, tps: Iterable[TopicPartition] | None) -> None:
@@ -280,3 +281,12 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         await self._publish(tp.topic, raw_messages(tp.partition, store.applied_offset,
                                                    store.days, dropped))
         self._positions_changed(tp, store.applied_offset)
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, messages: list[Message]) -> int:
+    """Produce ``messages`` to partition 0 of ``topic``; wait for every ack."""
+    sends = [await producer.send(topic, value, key=key, partition=0)
+             for key, value in messages]
+    if sends:
+        await asyncio.gather(*sends)
+    return len(sends)

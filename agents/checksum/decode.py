@@ -21,7 +21,7 @@ from onepipe.schemas.codec import decode_or_none
 from onepipe.schemas.partition_day import partition_days, partition_hours
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.tables.checksum.store import Contribution, contributions
+from onepipe.tables.checksum import Contribution, contributions
 
 __all__ = ["winner_contributions"]
 

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.partition_day import day_name, hour_name
 from onepipe.schemas.topic_names import source_of_unique
-from onepipe.tables.checksum.store import ChecksumStore, RawCount, RawCountStore
+from onepipe.tables.checksum import ChecksumStore, RawCount, RawCountStore
 
 __all__ = ["ChecksumMetrics", "OpenTables"]
 

@@ -1,17 +1,17 @@
 """Raw records of a source batch placed in days: what the checksum agent counts.
 
-Every record of the source topic counts (duplicates, retries and losers alike), placed
-as the raw lake places it (onepipe.agents.verify.raw): by the day of its ``partition_time``
-field (onepipe.schemas.partition_day over the column's Arrow type, onepipe.sinks.formats.raw's mapping),
-else - value undecodable, or the field null - by its Kafka timestamp. Only the
-``partition_time`` field is decoded: fastavro resolves each writer schema against a
-one-field projection of the latest reader schema, both with logical types stripped (so
-no datetime, date or Decimal is made: values stay ints, and the Arrow cast to the
-column's type gives them their unit back; the stripped writers are parsed once per
-schema id). For ``partition_time: kafka`` nothing is
-decoded: a record is undecodable when its value is not a framed message of a known
-schema (known gap: the raw lake calls a framed value whose body does not decode
-undecodable too; both count the record in the same day all the same).
+Every record of the source topic counts (duplicates, retries and losers alike), placed as
+the raw lake places it (onepipe.agents.verify.raw): by the day of its ``partition_time``
+field (onepipe.schemas.partition_day over the column's Arrow type,
+onepipe.sinks.formats.raw's mapping), else - value undecodable, or the field null - by its
+Kafka timestamp. Only the ``partition_time`` field is decoded: fastavro resolves each
+writer schema against a one-field projection of the latest reader schema, both with
+logical types stripped (so no datetime, date or Decimal is made: values stay ints, and the
+Arrow cast to the column's type gives them their unit back; the stripped writers are
+parsed once per schema id). For ``partition_time: kafka`` nothing is decoded: a record is
+undecodable when its value is not a framed message of a known schema (known gap: the raw
+lake calls a framed value whose body does not decode undecodable too; both count the
+record in the same day all the same).
 """
 
 from __future__ import annotations

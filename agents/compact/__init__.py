@@ -22,10 +22,11 @@ Contract:
   (config.py); no day is ever held in Python objects.
 """
 
-from onepipe.agents.compact.compactor import CompactionReport, Compactor, DayTaskDispatcher
+from onepipe.agents.compact.compactor import Compactor
 from onepipe.agents.compact.config import CompactionConfig
 from onepipe.agents.compact.day import DayExecutor
 from onepipe.agents.compact.pool import DayTaskWorker, KafkaDayDispatcher, TaskOutcome
+from onepipe.agents.compact.run import CompactionReport, DayTaskDispatcher
 from onepipe.agents.compact.schedule import CompactionScheduler
 
 __all__ = ["CompactionConfig", "CompactionReport", "CompactionScheduler", "Compactor",

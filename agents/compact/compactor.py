@@ -1,13 +1,14 @@
 """Compactor ("Copydog"): ``raw/<topic>/`` into the clean lake, one unique row per key.
 
 Contract:
-- In: raw files of one topic (onepipe.sinks.lake.raw_layout). Out: ``clean/<topic>/date=<D>/v<N>/``
-  files and manifest ``N`` (onepipe.sinks.lake.clean_manifest). Per day, one row per unique key - the
-  key's *global* winner under the topic's merge rule, over every version ever archived -
-  placed in the day of the winner's ``partition_time`` and sorted by the key columns. A
-  key whose new winner falls in another day than its previous winner is removed from the
-  old day (which gets a new version too). A topic without key keeps every decodable
-  record once (by partition and offset), sorted by (partition time, partition, offset).
+- In: raw files of one topic (onepipe.sinks.lake.raw_layout). Out:
+  ``clean/<topic>/date=<D>/v<N>/`` files and manifest ``N``
+  (onepipe.sinks.lake.clean_manifest). Per day, one row per unique key - the key's
+  *global* winner under the topic's merge rule, over every version ever archived - placed
+  in the day of the winner's ``partition_time`` and sorted by the key columns. A key whose
+  new winner falls in another day than its previous winner is removed from the old day
+  (which gets a new version too). A topic without key keeps every decodable record once
+  (by partition and offset), sorted by (partition time, partition, offset).
 - Clean rows keep every raw column (the ``_kafka_*`` bytes and provenance, for re-merging
   and exact replay) plus the typed columns; columns a newer schema added are null in rows
   merged before (union by name). Rows that did not decode, or lack a key field or their
@@ -51,11 +52,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import duckdb
 
@@ -72,6 +72,7 @@ from onepipe.agents.compact.plan import (
     shape_for,
     trim_filter,
 )
+from onepipe.agents.compact.run import CompactionReport, DayTaskDispatcher, OnDayWritten
 from onepipe.agents.compact.workdir import (
     claim_run_dir,
     connect,
@@ -103,50 +104,6 @@ from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.sinks.lake.store import LakeStore
 
 log = logging.getLogger(__name__)
-
-#: Called after each day's files are in the lake, before the manifest commit (tests use
-#: it to crash a run at that point).
-OnDayWritten = Callable[[DayTask, tuple[str, ...]], Awaitable[None]]
-
-
-class DayTaskDispatcher(Protocol):
-    """Runs the staged day tasks of one planning run somewhere; one result per task.
-
-    Returns the :class:`DayVersion` of each task, in task order, whose files are in the
-    lake (named with the task's run id and any attempt id); raises if a task could not be
-    executed at all. The compactor publishes exactly the returned files.
-    """
-
-    async def run(self, tasks: list[DayTask]) -> list[DayVersion]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CompactionReport:
-    """What one :meth:`Compactor.run` did."""
-
-    #: Kafka topic.
-    topic: str
-    #: The manifest seq published, or None when there was nothing to do.
-    seq: int | None
-    #: Days that got a new version, sorted.
-    days_written: tuple[str, ...] = ()
-    #: Raw records (offsets) merged by this run.
-    rows_in: int = 0
-    #: Rows in the day versions written.
-    rows_out: int = 0
-    #: Merged records whose value did not decode (left out of clean).
-    undecodable: int = 0
-    #: Merged records that decoded but lack a key field or partition time (left out).
-    incomplete: int = 0
-    #: Raw files merged.
-    raw_files: int = 0
-    #: Superseded and orphaned clean files (and stale staged inputs) deleted.
-    files_deleted: int = 0
-    #: Attempts (1 + commits lost to another compactor).
-    attempts: int = 1
-    #: Wall-clock seconds.
-    duration_seconds: float = 0.0
-
 
 @dataclass(slots=True)
 class _Merge:

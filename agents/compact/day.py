@@ -3,11 +3,11 @@
 Contract:
 - :meth:`DayExecutor.run` writes version ``task.version`` of ``task.date`` to the lake as
   clean files named with the task's run id and the given ``attempt`` id
-  (onepipe.sinks.lake.clean_layout) and returns their :class:`~onepipe.sinks.lake.clean_manifest.DayVersion`. It
-  publishes nothing: only the planning run's manifest commit can reference the files.
-  Two executions of one task with different attempt ids write disjoint files; the one
-  the manifest does not reference is an orphan the compactor's sweep deletes once a
-  manifest ``>= task.version`` exists.
+  (onepipe.sinks.lake.clean_layout) and returns their
+  :class:`~onepipe.sinks.lake.clean_manifest.DayVersion`. It publishes nothing: only the
+  planning run's manifest commit can reference the files. Two executions of one task with
+  different attempt ids write disjoint files; the one the manifest does not reference is
+  an orphan the compactor's sweep deletes once a manifest ``>= task.version`` exists.
 - Inputs: ``task.old_files`` (clean files, lake paths) and the winners/keys files - local
   files of the planning run, or (``task.staged``) lake paths. Lake paths are read in place
   on a local lake and downloaded once into ``<work_dir>/cache`` on S3.

@@ -7,7 +7,7 @@ Contract:
   a metadata request for a missing topic auto-creates it with the wrong partition count)
   by whichever side starts first; results are kept for a day (``retention.ms``).
 - :class:`KafkaDayDispatcher` (the coordinator side, a
-  :class:`~onepipe.agents.compact.compactor.DayTaskDispatcher`) sends the staged tasks of one planning
+  :class:`~onepipe.agents.compact.run.DayTaskDispatcher`) sends the staged tasks of one planning
   run, spread round-robin over the task partitions from a random one, each naming the
   results partition this dispatcher reads. It reads that partition from the fetch high
   watermark found at start (a fetch, never ListOffsets, which tansu answers wrongly), so

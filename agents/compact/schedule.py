@@ -5,22 +5,21 @@ Contract:
   looks at the registry's topics (onepipe.tables.registry_store state, followed live); for each
   topic with anything under ``raw/<topic>/`` it runs one
   :class:`~onepipe.agents.compact.compactor.Compactor` - through the worker pool when given a
-  :class:`~onepipe.agents.compact.compactor.DayTaskDispatcher`, locally otherwise. Topics run one after
+  :class:`~onepipe.agents.compact.run.DayTaskDispatcher`, locally otherwise. Topics run one after
   the other; a topic that fails is logged and retried at the next interval, the others
   go on.
-- **One run per topic per interval across workers**, cheaply: before compacting, a
-  worker claims the slot with ``put_if_absent`` of
-  ``clean/<topic>/_schedule/<slot>.json`` (slot = ``floor(now / interval)``,
-  onepipe.sinks.lake.clean_layout). Exactly one worker creates each claim (onepipe.sinks.lake.store), so only
-  it runs; the others skip the topic until the next slot. The winner deletes older
-  claims. Why a claim in the lake, and not a hash share of topics per worker: it needs
-  no membership knowledge (the share would follow the ``<app_id>-compact`` group, which
-  is absent when task workers are off, and wrong during rebalances), works the same on a
-  folder and on S3, and has a natural expiry - a winner that crashes holds its slot only
-  until the next one. What it does not prevent: clocks that disagree across a slot
-  boundary, or a run longer than the interval, can start a second run of a topic. That
-  is safe (the manifest commit lets one win, the other re-plans: onepipe.agents.compact.compactor) and
-  only wasteful.
+- **One run per topic per interval across workers**, cheaply: before compacting, a worker
+  claims the slot with ``put_if_absent`` of ``clean/<topic>/_schedule/<slot>.json`` (slot
+  = ``floor(now / interval)``, onepipe.sinks.lake.clean_layout). Exactly one worker
+  creates each claim (onepipe.sinks.lake.store), so only it runs; the others skip the
+  topic until the next slot. The winner deletes older claims. Why a claim in the lake, and
+  not a hash share of topics per worker: it needs no membership knowledge (the share would
+  follow the ``<app_id>-compact`` group, which is absent when task workers are off, and
+  wrong during rebalances), works the same on a folder and on S3, and has a natural expiry:
+  a winner that crashes holds its slot only until the next one. What it does not
+  prevent: clocks that disagree across a slot boundary, or a run longer than the interval,
+  can start a second run of a topic. That is safe (the manifest commit lets one win, the
+  other re-plans: onepipe.agents.compact.compactor) and only wasteful.
 - ``interval`` 0 turns the scheduler off (start does nothing). start/stop are
   idempotent; stop cancels a run in progress (it publishes nothing; its files are swept
   by a later run).
@@ -37,12 +36,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from onepipe.agents.compact.compactor import (
-    CompactionConfig,
-    CompactionReport,
-    Compactor,
-    DayTaskDispatcher,
-)
+from onepipe.agents.compact.compactor import Compactor
+from onepipe.agents.compact.config import CompactionConfig
+from onepipe.agents.compact.run import CompactionReport, DayTaskDispatcher
 from onepipe.schemas.errors import NotFoundError, OnepipeError
 from onepipe.sinks.lake.clean_layout import claim_path, claim_prefix, parse_claim_path
 from onepipe.sinks.lake.raw_layout import raw_topic_prefix

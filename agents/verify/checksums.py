@@ -12,10 +12,10 @@
   quiet topic, or expect the table to trail a busy one by the agent's lag. Hour records
   (``<p>/<day>T<HH>``) and raw counts (``<p>/<day>/raw``) are not day figures.
 - The same read also fills ``raw_counts`` (day -> :class:`RawCount`: every source record
-  placed in the day, partitions summed; onepipe.agents.verify.compare compares ``records`` with the raw
-  lake's) and ``hour_figures`` (``YYYY-MM-DDTHH`` -> figures; not compared by verify,
-  which compares days), and ``source_offsets`` (source partition -> the lowest offset its
-  raw counts are as of).
+  placed in the day, partitions summed; onepipe.agents.verify.compare compares ``records``
+  with the raw lake's) and ``hour_figures`` (``YYYY-MM-DDTHH`` -> figures; not compared by
+  verify, which compares days), and ``source_offsets`` (source partition -> the lowest
+  offset its raw counts are as of).
 - The drill-down (``bucket_summaries``, ``keys``) is answered by the ``.unique`` stream
   source given: the table keeps per-key contributions only in the workers' local
   RocksDB (spread over the members of the group, not reachable from a verify run), and
@@ -29,19 +29,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRecord
 
 from onepipe.agents.verify.sources import BucketSummary, DayRange, KeyRows
 from onepipe.agents.verify.stream import StreamSource
-from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.topic_names import checksums_topic
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.tables.checksum.published import window_of
-from onepipe.tables.checksum.store import RawCount
+from onepipe.tables.checksum import RawCount, window_of
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.topics import read_to_end, topic_exists
+from onepipe.tables.kafka.topics import read_topic, topic_exists
 
 __all__ = ["ChecksumTableSource"]
 
@@ -76,23 +73,7 @@ class ChecksumTableSource:
                 if r.key is not None:
                     latest[r.key] = orjson.loads(r.value) if r.value is not None else None
 
-        consumer = self.kafka.reader("onepipe-verify")
-        try:
-            await consumer.start()
-            if self.topic not in await consumer.topics():  # listing: creates nothing
-                return {}
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            if tps:
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-            for tp in tps:
-                await read_to_end(consumer, tp, keep)
-        except (KafkaError, OSError) as exc:
-            raise BrokerError(f"could not read {self.topic} on {self.kafka.bootstrap}: {exc!r}"
-                              ) from exc
-        finally:
-            await consumer.stop()
+        await read_topic(self.kafka, self.topic, keep, client_id="onepipe-verify")
         return {k: v for k, v in latest.items() if v is not None}
 
     async def figures(self, days: DayRange | None) -> dict[str, DayFigures]:

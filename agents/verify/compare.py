@@ -61,7 +61,7 @@ from onepipe.schemas.registry_state import RegistryState
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.sinks.lake.clean_manifest import load_latest
 from onepipe.sinks.lake.store import LakeStore
-from onepipe.tables.checksum.store import RawCount
+from onepipe.tables.checksum import RawCount
 from onepipe.tables.kafka.clients import KafkaClients
 
 __all__ = ["DEFAULT_LIMIT", "DayReport", "DifferingKey", "FigureCheck", "VerifyReport",

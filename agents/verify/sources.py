@@ -2,11 +2,12 @@
 
 Contract of a :class:`VerifySource` (one system holding a topic's deduplicated rows):
 
-- ``figures(days)`` gives the :class:`~onepipe.schemas.figures.DayFigures` (rows, keys, sums,
-  checksum) of each day the system holds within ``days`` (a :class:`DayRange`, bounds
-  inclusive, ``None`` for all), computed with *the* figures module over Arrow data and
-  the topic's spec (onepipe.sinks.formats.checksum_spec.spec_for), so equal data gives equal figures in
-  every system. A day it does not hold is absent (the caller reads it as zero).
+- ``figures(days)`` gives the :class:`~onepipe.schemas.figures.DayFigures` (rows, keys,
+  sums, checksum) of each day the system holds within ``days`` (a :class:`DayRange`,
+  bounds inclusive, ``None`` for all), computed with *the* figures module over Arrow data
+  and the topic's spec (onepipe.sinks.formats.topic_view.spec_for), so equal data gives
+  equal figures in every system. A day it does not hold is absent (the caller reads it as
+  zero).
 - The drill-down works on **key hashes**: ``row_hashes`` over a spec of the key fields
   only (:attr:`TopicView.key_spec`), so every system hashes a key alike.
   ``bucket_summaries(day, buckets)`` answers, per bucket (the top ``bits`` bits of the key
@@ -43,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from onepipe.schemas.checksum import ChecksumSpec, row_hashes, select_columns
+from onepipe.schemas.checksum import row_hashes, select_columns
+from onepipe.schemas.checksum_spec import ChecksumSpec
 from onepipe.schemas.errors import CompactionError, LakeObjectNotFound
 from onepipe.schemas.figures import DayFigures, figures
 from onepipe.sinks.formats.topic_view import TopicView

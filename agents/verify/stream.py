@@ -39,7 +39,7 @@ from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.topics import read_to_end, topic_exists
+from onepipe.tables.kafka.topics import read_topic, topic_exists
 
 __all__ = ["SourceGapLocator", "StreamSource"]
 
@@ -85,10 +85,6 @@ class _Decoder:
 
 def _message(r: ConsumerRecord[Any, Any]) -> _Message:
     return _Message(r.partition, r.offset, r.timestamp, r.key, r.value)
-
-
-def _kafka_error(where: str, kafka: KafkaClients, exc: BaseException) -> BrokerError:
-    return BrokerError(f"could not read {where} on {kafka.bootstrap}: {exc!r}")
 
 
 class StreamSource(ArrowDays):
@@ -140,7 +136,6 @@ class StreamSource(ArrowDays):
         return self._days
 
     async def _read(self) -> list[_Message]:
-        consumer = self.kafka.reader("onepipe-verify")
         winners: dict[bytes, _Message] = {}
 
         def fold(records: list[ConsumerRecord[Any, Any]]) -> None:
@@ -149,20 +144,7 @@ class StreamSource(ArrowDays):
                 if r.key is not None:  # the dedup agent always keys .unique
                     winners[r.key] = _message(r)
 
-        try:
-            await consumer.start()
-            await consumer.topics()  # load metadata for every topic (no auto-creation)
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            if tps:
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-            for tp in tps:
-                await read_to_end(consumer, tp, fold)
-        except (KafkaError, OSError) as exc:
-            raise _kafka_error(self.topic, self.kafka, exc) from exc
-        finally:
-            await consumer.stop()
+        await read_topic(self.kafka, self.topic, fold, client_id="onepipe-verify")
         return list(winners.values())
 
     def _by_day(self, winners: list[_Message]) -> dict[str, pa.Table]:
@@ -215,7 +197,8 @@ class SourceGapLocator:
                 if position > last or (highwater is not None and position >= highwater):
                     break
         except (KafkaError, OSError) as exc:
-            raise _kafka_error(f"{topic}[{partition}]@{first}", self.kafka, exc) from exc
+            raise BrokerError(f"could not read {topic}[{partition}]@{first} on "
+                              f"{self.kafka.bootstrap}: {exc!r}") from exc
         finally:
             await consumer.stop()
         if not found:

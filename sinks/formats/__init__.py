@@ -4,7 +4,8 @@ Contract:
 
 - :mod:`~onepipe.sinks.formats.arrow_types`: every Avro type (logical types included) as
   one Arrow type, the mapping the raw lake, the clean lake, the figures and the sinks
-  share, so a value has one column type everywhere.
+  share, so a value has one column type everywhere; the per-value conversions it needs
+  are in :mod:`~onepipe.sinks.formats.arrow_values`.
 - :mod:`~onepipe.sinks.formats.raw`: the raw lake's Parquet file - one row per Kafka
   record, its exact key and value bytes (the source of truth for replay) beside typed
   columns decoded with the topic's latest schema; undecodable values keep their bytes.

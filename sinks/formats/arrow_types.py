@@ -50,32 +50,40 @@ The archived value bytes stay the exact source either way.
 
 Arrow types cannot refer to themselves, so a reference to a named type from inside its
 own definition (a linked list's ``next``, a tree's ``children``) becomes a string column
-holding that value as JSON (orjson; bytes as ISO-8859-1 text like Avro's JSON encoding,
-decimals as text, unions unwrapped as fastavro returns them). Everything outside the
-recursive reference stays typed.
+holding that value as JSON (:func:`onepipe.sinks.formats.arrow_values.to_json`). Everything
+outside the recursive reference stays typed. The per-value conversions and the tests that
+choose a union branch live in :mod:`onepipe.sinks.formats.arrow_values`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, time
 from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
-import orjson
 import pyarrow as pa
 
 from onepipe.schemas.errors import SchemaError
-
-#: Turns one fastavro value (or None) into what ``pa.array`` takes for the Arrow type.
-Convert = Callable[[Any], Any]
-Accepts = Callable[[Any], bool]
+from onepipe.sinks.formats.arrow_values import (
+    Accepts,
+    Convert,
+    accepts_aware,
+    accepts_int,
+    accepts_int_or_datetime,
+    accepts_naive,
+    decimal_text,
+    is_type,
+    list_convert,
+    map_convert,
+    struct_convert,
+    to_json,
+    to_str,
+)
 
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 _DECIMAL128_MAX = 38
 _DECIMAL256_MAX = 76
-_INT32 = range(-(2**31), 2**31)
 
 
 class Mapped(NamedTuple):
@@ -112,8 +120,8 @@ def relax_nullability(arrow_type: pa.DataType) -> pa.DataType:
     """``arrow_type`` with every nested field nullable (map keys excepted: never null).
 
     Raw files declare nested fields nullable even where Avro cannot be null: a batch
-    decoder (onepipe.sinks.formats.avro_batch) marks the children of a null struct null, and a column
-    must not depend on which decoder made it.
+    decoder (onepipe.sinks.formats.avro_batch) marks the children of a null struct null,
+    and a column must not depend on which decoder made it.
     """
     if pa.types.is_struct(arrow_type):
         return pa.struct([pa.field(f.name, relax_nullability(f.type)) for f in arrow_type])
@@ -128,79 +136,31 @@ def relax_nullability(arrow_type: pa.DataType) -> pa.DataType:
     return arrow_type
 
 
-# --- value helpers --------------------------------------------------------------------
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")  # Avro's JSON encoding of bytes: one char per byte
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def to_json(value: Any) -> str | None:
-    """The JSON text of a fastavro value (None stays None)."""
-    if value is None:
-        return None
-    return orjson.dumps(value, default=_json_default).decode()
-
-
-def _to_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _decimal_text(value: Any) -> str | None:
-    if value is None or isinstance(value, Decimal | str):
-        return _to_str(value)
-    return bytes(value).hex()  # a decimal fastavro did not decode: keep its bytes visible
-
-
-def _is_type(kind: type) -> Accepts:
-    return lambda v: type(v) is kind
-
-
-def _accepts_int(v: Any) -> bool:
-    return type(v) is int and v in _INT32
-
-
-def _accepts_aware(v: Any) -> bool:
-    return type(v) is datetime and v.tzinfo is not None
-
-
-def _accepts_naive(v: Any) -> bool:
-    return type(v) is datetime and v.tzinfo is None
-
-
-def _accepts_int_or_datetime(v: Any) -> bool:
-    return type(v) is int or type(v) is datetime
-
-
 # --- the walk -------------------------------------------------------------------------
 
 _PRIMITIVES: dict[str, tuple[pa.DataType, Accepts]] = {
     "null": (pa.null(), lambda v: v is None),
-    "boolean": (pa.bool_(), _is_type(bool)),
-    "int": (pa.int32(), _accepts_int),
-    "long": (pa.int64(), _is_type(int)),
-    "float": (pa.float32(), _is_type(float)),
-    "double": (pa.float64(), _is_type(float)),
-    "bytes": (pa.binary(), _is_type(bytes)),
-    "string": (pa.string(), _is_type(str)),
+    "boolean": (pa.bool_(), is_type(bool)),
+    "int": (pa.int32(), accepts_int),
+    "long": (pa.int64(), is_type(int)),
+    "float": (pa.float32(), is_type(float)),
+    "double": (pa.float64(), is_type(float)),
+    "bytes": (pa.binary(), is_type(bytes)),
+    "string": (pa.string(), is_type(str)),
 }
 
 # (base type, logicalType) -> (Arrow type, accepts, convert); decimal is handled apart.
 _LOGICAL: dict[tuple[str, str], tuple[pa.DataType, Accepts, Convert | None]] = {
-    ("int", "date"): (pa.date32(), _is_type(date), None),
-    ("int", "time-millis"): (pa.time32("ms"), _is_type(time), None),
-    ("long", "time-micros"): (pa.time64("us"), _is_type(time), None),
-    ("long", "timestamp-millis"): (pa.timestamp("ms", tz="UTC"), _accepts_aware, None),
-    ("long", "timestamp-micros"): (pa.timestamp("us", tz="UTC"), _accepts_aware, None),
-    ("long", "timestamp-nanos"): (pa.timestamp("ns", tz="UTC"), _accepts_int_or_datetime, None),
-    ("long", "local-timestamp-millis"): (pa.timestamp("ms"), _accepts_naive, None),
-    ("long", "local-timestamp-micros"): (pa.timestamp("us"), _accepts_naive, None),
-    ("long", "local-timestamp-nanos"): (pa.timestamp("ns"), _accepts_int_or_datetime, None),
-    ("string", "uuid"): (pa.string(), lambda v: isinstance(v, UUID | str), _to_str),
+    ("int", "date"): (pa.date32(), is_type(date), None),
+    ("int", "time-millis"): (pa.time32("ms"), is_type(time), None),
+    ("long", "time-micros"): (pa.time64("us"), is_type(time), None),
+    ("long", "timestamp-millis"): (pa.timestamp("ms", tz="UTC"), accepts_aware, None),
+    ("long", "timestamp-micros"): (pa.timestamp("us", tz="UTC"), accepts_aware, None),
+    ("long", "timestamp-nanos"): (pa.timestamp("ns", tz="UTC"), accepts_int_or_datetime, None),
+    ("long", "local-timestamp-millis"): (pa.timestamp("ms"), accepts_naive, None),
+    ("long", "local-timestamp-micros"): (pa.timestamp("us"), accepts_naive, None),
+    ("long", "local-timestamp-nanos"): (pa.timestamp("ns"), accepts_int_or_datetime, None),
+    ("string", "uuid"): (pa.string(), lambda v: isinstance(v, UUID | str), to_str),
 }
 
 
@@ -268,14 +228,14 @@ class _Walker:
             return self._fixed(node)
         if kind == "array":
             item = self.walk(node["items"], ns)
-            conv = _list_convert(item.convert) if item.convert else None
+            conv = list_convert(item.convert) if item.convert else None
             return Mapped(pa.list_(pa.field("element", item.type, nullable=item.nullable)),
-                          False, conv, "array", _is_type(list))
+                          False, conv, "array", is_type(list))
         if kind == "map":
             value = self.walk(node["values"], ns)
-            conv = _map_convert(value.convert) if value.convert else None
+            conv = map_convert(value.convert) if value.convert else None
             arrow = pa.map_(pa.string(), pa.field("value", value.type, nullable=value.nullable))
-            return Mapped(arrow, False, conv, "map", _is_type(dict))
+            return Mapped(arrow, False, conv, "map", is_type(dict))
         if isinstance(kind, str) and kind in _PRIMITIVES:
             return _logical(kind, node)
         return self.walk(kind, ns)  # {"type": "Name"} or {"type": {...}}
@@ -303,7 +263,7 @@ class _Walker:
             return Mapped(pa.null(), True, lambda v: None, label, accepts)
         arrow = pa.struct([pa.field(n, m.type, nullable=m.nullable) for n, m in children])
         convs = [(n, m.convert) for n, m in children]
-        conv = _struct_convert(convs) if any(c for _, c in convs) else None
+        conv = struct_convert(convs) if any(c for _, c in convs) else None
         return Mapped(arrow, False, conv, label, accepts)
 
     def _fixed(self, node: dict[str, Any]) -> Mapped:
@@ -390,27 +350,4 @@ def _decimal(node: dict[str, Any]) -> Mapped:
         if precision <= _DECIMAL256_MAX:
             return Mapped(pa.decimal256(precision, scale), False, None, "bytes", accepts)
     # Wider than Arrow's widest decimal (or not a valid decimal): exact text instead.
-    return Mapped(pa.string(), False, _decimal_text, "bytes", accepts)
-
-
-def _list_convert(item: Convert) -> Convert:
-    def convert(v: Any) -> Any:
-        return None if v is None else [item(x) for x in v]
-
-    return convert
-
-
-def _map_convert(value: Convert) -> Convert:
-    def convert(v: Any) -> Any:
-        return None if v is None else {k: value(x) for k, x in v.items()}
-
-    return convert
-
-
-def _struct_convert(children: list[tuple[str, Convert | None]]) -> Convert:
-    def convert(v: Any) -> Any:
-        if v is None:
-            return None
-        return {name: conv(v[name]) if conv else v[name] for name, conv in children}
-
-    return convert
+    return Mapped(pa.string(), False, decimal_text, "bytes", accepts)

@@ -15,11 +15,11 @@ Contract of a raw file (what :func:`build_raw_table` and :func:`encode_parquet` 
   that does not decode is still archived, bytes intact, with nulls in every typed column:
   the archive never drops or stalls on a bad record.
 - Then one typed column per top-level field of the *reader* schema, named like the field,
-  holding the value decoded into the reader's shape (see :mod:`onepipe.sinks.formats.arrow_types` for the
-  type mapping). All typed columns, and every field nested in them, are nullable. A
-  non-record reader schema gives no typed columns; the bytes still hold everything. The
-  reader schema's text is kept in the Arrow schema metadata under
-  ``onepipe.reader_schema``.
+  holding the value decoded into the reader's shape (see
+  :mod:`onepipe.sinks.formats.arrow_types` for the type mapping). All typed columns, and
+  every field nested in them, are nullable. A non-record reader schema gives no typed
+  columns; the bytes still hold everything. The reader schema's text is kept in the Arrow
+  schema metadata under ``onepipe.reader_schema``.
 
 Parquet: zstd, one row group per :data:`ROW_GROUP_ROWS` rows, column statistics on (so
 readers prune on ``_kafka_offset`` and ``_kafka_timestamp``), the Arrow schema stored (so
@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.errors import SchemaError
-from onepipe.sinks.formats.arrow_types import Convert, record_fields
+from onepipe.sinks.formats.arrow_types import record_fields
+from onepipe.sinks.formats.arrow_values import Convert
 
 #: Rows per Parquet row group: big enough for good compression, small enough to prune.
 ROW_GROUP_ROWS = 128 * 1024

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.checksum import ChecksumSpec, make_spec
+from onepipe.schemas.checksum_spec import ChecksumSpec, make_spec
 from onepipe.schemas.errors import SchemaError
 from onepipe.schemas.merge import OFFSET_COLUMN, PARTITION_COLUMN
 from onepipe.schemas.metadata import KAFKA_TIMESTAMP, TopicMetadata

@@ -2,10 +2,10 @@
 
 Contract:
 - The manifest of a topic is a log of objects ``clean/<topic>/_manifest/<seq>.json``
-  (onepipe.sinks.lake.clean_layout), each a **full snapshot** (:class:`Manifest`): per day the current
-  version and its exact file list, the raw watermark per partition, and the files of
-  superseded versions still kept for readers. The highest ``seq`` is the current state;
-  ``seq`` 0 (no object) is the empty lake.
+  (onepipe.sinks.lake.clean_layout), each a **full snapshot** (:class:`Manifest`): per day
+  the current version and its exact file list, the raw watermark per partition, and the
+  files of superseded versions still kept for readers. The highest ``seq`` is the current
+  state; ``seq`` 0 (no object) is the empty lake.
 - **Publishing is atomic.** Data files are written first, under names no manifest
   references yet; :func:`commit` then creates ``seq`` with ``put_if_absent`` (S3
   ``If-None-Match: *``, a hard link locally). Exactly one writer creates each ``seq``; a

@@ -13,3 +13,18 @@ Contract:
 - **Published form** (published.py): the keys and JSON values of ``<topic>.checksums``,
   written by the checksum agent and read back by ``verify``; the one format both share.
 """
+
+from onepipe.tables.checksum.fold import (
+    Contribution,
+    FoldResult,
+    RawCount,
+    contributions,
+    count_raw,
+    fold,
+)
+from onepipe.tables.checksum.published import Message, fold_messages, raw_messages, window_of
+from onepipe.tables.checksum.store import ChecksumStore, ChecksumStoreClosedError, RawCountStore
+
+__all__ = ["ChecksumStore", "ChecksumStoreClosedError", "Contribution", "FoldResult", "Message",
+           "RawCount", "RawCountStore", "contributions", "count_raw", "fold", "fold_messages",
+           "raw_messages", "window_of"]

@@ -24,7 +24,7 @@ import orjson
 
 from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.partition_day import day_name, hour_name
-from onepipe.tables.checksum.store import RawCount
+from onepipe.tables.checksum.fold import RawCount
 
 __all__ = ["Message", "fold_messages", "raw_messages", "window_of"]
 

@@ -11,10 +11,11 @@ Contract:
 - :func:`read_to_end` reads a partition to the *fetch high watermark*, never to
   ``end_offsets()``: tansu answers ListOffsets(latest) wrongly (DESIGN.md), and the high
   watermark is what Kafka's own lag metrics use, correct on Apache Kafka too. Registry
-  replay, state recovery, lag and ``verify`` all read "to the end" through it.
+  replay, state recovery, lag and ``verify`` all read "to the end" through it;
+  :func:`read_topic` reads every partition of a topic that way.
 """
 
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.topics import ensure_topic, read_to_end, topic_exists
+from onepipe.tables.kafka.topics import ensure_topic, read_to_end, read_topic, topic_exists
 
-__all__ = ["KafkaClients", "ensure_topic", "read_to_end", "topic_exists"]
+__all__ = ["KafkaClients", "ensure_topic", "read_to_end", "read_topic", "topic_exists"]

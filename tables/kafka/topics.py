@@ -57,6 +57,38 @@ async def ensure_topic(
         await admin.close()
 
 
+async def read_topic(
+    kafka: KafkaClients,
+    topic: str,
+    on_batch: Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None] | None],
+    *,
+    client_id: str = "onepipe-reader",
+) -> bool:
+    """Read every partition of ``topic`` from its beginning to its fetch high watermark.
+
+    False (nothing read) when the topic does not exist: it is looked up in a whole-cluster
+    listing, never named in a metadata request (that would create it). Kafka errors
+    become :class:`BrokerError` naming the topic and the broker.
+    """
+    consumer = kafka.reader(client_id)
+    try:
+        await consumer.start()
+        if topic not in await consumer.topics():
+            return False
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                         or ())]
+        if tps:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            await read_to_end(consumer, tp, on_batch)
+        return True
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"could not read {topic} on {kafka.bootstrap}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+
+
 async def topic_exists(kafka: KafkaClients, topic: str) -> bool:
     """Whether ``topic`` exists, from a whole-cluster listing (never auto-creates it)."""
     consumer = kafka.reader("onepipe-topics")

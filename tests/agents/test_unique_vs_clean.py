@@ -29,7 +29,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from onepipe.agents.archive.agent import ArchiveAgent
-from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+from onepipe.agents.compact import CompactionConfig, Compactor
 from onepipe.agents.dedup.agent import DedupAgent
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.codec import frame

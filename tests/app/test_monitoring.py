@@ -78,8 +78,8 @@ async def test_a_paused_consumer_is_flagged_stuck_and_recovers(broker: str) -> N
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=50)
     await consumer.start()
-    monitor = LagMonitor(kafka_for(broker), [group], lambda: [topic], interval=1.0, stuck_after=60.0,
-                         clock=clock)
+    monitor = LagMonitor(kafka_for(broker), [group], lambda: [topic], interval=1.0,
+                         stuck_after=60.0, clock=clock)
     try:
         # The group reads p0 and p1; it never touches p2 (never committed, no new records).
         consumer.assign([p0, p1])

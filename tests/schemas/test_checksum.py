@@ -25,14 +25,12 @@ from hypothesis import strategies as st
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.checksum import (
     CHECKSUM_VERSION,
-    ChecksumSpec,
     canonical_rows,
     checksum,
     encode_value,
-    hash_type,
-    make_spec,
     row_hashes,
 )
+from onepipe.schemas.checksum_spec import ChecksumSpec, hash_type, make_spec
 from onepipe.schemas.errors import SchemaError
 from onepipe.schemas.exact_sum import ExactSum
 from onepipe.schemas.figures import DayFigures, distinct_keys, figures, sums

@@ -28,8 +28,8 @@ from onepipe.schemas.metadata import (
     TopicMetadata,
     metadata_from_dict,
     metadata_to_dict,
-    validate_against_schema,
 )
+from onepipe.schemas.metadata_checks import validate_against_schema
 from onepipe.schemas.sizes import UNITS, parse_byte_size
 
 DESIGN_EXAMPLE = """\

@@ -1,4 +1,5 @@
-"""onepipe.schemas.partition_day against the compactor's SQL (onepipe.agents.compact.plan Shape.day).
+"""onepipe.schemas.partition_day against the compactor's SQL (onepipe.agents.compact.plan
+Shape.day).
 
 Both must put every row in the same UTC day, or verify's stream and raw figures would
 not line up with the clean lake's days. Edge cases: epoch millis, micros, date, the

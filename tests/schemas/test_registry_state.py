@@ -6,6 +6,7 @@ import pytest
 
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.errors import IncompatibleSchemaError, InvalidVersionError, NotFoundError
+from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion, parse_version
 
 
@@ -129,3 +130,19 @@ def test_decision_keys_are_unique_so_compaction_keeps_accepted_ones() -> None:
     state.apply(0, first.value)
     state.apply(1, again.value)
     assert state.versions("s") == [1]
+
+
+def test_metadata_is_parsed_once_and_a_bad_record_keeps_the_previous_entry() -> None:
+    state = RegistryState()
+    good = {"key": ["id"], "partitions": 3}
+    assert state.apply(0, {"type": "metadata", "topic": "t", "metadata": good})
+    meta = state.topic_metadata("t")
+    assert isinstance(meta, TopicMetadata)
+    assert (meta.key, meta.partitions) == (("id",), 3)
+    generation = state.generation
+    # A field this worker does not know (written by a newer one, or by hand): skipped.
+    assert not state.apply(1, {"type": "metadata", "topic": "t",
+                               "metadata": {**good, "retention": "7d"}})
+    assert state.topic_metadata("t") is meta and state.generation == generation
+    assert not state.apply(2, {"type": "metadata", "topic": "bad name!", "metadata": good})
+    assert set(state.topics) == {"t"}

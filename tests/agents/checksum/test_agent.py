@@ -24,14 +24,15 @@ import pyarrow.compute as pc
 
 from onepipe.agents.checksum.agent import ChecksumAgent
 from onepipe.agents.checksum.raw import RawPlacer
-from onepipe.agents.compact.compactor import Compactor
+from onepipe.agents.compact import Compactor
 from onepipe.agents.verify.checksums import ChecksumTableSource
 from onepipe.agents.verify.compare import verify_registered
 from onepipe.agents.verify.sources import TopicView
 from onepipe.agents.verify.stream import StreamSource
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.avro_schema import parse_schema
-from onepipe.schemas.checksum import ChecksumSpec, make_spec, row_hashes
+from onepipe.schemas.checksum import row_hashes
+from onepipe.schemas.checksum_spec import ChecksumSpec, make_spec
 from onepipe.schemas.codec import encode
 from onepipe.schemas.figures import DayFigures, figures
 from onepipe.schemas.metadata import TopicMetadata
@@ -46,7 +47,7 @@ from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.clean_reader import read_clean
 from onepipe.sinks.lake.inventory import raw_inventory
-from onepipe.tables.checksum.store import (
+from onepipe.tables.checksum import (
     ChecksumStore,
     Contribution,
     RawCount,

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from onepipe.agents.compact.compactor import CompactionReport, Compactor
+from onepipe.agents.compact import CompactionReport, Compactor
 from onepipe.agents.compact.plan import DayTask, select_raw
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.metadata import TopicMetadata, metadata_from_dict
@@ -318,7 +318,7 @@ async def test_crash_before_commit_then_rerun(local_lake: LakeStore, tmp_path: P
 _KILLED_RUN = """
 import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
-from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+from onepipe.agents.compact import CompactionConfig, Compactor
 from pathlib import Path
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.metadata import metadata_from_dict

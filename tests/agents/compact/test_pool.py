@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from onepipe.agents.compact.compactor import CompactionConfig, Compactor
+from onepipe.agents.compact import CompactionConfig, Compactor
 from onepipe.agents.compact.day import DayExecutor
 from onepipe.agents.compact.messages import (
     DayResult,

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from onepipe.agents.compact.compactor import Compactor
+from onepipe.agents.compact import Compactor
 from onepipe.agents.verify.compare import day_range, verify_registered, verify_topic
 from onepipe.agents.verify.sources import CleanLakeSource, DayRange, TopicView
 from onepipe.app.runtime import Runtime
