@@ -43,7 +43,6 @@ from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import (
     archive_group,
     dedup_group,
-    is_derived,
     repartition_topic,
     source_of_repartition,
     source_of_unique,
@@ -59,8 +58,8 @@ log = logging.getLogger(__name__)
 
 
 def source_topics(topic: str) -> bool:
-    """The registered topics themselves, none derived from them."""
-    return not is_derived(topic)
+    """The registered topics themselves, not the dedup agent's topics derived from them."""
+    return source_of_unique(topic) is None and source_of_repartition(topic) is None
 
 
 def unique_topics(topic: str) -> bool:

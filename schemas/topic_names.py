@@ -18,21 +18,21 @@ Per worker application ``<app_id>`` (consumer groups and internal topics):
   agents) and ``<app_id>-compact`` (the compaction worker pool);
 - topics ``<app_id>-compact-tasks`` and ``<app_id>-compact-results`` (the pool's work).
 
-A registered topic's own name never ends with a derived suffix: Kafka allows dots, so
-:func:`is_derived` is what tells the two apart.
+Kafka allows dots, so a registered topic could itself be named like a derived one
+(``a.unique``) and would then share its name with ``a``'s output. Nothing refuses such a
+name yet.
 """
 
 from __future__ import annotations
 
 __all__ = ["CHECKSUMS_SUFFIX", "REPARTITION_SUFFIX", "UNIQUE_SUFFIX", "archive_group",
            "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
-           "compact_tasks_topic", "dedup_group", "is_derived", "repartition_topic",
+           "compact_tasks_topic", "dedup_group", "repartition_topic",
            "source_of_repartition", "source_of_unique", "unique_topic"]
 
 UNIQUE_SUFFIX = ".unique"
 REPARTITION_SUFFIX = ".repartition"
 CHECKSUMS_SUFFIX = ".checksums"
-_DERIVED = (UNIQUE_SUFFIX, REPARTITION_SUFFIX, CHECKSUMS_SUFFIX)
 
 
 def unique_topic(topic: str) -> str:
@@ -58,11 +58,6 @@ def source_of_unique(name: str) -> str | None:
 def source_of_repartition(name: str) -> str | None:
     """``<topic>`` of ``<topic>.repartition``; None for any other name."""
     return name.removesuffix(REPARTITION_SUFFIX) if name.endswith(REPARTITION_SUFFIX) else None
-
-
-def is_derived(name: str) -> bool:
-    """Whether ``name`` is one of the topics onepipe derives from a registered topic."""
-    return name.endswith(_DERIVED)
 
 
 def archive_group(app_id: str) -> str:

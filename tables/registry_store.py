@@ -110,13 +110,18 @@ class RegistryStore:
         """The store's own producer, started at the first write."""
         producer = self.kafka.producer("onepipe-registry")
         try:
-            await producer.start()
-        except KafkaError as exc:
+            # Bounded like a write: an idempotent start retries its producer-id request
+            # for as long as the broker answers with a retriable error.
+            await asyncio.wait_for(producer.start(), self._write_timeout)
+        except (KafkaError, TimeoutError) as exc:
             await producer.stop()  # a half-started client still holds connections
             hint = ("; if this broker has no idempotent producers (tansu), set "
                     "ONEPIPE_IDEMPOTENT_PRODUCER=false") if self.kafka.idempotent else ""
             raise BrokerError(f"Kafka at {self.kafka.bootstrap} refused the registry's "
                               f"producer: {exc!r}{hint}") from exc
+        except BaseException:
+            await producer.stop()
+            raise
         self._own_producer = True
         return producer
 
@@ -171,6 +176,9 @@ class RegistryStore:
             raise BrokerError("the registry is not running; start the worker first")
         if self._producer is None:
             self._producer = await self._own()
+            if self._closed:  # stopped while the producer started: stop() missed it
+                await self._producer.stop()
+                raise BrokerError("the registry was stopped during a write")
         try:
             meta = await asyncio.wait_for(
                 self._producer.send_and_wait(

@@ -50,6 +50,10 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
 
     kind = "archive"
     recovery = "resuming from the lake"
+    # A revoke flushes only the revoked partitions' buffers and waits for their writes;
+    # holding the lock across a batch's back-pressure waits on other partitions' writes
+    # (lake retries included) could outlast the group's rebalance timeout.
+    batch_lock = False
 
     def __init__(
         self,
@@ -95,6 +99,9 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             await self._flush(list(self._buffers), reason="shutdown")
         finally:
             await self._writer.stop()
+
+    async def _close(self) -> None:
+        await self._writer.stop()  # harmless after _drain; stops encoders a failed start left
 
     def _check(self) -> None:
         self._writer.raise_failure()  # never archive past a file that failed

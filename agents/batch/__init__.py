@@ -8,7 +8,8 @@ Contract of every :class:`BatchAgent` (details in agent.py):
   ``_wanted`` names the topics to read and the consumer subscribes to exactly those.
 - **Batches**: records are fetched with ``getmany`` (up to ``max_records``) and handed to
   the agent's ``_process``, under the lock partition moves also take: a partition is
-  never revoked in the middle of a batch.
+  never revoked in the middle of a batch (the archive instead makes a revoked
+  partition's buffer durable in its revoke, without waiting for other partitions).
 - **Rebalance**: assigned partitions are paused until the agent has positioned them from
   its own source of truth (the lake, a state store, a changelog); a revoke lets the agent
   make the partitions' work durable first. Kafka's committed offsets are for lag

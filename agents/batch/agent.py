@@ -18,7 +18,10 @@ does the same way is written once in :class:`BatchAgent`:
 - **Following the registry.** When the registry's generation changes, the agent says
   which topics it reads now (:meth:`_wanted`) and the consumer subscribes to exactly those.
 - **Rebalances.** A revoke (:meth:`_revoke`) and an assignment (:meth:`_assign`) run under
-  the same lock as a batch, so a partition moves only between batches. Assigned
+  the same lock as a batch, so a partition moves only between batches (an agent whose
+  revoke makes the revoked partitions' work durable by itself may process without the
+  lock: :attr:`BatchAgent.batch_lock`). A failed revoke restarts the loop like any other
+  failure. Assigned
   partitions are paused before the first await and resumed only once :meth:`_assign`
   returned: no record is fetched from the group's committed position while the agent
   looks up its own (the lake, a state store, a changelog). If :meth:`_assign` fails, the
@@ -68,6 +71,11 @@ class BatchAgent(Service, Generic[M]):
     kind = "batch"
     #: What a restart does, for the log line of a failure.
     recovery = "rejoining its group"
+    #: Whether a batch holds the lock partition moves take (so a partition never moves in
+    #: the middle of one). An agent whose revoke already makes the revoked partitions'
+    #: work durable on its own may turn it off, so a rebalance need not wait for a batch
+    #: that is waiting on other partitions' writes.
+    batch_lock = True
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  metrics: M, max_records: int = 5_000, topics: Iterable[str] | None = None,
@@ -147,14 +155,17 @@ class BatchAgent(Service, Generic[M]):
         """End the loop, drain, leave the group, close; harmless twice."""
         task, self._task = self._task, None
         await end_loop(task, self.name)
-        consumer, self._consumer = self._consumer, None
+        consumer = self._consumer
         try:
             if consumer is not None:
-                await self._drain()
+                await self._drain()  # the consumer is still there: drained work commits
         finally:
+            self._consumer = None
             try:
                 if consumer is not None:
-                    await consumer.stop()  # revokes: _revoke releases the partitions
+                    # Leaves the group; aiokafka calls no revoke listener on close, so
+                    # _close releases whatever partitions the agent still holds.
+                    await consumer.stop()
             finally:
                 await self._close()
 
@@ -207,7 +218,10 @@ class BatchAgent(Service, Generic[M]):
                 log.exception("%s failed to fetch; retrying", self.name)
                 await asyncio.sleep(_FETCH_RETRY)  # back off before asking the broker again
                 continue
-            async with self._lock:
+            if self.batch_lock:
+                async with self._lock:
+                    await self._process(consumer, batches)
+            else:
                 await self._process(consumer, batches)
             del batches  # not alive during the next fetch (fewer objects for the GC)
             await self._notify()
@@ -237,7 +251,13 @@ class BatchAgent(Service, Generic[M]):
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in flight, then release the revoked partitions."""
         async with self._lock:
-            await self._revoke(revoked)
+            try:
+                await self._revoke(revoked)
+            except Exception as exc:
+                # aiokafka only logs what a listener raises: the loop restarts instead, so
+                # nothing half-released is reused when a partition comes back.
+                log.exception("%s: releasing %s failed", self.name, sorted(revoked))
+                self._fail(exc)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
                           ) -> None:

@@ -9,7 +9,8 @@ Contract:
   ``<topic>.checksums`` (one partition, created by the agent): per source partition the
   figures of every day (``<p>/<day>``) and hour (``<p>/<day>T<HH>``) and the raw record
   count of every day (``<p>/<day>/raw``), tombstoned when dropped
-  (onepipe.agents.checksum.publish). onepipe.agents.verify.checksums reads it.
+  (format: onepipe.tables.checksum.published). onepipe.agents.verify.checksums reads
+  it.
 - Windows: a winner's figures count in the day and the hour of its partition time
   (onepipe.schemas.partition_day ``partition_days`` / ``partition_hours``, the same rounding and
   clamping): a day's figures are the sum of its hours'.

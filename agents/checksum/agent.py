@@ -2,7 +2,7 @@
 
 The contract is the package's (onepipe.agents.checksum). Per batch and partition: one
 decode pass, one ``row_hashes`` call and one column pass per sum field, one multi-get, one
-WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.store.fold).
+WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.fold).
 """
 
 from __future__ import annotations

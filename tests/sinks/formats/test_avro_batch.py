@@ -93,3 +93,12 @@ def test_schemas_polars_cannot_read_are_refused_without_a_panic() -> None:
     assert decode_batch(bodies, NESTED_ENUM, typed_schema(NESTED_ENUM)) is None
     # ...and record by record still decodes them.
     assert slow_columns(NESTED_ENUM, bodies)[0].to_pylist() == [{"kind": "Y"}] * 3
+
+
+def test_values_over_16_kib_take_the_long_length_prefix() -> None:
+    """Lengths below 16 KiB are framed from a table; longer ones are encoded on the spot."""
+    records = [{**_sample(i), "blob": bytes([i]) * (20_000 + i)} for i in range(20)]
+    bodies = [encode_body(FLAT, r) for r in records]
+    fast = decode_batch(bodies, FLAT, typed_schema(FLAT))
+    assert fast is not None
+    assert [c.to_pylist() for c in fast] == [c.to_pylist() for c in slow_columns(FLAT, bodies)]

@@ -107,3 +107,11 @@ def test_enum_fields_take_the_batch_path_and_read_like_key_encoder() -> None:
     encoder = KeyEncoder(ENUMS, ["id"])
     assert keys == [encoder.encode({"id": f"k{i}"}) for i in range(50)]
     assert orders == list(range(50))
+
+
+def test_values_over_16_kib_read_like_small_ones() -> None:
+    big = [{"pad": "x" * (20_000 + i), "id": f"i{i}", "n": i, "raw": bytes([i]),
+            "flag": i % 2 == 0, "version": i} for i in range(40)]
+    keys, orders = reader().read([encode(1, V1, r) for r in big])
+    assert keys == [KeyEncoder(V2, KEY).encode(r) for r in big]
+    assert orders == list(range(40))
