@@ -76,6 +76,7 @@ from onepipe.app.settings import Settings, load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
 from onepipe.schemas.errors import OnepipeError  # noqa: E402
+from onepipe.schemas.topic_names import archive_group  # noqa: E402
 from onepipe.schemas.validation import compile_converter  # noqa: E402
 
 TOPIC = "widgets"
@@ -393,7 +394,7 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
     # warm up (connections, caches, first fetches of the agents) at the offered rate.
     groups = [settings.app_id]
     if getattr(settings, "archive_enabled", False):
-        groups.append(f"{settings.app_id}-archive")
+        groups.append(archive_group(settings.app_id))
     t = time.monotonic()
     states = await wait_groups_stable(services.bootstrap, groups)
     log(f"consumer groups {states} after {time.monotonic() - t:.1f}s", quiet=quiet)

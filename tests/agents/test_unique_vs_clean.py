@@ -33,6 +33,7 @@ from onepipe.agents.compact import CompactionConfig, Compactor
 from onepipe.agents.dedup.agent import DedupAgent
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.codec import frame
+from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import LakeStore, open_lake
 from onepipe.sinks.lake.clean_manifest import load_latest
 from onepipe.sinks.lake.clean_reader import read_clean
@@ -277,7 +278,7 @@ async def check_agreement(rule: str, topic: str, broker: str, lake: LakeStore
     at = {(p, r.offset): r for p, rs in source.items() for r in rs}
 
     # (1) + (4): .unique ends in the winner, strictly increasing per key, canonical placing.
-    emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     last: dict[str, bytes] = {}
     ranks: dict[str, tuple[Any, ...]] = {}
     clocks: dict[str, list[dict[str, int]]] = defaultdict(list)

@@ -22,6 +22,7 @@ from onepipe.app.metrics_view import CounterSource
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.topic_names import archive_group, unique_topic
 from onepipe.tables.kafka.topics import ensure_topic
 from tests.fixtures.services import kafka_for, unique, wait_for
 
@@ -150,15 +151,15 @@ async def test_grace_delays_stuck_for_a_group_that_commits_late(broker: str) -> 
 
 async def test_a_group_reads_only_the_topics_it_selects(broker: str) -> None:
     source, other = unique("source"), unique("other")
-    for name in (source, other, f"{source}.unique"):
+    for name in (source, other, unique_topic(source)):
         await ensure_topic(kafka_for(broker), name, partitions=1, replication_factor=1)
-    await produce_batches(broker, f"{source}.unique", {0: [4]})
+    await produce_batches(broker, unique_topic(source), {0: [4]})
     sink = MonitoredGroup(unique("sink"), reads=lambda t: t.endswith(".unique"))
     async with LagMonitor(kafka_for(broker), [sink], lambda: [source, other, unique("gone")],
                           interval=0.05) as monitor:
         await wait_for(lambda: monitor.snapshot.sampled_at is not None, what="a sample")
         assert [(p.topic, p.lag) for p in monitor.snapshot.partitions] == [
-            (f"{source}.unique", 4)]
+            (unique_topic(source), 4)]
 
 
 async def test_an_unreachable_broker_fails_start_naming_it() -> None:
@@ -202,7 +203,7 @@ async def test_metrics_show_the_archive_group_draining_a_topic(
     archiving_runtime: Runtime,
 ) -> None:
     runtime = archiving_runtime
-    group = f"{runtime.settings.app_id}-archive"
+    group = archive_group(runtime.settings.app_id)
     topic = unique("metered")
     runtime.context.metric_sources.append(
         CounterSource("dedup", FakeDedupMetrics, {"consumed": "c", "winners": "w"}))

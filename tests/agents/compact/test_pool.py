@@ -35,6 +35,7 @@ from onepipe.agents.compact.pool import DayTaskWorker, KafkaDayDispatcher
 from onepipe.agents.compact.schedule import CompactionScheduler
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.errors import CompactionError
+from onepipe.schemas.topic_names import compact_results_topic
 from onepipe.sinks.lake import LakeStore, S3Options, open_lake
 from onepipe.sinks.lake.clean_layout import (
     claim_prefix,
@@ -137,7 +138,7 @@ def test_messages_round_trip_and_reject_garbage() -> None:
     task = DayTask(topic="t", date="2026-11-20", version=3, run_id="ab", old_files=("x",),
                    winners_file="clean/t/_runs/v3/ab/winners-2026-11-20.parquet",
                    keys_file=None, key=("id",), sort='"id"', staged=True)
-    message = TaskMessage(task, "app-compact-results", 5)
+    message = TaskMessage(task, compact_results_topic("app"), 5)
     assert decode_task(encode_task(message)) == message
     files = (clean_file_path("t", "2026-11-20", 3, "ab", 0, "c0ffee"),)
     ok = DayResult("ab", "t", "2026-11-20", 3, "c0ffee", "w1", DayVersion(3, files, 10, 99))

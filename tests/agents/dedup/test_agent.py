@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.codec import frame
+from onepipe.schemas.topic_names import unique_topic
 from tests.fixtures.dedup import (
     ORDERS,
     PARTITIONS,
@@ -98,7 +99,7 @@ async def test_winners_duplicates_and_losers_for_every_rule(
     for rule, topic in topics.items():
         source, _ = await read_topic(broker, topic, PARTITIONS)
         expected = expected_outcome(rule, source)
-        emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+        emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
         count = check_unique(rule, emitted, expected.winners)
         # Same partition and key bytes as the source versions of that key.
         source_keys = {r.key: p for p, records in source.items() for r in records}
@@ -165,7 +166,7 @@ async def test_misrouted_records_are_repartitioned_to_their_canonical_partition(
             key_id, rank = str(decoded["id"]), (int(decoded["version"]), record.value)
             if key_id not in best or rank > best[key_id]:
                 best[key_id] = rank
-    emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     check_unique(rule, emitted, {k: v[1] for k, v in best.items()})
     # Winners are keyed canonically: as the endpoint keys the same id, in its partition.
     endpoint: dict[str, tuple[bytes, int]] = {}
@@ -196,7 +197,7 @@ async def test_fresh_data_dir_rebuilds_the_table_from_unique(
     await produce(http, topic, first_batch)
     async with make_agent(runtime.registry, tmp_path / "a", group, [topic]) as first:
         await asyncio.wait_for(first.wait_consumed(len(first_batch)), TIMEOUT)
-    emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     emitted_count = sum(len(v) for v in emitted.values())
 
     # Everything re-sent (a replay, a producer retrying a whole day), plus newer versions
@@ -216,7 +217,7 @@ async def test_fresh_data_dir_rebuilds_the_table_from_unique(
         assert third.metrics.recovered == 5
 
     source, _ = await read_topic(broker, topic, PARTITIONS)
-    emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     check_unique(rule, emitted, expected_outcome(rule, source).winners)
     assert sum(len(v) for v in emitted.values()) == emitted_count + 5
 
@@ -252,7 +253,7 @@ async def test_rebalance_mid_stream_loses_and_regresses_nothing(
         await first.stop()
         await second.stop()
     await first.stop()  # harmless twice
-    emitted, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    emitted, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     check_unique(rule, emitted, expected_outcome(rule, source).winners)
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from onepipe.schemas.topic_names import dedup_group, unique_topic
 from tests.fixtures.dedup import check_unique, expected_outcome
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
@@ -67,7 +68,7 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
 ) -> None:
     env, topic, tmp_path = crash_env
     rng = random.Random(3)
-    group = f"{env['ONEPIPE_APP_ID']}-dedup"
+    group = dedup_group(env["ONEPIPE_APP_ID"])
 
     async def produce(url: str, count: int) -> None:
         records = [{"id": f"k{rng.randint(0, 59)}", "version": rng.randint(0, 40),
@@ -77,7 +78,7 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
             assert resp.status == 200, await resp.text()
 
     async def winners_flow() -> bool:
-        _, watermarks = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+        _, watermarks = await read_topic(broker, unique_topic(topic), PARTITIONS)
         return sum(watermarks.values()) > 10
 
     first = WorkerProcess(env, tmp_path / "worker-1.log")
@@ -106,5 +107,5 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
     finally:
         second.stop()
     assert sum(watermarks.values()) == 40 * 9
-    out, _ = await read_topic(broker, f"{topic}.unique", PARTITIONS)
+    out, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     check_unique("max", out, expected_outcome("max", source).winners)

@@ -6,6 +6,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from onepipe.agents.dedup.output import Built, _build
+from onepipe.schemas.topic_names import unique_topic
 
 Record = tuple[bytes, bytes, int, list[tuple[str, bytes]]]
 
@@ -30,9 +31,9 @@ async def test_records_fill_batches_in_order() -> None:
     try:
         data = records(300)
         built = Built()
-        _build(producer, "t.unique", 1, data, built)
+        _build(producer, unique_topic("t"), 1, data, built)
         assert len(built.batches) > 5  # 2000-byte batches: the records need several
-        assert {(t, p) for t, p, _, _ in built.batches} == {("t.unique", 1)}
+        assert {(t, p) for t, p, _, _ in built.batches} == {(unique_topic("t"), 1)}
         assert decoded(built) == data
     finally:
         await producer.stop()
