@@ -46,7 +46,7 @@ from typing import Any
 from onepipe.schemas.errors import MergeError
 from onepipe.schemas.metadata import OrderRule
 
-__all__ = ["MergeRule", "Rank", "Version", "dominates"]
+__all__ = ["MergeRule", "Rank", "Version", "dominates", "rank_bytes"]
 
 #: A version's position in the rule's total order; the higher rank wins.
 Rank = tuple[int, bytes] | tuple[int, int]
@@ -165,6 +165,25 @@ class MergeRule:
             # syntax changed between DuckDB releases).
             primary = f"coalesce(list_sum(map_values({column})::HUGEINT[]), 0) DESC"
         return f"{primary}, {_quote(VALUE_COLUMN)} DESC, {position}"
+
+
+def rank_bytes(rank: Rank) -> bytes:
+    """The rank as bytes whose unsigned lexicographic order is the rank's order.
+
+    For stores that compare ranks themselves (an online sink's upsert keeps a row unless
+    the new version's rank bytes are greater: PostgreSQL ``bytea``, MySQL ``VARBINARY``
+    and SQLite ``BLOB`` all compare bytes unsigned and lexicographically, a shorter prefix
+    first, as Python does). Each integer is a fixed 16-byte offset binary (clock totals can
+    pass 2**63); the value bytes of ``max`` and ``vector_clock`` follow as they are.
+    """
+    head, tail = rank
+    if isinstance(tail, bytes):
+        return _int16(head) + tail
+    return _int16(head) + _int16(tail)
+
+
+def _int16(n: int) -> bytes:
+    return (n + 2**127).to_bytes(16, "big")
 
 
 def clock_total(clock: Mapping[str, int]) -> int:

@@ -39,7 +39,8 @@ from onepipe.schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility
 from onepipe.schemas.errors import InvalidCompatibilityError, MetadataError
 from onepipe.schemas.sizes import parse_byte_size
 
-__all__ = ["KAFKA_TIMESTAMP", "ArchivePolicy", "Checks", "OrderRule", "OrderRuleName",
+__all__ = ["KAFKA_TIMESTAMP", "SINK_KINDS", "ArchivePolicy", "Checks", "OrderRule", "OrderRuleName",
+           "SinkKind", "SinkSpec",
            "TopicMetadata", "check_relations", "fail", "metadata_from_dict", "metadata_to_dict"]
 
 OrderRuleName = Literal["max", "first", "vector_clock"]
@@ -54,6 +55,11 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Sink names end up in consumer-group ids and metric labels, so they keep to a safe set.
 _SINK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Environment variable names (POSIX portable) and table names every dialect takes unquoted.
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+SinkKind = Literal["sqlite", "postgres", "mysql"]
+SINK_KINDS: tuple[str, ...] = get_args(SinkKind)
 _TOP_KEYS = ("topic", "schema", "compatibility", "partitions", "key", "order",
              "partition_time", "checks", "archive", "sinks")
 
@@ -97,6 +103,20 @@ class ArchivePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """One online store the topic's winners are written to (catalog ``sinks:`` entry)."""
+
+    #: Unique within the topic; names the sink's consumer group and metrics.
+    name: str
+    #: ``sqlite``, ``postgres`` or ``mysql``.
+    kind: SinkKind
+    #: The environment variable holding the DSN (secrets never live in the catalog).
+    dsn_env: str
+    #: The table the rows go to (created if missing).
+    table: str
+
+
+@dataclass(frozen=True, slots=True)
 class TopicMetadata:
     """One topic's catalog entry, without its schema (registered separately)."""
 
@@ -116,8 +136,8 @@ class TopicMetadata:
     checks: Checks = Checks()
     #: Archive flush limits.
     archive: ArchivePolicy = ArchivePolicy()
-    #: Names of the online sinks that subscribe to the topic's unique stream.
-    sinks: tuple[str, ...] = ()
+    #: The online stores that receive the topic's winners.
+    sinks: tuple[SinkSpec, ...] = ()
 
 
 # ------------------------------------------------------------------------ parsing
@@ -245,6 +265,36 @@ def _archive(value: object) -> ArchivePolicy:
     return ArchivePolicy(enabled, records, size, float(seconds))
 
 
+def _sinks(value: object) -> tuple[SinkSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        fail("sinks", f"must be a list of {{name, kind, dsn_env, table}}; got {_show(value)}")
+    out: list[SinkSpec] = []
+    for i, item in enumerate(value):
+        path = f"sinks[{i}]"
+        data = _mapping(path, item, ("name", "kind", "dsn_env", "table"))
+        missing = [k for k in ("name", "kind", "dsn_env", "table") if k not in data]
+        if missing:
+            fail(f"{path}.{missing[0]}", "is required: a sink names its name, kind "
+                                         "(sqlite, postgres, mysql), dsn_env and table")
+        name, kind, env, table = data["name"], data["kind"], data["dsn_env"], data["table"]
+        if not isinstance(name, str) or not _SINK.fullmatch(name):
+            fail(f"{path}.name", f"must match {_SINK.pattern}; got {_show(name)}")
+        if any(s.name == name for s in out):
+            fail(f"{path}.name", f"{name!r} is listed twice; sink names are unique per topic")
+        if kind not in SINK_KINDS:
+            fail(f"{path}.kind", f"must be one of {', '.join(SINK_KINDS)}; got {_show(kind)}")
+        if not isinstance(env, str) or not _ENV.fullmatch(env):
+            fail(f"{path}.dsn_env", "must name the environment variable holding the DSN "
+                                    f"(e.g. WIDGETS_PG_DSN); got {_show(env)}")
+        if not isinstance(table, str) or not _TABLE.fullmatch(table):
+            fail(f"{path}.table", f"must be a table name matching {_TABLE.pattern}; "
+                                  f"got {_show(table)}")
+        out.append(SinkSpec(name, kind, env, table))
+    return tuple(out)
+
+
 def check_relations(meta: TopicMetadata) -> None:
     """Rules between fields that need no schema; shared by parsing and the schema checks
     (:mod:`onepipe.schemas.metadata_checks`), as a TopicMetadata built in code skips parsing."""
@@ -264,6 +314,9 @@ def check_relations(meta: TopicMetadata) -> None:
     if meta.checks.count_distinct and not meta.key:
         fail("checks.count_distinct", "counts distinct keys, but the topic has no key; "
                                       "set `key` or remove count_distinct")
+    if meta.sinks and not meta.key:
+        fail("sinks", "a sink upserts one row per unique key, but the topic has no key; "
+                      "set `key` or remove the sinks")
 
 
 def metadata_from_dict(topic: str, data: Mapping[str, Any]) -> TopicMetadata:
@@ -299,7 +352,7 @@ def metadata_from_dict(topic: str, data: Mapping[str, Any]) -> TopicMetadata:
         compatibility=compat.value,
         checks=_checks(data.get("checks"), key),
         archive=_archive(data.get("archive")),
-        sinks=_names("sinks", data.get("sinks", []), _SINK, "sink name"),
+        sinks=_sinks(data.get("sinks")),
     )
     check_relations(meta)
     return meta
@@ -330,5 +383,6 @@ def metadata_to_dict(meta: TopicMetadata) -> dict[str, Any]:
             "flush_bytes": meta.archive.flush_bytes,
             "flush_seconds": meta.archive.flush_seconds,
         },
-        "sinks": list(meta.sinks),
+        "sinks": [{"name": s.name, "kind": s.kind, "dsn_env": s.dsn_env, "table": s.table}
+                  for s in meta.sinks],
     }

@@ -1,3 +1,3 @@
 """Fixture modules of the suite (real broker, real worker runtime, HTTP client)."""
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.s3", "tests.fixtures.databases"]

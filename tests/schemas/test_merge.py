@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onepipe.schemas.errors import MergeError
-from onepipe.schemas.merge import MergeRule, Version, dominates
+from onepipe.schemas.merge import MergeRule, Version, dominates, rank_bytes
 from onepipe.schemas.metadata import OrderRule
 
 MAX = MergeRule(OrderRule("max", "version"))
@@ -248,3 +248,23 @@ def test_winner_of_nothing_is_an_error(rule: MergeRule) -> None:
         rule.winner([])
     with pytest.raises(MergeError):
         rule.winner(iter(()))
+
+
+ranks = st.one_of(
+    st.tuples(st.integers(-(2**126), 2**126), st.binary(max_size=12)),
+    st.tuples(st.integers(-(2**126), 2**126), st.integers(-(2**126), 2**126)),
+)
+
+
+@given(a=ranks, b=ranks)
+def test_rank_bytes_order_like_ranks(a: tuple[Any, Any], b: tuple[Any, Any]) -> None:
+    if type(a[1]) is not type(b[1]):
+        return  # one rule's ranks are never compared with another's
+    assert (rank_bytes(a) > rank_bytes(b)) == (a > b)
+    assert (rank_bytes(a) == rank_bytes(b)) == (a == b)
+
+
+def test_rank_bytes_edges() -> None:
+    assert rank_bytes((1, b"")) < rank_bytes((1, b"\x00")) < rank_bytes((2, b""))
+    assert rank_bytes((-1, -1)) > rank_bytes((-1, -2)) > rank_bytes((-2, 0))
+    assert rank_bytes((2**64, b"a")) > rank_bytes((2**63, b"z"))  # clock totals past int64

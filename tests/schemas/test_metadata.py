@@ -22,9 +22,11 @@ from onepipe.schemas.errors import MetadataError
 from onepipe.schemas.metadata import (
     MAX_FLUSH_BYTES,
     ORDER_RULES,
+    SINK_KINDS,
     ArchivePolicy,
     Checks,
     OrderRule,
+    SinkSpec,
     TopicMetadata,
     metadata_from_dict,
     metadata_to_dict,
@@ -42,7 +44,8 @@ order: {rule: max, field: version}  # {rule: first} | {rule: vector_clock, field
 partition_time: updated_at          # a timestamp field, or `kafka` for the record timestamp
 checks: {count_distinct: key, sum: [price], checksum: row}
 archive: {flush_records: 10000, flush_bytes: 64MiB, flush_seconds: 60}
-sinks: [postgres]
+sinks:
+  - {name: widgets_pg, kind: postgres, dsn_env: WIDGETS_PG_DSN, table: widgets}
 """
 
 WIDGET_FIELDS: list[dict[str, Any]] = [
@@ -99,7 +102,7 @@ def test_design_example_parses() -> None:
         compatibility="BACKWARD_TRANSITIVE",
         checks=Checks(count_distinct=True, sums=("price",), row_checksum=True),
         archive=ArchivePolicy(True, 10_000, 64 * 1024 * 1024, 60.0),
-        sinks=("postgres",),
+        sinks=(SinkSpec("widgets_pg", "postgres", "WIDGETS_PG_DSN", "widgets"),),
     )
     validate_against_schema(parsed, WIDGETS)
 
@@ -253,15 +256,35 @@ def test_rejects_bad_archive(archive: object, path: str, word: str) -> None:
     rejects(path, lambda: meta(archive=archive), word)
 
 
+PG = {"name": "pg", "kind": "postgres", "dsn_env": "PG_DSN", "table": "widgets"}
+
+
 @pytest.mark.parametrize(("sinks", "path"), [
-    ("postgres,mysql", "sinks[0]"),
+    ("postgres,mysql", "sinks"),
     ({"postgres": True}, "sinks"),
-    (["postgres", ""], "sinks[1]"),
-    (["postgres", "my sink"], "sinks[1]"),
-    (["postgres", "postgres"], "sinks[1]"),
+    (["postgres"], "sinks[0]"),
+    ([{**PG, "name": ""}], "sinks[0].name"),
+    ([{**PG, "name": "my sink"}], "sinks[0].name"),
+    ([PG, PG], "sinks[1].name"),
+    ([{**PG, "kind": "oracle"}], "sinks[0].kind"),
+    ([{**PG, "dsn_env": "postgresql://u:pw@h/db"}], "sinks[0].dsn_env"),
+    ([{**PG, "table": "a; drop table x"}], "sinks[0].table"),
+    ([{k: v for k, v in PG.items() if k != "table"}], "sinks[0].table"),
+    ([{**PG, "dsn": "postgresql://u:pw@h/db"}], "sinks[0].dsn"),
 ])
 def test_rejects_bad_sinks(sinks: object, path: str) -> None:
-    rejects(path, lambda: meta(sinks=sinks), path)
+    rejects(path, lambda: meta(key="widget_id", sinks=sinks), path)
+
+
+def test_sinks_need_a_key() -> None:
+    rejects("sinks", lambda: meta(sinks=[PG]), "no key")
+
+
+def test_sinks_round_trip() -> None:
+    parsed = meta(key="widget_id", sinks=[PG, {**PG, "name": "lite", "kind": "sqlite"}])
+    assert parsed.sinks == (SinkSpec("pg", "postgres", "PG_DSN", "widgets"),
+                            SinkSpec("lite", "sqlite", "PG_DSN", "widgets"))
+    assert metadata_to_dict(parsed)["sinks"] == [PG, {**PG, "name": "lite", "kind": "sqlite"}]
 
 
 # ------------------------------------------------------------ schema checks
@@ -486,8 +509,12 @@ def topic_metadata(draw: st.DrawFn) -> TopicMetadata:
             draw(st.booleans()), draw(st.integers(1, 2**40)),
             draw(st.integers(1, MAX_FLUSH_BYTES)),
             draw(st.floats(0, 86_400, exclude_min=True, allow_nan=False))),
-        sinks=draw(st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True),
-                            unique=True, max_size=3).map(tuple)),
+        sinks=tuple(SinkSpec(name, draw(st.sampled_from(SINK_KINDS)),
+                             draw(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)),
+                             draw(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)))
+                    for name in (draw(st.lists(
+                        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True),
+                        unique=True, max_size=3)) if key else [])),
     )
 
 
@@ -511,7 +538,8 @@ def test_canonical_form() -> None:
         "checks": {"count_distinct": "key", "sum": ["price"], "checksum": "row"},
         "archive": {"enabled": True, "flush_records": 10_000, "flush_bytes": 67_108_864,
                     "flush_seconds": 60.0},
-        "sinks": ["postgres"],
+        "sinks": [{"name": "widgets_pg", "kind": "postgres", "dsn_env": "WIDGETS_PG_DSN",
+                   "table": "widgets"}],
     }
     assert metadata_to_dict(meta())["order"] == {"rule": "first"}
     assert metadata_to_dict(meta())["checks"] == {

@@ -1,0 +1,78 @@
+"""PostgreSQL through asyncpg: a small pool, prepared statements, savepoints per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from onepipe.schemas.errors import ConfigError
+from onepipe.sinks.db import sql
+from onepipe.sinks.db.base import Rejected, SinkRow
+from onepipe.sinks.db.columns import Dialect
+
+__all__ = ["PostgresDatabase"]
+
+
+class PostgresDatabase:
+    """One PostgreSQL database (``postgresql://user:pw@host:port/db``); see base.py."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, dsn: str, where: str) -> None:
+        self._dsn, self.where = dsn, where
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2,
+                                                   command_timeout=60)
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _ready(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise ConfigError(f"the database {self.where} is not open; start() it first")
+        return self._pool
+
+    async def columns(self, table: str) -> dict[str, str] | None:
+        rows = await self._ready().fetch(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            sql.quote("postgres", table))
+        return {r[0]: r[1] for r in rows} or None
+
+    async def ddl(self, statements: Sequence[str]) -> None:
+        async with self._ready().acquire() as conn, conn.transaction():
+            for statement in statements:
+                await conn.execute(statement)
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._ready().fetch(statement, *params)]
+
+    async def write(self, statement: str, rows: Sequence[SinkRow],
+                    positions: Sequence[tuple[str, str, int, int]]) -> list[Rejected]:
+        mark = sql.upsert_position("postgres")
+        async with self._ready().acquire() as conn:
+            try:
+                async with conn.transaction():
+                    if rows:
+                        await conn.executemany(statement, [r.params for r in rows])
+                    await conn.executemany(mark, positions)
+                return []
+            except asyncpg.DataError:
+                pass  # some value this database cannot hold: find it row by row
+            rejected: list[Rejected] = []
+            async with conn.transaction():
+                for row in rows:
+                    try:
+                        async with conn.transaction():  # a savepoint per row
+                            await conn.execute(statement, *row.params)
+                    except asyncpg.DataError as exc:
+                        rejected.append(Rejected(row, f"{type(exc).__name__}: {exc}"))
+                await conn.executemany(mark, positions)
+            return rejected
