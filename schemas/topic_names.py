@@ -11,11 +11,13 @@ Per registered topic ``<t>``:
 - ``<t>.repartition``: records a producer sent to the wrong partition for their key,
   forwarded by the dedup agent to the partition that owns the key.
 - ``<t>.checksums``: the published checksum table (compacted, one partition).
+- ``<t>.dlq``: rows an online sink's database refused, with the sink and the reason.
 
 Per worker application ``<app_id>`` (consumer groups and internal topics):
 
 - groups ``<app_id>-archive``, ``<app_id>-dedup``, ``<app_id>-checksums`` (the batch
-  agents) and ``<app_id>-compact`` (the compaction worker pool);
+  agents), ``<app_id>-compact`` (the compaction worker pool) and
+  ``<app_id>-sink-<t>-<sink>`` (one per online sink: its own position);
 - topics ``<app_id>-compact-tasks`` and ``<app_id>-compact-results`` (the pool's work).
 
 Kafka allows dots, so a registered topic could itself be named like a derived one
@@ -25,14 +27,15 @@ name yet.
 
 from __future__ import annotations
 
-__all__ = ["CHECKSUMS_SUFFIX", "REPARTITION_SUFFIX", "UNIQUE_SUFFIX", "archive_group",
+__all__ = ["CHECKSUMS_SUFFIX", "DLQ_SUFFIX", "REPARTITION_SUFFIX", "UNIQUE_SUFFIX", "archive_group",
            "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
-           "compact_tasks_topic", "dedup_group", "repartition_topic",
+           "compact_tasks_topic", "dedup_group", "dlq_topic", "repartition_topic", "sink_group",
            "source_of_repartition", "source_of_unique", "unique_topic"]
 
 UNIQUE_SUFFIX = ".unique"
 REPARTITION_SUFFIX = ".repartition"
 CHECKSUMS_SUFFIX = ".checksums"
+DLQ_SUFFIX = ".dlq"
 
 
 def unique_topic(topic: str) -> str:
@@ -48,6 +51,11 @@ def repartition_topic(topic: str) -> str:
 def checksums_topic(topic: str) -> str:
     """``<topic>.checksums``: the published per-day figures of ``topic``."""
     return topic + CHECKSUMS_SUFFIX
+
+
+def dlq_topic(topic: str) -> str:
+    """``<topic>.dlq``: the rows of ``topic`` an online sink's database refused."""
+    return topic + DLQ_SUFFIX
 
 
 def source_of_unique(name: str) -> str | None:
@@ -73,6 +81,11 @@ def dedup_group(app_id: str) -> str:
 def checksums_group(app_id: str) -> str:
     """The checksum agent's consumer group."""
     return f"{app_id}-checksums"
+
+
+def sink_group(app_id: str, topic: str, sink: str) -> str:
+    """The consumer group of one online sink of ``topic``."""
+    return f"{app_id}-sink-{topic}-{sink}"
 
 
 def compact_group(app_id: str) -> str:

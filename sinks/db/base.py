@@ -22,7 +22,7 @@ column's type raises :class:`SinkSchemaError`, which pauses that sink.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +30,8 @@ from onepipe.schemas.errors import OnepipeError
 from onepipe.sinks.db import sql
 from onepipe.sinks.db.columns import Column, Dialect
 
-__all__ = ["Database", "Rejected", "SinkRow", "SinkSchemaError", "SinkTable", "type_family"]
+__all__ = ["BeforeCommit", "Database", "Rejected", "SinkRow", "SinkSchemaError", "SinkTable",
+           "type_family"]
 
 
 class SinkSchemaError(OnepipeError):
@@ -62,6 +63,11 @@ class Rejected:
     reason: str
 
 
+#: Called with the refused rows inside the transaction, before it commits (a sink sends
+#: them to its dead-letter topic there: if that fails, nothing of the batch commits).
+BeforeCommit = Callable[[list[Rejected]], Awaitable[None]]
+
+
 class Database(Protocol):
     """One database a sink writes to; an async context manager (see the module contract)."""
 
@@ -86,8 +92,10 @@ class Database(Protocol):
         ...
 
     async def write(self, statement: str, rows: Sequence[SinkRow],
-                    positions: Sequence[tuple[str, str, int, int]]) -> list[Rejected]:
-        """Rows and ``(sink, topic, partition, next_offset)`` positions, one transaction."""
+                    positions: Sequence[tuple[str, str, int, int]],
+                    before_commit: BeforeCommit | None = None) -> list[Rejected]:
+        """Rows and ``(sink, topic, partition, next_offset)`` positions, one transaction;
+        ``before_commit`` hears of refused rows before it commits."""
         ...
 
 
@@ -181,7 +189,8 @@ class SinkTable:
         return {int(partition): int(offset) for partition, offset in rows}
 
     async def write(self, rows: Sequence[SinkRow], sink: str, topic: str,
-                    positions: Mapping[int, int]) -> list[Rejected]:
+                    positions: Mapping[int, int], before_commit: BeforeCommit | None = None
+                    ) -> list[Rejected]:
         """Upsert ``rows`` (the best rank per key) and the positions, one transaction."""
         best: dict[tuple[Any, ...], SinkRow] = {}
         for row in rows:
@@ -189,7 +198,7 @@ class SinkTable:
             if held is None or row.rank > held.rank:
                 best[row.key] = row
         marks = [(sink, topic, p, offset) for p, offset in sorted(positions.items())]
-        return await self.db.write(self.upsert, list(best.values()), marks)
+        return await self.db.write(self.upsert, list(best.values()), marks, before_commit)
 
     async def read(self) -> list[tuple[Any, ...]]:
         """Every row: the columns in order, then the Kafka timestamp (for ``verify``)."""

@@ -11,7 +11,7 @@ import pymysql
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["MysqlDatabase"]
@@ -90,7 +90,8 @@ class MysqlDatabase:
             return [tuple(r) for r in rows]
 
     async def write(self, statement: str, rows: Sequence[SinkRow],
-                    positions: Sequence[tuple[str, str, int, int]]) -> list[Rejected]:
+                    positions: Sequence[tuple[str, str, int, int]],
+                    before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("mysql")
         async with self._ready().acquire() as conn, conn.cursor() as cur:
             try:
@@ -117,6 +118,8 @@ class MysqlDatabase:
                         await cur.execute("ROLLBACK TO SAVEPOINT onepipe_row")
                         rejected.append(Rejected(row, f"{type(exc).__name__}: {exc}"))
                 await cur.executemany(mark, positions)
+                if rejected and before_commit is not None:
+                    await before_commit(rejected)
                 await conn.commit()
             except BaseException:
                 await conn.rollback()

@@ -9,7 +9,7 @@ import asyncpg
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["PostgresDatabase"]
@@ -55,7 +55,8 @@ class PostgresDatabase:
         return [tuple(r) for r in await self._ready().fetch(statement, *params)]
 
     async def write(self, statement: str, rows: Sequence[SinkRow],
-                    positions: Sequence[tuple[str, str, int, int]]) -> list[Rejected]:
+                    positions: Sequence[tuple[str, str, int, int]],
+                    before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("postgres")
         async with self._ready().acquire() as conn:
             try:
@@ -75,4 +76,6 @@ class PostgresDatabase:
                     except asyncpg.DataError as exc:
                         rejected.append(Rejected(row, f"{type(exc).__name__}: {exc}"))
                 await conn.executemany(mark, positions)
+                if rejected and before_commit is not None:
+                    await before_commit(rejected)
             return rejected

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["SqliteDatabase", "sqlite_path"]
@@ -90,21 +90,26 @@ class SqliteDatabase:
                                              conn.execute(statement, tuple(params))])
 
     async def write(self, statement: str, rows: Sequence[SinkRow],
-                    positions: Sequence[tuple[str, str, int, int]]) -> list[Rejected]:
+                    positions: Sequence[tuple[str, str, int, int]],
+                    before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("sqlite")
 
-        def run(conn: sqlite3.Connection) -> list[Rejected]:
+        def whole(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(statement, [r.params for r in rows])
                 conn.executemany(mark, positions)
                 conn.execute("COMMIT")
-                return []
+                return True
             except (sqlite3.DataError, sqlite3.IntegrityError):
                 conn.execute("ROLLBACK")
+                return False
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+        def each(conn: sqlite3.Connection) -> list[Rejected]:
+            """Row by row in savepoints; the transaction stays open for the caller."""
             rejected: list[Rejected] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -118,10 +123,19 @@ class SqliteDatabase:
                         conn.execute("RELEASE onepipe_row")
                         rejected.append(Rejected(row, f"{type(exc).__name__}: {exc}"))
                 conn.executemany(mark, positions)
-                conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             return rejected
 
-        return await self._run(run)
+        if await self._run(whole):
+            return []
+        rejected = await self._run(each)
+        try:
+            if rejected and before_commit is not None:
+                await before_commit(rejected)
+        except BaseException:
+            await self._run(lambda conn: conn.execute("ROLLBACK"))
+            raise
+        await self._run(lambda conn: conn.execute("COMMIT"))
+        return rejected

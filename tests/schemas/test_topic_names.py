@@ -13,6 +13,7 @@ def test_per_topic_names() -> None:
     assert names.unique_topic("widgets") == "widgets.unique"
     assert names.repartition_topic("widgets") == "widgets.repartition"
     assert names.checksums_topic("widgets") == "widgets.checksums"
+    assert names.dlq_topic("widgets") == "widgets.dlq"
 
 
 def test_per_app_names() -> None:
@@ -22,6 +23,7 @@ def test_per_app_names() -> None:
     assert names.compact_group("onepipe") == "onepipe-compact"
     assert names.compact_tasks_topic("onepipe") == "onepipe-compact-tasks"
     assert names.compact_results_topic("onepipe") == "onepipe-compact-results"
+    assert names.sink_group("onepipe", "widgets", "pg") == "onepipe-sink-widgets-pg"
 
 
 def test_sources_read_back_only_from_their_own_suffix() -> None:

@@ -1,0 +1,264 @@
+"""The sink agent: one catalog sink, ``<topic>.unique`` into one database table.
+
+The contract is the package's (onepipe.agents.sink). A batch agent on the skeleton
+(onepipe.agents.batch): its source of truth is the position table in the target database,
+read at assignment and written with the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from onepipe.agents.batch import BatchAgent, Batches
+from onepipe.agents.sink.rows import build_rows
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.errors import NotFoundError, OnepipeError
+from onepipe.schemas.metadata import SinkSpec, TopicMetadata
+from onepipe.schemas.registry_state import RegistryState
+from onepipe.schemas.topic_names import dlq_topic, unique_topic
+from onepipe.sinks.db import (
+    Database,
+    Rejected,
+    SinkRow,
+    SinkSchemaError,
+    SinkTable,
+    columns_of,
+)
+from onepipe.sinks.formats.raw import typed_schema
+from onepipe.tables.kafka import KafkaClients, ensure_topic
+from onepipe.tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SinkAgent", "SinkMetrics"]
+
+#: Header names of a dead-letter record.
+DLQ_SINK, DLQ_REASON, DLQ_UNIQUE = "onepipe.sink", "onepipe.reason", "onepipe.unique"
+
+
+@dataclass(slots=True)
+class SinkMetrics:
+    """What one sink did (``onepipe sinks``, ``/status``, ``/metrics``)."""
+
+    #: ``starting``, ``running``, ``failing`` (retrying), ``paused`` (needs a person).
+    state: str = "starting"
+    #: The last error, and when (epoch seconds); kept after recovery for the record.
+    last_error: str | None = None
+    last_error_at: float = 0.0
+    #: Rows upserted (a row a higher rank already beat counts too: it was applied).
+    rows_written: int = 0
+    #: Rows the database refused, sent to ``<topic>.dlq``.
+    rejected: int = 0
+    #: ``.unique`` records that did not decode or rank (left out).
+    undecodable: int = 0
+    #: Transactions committed.
+    batches: int = 0
+    #: Restarts after a failure.
+    restarts: int = 0
+    #: Next ``.unique`` offset per partition, as committed in the database.
+    positions: dict[int, int] = field(default_factory=dict)
+    #: Schema changes applied to the table, in words.
+    changes: list[str] = field(default_factory=list)
+
+
+class SinkAgent(BatchAgent[SinkMetrics]):
+    """Writes one topic's winners to one sink's table; an async context manager."""
+
+    kind = "sink"
+    recovery = "resuming from the positions in its database"
+
+    def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
+                 topic: str, spec: SinkSpec, database: Database, replication_factor: int = 1,
+                 max_records: int = 5_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(kafka=kafka, group_id=group_id, registry=registry,
+                         metrics=SinkMetrics(), max_records=max_records, topics=[topic])
+        self.topic, self.spec, self.database = topic, spec, database
+        self._replication_factor = replication_factor
+        self._clock = clock
+        self._table: SinkTable | None = None
+        self._meta: TopicMetadata | None = None
+        self._reader: AvroSchema | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._next: dict[int, int] = {}
+        #: The records of the batch being written, by (partition, offset): a refused row
+        #: goes to the dead-letter topic with its record's key, value and headers.
+        self._in_flight: dict[tuple[int, int], ConsumerRecord[Any, Any]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"sink {self.topic}/{self.spec.name} ({self.database.where})"
+
+    async def wait_written(self, positions: dict[int, int]) -> None:
+        """Wait until every partition's committed position reaches its mark."""
+        await self.wait_until(lambda m: all(m.positions.get(p, 0) >= mark
+                                            for p, mark in positions.items()))
+
+    # ------------------------------------------------------------------ hooks
+    async def _open(self) -> None:
+        # The database connects in the loop (_wanted), so an unreachable one is retried
+        # with back-off instead of failing the worker's start.
+        self._producer = self._kafka.producer(self._group_id)
+        await self._producer.start()
+
+    async def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        try:
+            if producer is not None:
+                await producer.stop()
+        finally:
+            await self.database.stop()
+
+    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+                      ) -> frozenset[str]:
+        """``<topic>.unique`` while the sink is declared and its table fits the schema."""
+        meta = state.topics.get(self.topic)
+        if meta is None or self.spec not in meta.sinks:
+            return frozenset()
+        try:
+            await self.database.start()
+        except Exception as exc:
+            self._set_error("failing", f"cannot reach {self.database.where}: "
+                                       f"{type(exc).__name__}: {exc}")
+            raise
+        try:
+            reader = state.version(f"{self.topic}-value", "latest").schema
+        except NotFoundError:
+            return frozenset()  # metadata before its schema: wait for the schema
+        if self.metrics.state == "paused" and reader is self._reader:
+            return frozenset()
+        existing = set(await consumer.topics())  # whole-cluster listing: creates nothing
+        if unique_topic(self.topic) not in existing:
+            self._look_again_at = self._clock()
+            return frozenset()
+        columns = columns_of(typed_schema(reader), reader.json["fields"], meta.key)
+        table = SinkTable(self.database, self.spec.table, columns)
+        try:
+            changes = await table.prepare()
+        except SinkSchemaError as exc:
+            self._set_error("paused", exc.message)
+            self._reader = reader
+            log.warning("%s paused: %s", self.name, exc.message)
+            return frozenset()
+        except Exception as exc:
+            self._set_error("failing", f"{type(exc).__name__}: {exc}")
+            raise
+        if changes:
+            log.info("%s: %s", self.name, "; ".join(changes))
+            self.metrics.changes += changes
+        self._table, self._meta, self._reader = table, meta, reader
+        await ensure_topic(self._kafka, dlq_topic(self.topic), partitions=1,
+                           replication_factor=self._replication_factor)
+        if self.metrics.state in ("starting", "paused"):
+            self.metrics.state = "running"
+        return frozenset([unique_topic(self.topic)])
+
+    _look_again_at = 0.0
+
+    def _look_again(self) -> bool:
+        # Waiting for the dedup agent to create .unique: look every second.
+        return not self._subscribed and self._look_again_at > 0 and \
+            self._clock() - self._look_again_at >= 1.0
+
+    async def _reset(self) -> None:
+        self.metrics.restarts += 1
+        self._next.clear()
+
+    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+                      ) -> None:
+        """Seek each partition to the position committed in the database."""
+        table = self._table
+        if table is None:
+            raise OnepipeError(f"{self.name}: assigned before its table was prepared")
+        try:
+            positions = await table.positions(self.spec.name, self.topic)
+        except Exception as exc:
+            self._set_error("failing", f"{type(exc).__name__}: {exc}")
+            raise
+        for tp in sorted(assigned):
+            position = positions.get(tp.partition, 0)
+            consumer.seek(tp, position)
+            self._next[tp.partition] = position
+            self.metrics.positions[tp.partition] = position
+            log.info("%s[%d]: resuming from the database at @%d", tp.topic, tp.partition,
+                     position)
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._next.pop(tp.partition, None)
+
+    # ------------------------------------------------------------------ batch
+    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+        table, meta, reader = self._table, self._meta, self._reader
+        if not batches or table is None or meta is None or reader is None:
+            return
+        rows: list[SinkRow] = []
+        positions: dict[int, int] = {}
+        undecodable = 0
+        for tp, records in batches.items():
+            if tp.partition not in self._next:
+                continue  # revoked while fetched: the next owner reads it from its position
+            records = [r for r in records if r.offset >= self._next[tp.partition]]
+            if not records:
+                continue
+            self._in_flight.update(((tp.partition, r.offset), r) for r in records)
+            built = await asyncio.to_thread(build_rows, meta, reader, table.columns,
+                                            self.database.dialect,
+                                            self._registry.state.schema_by_id, records)
+            rows += built.rows
+            undecodable += built.undecodable
+            positions[tp.partition] = records[-1].offset + 1
+        if not positions:
+            return
+        try:
+            rejected = await table.write(rows, self.spec.name, self.topic, positions,
+                                         self._dead_letters)
+        except Exception as exc:
+            self._set_error("failing", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._in_flight.clear()
+        self.metrics.state = "running"
+        self.metrics.rows_written += len(rows) - len(rejected)
+        self.metrics.rejected += len(rejected)
+        self.metrics.undecodable += undecodable
+        self.metrics.batches += 1
+        for partition, offset in positions.items():
+            self._next[partition] = offset
+            self.metrics.positions[partition] = offset
+            await self._commit(consumer, TopicPartition(unique_topic(self.topic), partition),
+                               offset)
+
+    async def _dead_letters(self, rejected: list[Rejected]) -> None:
+        """Refused rows to ``<topic>.dlq`` (acknowledged before the batch commits)."""
+        producer = self._producer
+        if producer is None:
+            raise OnepipeError(f"{self.name} is not running; start() it first")
+        sends = []
+        for item in rejected:
+            partition, offset = item.row.source
+            log.warning("%s refused %s[%d]@%d: %s", self.name, unique_topic(self.topic),
+                        partition, offset, item.reason)
+            record = self._in_flight.get((partition, offset))
+            # The record's own headers (onepipe.source: its position in the source topic)
+            # and why it is here.
+            headers = [*(record.headers if record is not None else ()),
+                       (DLQ_SINK, self.spec.name.encode()),
+                       (DLQ_REASON, item.reason.encode()[:4096]),
+                       (DLQ_UNIQUE, b"%d:%d" % (partition, offset))]
+            sends.append(await producer.send(
+                dlq_topic(self.topic), record.value if record is not None else None,
+                key=record.key if record is not None else None, headers=headers))
+        await asyncio.gather(*sends)
+
+    def _set_error(self, state: str, message: str) -> None:
+        self.metrics.state = state
+        self.metrics.last_error = message
+        self.metrics.last_error_at = self._clock()

@@ -1,0 +1,136 @@
+"""The sinks of a worker: one sink agent per catalog sink, following the registry.
+
+Every second (and at start) the runner compares the sinks the registry declares with the
+agents it runs: a new sink gets an agent (its DSN read from the environment variable the
+catalog names), a removed or changed one is stopped. A sink whose variable is unset, or
+whose DSN does not fit its kind, gets no agent and is reported as ``unconfigured`` with
+the reason - on ``/status``, ``/metrics`` and ``onepipe sinks`` - never skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from onepipe.agents.sink.agent import SinkAgent, SinkMetrics
+from onepipe.schemas.errors import OnepipeError
+from onepipe.schemas.metadata import SinkSpec
+from onepipe.schemas.topic_names import sink_group
+from onepipe.sinks.db import Database, open_database
+from onepipe.tables.kafka import KafkaClients
+from onepipe.tables.lifecycle import Service, cancel_and_wait
+from onepipe.tables.registry_store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SinkRunner", "SinkStatus"]
+
+_FOLLOW_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStatus:
+    """One declared sink as this worker sees it."""
+
+    topic: str
+    spec: SinkSpec
+    #: The database without credentials; None when unconfigured.
+    where: str | None
+    metrics: SinkMetrics
+
+    def to_json(self) -> dict[str, object]:
+        m = self.metrics
+        return {"topic": self.topic, "sink": self.spec.name, "kind": self.spec.kind,
+                "table": self.spec.table, "dsn_env": self.spec.dsn_env, "where": self.where,
+                "state": m.state, "last_error": m.last_error,
+                "last_error_at": m.last_error_at or None, "rows_written": m.rows_written,
+                "rejected": m.rejected, "undecodable": m.undecodable, "batches": m.batches,
+                "restarts": m.restarts,
+                "positions": {str(p): o for p, o in sorted(m.positions.items())},
+                "changes": list(m.changes)}
+
+
+class SinkRunner(Service):
+    """Runs the sink agents the registry declares; an async context manager."""
+
+    def __init__(self, *, kafka: KafkaClients, app_id: str, registry: RegistryStore,
+                 replication_factor: int = 1, environ: Mapping[str, str] | None = None,
+                 open_db: Callable[[str, str], Database] = open_database) -> None:  # type: ignore[assignment]  # kind is checked by the catalog
+        self._kafka, self._app_id, self._registry = kafka, app_id, registry
+        self._replication_factor = replication_factor
+        self._environ = environ if environ is not None else os.environ
+        self._open_db = open_db
+        self.agents: dict[tuple[str, SinkSpec], SinkAgent] = {}
+        self._unconfigured: dict[tuple[str, SinkSpec], SinkMetrics] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._generation = -1
+
+    def statuses(self) -> list[SinkStatus]:
+        out = [SinkStatus(topic, spec, agent.database.where, agent.metrics)
+               for (topic, spec), agent in self.agents.items()]
+        out += [SinkStatus(topic, spec, None, metrics)
+                for (topic, spec), metrics in self._unconfigured.items()]
+        return sorted(out, key=lambda s: (s.topic, s.spec.name))
+
+    async def start(self) -> None:
+        await self.follow()
+        self._task = asyncio.create_task(self._loop(), name="sink-runner")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        agents, self.agents = self.agents, {}
+        for agent in agents.values():
+            try:
+                await agent.stop()
+            except Exception:
+                log.exception("%s did not stop cleanly", agent.name)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(_FOLLOW_SECONDS)
+            try:
+                await self.follow()
+            except Exception:
+                log.exception("following the registry's sinks failed; trying again")
+
+    async def follow(self) -> None:
+        """Start agents for new sinks, stop those no longer declared."""
+        state = self._registry.state
+        if state.generation == self._generation:
+            return
+        self._generation = state.generation
+        wanted = {(topic, spec) for topic, meta in state.topics.items() for spec in meta.sinks}
+        for key in [k for k in self.agents if k not in wanted]:
+            agent = self.agents.pop(key)
+            log.info("%s is no longer declared; stopping it", agent.name)
+            await agent.stop()
+        self._unconfigured = {k: v for k, v in self._unconfigured.items() if k in wanted}
+        for topic, spec in sorted(wanted - set(self.agents), key=lambda k: (k[0], k[1].name)):
+            dsn = self._environ.get(spec.dsn_env)
+            if not dsn:
+                self._unconfigure(topic, spec, f"environment variable {spec.dsn_env} is not "
+                                  f"set; set it to the {spec.kind} DSN of sink {spec.name}")
+                continue
+            try:
+                database = self._open_db(spec.kind, dsn)
+            except OnepipeError as exc:
+                self._unconfigure(topic, spec, f"{spec.dsn_env}: {exc.message}")
+                continue
+            agent = SinkAgent(kafka=self._kafka, group_id=sink_group(self._app_id, topic,
+                                                                     spec.name),
+                              registry=self._registry, topic=topic, spec=spec,
+                              database=database, replication_factor=self._replication_factor)
+            self._unconfigured.pop((topic, spec), None)
+            await agent.start()
+            self.agents[(topic, spec)] = agent
+            log.info("%s started", agent.name)
+
+    def _unconfigure(self, topic: str, spec: SinkSpec, reason: str) -> None:
+        if (topic, spec) not in self._unconfigured:
+            log.error("sink %s/%s is not running: %s", topic, spec.name, reason)
+        self._unconfigured[(topic, spec)] = SinkMetrics(state="unconfigured",
+                                                        last_error=reason)
