@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from pathlib import Path
 from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings, load_settings
+from onepipe.app.sinks_cli import add_sink_commands, run_dlq, run_sinks
 from onepipe.app.status_cli import add_status_command, run_status
 from onepipe.schemas.errors import ConfigError, OnepipeError
 from onepipe.tables.registry_store import RegistryStore
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--jobs", type=int, default=1,
                          help="days written at once (each with its own DuckDB memory limit)")
     add_status_command(sub)
+    add_sink_commands(sub)
     verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
     verify.add_argument("topic")
     verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
@@ -123,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_compact(settings, args))
         if args.command == "status":
             return run_status(args)
+        if args.command == "sinks":
+            return run_sinks(args)
+        if args.command == "dlq":
+            return run_dlq(settings, args.topic)
         if args.command == "verify":
             return asyncio.run(_verify(settings, args))
         if args.command == "dev":
@@ -355,6 +362,10 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+#: The variable the example catalog names for its SQLite sink (catalog/widgets.yaml).
+DEV_SQLITE_DSN_ENV = "ONEPIPE_DEV_SQLITE_DSN"
+
+
 def _dev(settings: Settings, catalog: Path | None) -> int:
     host, _, port = settings.broker.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
@@ -371,8 +382,12 @@ def _dev(settings: Settings, catalog: Path | None) -> int:
                                                # dev compacts the lake on its own too
                                                "compact_interval_seconds":
                                                    settings.compact_interval_seconds or 60.0})
+    # The example catalog's SQLite sink writes into the data dir unless told otherwise.
+    sqlite = data_dir.resolve() / "widgets.db"
+    os.environ.setdefault(DEV_SQLITE_DSN_ENV, f"sqlite:///{sqlite}")
     print(f"onepipe dev: embedded broker on {broker.bootstrap}, HTTP API on "
-          f"{settings.web_url}, data in {data_dir}/ (Ctrl-C stops everything)", flush=True)
+          f"{settings.web_url}, data in {data_dir}/, widgets also in SQLite "
+          f"{os.environ[DEV_SQLITE_DSN_ENV]} (Ctrl-C stops everything)", flush=True)
     with broker:
         try:
             return _worker(dev_settings)

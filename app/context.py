@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from prometheus_client.metrics_core import Metric
 
 from onepipe.agents.archive import ArchiveMetrics
+from onepipe.agents.sink import SinkStatus
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.settings import Settings
 from onepipe.sinks.publish.publisher import Publisher
@@ -52,3 +53,5 @@ class WorkerContext:
     metric_sources: list[MetricSource] = field(default_factory=list)
     #: The last verify run (mutable holder: the context itself is frozen).
     last_verify: VerifySlot = field(default_factory=VerifySlot)
+    #: The online sinks this worker runs (and those it cannot), when sinks are on.
+    sinks: Callable[[], list[SinkStatus]] | None = None

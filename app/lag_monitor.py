@@ -44,6 +44,7 @@ from onepipe.schemas.topic_names import (
     archive_group,
     dedup_group,
     repartition_topic,
+    sink_group,
     source_of_repartition,
     source_of_unique,
     unique_topic,
@@ -176,6 +177,7 @@ class LagMonitor(Service):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         fetch_wait_ms: int = 50,
+        extra_groups: Callable[[], Iterable[MonitoredGroup]] | None = None,
     ) -> None:
         if interval <= 0 or stuck_after <= 0:
             raise ValueError(f"interval and stuck_after must be > 0 seconds, got {interval} "
@@ -183,6 +185,9 @@ class LagMonitor(Service):
         self.kafka = kafka
         self.groups: tuple[MonitoredGroup, ...] = tuple(
             g if isinstance(g, MonitoredGroup) else MonitoredGroup(g) for g in groups)
+        #: Groups that come and go while the worker runs (one per online sink), asked for
+        #: at every sample.
+        self._extra_groups = extra_groups
         self.interval = interval
         self.stuck_after = stuck_after
         self._topics = topics
@@ -267,10 +272,11 @@ class LagMonitor(Service):
             return snapshot
 
     async def _sample(self, reader: OffsetReader) -> LagSnapshot:
-        group_ids = tuple(g.group_id for g in self.groups)
-        if not self.groups:
+        groups = self.groups + tuple(self._extra_groups() if self._extra_groups else ())
+        group_ids = tuple(g.group_id for g in groups)
+        if not groups:
             return LagSnapshot(sampled_at=self._wall_clock(), groups=group_ids)
-        targets = await self._targets(reader)
+        targets = await self._targets(reader, groups)
         needed = sorted({tp for tps in targets.by_group.values() for tp in tps})
         # Fetch each partition from the furthest committed offset: least data moves.
         near: dict[TopicPartition, int] = {}
@@ -284,7 +290,7 @@ class LagMonitor(Service):
         now = self._clock()
         rows: list[PartitionLag] = []
         seen: set[tuple[str, str, int]] = set()
-        for spec in self.groups:
+        for spec in groups:
             group = spec.group_id
             group_committed = targets.committed[group]
             thresholds: dict[str, float] = {}
@@ -304,16 +310,17 @@ class LagMonitor(Service):
         return LagSnapshot(sampled_at=self._wall_clock(), partitions=tuple(rows),
                            groups=group_ids)
 
-    async def _targets(self, reader: OffsetReader) -> _Targets:
+    async def _targets(self, reader: OffsetReader, groups: Sequence[MonitoredGroup]
+                       ) -> _Targets:
         registered = set(self._topics())
         candidates = registered | {derived(t) for t in registered
                                    for derived in (unique_topic, repartition_topic)}
         counts = await reader.partition_counts(candidates)  # lists first: creates nothing
         tps = [TopicPartition(t, p) for t, n in sorted(counts.items()) for p in range(n)]
         committed = await asyncio.gather(
-            *(reader.committed(g.group_id, tps) for g in self.groups))
+            *(reader.committed(g.group_id, tps) for g in groups))
         targets = _Targets()
-        for group, offsets in zip(self.groups, committed, strict=True):
+        for group, offsets in zip(groups, committed, strict=True):
             touched = {tp.topic for tp in offsets}
             targets.committed[group.group_id] = offsets
             targets.by_group[group.group_id] = [
@@ -358,6 +365,14 @@ def worker_monitor(settings: Settings, registry: RegistryStore) -> LagMonitor | 
         meta = registry.state.topics.get(source)
         return meta is not None and bool(meta.key)
 
+    def sinks() -> list[MonitoredGroup]:
+        """One group per declared sink, reading ``<topic>.unique``."""
+        if not settings.sinks_enabled:
+            return []
+        return [MonitoredGroup(sink_group(settings.app_id, topic, spec.name),
+                               frozenset([unique_topic(topic)]).__contains__)
+                for topic, meta in list(registry.state.topics.items()) for spec in meta.sinks]
+
     groups = []
     if settings.archive_enabled:
         groups.append(MonitoredGroup(archive_group(settings.app_id), archived, flush_seconds))
@@ -365,4 +380,4 @@ def worker_monitor(settings: Settings, registry: RegistryStore) -> LagMonitor | 
         groups.append(MonitoredGroup(dedup_group(settings.app_id), deduplicated))
     return LagMonitor(settings.kafka, groups, lambda: list(registry.state.topics),
                       interval=settings.monitor_interval_seconds,
-                      stuck_after=settings.stuck_after_seconds)
+                      stuck_after=settings.stuck_after_seconds, extra_groups=sinks)

@@ -26,10 +26,12 @@ from onepipe.agents.compact import (
     KafkaDayDispatcher,
 )
 from onepipe.agents.dedup import DedupAgent, DedupMetrics
+from onepipe.agents.sink import SinkRunner
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import worker_monitor
 from onepipe.app.metrics_view import DEDUP_COUNTERS, CounterSource
 from onepipe.app.settings import Settings
+from onepipe.app.sink_views import SinkCollector
 from onepipe.app.web import WebServer
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
@@ -87,10 +89,15 @@ class Runtime:
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         # Consumer-group lag for /status and /metrics; None when monitor_interval_seconds=0.
         self.lag_monitor = worker_monitor(settings, self.registry)
+        self.sinks = (SinkRunner(kafka=settings.kafka, app_id=settings.app_id,
+                                 registry=self.registry,
+                                 replication_factor=settings.replication_factor)
+                      if settings.sinks_enabled else None)
         self.context = WorkerContext(settings, self.registry, self.publisher,
                                      self._archive_metrics if settings.archive_enabled
                                      else None,
-                                     lag_monitor=self.lag_monitor)
+                                     lag_monitor=self.lag_monitor,
+                                     sinks=self.sinks.statuses if self.sinks else None)
         self.web = WebServer(self.context)
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
@@ -103,6 +110,8 @@ class Runtime:
             # onepipe_dedup_*_total in /metrics, and the dedup block of /health.
             self.context.metric_sources.append(
                 CounterSource("dedup", self._dedup_metrics, _DEDUP_EXPORTED))
+        if self.sinks is not None:
+            self.context.metric_sources.append(SinkCollector(self.context))
         if settings.checksums_enabled:
             self.context.metric_sources.append(
                 CounterSource("checksums", self._checksum_metrics, _CHECKSUM_EXPORTED))
@@ -139,6 +148,8 @@ class Runtime:
                 await self._start_checksums()
             if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
                 await self._start_compaction()
+            if self.sinks is not None:
+                await self.sinks.start()
             if self.lag_monitor is not None:
                 await self.lag_monitor.start()
         except BaseException:
@@ -251,6 +262,8 @@ class Runtime:
         self.ready.clear()
         if self.lag_monitor is not None:
             await self.lag_monitor.stop()
+        if self.sinks is not None:
+            await self.sinks.stop()
         if self.compact_scheduler is not None:
             await self.compact_scheduler.stop()
         if self.compact_dispatcher is not None:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     checksums_enabled: bool = Field(
         True, description="Run the checksum agent in the worker: <topic>.unique into per-day "
         "checksum tables, published to <topic>.checksums (compared by verify).")
+    sinks_enabled: bool = Field(
+        True, description="Run the online sinks the catalog declares (<topic>.unique into "
+        "SQLite/PostgreSQL/MySQL tables); each sink's DSN comes from its dsn_env variable.")
     checksum_retention_days: int = Field(
         400, ge=1, description="Days of checksum-table figures kept; older days are dropped.")
     example_agents: bool = Field(

@@ -43,7 +43,7 @@ def add_status_command(subparsers: Any) -> None:
                         help="seconds to wait for the worker (default 5)")
 
 
-def _default_url() -> str:
+def default_url() -> str:
     settings = load_settings()
     host = settings.web_host
     # A worker listening on every interface is reached through loopback from here.
@@ -55,9 +55,18 @@ def _default_url() -> str:
 def fetch_status(base_url: str, *, group: str | None = None, timeout: float = 5.0
                  ) -> dict[str, Any]:
     """The worker's status document; ``StatusUnavailable`` with the reason otherwise."""
-    url = base_url.rstrip("/") + "/status.json"
-    if group is not None:
-        url += "?" + urllib.parse.urlencode({"group": group})
+    query = {"group": group} if group is not None else {}
+    return fetch_document(base_url, "/status.json", "consumers", query=query, timeout=timeout)
+
+
+def fetch_document(base_url: str, path: str, expect: str, *,
+                   query: dict[str, str] | None = None, timeout: float = 5.0
+                   ) -> dict[str, Any]:
+    """A JSON document of the worker's API holding key ``expect``; ``StatusUnavailable``
+    saying why (unreachable, an error answer, not a onepipe worker) otherwise."""
+    url = base_url.rstrip("/") + path
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - http(s) URL
             body = reply.read()
@@ -78,9 +87,9 @@ def fetch_status(base_url: str, *, group: str | None = None, timeout: float = 5.
     except ValueError as exc:
         raise StatusUnavailable(f"{url} did not answer JSON ({exc}); is it a onepipe "
                                 "worker?") from exc
-    if not isinstance(document, dict) or "consumers" not in document:
-        raise StatusUnavailable(f"{url} did not answer a status document; is it a onepipe "
-                                "worker?")
+    if not isinstance(document, dict) or expect not in document:
+        raise StatusUnavailable(f"{url} did not answer the expected document; is it a "
+                                "onepipe worker?")
     return document
 
 
@@ -93,7 +102,7 @@ def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    url = args.url or _default_url()
+    url = args.url or default_url()
     try:
         doc = fetch_status(url, group=args.group, timeout=args.timeout)
     except StatusUnavailable as exc:

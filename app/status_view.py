@@ -25,6 +25,7 @@ from aiohttp import web
 from onepipe.app.context import WorkerContext
 from onepipe.app.http import json_response
 from onepipe.app.registry_views import CTX
+from onepipe.app.sink_views import sink_document
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import metadata_to_dict
 
@@ -123,6 +124,7 @@ def status_document(ctx: WorkerContext, *, group: str | None = None,
         "topics": [t for t in _topics(ctx) if topic is None or t["topic"] == topic],
         "consumers": consumers,
         "archive": _archive(ctx),
+        "sinks": sink_document(ctx),
         "last_verify": ctx.last_verify.result,
     }
 
@@ -261,6 +263,24 @@ def _pairs_html(values: dict[str, Any]) -> str:
     return f'<table style="max-width:560px"><tbody>{rows}</tbody></table>'
 
 
+def _sinks_html(sinks: list[dict[str, Any]]) -> str:
+    if not sinks:
+        return '<p class="muted">No online sink is declared (or sinks are off here).</p>'
+    rows = []
+    for s in sinks:
+        bad = s["state"] not in ("running", "starting")
+        rows.append(f'<tr class="{"stuck" if bad else ""}"><td>{_e(s["topic"])}</td>'
+                    f'<td>{_e(s["sink"])}</td><td>{_e(s["kind"])}</td><td>{_e(s["table"])}</td>'
+                    f'<td>{_e(s["state"])}</td>'
+                    f'<td class="num">{_n(s["rows_written"])}</td>'
+                    f'<td class="num">{_n(s["rejected"])}</td>'
+                    f'<td class="num">{_n(s["total_lag"])}</td>'
+                    f'<td>{_e(s["last_error"])}</td></tr>')
+    return ("<table><thead><tr><th>topic</th><th>sink</th><th>kind</th><th>table</th>"
+            "<th>state</th><th>rows</th><th>refused</th><th>lag</th><th>last error</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def render_status_html(doc: dict[str, Any]) -> str:
     """The status page of a :func:`status_document`; every value escaped."""
     monitor = doc["monitor"]
@@ -291,6 +311,7 @@ generated {_e(doc["generated_at"])}</span></header>
 <section id="consumers"><h2>Consumers</h2>{_consumers_html(doc)}</section>
 <section id="topics"><h2>Topics</h2>{_topics_html(doc)}</section>
 <section id="archive"><h2>Archive agent</h2>{archive}</section>
+<section id="sinks"><h2>Online sinks</h2>{_sinks_html(doc.get("sinks") or [])}</section>
 <section id="verify"><h2>Last verify</h2>{verify}</section>
 <p class="muted">Same data as JSON: <code>/status.json</code> · Prometheus:
 <code>/metrics</code></p></main></body></html>

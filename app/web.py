@@ -16,6 +16,7 @@ from onepipe.app.http import error_middleware, json_response
 from onepipe.app.metrics_view import add_metrics_routes
 from onepipe.app.produce_views import add_produce_routes
 from onepipe.app.registry_views import CTX, add_registry_routes
+from onepipe.app.sink_views import add_sink_routes
 from onepipe.app.status_view import add_status_routes
 from onepipe.app.topic_views import add_topic_routes
 from onepipe.app.verify_views import add_verify_routes
@@ -74,6 +75,7 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
     add_metrics_routes(app)
     add_status_routes(app)
     add_verify_routes(app)
+    add_sink_routes(app)
     return app
 
 
