@@ -26,8 +26,10 @@ class PostgresDatabase:
 
     async def start(self) -> None:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2,
-                                                   command_timeout=60)
+            # Named, so a DBA sees whose connections these are in pg_stat_activity.
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=2, command_timeout=60,
+                server_settings={"application_name": "onepipe-sink"})
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None

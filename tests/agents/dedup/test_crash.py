@@ -18,12 +18,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from onepipe.schemas.topic_names import dedup_group, unique_topic
 from tests.fixtures.dedup import check_unique, expected_outcome
 from tests.fixtures.services import unique, wait_for
-from tests.fixtures.topics import read_topic
+from tests.fixtures.topics import committed_offsets, read_topic
 from tests.fixtures.worker_process import WorkerProcess
 
 PARTITIONS = 2
@@ -49,18 +48,6 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
                ONEPIPE_ARCHIVE_ENABLED="false", ONEPIPE_DEDUP_ENABLED="true",
                ONEPIPE_COMPACT_WORKERS_ENABLED="false")
     yield env, topic, tmp_path
-
-
-async def committed(broker: str, group: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        offsets = {p: await consumer.committed(TopicPartition(topic, p))
-                   for p in range(PARTITIONS)}
-    finally:
-        await consumer.stop()
-    return {p: o for p, o in offsets.items() if o is not None}
 
 
 async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
@@ -101,7 +88,7 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
         source, watermarks = await read_topic(broker, topic, PARTITIONS)
 
         async def all_committed() -> bool:
-            return await committed(broker, group, topic) == watermarks
+            return await committed_offsets(broker, group, topic, PARTITIONS) == watermarks
 
         await wait_for(all_committed, timeout=90, what="every offset deduplicated")
     finally:
