@@ -138,6 +138,16 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         if unique_topic(self.topic) not in existing:
             self._look_again_at = self._clock()
             return frozenset()
+        if not await self._prepare(meta, reader):
+            return frozenset()
+        await ensure_topic(self._kafka, dlq_topic(self.topic), partitions=1,
+                           replication_factor=self._replication_factor)
+        if self.metrics.state in ("starting", "paused"):
+            self.metrics.state = "running"
+        return frozenset([unique_topic(self.topic)])
+
+    async def _prepare(self, meta: TopicMetadata, reader: AvroSchema) -> bool:
+        """Make the table fit ``reader``; False (and paused) when it cannot."""
         columns = columns_of(typed_schema(reader), reader.json["fields"], meta.key)
         table = SinkTable(self.database, self.spec.table, columns)
         try:
@@ -146,7 +156,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             self._set_error("paused", exc.message)
             self._reader = reader
             log.warning("%s paused: %s", self.name, exc.message)
-            return frozenset()
+            return False
         except Exception as exc:
             self._set_error("failing", f"{type(exc).__name__}: {exc}")
             raise
@@ -154,11 +164,20 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             log.info("%s: %s", self.name, "; ".join(changes))
             self.metrics.changes += changes
         self._table, self._meta, self._reader = table, meta, reader
-        await ensure_topic(self._kafka, dlq_topic(self.topic), partitions=1,
-                           replication_factor=self._replication_factor)
-        if self.metrics.state in ("starting", "paused"):
-            self.metrics.state = "running"
-        return frozenset([unique_topic(self.topic)])
+        return True
+
+    async def _follow_schema(self) -> bool:
+        """Before a batch: a newer schema version first gets its columns, so no field of a
+        record written with it is dropped by decoding with an older reader."""
+        state = self._registry.state
+        try:
+            latest = state.version(f"{self.topic}-value", "latest").schema
+        except NotFoundError:
+            return self._reader is not None
+        meta = state.topics.get(self.topic)
+        if latest is self._reader or meta is None:
+            return self._reader is not None
+        return await self._prepare(meta, latest)
 
     _look_again_at = 0.0
 
@@ -196,8 +215,16 @@ class SinkAgent(BatchAgent[SinkMetrics]):
 
     # ------------------------------------------------------------------ batch
     async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+        if not batches:
+            return
+        if not await self._follow_schema():
+            # Paused: stop fetching. A later schema version is looked at again
+            # (_wanted), and a new assignment reads from the database's positions.
+            consumer.unsubscribe()
+            self._subscribed = frozenset()
+            return
         table, meta, reader = self._table, self._meta, self._reader
-        if not batches or table is None or meta is None or reader is None:
+        if table is None or meta is None or reader is None:
             return
         rows: list[SinkRow] = []
         positions: dict[int, int] = {}

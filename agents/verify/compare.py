@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Any, cast
 
 from onepipe.agents.verify.checksums import ChecksumTableSource
 from onepipe.agents.verify.raw import GapLocator, OffsetFinding, RawDay, RawReport, check_raw
+from onepipe.agents.verify.sink import SinkSource
 from onepipe.agents.verify.sources import (
     CleanLakeSource,
     DayRange,
@@ -58,6 +60,7 @@ from onepipe.agents.verify.stream import SourceGapLocator, StreamSource
 from onepipe.schemas.exact_sum import ExactSum
 from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.registry_state import RegistryState
+from onepipe.sinks.db import open_database
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.sinks.lake.clean_manifest import load_latest
 from onepipe.sinks.lake.store import LakeStore
@@ -279,14 +282,17 @@ def _is_day(text: str) -> bool:
 async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore,
                             kafka: KafkaClients | None, days: DayRange | None = None,
                             cache_dir: Path | None = None, limit: int = DEFAULT_LIMIT,
-                            extra: Sequence[VerifySource] = ()) -> VerifyReport:
-    """Verify a registered topic: clean lake, ``.unique`` stream, checksum table, raw lake,
-    ``extra``.
+                            extra: Sequence[VerifySource] = (),
+                            environ: Mapping[str, str] | None = None) -> VerifyReport:
+    """Verify a registered topic: clean lake, ``.unique`` stream, checksum table, online
+    sinks, raw lake, ``extra``.
 
     Raises :class:`~onepipe.schemas.errors.NotFoundError` for a topic the registry does not know.
     The stream is skipped (and the report says why) for a topic without key (nothing is
     deduplicated), without ``kafka``, or while ``<topic>.unique`` does not exist. The
     checksum table is compared whenever the stream is and ``<topic>.checksums`` exists.
+    Each online sink is compared when its DSN variable is set in ``environ`` (default: this
+    process's environment), skipped with the reason otherwise.
     """
     meta = state.topic_metadata(topic)
     schema = state.version(f"{topic}-value", "latest").schema
@@ -309,11 +315,24 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
         else:
             skipped["stream"] = (f"{stream.topic} does not exist: no dedup agent has run "
                                  "for this topic")
+    sinks: list[SinkSource] = []
+    env = os.environ if environ is None else environ
+    for spec in meta.sinks:
+        dsn = env.get(spec.dsn_env)
+        if not dsn:
+            skipped[spec.name] = f"environment variable {spec.dsn_env} is not set here"
+            continue
+        sinks.append(SinkSource(view, spec, open_database(spec.kind, dsn), schema))
+    sources.extend(sinks)
     sources.extend(extra)
     locate = (SourceGapLocator(view, kafka, schema, state.schema_by_id)
               if kafka is not None else None)
-    return await verify_topic(view, sources, days=days, lake=lake, cache_dir=cache_dir,
-                              limit=limit, skipped=skipped, locate=locate)
+    try:
+        return await verify_topic(view, sources, days=days, lake=lake, cache_dir=cache_dir,
+                                  limit=limit, skipped=skipped, locate=locate)
+    finally:
+        for sink in sinks:
+            await sink.database.stop()
 
 
 async def verify_topic(view: TopicView, sources: Sequence[VerifySource], *,

@@ -48,18 +48,21 @@ from onepipe.schemas.checksum import row_hashes, select_columns
 from onepipe.schemas.checksum_spec import ChecksumSpec
 from onepipe.schemas.errors import CompactionError, LakeObjectNotFound
 from onepipe.schemas.figures import DayFigures, figures
+from onepipe.schemas.partition_day import day_name, partition_days
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.sinks.lake.clean_manifest import Manifest, load_latest
 from onepipe.sinks.lake.clean_reader import fetch_local
 from onepipe.sinks.lake.store import LakeStore
 
-__all__ = ["BATCH_ROWS", "ArrowDays", "BucketSummary", "CleanLakeSource", "DayRange", "KeyRows",
+__all__ = ["BATCH_ROWS", "ArrowDays", "BucketSummary", "CleanLakeSource", "DayRange",
+           "DaysInMemory", "KeyRows", "split_days",
            "VerifySource", "json_safe"]
 
 #: Rows per record batch read from Parquet: big enough that the figures' per-call cost
 #: (~1 ms) vanishes, small enough to bound memory.
 BATCH_ROWS = 64 * 1024
 _READ_ATTEMPTS = 3
+_DAY = "_verify_day"
 _WORD = 64
 A = TypeVar("A", bound="Accumulator")
 
@@ -258,6 +261,47 @@ class ArrowDays:
         if not chosen or day not in await self._day_names():
             return {}
         return (await self._scan(day, lambda: _Keys(self.view, bits, chosen))).result()
+
+
+class DaysInMemory(ArrowDays):
+    """A source read whole once, then held as one Arrow table per day (the ``.unique``
+    stream, an online sink's table): subclasses give ``_read_days``."""
+
+    def __init__(self, view: TopicView) -> None:
+        super().__init__(view)
+        self._days: dict[str, pa.Table] | None = None
+
+    async def _read_days(self) -> dict[str, pa.Table]:
+        raise NotImplementedError
+
+    async def _load(self) -> dict[str, pa.Table]:
+        if self._days is None:
+            self._days = await self._read_days()
+        return self._days
+
+    async def _day_names(self) -> list[str]:
+        return sorted(await self._load())
+
+    async def _scan(self, day: str, start: Callable[[], A]) -> A:
+        table = (await self._load()).get(day)
+        into = start()
+        if table is None:
+            return into
+
+        def run() -> None:
+            for batch in table.to_batches(BATCH_ROWS):
+                into.add(batch)
+
+        await asyncio.to_thread(run)
+        return into
+
+
+def split_days(table: pa.Table, view: TopicView) -> dict[str, pa.Table]:
+    """``table`` (the view's columns) as one table per day of its time column."""
+    days = partition_days(table.column(view.time_column)).cast(pa.int32())
+    table = table.append_column(_DAY, days)
+    return {day_name(n): table.filter(pc.equal(table.column(_DAY), n)).drop_columns([_DAY])
+            for n in pc.unique(days.drop_null()).to_pylist()}
 
 
 def _complete(batch: pa.RecordBatch, view: TopicView) -> pa.RecordBatch:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from onepipe.agents.verify.sources import BATCH_ROWS, A, ArrowDays
+from onepipe.agents.verify.sources import DaysInMemory, split_days
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.codec import decode_or_none
 from onepipe.schemas.errors import BrokerError
@@ -43,7 +43,6 @@ from onepipe.tables.kafka.topics import read_topic, topic_exists
 
 __all__ = ["SourceGapLocator", "StreamSource"]
 
-_DAY = "_verify_day"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +77,12 @@ class _Decoder:
         table = build_raw_table(records, ids, decoded, [None] * len(records), self.reader)
         return table.select(list(self.view.columns))
 
-    def days(self, table: pa.Table) -> pa.Array:
-        """The day number (int32) of each row."""
-        return partition_days(table.column(self.view.time_column)).cast(pa.int32())
-
 
 def _message(r: ConsumerRecord[Any, Any]) -> _Message:
     return _Message(r.partition, r.offset, r.timestamp, r.key, r.value)
 
 
-class StreamSource(ArrowDays):
+class StreamSource(DaysInMemory):
     """``<topic>.unique``'s winners; see the module contract."""
 
     def __init__(self, view: TopicView, kafka: KafkaClients, reader: AvroSchema,
@@ -97,7 +92,6 @@ class StreamSource(ArrowDays):
         self.kafka, self.name = kafka, name
         self._decoder = _Decoder(view, reader, writer_for_id)
         self._decode_rows = decode_rows
-        self._days: dict[str, pa.Table] | None = None
         #: Messages read from ``.unique`` (every version, not just winners).
         self.messages = 0
 
@@ -113,27 +107,9 @@ class StreamSource(ArrowDays):
     async def exists(self) -> bool:
         return await topic_exists(self.kafka, self.topic)
 
-    async def _day_names(self) -> list[str]:
-        return sorted(await self._load())
-
-    async def _scan(self, day: str, start: Callable[[], A]) -> A:
-        table = (await self._load()).get(day)
-        into = start()
-        if table is None:
-            return into
-
-        def run() -> None:
-            for batch in table.to_batches(BATCH_ROWS):
-                into.add(batch)
-
-        await asyncio.to_thread(run)
-        return into
-
-    async def _load(self) -> dict[str, pa.Table]:
-        if self._days is None:
-            winners = await self._read()
-            self._days = await asyncio.to_thread(self._by_day, winners)
-        return self._days
+    async def _read_days(self) -> dict[str, pa.Table]:
+        winners = await self._read()
+        return await asyncio.to_thread(self._by_day, winners)
 
     async def _read(self) -> list[_Message]:
         winners: dict[bytes, _Message] = {}
@@ -150,13 +126,7 @@ class StreamSource(ArrowDays):
     def _by_day(self, winners: list[_Message]) -> dict[str, pa.Table]:
         parts = [self._decoder.table(winners[i:i + self._decode_rows])
                  for i in range(0, len(winners), self._decode_rows)]
-        if not parts:
-            return {}
-        table = pa.concat_tables(parts)
-        days = self._decoder.days(table)
-        table = table.append_column(_DAY, days)
-        return {day_name(n): table.filter(pc.equal(table.column(_DAY), n)).drop_columns([_DAY])
-                for n in pc.unique(days.drop_null()).to_pylist()}
+        return split_days(pa.concat_tables(parts), self.view) if parts else {}
 
 
 class SourceGapLocator:

@@ -10,6 +10,7 @@ the database. The table must hold exactly the winners computed independently
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,35 @@ async def test_a_refused_row_goes_to_the_dead_letter_topic(
     assert headers["onepipe.sink"] == b"s"
     assert b"0x00" in headers["onepipe.reason"] or b"\\x00" in headers["onepipe.reason"]
     assert "onepipe.source" in headers and "onepipe.unique" in headers
+
+
+@pytest.mark.parametrize("kind", ["sqlite"])
+async def test_a_new_schema_version_adds_its_field_as_a_column(
+        kind: str, runtime: Runtime, http: aiohttp.ClientSession, broker: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = dsn_for(kind, tmp_path)
+    monkeypatch.setenv(ENV, dsn)
+    spec = spec_for(kind)
+    topic = await declare(http, "max", spec)
+    await produce(http, topic, [{"id": "a", "version": 1, "payload": "one"}])
+    async with make_agent(runtime.registry, tmp_path / "dedup", unique("sk-dedup"),
+                          [topic]) as dedup, sink_for(runtime, topic, spec, dsn) as sink:
+        await asyncio.wait_for(dedup.wait_consumed(1), TIMEOUT)
+        _, marks = await read_topic(broker, unique_topic(topic), PARTITIONS)
+        await asyncio.wait_for(sink.wait_written(marks), TIMEOUT)
+        v2 = {**SCHEMAS["max"], "fields": [*SCHEMAS["max"]["fields"],
+                                          {"name": "colour", "type": ["null", "string"],
+                                           "default": None}]}
+        async with http.post(f"/subjects/{topic}-value/versions",
+                             json={"schema": json.dumps(v2)}) as resp:
+            assert resp.status == 200, await resp.text()
+        await produce(http, topic, [{"id": "a", "version": 2, "payload": "two",
+                                     "colour": "red"},
+                                    {"id": "b", "version": 1, "payload": "b", "colour": None}])
+        await asyncio.wait_for(dedup.wait_consumed(3), TIMEOUT)
+        _, marks = await read_topic(broker, unique_topic(topic), PARTITIONS)
+        await asyncio.wait_for(sink.wait_written(marks), TIMEOUT)
+        rows = await table_rows(sink)
+    assert any(c.startswith("added column colour") for c in sink.metrics.changes)
+    assert {k: (v["version"], v["payload"], v["colour"]) for k, v in rows.items()} == {
+        "a": (2, "two", "red"), "b": (1, "b", None)}
