@@ -49,7 +49,7 @@ test: lint typecheck pytest  ## everything CI runs
 
 # Every script runs even when an earlier one misses a target (each exits 1 on a miss);
 # the target fails at the end if any did.
-BENCHES := produce archive dedup compact verify
+BENCHES := produce archive dedup compact verify sink
 bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
 	@status=0; for script in $(BENCHES); do \
 		$(BIN)/python bench/$$script.py || status=1; \

@@ -31,6 +31,7 @@ from onepipe.sinks.db import (
     SinkTable,
     columns_of,
 )
+from onepipe.sinks.db.sql import POSITIONS
 from onepipe.sinks.formats.raw import typed_schema
 from onepipe.tables.kafka import KafkaClients, ensure_topic
 from onepipe.tables.registry_store import RegistryStore
@@ -41,6 +42,12 @@ __all__ = ["SinkAgent", "SinkMetrics"]
 
 #: Header names of a dead-letter record.
 DLQ_SINK, DLQ_REASON, DLQ_UNIQUE = "onepipe.sink", "onepipe.reason", "onepipe.unique"
+
+
+class SinkPositionError(OnepipeError):
+    """A sink's position in its database lies beyond the end of ``<topic>.unique``."""
+
+    code = "sink_position"
 
 
 @dataclass(slots=True)
@@ -76,7 +83,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  topic: str, spec: SinkSpec, database: Database, replication_factor: int = 1,
-                 max_records: int = 5_000,
+                 max_records: int = 20_000,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
                          metrics=SinkMetrics(), max_records=max_records, topics=[topic])
@@ -215,6 +222,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
 
     # ------------------------------------------------------------------ batch
     async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+        self._check_positions(consumer)
         if not batches:
             return
         if not await self._follow_schema():
@@ -262,6 +270,21 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             self.metrics.positions[partition] = offset
             await self._commit(consumer, TopicPartition(unique_topic(self.topic), partition),
                                offset)
+
+    def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
+        """A position beyond the log's end means the log is not the one the database
+        followed (``.unique`` deleted and recreated, a broker that lost its log): stop and
+        say so, never wait silently for offsets that will not come."""
+        for partition, position in self._next.items():
+            end = consumer.highwater(TopicPartition(unique_topic(self.topic), partition))
+            if end is not None and position > end:
+                message = (f"{unique_topic(self.topic)}[{partition}] ends at @{end} but the "
+                           f"database {self.database.where} says this sink is at "
+                           f"@{position}: the topic was recreated or the broker lost its "
+                           f"log. Delete this sink's rows from {POSITIONS} (and its table, "
+                           "to rebuild it) once you know which log is right")
+                self._set_error("failing", message)
+                raise SinkPositionError(message)
 
     async def _dead_letters(self, rejected: list[Rejected]) -> None:
         """Refused rows to ``<topic>.dlq`` (acknowledged before the batch commits)."""

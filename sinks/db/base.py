@@ -31,7 +31,7 @@ from onepipe.sinks.db import sql
 from onepipe.sinks.db.columns import Column, Dialect
 
 __all__ = ["BeforeCommit", "Database", "Rejected", "SinkRow", "SinkSchemaError", "SinkTable",
-           "type_family"]
+           "Target", "type_family"]
 
 
 class SinkSchemaError(OnepipeError):
@@ -63,6 +63,16 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a batch goes: the table, its columns, and the one-row upsert statement."""
+
+    table: str
+    columns: tuple[Column, ...]
+    #: Parameters: every column in order, then the rank bytes and the Kafka timestamp.
+    upsert: str
+
+
 #: Called with the refused rows inside the transaction, before it commits (a sink sends
 #: them to its dead-letter topic there: if that fails, nothing of the batch commits).
 BeforeCommit = Callable[[list[Rejected]], Awaitable[None]]
@@ -91,11 +101,11 @@ class Database(Protocol):
     async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         ...
 
-    async def write(self, statement: str, rows: Sequence[SinkRow],
+    async def write(self, target: Target, rows: Sequence[SinkRow],
                     positions: Sequence[tuple[str, str, int, int]],
                     before_commit: BeforeCommit | None = None) -> list[Rejected]:
-        """Rows and ``(sink, topic, partition, next_offset)`` positions, one transaction;
-        ``before_commit`` hears of refused rows before it commits."""
+        """Rows (one per key) and ``(sink, topic, partition, next_offset)`` positions, one
+        transaction; ``before_commit`` hears of refused rows before it commits."""
         ...
 
 
@@ -142,7 +152,8 @@ class SinkTable:
     def __init__(self, db: Database, table: str, columns: Sequence[Column]) -> None:
         self.db, self.table = db, table
         self.columns: list[Column] = list(columns)
-        self.upsert = sql.upsert(db.dialect, table, self.columns)
+        self.target = Target(table, tuple(self.columns),
+                             sql.upsert(db.dialect, table, self.columns))
 
     async def prepare(self) -> list[str]:
         """Create or evolve the table for :attr:`columns`; the changes made, in words."""
@@ -184,8 +195,14 @@ class SinkTable:
             await self.db.ddl(statements)
         return changes
 
+    def _owner(self, sink: str) -> str:
+        # The table is part of whose position it is: a sink pointed at another table
+        # starts that table from the beginning instead of where the old one stood.
+        return f"{sink}/{self.table}"
+
     async def positions(self, sink: str, topic: str) -> dict[int, int]:
-        rows = await self.db.fetch(sql.read_positions(self.db.dialect), (sink, topic))
+        rows = await self.db.fetch(sql.read_positions(self.db.dialect),
+                                   (self._owner(sink), topic))
         return {int(partition): int(offset) for partition, offset in rows}
 
     async def write(self, rows: Sequence[SinkRow], sink: str, topic: str,
@@ -197,8 +214,9 @@ class SinkTable:
             held = best.get(row.key)
             if held is None or row.rank > held.rank:
                 best[row.key] = row
-        marks = [(sink, topic, p, offset) for p, offset in sorted(positions.items())]
-        return await self.db.write(self.upsert, list(best.values()), marks, before_commit)
+        marks = [(self._owner(sink), topic, p, offset)
+                 for p, offset in sorted(positions.items())]
+        return await self.db.write(self.target, list(best.values()), marks, before_commit)
 
     async def read(self) -> list[tuple[Any, ...]]:
         """Every row: the columns in order, then the Kafka timestamp (for ``verify``)."""

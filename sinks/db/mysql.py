@@ -11,7 +11,7 @@ import pymysql
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow, Target
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["MysqlDatabase"]
@@ -89,10 +89,11 @@ class MysqlDatabase:
             await conn.commit()  # end the read's transaction: the next read sees new rows
             return [tuple(r) for r in rows]
 
-    async def write(self, statement: str, rows: Sequence[SinkRow],
+    async def write(self, target: Target, rows: Sequence[SinkRow],
                     positions: Sequence[tuple[str, str, int, int]],
                     before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("mysql")
+        statement = target.upsert
         async with self._ready().acquire() as conn, conn.cursor() as cur:
             try:
                 await conn.begin()

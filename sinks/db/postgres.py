@@ -9,7 +9,7 @@ import asyncpg
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow, Target
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["PostgresDatabase"]
@@ -56,15 +56,23 @@ class PostgresDatabase:
     async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await self._ready().fetch(statement, *params)]
 
-    async def write(self, statement: str, rows: Sequence[SinkRow],
+    async def write(self, target: Target, rows: Sequence[SinkRow],
                     positions: Sequence[tuple[str, str, int, int]],
                     before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("postgres")
+        stage = sql.stage_name(target.table, target.columns)
+        names = [c.name for c in target.columns] + [sql.RANK, sql.TIMESTAMP]
         async with self._ready().acquire() as conn:
             try:
                 async with conn.transaction():
                     if rows:
-                        await conn.executemany(statement, [r.params for r in rows])
+                        # COPY into a staging table, then one merge: ~4x the rows/s of
+                        # one upsert per row (bench/sink.py).
+                        await conn.execute(sql.create_stage(target.table, stage))
+                        await conn.copy_records_to_table(
+                            stage, records=[r.params for r in rows], columns=names)
+                        await conn.execute(sql.merge_stage(target.table, stage,
+                                                           target.columns))
                     await conn.executemany(mark, positions)
                 return []
             except asyncpg.DataError:
@@ -74,7 +82,7 @@ class PostgresDatabase:
                 for row in rows:
                     try:
                         async with conn.transaction():  # a savepoint per row
-                            await conn.execute(statement, *row.params)
+                            await conn.execute(target.upsert, *row.params)
                     except asyncpg.DataError as exc:
                         rejected.append(Rejected(row, f"{type(exc).__name__}: {exc}"))
                 await conn.executemany(mark, positions)

@@ -4,7 +4,8 @@ Every sink table has the topic's columns plus ``_onepipe_rank`` (the merge rule'
 bytes, onepipe.schemas.merge.rank_bytes) and ``_onepipe_timestamp`` (the winning
 version's Kafka timestamp, epoch ms: what places a row in its day when the topic's
 ``partition_time`` is ``kafka``). One table per database holds every sink's input
-position, ``_onepipe_sink_positions (sink, topic, partition, next_offset)``, written in
+position, ``_onepipe_sink_positions (sink, topic, partition, next_offset)`` (``sink`` is
+``<sink name>/<table>``), written in
 the same transaction as the rows.
 
 The upsert applies the merge rule in the database: a row is replaced only by a version
@@ -17,13 +18,14 @@ and the rank itself is assigned last.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from onepipe.sinks.db.columns import Column, Dialect
 
 __all__ = ["POSITIONS", "RANK", "TIMESTAMP", "add_column", "alter_column", "create_positions",
-           "create_table", "placeholders", "quote", "read_positions", "select_rows",
-           "upsert", "upsert_position"]
+           "create_stage", "create_table", "merge_stage", "placeholders", "quote",
+           "read_positions", "select_rows", "stage_name", "upsert", "upsert_position"]
 
 RANK = "_onepipe_rank"
 TIMESTAMP = "_onepipe_timestamp"
@@ -100,6 +102,34 @@ def upsert(dialect: Dialect, table: str, columns: Sequence[Column]) -> str:
     keys = ", ".join(q(c.name) for c in columns if c.key)
     sets = [f"{q(n)} = excluded.{q(n)}" for n in [*updated, RANK]]
     return (f"{head} ON CONFLICT ({keys}) DO UPDATE SET {', '.join(sets)} "
+            f"WHERE excluded.{q(RANK)} > {q(table)}.{q(RANK)}")
+
+
+def stage_name(table: str, columns: Sequence[Column]) -> str:
+    """A per-connection staging table for ``table``'s current columns (PostgreSQL COPY):
+    named after them, so a table that gained a column gets a new one."""
+    digest = hashlib.sha1(  # noqa: S324 - a name, not a secret
+        "|".join([table, *(f"{c.name}:{c.sql_type('postgres')}" for c in columns)]).encode()
+    ).hexdigest()[:16]
+    return f"_onepipe_stage_{digest}"
+
+
+def create_stage(table: str, stage: str) -> str:
+    """PostgreSQL: the staging table, emptied at every commit."""
+    return (f"CREATE TEMP TABLE IF NOT EXISTS {quote('postgres', stage)} "
+            f"(LIKE {quote('postgres', table)}) ON COMMIT DELETE ROWS")
+
+
+def merge_stage(table: str, stage: str, columns: Sequence[Column]) -> str:
+    """PostgreSQL: the staged rows (one per key) upserted by the merge rule."""
+    q = lambda name: quote("postgres", name)  # noqa: E731 - local shorthand
+    names = [c.name for c in columns] + [RANK, TIMESTAMP]
+    listed = ", ".join(q(n) for n in names)
+    keys = ", ".join(q(c.name) for c in columns if c.key)
+    sets = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in names
+                     if not any(c.key and c.name == n for c in columns))
+    return (f"INSERT INTO {q(table)} ({listed}) SELECT {listed} FROM {q(stage)} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {sets} "
             f"WHERE excluded.{q(RANK)} > {q(table)}.{q(RANK)}")
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.db import sql
-from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow
+from onepipe.sinks.db.base import BeforeCommit, Rejected, SinkRow, Target
 from onepipe.sinks.db.columns import Dialect
 
 __all__ = ["SqliteDatabase", "sqlite_path"]
@@ -89,10 +89,11 @@ class SqliteDatabase:
         return await self._run(lambda conn: [tuple(r) for r in
                                              conn.execute(statement, tuple(params))])
 
-    async def write(self, statement: str, rows: Sequence[SinkRow],
+    async def write(self, target: Target, rows: Sequence[SinkRow],
                     positions: Sequence[tuple[str, str, int, int]],
                     before_commit: BeforeCommit | None = None) -> list[Rejected]:
         mark = sql.upsert_position("sqlite")
+        statement = target.upsert
 
         def whole(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")

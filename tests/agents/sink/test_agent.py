@@ -26,7 +26,7 @@ from onepipe.sinks.db import SinkTable, open_database
 from onepipe.sinks.db.sql import POSITIONS, quote
 from tests.fixtures.databases import dsn_for
 from tests.fixtures.dedup import ORDERS, PARTITIONS, SCHEMAS, body, expected_outcome, make_agent
-from tests.fixtures.services import unique
+from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
 
 TIMEOUT = 90.0
@@ -207,3 +207,32 @@ async def test_a_new_schema_version_adds_its_field_as_a_column(
     assert any(c.startswith("added column colour") for c in sink.metrics.changes)
     assert {k: (v["version"], v["payload"], v["colour"]) for k, v in rows.items()} == {
         "a": (2, "two", "red"), "b": (1, "b", None)}
+
+
+@pytest.mark.parametrize("kind", ["sqlite"])
+async def test_a_position_beyond_the_log_stops_the_sink_and_says_why(
+        kind: str, runtime: Runtime, http: aiohttp.ClientSession, broker: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database followed another log (a recreated topic, a broker that lost its log):
+    the sink must not wait silently for offsets that will never come."""
+    dsn = dsn_for(kind, tmp_path)
+    monkeypatch.setenv(ENV, dsn)
+    spec = spec_for(kind)
+    topic = await declare(http, "first", spec)
+    await produce(http, topic, [{"id": "a", "payload": "one"}])
+    async with make_agent(runtime.registry, tmp_path / "dedup", unique("sk-dedup"),
+                          [topic]) as dedup:
+        await asyncio.wait_for(dedup.wait_consumed(1), TIMEOUT)
+        sink = sink_for(runtime, topic, spec, dsn)
+        async with sink:
+            await wait_for(lambda: sink.metrics.state == "running", timeout=TIMEOUT,
+                           what="the sink to prepare its table")
+            table = sink._table  # noqa: SLF001 - the agent's own table
+            assert table is not None
+            await table.write([], spec.name, topic, {p: 500 for p in range(PARTITIONS)})
+        again = sink_for(runtime, topic, spec, dsn)
+        async with again:
+            await wait_for(lambda: again.metrics.state == "failing", timeout=TIMEOUT,
+                           what="the sink to notice its position is beyond the log")
+    assert "ends at" in (again.metrics.last_error or "")
+    assert "@500" in (again.metrics.last_error or "")
