@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from tests.fixtures.databases import dsn_for
 from tests.fixtures.dedup import ORDERS, PARTITIONS, SCHEMAS, body, expected_outcome, make_agent
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
+from tests.fixtures.worker_process import ONEPIPE
 
 TIMEOUT = 90.0
 ENV = "ONEPIPE_TEST_SINK_DSN"
@@ -175,6 +178,12 @@ async def test_a_refused_row_goes_to_the_dead_letter_topic(
     assert headers["onepipe.sink"] == b"s"
     assert b"0x00" in headers["onepipe.reason"] or b"\\x00" in headers["onepipe.reason"]
     assert "onepipe.source" in headers and "onepipe.unique" in headers
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")},
+           "ONEPIPE_BROKER": broker, "ONEPIPE_DATA_DIR": str(tmp_path / "cli")}
+    cli = await asyncio.to_thread(subprocess.run, [ONEPIPE, "dlq", "ls", topic], env=env,
+                                  capture_output=True, text=True, timeout=60, check=False)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "sink=s" in cli.stdout and "1 dead letter(s)" in cli.stdout
 
 
 @pytest.mark.parametrize("kind", ["sqlite"])
@@ -236,3 +245,54 @@ async def test_a_position_beyond_the_log_stops_the_sink_and_says_why(
                            what="the sink to notice its position is beyond the log")
     assert "ends at" in (again.metrics.last_error or "")
     assert "@500" in (again.metrics.last_error or "")
+
+
+@pytest.mark.parametrize("kind", ["postgres"])
+async def test_partitions_moving_between_two_sink_members_lose_and_repeat_nothing(
+        kind: str, runtime: Runtime, http: aiohttp.ClientSession, broker: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = dsn_for(kind, tmp_path)
+    monkeypatch.setenv(ENV, dsn)
+    spec = spec_for(kind)
+    topic = await declare(http, "max", spec)
+    sent = versions("max", 40, seed=21)
+    thirds = [sent[i * len(sent) // 3:(i + 1) * len(sent) // 3] for i in range(3)]
+    group = unique("sk-rebalance")
+
+    def member() -> SinkAgent:
+        return SinkAgent(kafka=runtime.settings.kafka, group_id=group,
+                         registry=runtime.registry, topic=topic, spec=spec,
+                         database=open_database(spec.kind, dsn))
+
+    async def written(agent: SinkAgent, *others: SinkAgent) -> None:
+        """Every .unique partition committed in the database by one of the members."""
+        _, marks = await read_topic(broker, unique_topic(topic), PARTITIONS)
+
+        def done() -> bool:
+            best = {p: max(a.metrics.positions.get(p, 0) for a in (agent, *others))
+                    for p in marks}
+            return all(best[p] >= m for p, m in marks.items())
+
+        await wait_for(done, timeout=TIMEOUT, what="the members to write every partition")
+
+    async with make_agent(runtime.registry, tmp_path / "dedup", unique("sk-dedup"),
+                          [topic]) as dedup:
+        first, second = member(), member()
+        async with first:
+            await produce(http, topic, thirds[0])
+            await asyncio.wait_for(dedup.wait_consumed(len(thirds[0])), TIMEOUT)
+            await written(first)
+            async with second:  # joins: the partitions are split between the two
+                await wait_for(lambda: second.assigned.is_set(), timeout=TIMEOUT,
+                               what="the second member's assignment")
+                await produce(http, topic, thirds[1])
+                await asyncio.wait_for(dedup.wait_consumed(len(sent) - len(thirds[2])),
+                                       TIMEOUT)
+                await written(first, second)
+            # The second leaves: its partitions come back to the first.
+            await produce(http, topic, thirds[2])
+            await asyncio.wait_for(dedup.wait_consumed(len(sent)), TIMEOUT)
+            await written(first)
+            rows = await table_rows(first)
+    source, _ = await read_topic(broker, topic, PARTITIONS)
+    assert normalised(rows) == expected_rows("max", expected_outcome("max", source).winners)
