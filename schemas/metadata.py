@@ -291,6 +291,9 @@ def _sinks(value: object) -> tuple[SinkSpec, ...]:
         if not isinstance(table, str) or not _TABLE.fullmatch(table):
             fail(f"{path}.table", f"must be a table name matching {_TABLE.pattern}; "
                                   f"got {_show(table)}")
+        if table.lower().startswith("_onepipe_"):
+            fail(f"{path}.table", f"names starting with _onepipe_ are the sinks' own "
+                                  f"tables; got {table!r}")
         out.append(SinkSpec(name, kind, env, table))
     return tuple(out)
 

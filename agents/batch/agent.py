@@ -147,8 +147,14 @@ class BatchAgent(Service, Generic[M]):
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         await self._open()
-        self._consumer = self._kafka.group_consumer(self._group_id, **self._consumer_options)
-        await self._consumer.start()
+        consumer = self._kafka.group_consumer(self._group_id, **self._consumer_options)
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a half-started client still holds connections
+            await self._close()
+            raise
+        self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"{self.kind}-agent")
 
     async def stop(self) -> None:

@@ -42,6 +42,8 @@ __all__ = ["SinkAgent", "SinkMetrics"]
 
 #: Header names of a dead-letter record.
 DLQ_SINK, DLQ_REASON, DLQ_UNIQUE = "onepipe.sink", "onepipe.reason", "onepipe.unique"
+#: How long a position must stay beyond the log's end before the sink stops.
+_BEYOND_SECONDS = 5.0
 
 
 class SinkPositionError(OnepipeError):
@@ -95,6 +97,8 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         self._reader: AvroSchema | None = None
         self._producer: AIOKafkaProducer | None = None
         self._next: dict[int, int] = {}
+        #: Partition -> when its position was first seen beyond the log's end.
+        self._beyond: dict[int, float] = {}
         #: The records of the batch being written, by (partition, offset): a refused row
         #: goes to the dead-letter topic with its record's key, value and headers.
         self._in_flight: dict[tuple[int, int], ConsumerRecord[Any, Any]] = {}
@@ -212,9 +216,13 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             position = positions.get(tp.partition, 0)
             consumer.seek(tp, position)
             self._next[tp.partition] = position
+            self._beyond.pop(tp.partition, None)
             self.metrics.positions[tp.partition] = position
             log.info("%s[%d]: resuming from the database at @%d", tp.topic, tp.partition,
                      position)
+        if self.metrics.state == "failing":
+            self.metrics.state = "running"  # reached the database and positioned again
+
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
@@ -230,6 +238,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             # (_wanted), and a new assignment reads from the database's positions.
             consumer.unsubscribe()
             self._subscribed = frozenset()
+            self._next.clear()
             return
         table, meta, reader = self._table, self._meta, self._reader
         if table is None or meta is None or reader is None:
@@ -274,10 +283,17 @@ class SinkAgent(BatchAgent[SinkMetrics]):
     def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
         """A position beyond the log's end means the log is not the one the database
         followed (``.unique`` deleted and recreated, a broker that lost its log): stop and
-        say so, never wait silently for offsets that will not come."""
+        say so, never wait silently for offsets that will not come. It must hold for
+        ``_BEYOND_SECONDS``: a new partition leader's high watermark can lag a moment."""
+        assigned = consumer.assignment()
+        now = self._clock()
         for partition, position in self._next.items():
-            end = consumer.highwater(TopicPartition(unique_topic(self.topic), partition))
-            if end is not None and position > end:
+            tp = TopicPartition(unique_topic(self.topic), partition)
+            end = consumer.highwater(tp) if tp in assigned else None
+            if end is None or position <= end:
+                self._beyond.pop(partition, None)
+                continue
+            if now - self._beyond.setdefault(partition, now) >= _BEYOND_SECONDS:
                 message = (f"{unique_topic(self.topic)}[{partition}] ends at @{end} but the "
                            f"database {self.database.where} says this sink is at "
                            f"@{position}: the topic was recreated or the broker lost its "

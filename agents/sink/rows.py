@@ -79,4 +79,8 @@ def build_rows(meta: TopicMetadata, reader: AvroSchema, columns: Sequence[Column
 
 def _column_values(table: pa.Table, column: Column, dialect: Dialect) -> list[Any]:
     adapt = column.to_db(dialect)
-    return [adapt(v) for v in table.column(column.name).to_pylist()]
+    values = table.column(column.name)
+    if pa.types.is_timestamp(values.type) and values.type.unit == "ns":
+        # Python's datetime stops at microseconds: nanoseconds travel as the epoch int.
+        values = values.cast(pa.int64())
+    return [adapt(v) for v in values.to_pylist()]

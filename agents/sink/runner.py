@@ -124,13 +124,24 @@ class SinkRunner(Service):
                                                                      spec.name),
                               registry=self._registry, topic=topic, spec=spec,
                               database=database, replication_factor=self._replication_factor)
+            try:
+                await agent.start()
+            except Exception as exc:
+                # Kafka unreachable, say: reported, and tried again at the next look.
+                log.exception("%s did not start", agent.name)
+                await agent.stop()
+                self._not_running(topic, spec, "failing",
+                                  f"did not start: {type(exc).__name__}: {exc}")
+                self._generation = -1
+                continue
             self._unconfigured.pop((topic, spec), None)
-            await agent.start()
             self.agents[(topic, spec)] = agent
             log.info("%s started", agent.name)
 
     def _unconfigure(self, topic: str, spec: SinkSpec, reason: str) -> None:
         if (topic, spec) not in self._unconfigured:
             log.error("sink %s/%s is not running: %s", topic, spec.name, reason)
-        self._unconfigured[(topic, spec)] = SinkMetrics(state="unconfigured",
-                                                        last_error=reason)
+        self._not_running(topic, spec, "unconfigured", reason)
+
+    def _not_running(self, topic: str, spec: SinkSpec, state: str, reason: str) -> None:
+        self._unconfigured[(topic, spec)] = SinkMetrics(state=state, last_error=reason)

@@ -22,6 +22,7 @@ Contract (what a sink agent, onepipe.agents.sink, builds on):
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from onepipe.schemas.errors import ConfigError
@@ -36,12 +37,13 @@ __all__ = ["Column", "Database", "Dialect", "Rejected", "SinkRow", "SinkSchemaEr
 
 
 def redact(dsn: str) -> str:
-    """The DSN without its password, for logs and status."""
+    """The DSN without its password (in the authority or a ``password=`` parameter)."""
     parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_database(kind: Dialect, dsn: str) -> Database:

@@ -158,6 +158,7 @@ class SinkTable:
     async def prepare(self) -> list[str]:
         """Create or evolve the table for :attr:`columns`; the changes made, in words."""
         dialect = self.db.dialect
+        self._check_names()
         if await self.db.columns(sql.POSITIONS) is None:
             await self.db.ddl([sql.create_positions(dialect)])
         existing = await self.db.columns(self.table)
@@ -199,6 +200,23 @@ class SinkTable:
         # The table is part of whose position it is: a sink pointed at another table
         # starts that table from the beginning instead of where the old one stood.
         return f"{sink}/{self.table}"
+
+    def _check_names(self) -> None:
+        """Names the table cannot hold apart: ours, one another's (case), too long."""
+        seen: dict[str, str] = {}
+        for column in self.columns:
+            folded = column.name.lower()
+            if folded in (sql.RANK, sql.TIMESTAMP):
+                raise SinkSchemaError(f"field {column.name!r} is a name the sink keeps for "
+                                      f"itself in table {self.table}; rename the field")
+            if folded in seen:
+                raise SinkSchemaError(f"fields {seen[folded]!r} and {column.name!r} differ "
+                                      f"only in case: one column in {self.db.dialect}; "
+                                      "rename one")
+            if len(column.name.encode()) > 63:
+                raise SinkSchemaError(f"field {column.name[:20]!r}... is longer than the 63 "
+                                      "bytes a column name may have; rename it")
+            seen[folded] = column.name
 
     async def positions(self, sink: str, topic: str) -> dict[int, int]:
         rows = await self.db.fetch(sql.read_positions(self.db.dialect),

@@ -9,8 +9,8 @@ Arrow (from Avro)          PostgreSQL          MySQL / MariaDB         SQLite
 =========================  ==================  ======================  ==================
 bool                       BOOLEAN             BOOLEAN                 INTEGER
 int32 / int64              INTEGER / BIGINT    INT / BIGINT            INTEGER
-float32 / float64          REAL / DOUBLE ...   FLOAT / DOUBLE          REAL
-string, enum               TEXT                LONGTEXT (key VARCHAR)  TEXT
+float32 / float64          REAL / DOUBLE ...   DOUBLE                  REAL
+string, enum               TEXT                LONGTEXT (key VARBIN.)  TEXT
 uuid (string)              UUID                CHAR(36)                TEXT
 binary, fixed              BYTEA               LONGBLOB (key VARBIN.)  BLOB
 date32                     DATE                DATE                    TEXT (ISO)
@@ -23,9 +23,14 @@ struct, list, map          JSONB               JSON                    TEXT (JSO
 =========================  ==================  ======================  ==================
 
 Key columns are NOT NULL (the primary key); every other column is nullable, so a field a
-later schema version drops, or adds, never makes a row unwritable. MySQL keys are
-``VARCHAR(768)``/``VARBINARY(3072)`` with a binary collation (InnoDB's 3,072-byte key
-limit; Avro string equality is exact, so ``'a' <> 'A'``). Nested values are JSON whose
+later schema version drops, or adds, never makes a row unwritable; a column added later
+takes the field's Avro default (a plain value) for the rows written before it. MySQL keys
+are ``VARBINARY`` (a string key as its UTF-8 bytes: exact, where a PAD SPACE collation
+would make ``'a'`` and ``'a '`` one key), sharing InnoDB's 3,072-byte index among the
+key's variable-length columns; a longer key is refused by the database (to the DLQ).
+Floats on MySQL are DOUBLE (FLOAT reads back rounded); non-finite floats cannot be sent
+to MySQL at all (the row goes to the DLQ) and are stored as text in SQLite (which would
+make NaN a NULL). Nested values are JSON whose
 shape follows the Arrow type: bytes as hex, decimals as text, dates and times as ISO
 text, non-finite floats as ``"NaN"``/``"Infinity"``/``"-Infinity"``, maps as objects; the
 reverse conversion is guided by the same type, so reading a row back gives the exact
@@ -66,9 +71,19 @@ class Column:
     key: bool
     #: The field's Avro logical type on a string (``uuid``), if any.
     logical: str | None = None
+    #: MySQL: the bytes of InnoDB's 3,072-byte key index this column may take.
+    key_bytes: int = 3072
+    #: The field's Avro default, for rows written before the column existed (a plain
+    #: null, boolean, number or string; anything else is left NULL).
+    default: Any = None
 
     def sql_type(self, dialect: Dialect) -> str:
-        return _sql_type(self.type, dialect, key=self.key, logical=self.logical)
+        return _sql_type(self.type, dialect, key=self.key, logical=self.logical,
+                         key_bytes=self.key_bytes)
+
+    def default_sql(self, dialect: Dialect) -> str | None:
+        """The Avro default as a SQL literal for ``ADD COLUMN ... DEFAULT``, if plain."""
+        return _literal(self.default, self.type, dialect)
 
     def to_db(self, dialect: Dialect) -> Callable[[Any], Any]:
         """The function turning an Arrow ``to_pylist`` value into a statement parameter."""
@@ -83,8 +98,35 @@ def columns_of(schema: pa.Schema, avro_fields: list[dict[str, Any]], key: tuple[
                ) -> list[Column]:
     """The table's columns for a reader schema's Arrow types and its Avro fields."""
     logical = {f["name"]: _logical(f["type"]) for f in avro_fields}
-    return [Column(field.name, field.type, field.name in key, logical.get(field.name))
-            for field in schema]
+    defaults = {f["name"]: f.get("default") for f in avro_fields}
+    variable = sum(1 for f in schema if f.name in key and _variable(f.type))
+    fixed = len(key) - variable
+    # Fixed-size key columns take at most 40 bytes each (a uuid's CHAR(36) the most).
+    budget = (3072 - 40 * fixed) // max(1, variable)
+    return [Column(field.name, field.type, field.name in key, logical.get(field.name),
+                   budget, defaults.get(field.name)) for field in schema]
+
+
+def _variable(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or _is_binary(t)
+
+
+def _literal(value: Any, t: pa.DataType, dialect: Dialect) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return ("1" if value else "0") if dialect != "postgres" else str(value).upper()
+    if isinstance(value, int | float) and not isinstance(value, bool) and (
+            pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str) and (pa.types.is_string(t) or pa.types.is_dictionary(t)):
+        text = value.replace("'", "''")
+        if dialect == "mysql":
+            text = text.replace("\\", "\\\\")  # MySQL reads backslash escapes in literals
+        return f"'{text}'"
+    return None
 
 
 def _logical(avro_type: Any) -> str | None:
@@ -97,7 +139,8 @@ def _logical(avro_type: Any) -> str | None:
 # --------------------------------------------------------------------- SQL types
 
 
-def _sql_type(t: pa.DataType, dialect: Dialect, *, key: bool, logical: str | None) -> str:
+def _sql_type(t: pa.DataType, dialect: Dialect, *, key: bool, logical: str | None,
+              key_bytes: int = 3072) -> str:
     if pa.types.is_dictionary(t):
         t = t.value_type
     if dialect == "sqlite":
@@ -117,7 +160,8 @@ def _sql_type(t: pa.DataType, dialect: Dialect, *, key: bool, logical: str | Non
     if pa.types.is_integer(t):
         return "INTEGER" if pg else "INT"
     if pa.types.is_float32(t):
-        return "REAL" if pg else "FLOAT"
+        # MySQL returns FLOAT rounded to ~6 digits; DOUBLE holds every float32 exactly.
+        return "REAL" if pg else "DOUBLE"
     if pa.types.is_floating(t):
         return "DOUBLE PRECISION" if pg else "DOUBLE"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -125,10 +169,12 @@ def _sql_type(t: pa.DataType, dialect: Dialect, *, key: bool, logical: str | Non
             return "UUID" if pg else "CHAR(36) CHARACTER SET ascii COLLATE ascii_bin"
         if pg:
             return "TEXT"
-        return ("VARCHAR(768) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if key
+        # A key as its UTF-8 bytes: exact equality (a PAD SPACE collation would make 'a'
+        # and 'a ' one key), within InnoDB's 3,072-byte index shared by the key columns.
+        return (f"VARBINARY({key_bytes})" if key
                 else "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     if _is_binary(t):
-        return "BYTEA" if pg else ("VARBINARY(3072)" if key else "LONGBLOB")
+        return "BYTEA" if pg else (f"VARBINARY({key_bytes})" if key else "LONGBLOB")
     if pa.types.is_date(t):
         return "DATE"
     if pa.types.is_time(t):
@@ -138,7 +184,7 @@ def _sql_type(t: pa.DataType, dialect: Dialect, *, key: bool, logical: str | Non
             return "TIMESTAMPTZ" if t.tz is not None else "TIMESTAMP"
         return "DATETIME(6)"
     if pa.types.is_decimal(t):
-        if pg or t.precision <= 65:
+        if pg or (t.precision <= 65 and t.scale <= 30):
             return f"{'NUMERIC' if pg else 'DECIMAL'}({t.precision}, {t.scale})"
         return "LONGTEXT"
     if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_map(t) \
@@ -171,6 +217,9 @@ def _to_db(t: pa.DataType, dialect: Dialect, logical: str | None) -> Callable[[A
     if dialect == "sqlite":
         if pa.types.is_boolean(t):
             return lambda v: None if v is None else int(v)
+        if pa.types.is_floating(t):
+            # SQLite stores NaN as NULL: non-finite floats go in as text (REAL takes it).
+            return lambda v: v if v is None or math.isfinite(v) else to_json_value(v, t)
         if pa.types.is_decimal(t) or pa.types.is_date(t) or pa.types.is_time(t):
             return lambda v: None if v is None else str(v) if isinstance(v, Decimal) \
                 else v.isoformat()
@@ -181,7 +230,7 @@ def _to_db(t: pa.DataType, dialect: Dialect, logical: str | None) -> Callable[[A
         if pa.types.is_timestamp(t) and t.tz is not None:
             # DATETIME has no zone: UTC, naive.
             return lambda v: None if v is None else v.astimezone(_UTC).replace(tzinfo=None)
-        if pa.types.is_decimal(t) and t.precision > 65:
+        if pa.types.is_decimal(t) and (t.precision > 65 or t.scale > 30):
             return lambda v: None if v is None else str(v)
         return _identity
     return _identity
@@ -214,7 +263,12 @@ def _from_db(t: pa.DataType, dialect: Dialect, logical: str | None) -> Callable[
     if pa.types.is_boolean(t):
         return lambda v: None if v is None else bool(v)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return lambda v: None if v is None else str(v)  # a PostgreSQL UUID comes back typed
+        # A PostgreSQL UUID comes back typed; a MySQL key comes back as its UTF-8 bytes.
+        return lambda v: None if v is None else v.decode() if isinstance(v, bytes | bytearray) \
+            else str(v)
+    if pa.types.is_floating(t):
+        return lambda v: None if v is None else _NON_FINITE.get(v, v) if isinstance(v, str) \
+            else float(v)
     if pa.types.is_decimal(t):
         return lambda v: None if v is None else Decimal(v) if not isinstance(v, Decimal) else v
     if pa.types.is_date(t):

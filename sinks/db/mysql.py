@@ -24,6 +24,8 @@ _VALUE_ERRORS = {1292, 1366, 1367, 3140, 4025}
 def _rejects(exc: BaseException) -> bool:
     if isinstance(exc, pymysql.err.DataError):
         return True
+    if isinstance(exc, pymysql.err.ProgrammingError) and "can not be used with MySQL" in str(exc):
+        return True  # a NaN or infinite float: refused by the driver before it is sent
     return (isinstance(exc, pymysql.err.OperationalError | pymysql.err.IntegrityError)
             and bool(exc.args) and exc.args[0] in _VALUE_ERRORS)
 

@@ -1,4 +1,6 @@
-"""PostgreSQL through asyncpg: a small pool, prepared statements, savepoints per row."""
+"""PostgreSQL through asyncpg: a small pool; a batch is a COPY into a per-connection
+staging table plus one merge statement, and only a batch the database refuses is written
+again row by row, each row in its own savepoint."""
 
 from __future__ import annotations
 

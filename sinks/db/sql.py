@@ -79,10 +79,14 @@ def upsert_position(dialect: Dialect) -> str:
     part = quote(dialect, "partition")
     head = (f"INSERT INTO {quote(dialect, POSITIONS)} (sink, topic, {part}, next_offset) "
             f"VALUES ({', '.join(p)})")
+    # Never backwards: a member that lost its partition (a zombie) cannot move the
+    # position behind what the new owner committed. A person resets it by deleting rows.
     if dialect == "mysql":
-        return head + " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)"
-    return head + f" ON CONFLICT (sink, topic, {part}) DO UPDATE SET next_offset = " \
-                  "excluded.next_offset"
+        return head + (" ON DUPLICATE KEY UPDATE next_offset = "
+                       "GREATEST(next_offset, VALUES(next_offset))")
+    larger = "greatest" if dialect == "postgres" else "max"
+    return head + (f" ON CONFLICT (sink, topic, {part}) DO UPDATE SET next_offset = "
+                   f"{larger}({quote(dialect, POSITIONS)}.next_offset, excluded.next_offset)")
 
 
 def upsert(dialect: Dialect, table: str, columns: Sequence[Column]) -> str:
@@ -134,8 +138,15 @@ def merge_stage(table: str, stage: str, columns: Sequence[Column]) -> str:
 
 
 def add_column(dialect: Dialect, table: str, column: Column) -> str:
+    """The new column, defaulting to the field's Avro default: what a reader of the new
+    schema sees for records written before the field existed (and what verify's other
+    systems compute for those rows)."""
+    default = column.default_sql(dialect)
+    if default is not None and dialect == "mysql":
+        default = f"({default})"  # TEXT columns take only expression defaults
+    tail = f" DEFAULT {default}" if default is not None else ""
     return (f"ALTER TABLE {quote(dialect, table)} ADD COLUMN {quote(dialect, column.name)} "
-            f"{column.sql_type(dialect)}")
+            f"{column.sql_type(dialect)}{tail}")
 
 
 def alter_column(dialect: Dialect, table: str, column: Column) -> str:

@@ -58,7 +58,13 @@ class SqliteDatabase:
             conn.execute("PRAGMA synchronous=FULL")  # a committed batch survives power loss
             return conn
 
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._thread,
+                                                                          connect)
+        except BaseException:
+            thread, self._thread = self._thread, None
+            thread.shutdown(wait=False)
+            raise
 
     async def stop(self) -> None:
         thread, self._thread = self._thread, None

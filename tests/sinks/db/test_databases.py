@@ -9,6 +9,7 @@ while the rest of the batch lands; the table follows compatible schema changes.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
-from onepipe.sinks.db import Database, SinkRow, SinkSchemaError, SinkTable, columns_of
+from onepipe.sinks.db import Database, SinkRow, SinkSchemaError, SinkTable, columns_of, redact
 from onepipe.sinks.db import open_database as open_db
 from onepipe.sinks.formats.raw import typed_schema
 from tests.fixtures.databases import dsn_for
@@ -135,9 +136,9 @@ async def test_a_value_the_database_refuses_is_rejected_and_the_rest_lands(
     table = table_for(db)
     await table.prepare()
     good = [value(i) for i in range(3)]
-    # PostgreSQL text cannot hold NUL; a MySQL key column holds 768 characters.
+    # PostgreSQL text cannot hold NUL; a MySQL key column holds 3,072 bytes.
     bad = ({**value(9), "note": "a\x00b"} if db.dialect == "postgres"
-           else {**value(9), "id": "k" * 800})
+           else {**value(9), "id": "k" * 4000})
     rows = [row(table, r, b"\x01", i) for i, r in enumerate([*good, bad])]
     rejected = await table.write(rows, "s", "t", {0: 4})
     assert [r.row.key for r in rejected] == [(bad["id"],)]
@@ -161,6 +162,7 @@ async def test_the_table_follows_compatible_schema_changes(db: Database) -> None
     assert "added column extra" in " ".join(changes)
     if db.dialect != "sqlite":  # SQLite's INTEGER and REAL already hold both
         assert any(c.startswith("widened column n") for c in changes)
+    if db.dialect == "postgres":  # MySQL keeps every float as DOUBLE already
         assert any(c.startswith("widened column x") for c in changes)
     await evolved.write([SinkRow(("k",), ("k", 2**40, 0.1, "e", b"\x01", 0), b"\x01", (0, 0))],
                         "s", "t", {0: 1})
@@ -170,3 +172,72 @@ async def test_the_table_follows_compatible_schema_changes(db: Database) -> None
         {"name": "id", "type": "string"}, {"name": "n", "type": "string"}]})
     with pytest.raises(SinkSchemaError, match="column 'n'"):
         await table_for(db, v3, name).prepare()
+
+
+async def test_keys_are_exact_and_may_span_several_text_columns(db: Database) -> None:
+    schema = parse_schema({"type": "record", "name": "K", "fields": [
+        {"name": "a", "type": "string"}, {"name": "b", "type": "string"},
+        {"name": "n", "type": "long"}, {"name": "v", "type": "string"}]})
+    table = SinkTable(db, unique("keys").replace("-", "_"),
+                      columns_of(typed_schema(schema), schema.json["fields"], ("a", "b", "n")))
+    await table.prepare()  # MySQL: the three key columns share InnoDB's key index
+    rows = [SinkRow((a, "x", 1), (a, "x", 1, f"v-{a!r}", b"\x01", 0), b"\x01", (0, i))
+            for i, a in enumerate(["a", "a ", "A", "ä"])]  # four keys, none equal
+    assert await table.write(rows, "s", "t", {0: 4}) == []
+    got = sorted(c.from_db(db.dialect)(r[0]) for r in await table.read()
+                 for c in table.columns[:1])
+    assert got == sorted(["a", "a ", "A", "ä"])
+
+
+async def test_floats_keep_their_value_or_are_refused(db: Database) -> None:
+    schema = parse_schema({"type": "record", "name": "F", "fields": [
+        {"name": "id", "type": "string"}, {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"}]})
+    table = table_for(db, schema)
+    await table.prepare()
+    values = [{"id": "k1", "f": 1.2345678, "d": 1 / 3},
+              {"id": "k2", "f": float("nan"), "d": float("-inf")}]
+    rows = [row(table, v, b"\x01", i) for i, v in enumerate(values)]
+    rejected = await table.write(rows, "s", "t", {0: 2})
+    got = read_back(table, await table.read())
+    as_float32 = pa.array([1.2345678], pa.float32()).to_pylist()[0]
+    assert got["k1"]["f"] == as_float32 or got["k1"]["f"] == 1.2345678
+    assert got["k1"]["d"] == 1 / 3
+    if db.dialect == "mysql":  # the driver cannot send NaN or infinity
+        assert [r.row.key for r in rejected] == [("k2",)]
+    else:
+        assert rejected == [] and str(got["k2"]["f"]) == "nan" and got["k2"]["d"] == -math.inf
+
+
+async def test_a_column_added_later_holds_the_field_default_for_older_rows(
+        db: Database) -> None:
+    name = unique("defaults").replace("-", "_")
+    v1 = parse_schema({"type": "record", "name": "D", "fields": [
+        {"name": "id", "type": "string"}]})
+    v2 = parse_schema({"type": "record", "name": "D", "fields": [
+        {"name": "id", "type": "string"}, {"name": "n", "type": "long", "default": 7},
+        {"name": "s", "type": "string", "default": "it's \\ here"}]})
+    old = table_for(db, v1, name)
+    await old.prepare()
+    await old.write([SinkRow(("k",), ("k", b"\x01", 0), b"\x01", (0, 0))], "s", "t", {0: 1})
+    new = table_for(db, v2, name)
+    await new.prepare()
+    assert read_back(new, await new.read())["k"] == {"id": "k", "n": 7, "s": "it's \\ here"}
+
+
+async def test_positions_never_go_backwards_and_names_are_checked(db: Database) -> None:
+    table = table_for(db)
+    await table.prepare()
+    await table.write([], "s", "t", {0: 10})
+    await table.write([], "s", "t", {0: 4})  # a former owner, late
+    assert await table.positions("s", "t") == {0: 10}
+    clash = parse_schema({"type": "record", "name": "C", "fields": [
+        {"name": "id", "type": "string"}, {"name": "_onepipe_rank", "type": "string"}]})
+    with pytest.raises(SinkSchemaError, match="keeps for itself"):
+        await table_for(db, clash).prepare()
+
+
+def test_dsns_are_shown_without_passwords() -> None:
+    assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("mysql://h/db?user=u&password=secret&x=1") == \
+        "mysql://h/db?user=u&password=***&x=1"
