@@ -23,7 +23,7 @@ from onepipe.schemas.topic_names import dedup_group, unique_topic
 from tests.fixtures.dedup import check_unique, expected_outcome
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import committed_offsets, read_topic
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import WorkerProcess, kill_while_producing
 
 PARTITIONS = 2
 SCHEMA = {"type": "record", "name": "Item", "namespace": "test.dedup", "fields": [
@@ -68,17 +68,8 @@ async def test_sigkill_while_deduplicating_loses_and_regresses_nothing(
         _, watermarks = await read_topic(broker, unique_topic(topic), PARTITIONS)
         return sum(watermarks.values()) > 10
 
-    first = WorkerProcess(env, tmp_path / "worker-1.log")
-    try:
-        await wait_for(first.healthy, timeout=60, what="first worker")
-        # Keep producing until winners flow, then kill while more are in flight.
-        await produce(first.url, 40)
-        await wait_for(winners_flow, timeout=60, what="first winners")
-        for _ in range(3):
-            await produce(first.url, 40)
-        first.kill()
-    finally:
-        first.kill()
+    await kill_while_producing(env, tmp_path / "worker-1.log", lambda url: produce(url, 40),
+                               winners_flow, what="first winners")
 
     second = WorkerProcess(env, tmp_path / "worker-2.log")
     try:

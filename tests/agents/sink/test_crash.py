@@ -25,7 +25,7 @@ from tests.fixtures.databases import PG_DSN
 from tests.fixtures.dedup import body, expected_outcome
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import committed_offsets, read_topic
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import WorkerProcess, kill_while_producing
 
 PARTITIONS = 2
 SCHEMA = {"type": "record", "name": "Item", "namespace": "test.dedup", "fields": [
@@ -112,16 +112,8 @@ async def test_sigkill_while_the_sink_writes_loses_and_repeats_nothing(
         except asyncpg.UndefinedTableError:
             return False
 
-    first = WorkerProcess(env, tmp_path / "worker-1.log")
-    try:
-        await wait_for(first.healthy, timeout=60, what="first worker")
-        await produce(first.url, 40)
-        await wait_for(rows_flow, timeout=90, what="first rows in PostgreSQL")
-        for _ in range(3):
-            await produce(first.url, 40)
-        first.kill()
-    finally:
-        first.kill()
+    await kill_while_producing(env, tmp_path / "worker-1.log", lambda url: produce(url, 40),
+                               rows_flow, what="first rows in PostgreSQL")
     second = WorkerProcess(env, tmp_path / "worker-2.log")
     try:
         await wait_for(second.healthy, timeout=60, what="restarted worker")
