@@ -9,15 +9,29 @@ takes.
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onepipe.schemas.errors import ConfigError
 from onepipe.sinks.lake import LakeStore, S3Options, open_lake
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.security import (
+    SASL_MECHANISMS,
+    KafkaSecurity,
+    Protocol,
+    SaslMechanism,
+)
 
 ENV_PREFIX = "ONEPIPE_"
 
@@ -103,6 +117,27 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the worker."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker log lines: text for people, json for log collectors "
+        "(one object per line: time, level, logger, message, topic/partition/offset when "
+        "known, exception).")
+    kafka_security_protocol: Protocol = Field(
+        "PLAINTEXT", description="The brokers' listener protocol: PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT or SASL_SSL; reaches every Kafka client, Faust's included.")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never logged).")
+    kafka_ssl_cafile: FilePath | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; "
+        "default: the system's CAs (SSL and SASL_SSL).")
+    kafka_ssl_certfile: FilePath | None = Field(
+        None, description="PEM client certificate, for brokers that require one.")
+    kafka_ssl_keyfile: FilePath | None = Field(
+        None, description="PEM private key of the client certificate, if not inside it.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key (never logged).")
     catalog_dir: Path | None = Field(
         None, description="A catalog folder the worker applies at start (optional)."
     )
@@ -144,6 +179,19 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return ",".join(servers)
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """TLS/SASL values that only make sense together; a message names the variable."""
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @field_validator("compact_memory_limit")
     @classmethod
     def _memory_size(cls, value: str) -> str:
@@ -169,6 +217,21 @@ class Settings(BaseSettings):
             request_timeout=self.produce_timeout,
             session_timeout=self.session_timeout,
             rebalance_timeout=self.rebalance_timeout,
+            security=self.kafka_security,
+        )
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The TLS/SASL part of :attr:`kafka` (the Faust app takes it too)."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=_secret(self.kafka_sasl_password),
+            ssl_cafile=_path(self.kafka_ssl_cafile),
+            ssl_certfile=_path(self.kafka_ssl_certfile),
+            ssl_keyfile=_path(self.kafka_ssl_keyfile),
+            ssl_key_password=_secret(self.kafka_ssl_key_password),
         )
 
     def open_lake(self) -> LakeStore:
@@ -186,6 +249,62 @@ class Settings(BaseSettings):
         return f"http://{self.web_host}:{self.web_port}"
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def kafka_security_problem(settings: Settings) -> str | None:
+    """What is wrong with the TLS/SASL settings, naming the variables; None if nothing.
+
+    Settings that would be silently ignored are refused too: SASL credentials with a
+    PLAINTEXT protocol would otherwise connect without authenticating, against the
+    intent of whoever set them.
+    """
+    v = ENV_PREFIX + "KAFKA_"
+    protocol = settings.kafka_security_protocol
+    sasl = {f"{v}SASL_MECHANISM": settings.kafka_sasl_mechanism,
+            f"{v}SASL_USERNAME": settings.kafka_sasl_username,
+            f"{v}SASL_PASSWORD": settings.kafka_sasl_password}
+    tls = {f"{v}SSL_CAFILE": settings.kafka_ssl_cafile,
+           f"{v}SSL_CERTFILE": settings.kafka_ssl_certfile,
+           f"{v}SSL_KEYFILE": settings.kafka_ssl_keyfile,
+           f"{v}SSL_KEY_PASSWORD": settings.kafka_ssl_key_password}
+    security = settings.kafka_security
+    if security.uses_sasl:
+        missing = [name for name, value in sasl.items() if not value]
+        if missing:
+            return (f"{v}SECURITY_PROTOCOL={protocol} needs {', '.join(missing)} "
+                    f"(mechanism one of {', '.join(SASL_MECHANISMS)})")
+    else:
+        stray = [name for name, value in sasl.items() if value]
+        if stray:
+            return (f"{', '.join(stray)} set, but {v}SECURITY_PROTOCOL={protocol} does not "
+                    "authenticate; set it to SASL_SSL (or SASL_PLAINTEXT), or unset them")
+    if not security.uses_tls:
+        stray = [name for name, value in tls.items() if value]
+        if stray:
+            return (f"{', '.join(stray)} set, but {v}SECURITY_PROTOCOL={protocol} uses no "
+                    "TLS; set it to SSL (or SASL_SSL), or unset them")
+        return None
+    if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
+        return f"{v}SSL_KEYFILE is set without {v}SSL_CERTFILE, the certificate it belongs to"
+    if settings.kafka_ssl_key_password and not settings.kafka_ssl_certfile:
+        return f"{v}SSL_KEY_PASSWORD is set without {v}SSL_CERTFILE and its key"
+    try:
+        security.ssl_context()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        # Read now, at start, rather than at the first connection deep in a client.
+        files = ", ".join(f"{name}={value}" for name, value in tls.items()
+                          if value and not name.endswith("PASSWORD"))
+        return (f"cannot build the TLS context from {files or 'the system CAs'}: {exc} "
+                "(PEM files expected; is the key password right?)")
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (and explicit overrides); raise ConfigError."""
     try:
@@ -193,6 +312,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:
+                # A check across fields: its message names the variables, and the input
+                # (every value, secrets included) is not repeated.
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
             received = err.get("input")
             problems.append(f"{name}: {err['msg']} (got {received!r})")

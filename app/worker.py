@@ -16,6 +16,7 @@ import mode
 from onepipe.agents.streams import StreamApi, example
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
+from onepipe.tables.kafka.security import KafkaSecurity
 
 
 class RuntimeService(mode.Service):
@@ -36,6 +37,19 @@ class RuntimeService(mode.Service):
         return f"http://{self.runtime.settings.web_host}:{self.runtime.web.port}"
 
 
+def faust_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the TLS/SASL settings the client factory applies to every client."""
+    context = security.ssl_context()
+    if security.uses_sasl:
+        return faust.SASLCredentials(username=security.sasl_username,
+                                     password=security.sasl_password,
+                                     ssl_context=context,  # None: SASL_PLAINTEXT
+                                     mechanism=security.sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     """Build the worker app; nothing connects until the worker starts."""
     app = faust.App(
@@ -53,6 +67,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
         topic_partitions=1,
         store="memory://",
         autodiscover=False,
+        # Faust's own consumer and producer connect as onepipe's clients do.
+        broker_credentials=faust_credentials(settings.kafka_security),
     )
     runtime = Runtime(settings)
     app.web_server(RuntimeService(runtime))

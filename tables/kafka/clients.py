@@ -1,10 +1,12 @@
 """The one Kafka client factory: every producer, consumer and admin client is built here.
 
-Why one place: connection settings (bootstrap servers today; TLS and SASL with the
-security issue) must reach every client, and a change of client library for the hot
-paths (aiokafka -> librdkafka) is a change of this module, not of eleven. Parts receive a
-:class:`KafkaClients` and ask it for the kind of client they need; nothing else names
-``AIOKafkaProducer``, ``AIOKafkaConsumer`` or ``AIOKafkaAdminClient``.
+Why one place: connection settings (bootstrap servers, and TLS and SASL from
+:class:`~onepipe.tables.kafka.security.KafkaSecurity`) must reach every client, and a
+change of client library for the hot paths (aiokafka -> librdkafka) is a change of this
+module, not of eleven. Parts receive a :class:`KafkaClients` and ask it for the kind of
+client they need; nothing else names ``AIOKafkaProducer``, ``AIOKafkaConsumer`` or
+``AIOKafkaAdminClient`` (the Faust app gets the same security settings from
+onepipe.app.worker).
 
 The kinds, and the settings each carries for a reason:
 
@@ -22,17 +24,20 @@ The kinds, and the settings each carries for a reason:
 - :meth:`KafkaClients.admin`: topic creation and description.
 
 Every method takes keyword ``overrides`` passed to aiokafka as they are, for the few
-settings one part needs differently (a partition assignor, fetch sizes); connection
-settings are not meant to be overridden there.
+settings one part needs differently (a partition assignor, fetch sizes). The connection's
+security options are applied after them: no part can open a connection with other TLS or
+SASL settings than the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+
+from onepipe.tables.kafka.security import KafkaSecurity
 
 __all__ = ["KafkaClients"]
 
@@ -51,6 +56,8 @@ class KafkaClients:
     session_timeout: float = 10.0
     #: Consumer-group rebalance timeout, seconds.
     rebalance_timeout: float = 10.0
+    #: TLS and SASL of every connection (PLAINTEXT by default).
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @property
     def servers(self) -> list[str]:
@@ -67,6 +74,7 @@ class KafkaClients:
             "request_timeout_ms": int(self.request_timeout * 1000),
         }
         options.update(overrides)
+        options.update(self.security.client_options())
         return AIOKafkaProducer(**options)
 
     def group_consumer(self, group_id: str, *, client_id: str | None = None,
@@ -86,6 +94,7 @@ class KafkaClients:
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
         }
         options.update(overrides)
+        options.update(self.security.client_options())
         return AIOKafkaConsumer(**options)
 
     def reader(self, client_id: str, **overrides: Any) -> AIOKafkaConsumer:
@@ -99,8 +108,10 @@ class KafkaClients:
             "fetch_max_wait_ms": 50,
         }
         options.update(overrides)
+        options.update(self.security.client_options())
         return AIOKafkaConsumer(**options)
 
     def admin(self, client_id: str = "onepipe-admin") -> AIOKafkaAdminClient:
         """An admin client (create and describe topics)."""
-        return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=client_id)
+        return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=client_id,
+                                   **self.security.client_options())
