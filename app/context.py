@@ -11,6 +11,7 @@ from prometheus_client.metrics_core import Metric
 from onepipe.agents.archive import ArchiveMetrics
 from onepipe.agents.sink import SinkStatus
 from onepipe.app.lag_monitor import LagMonitor
+from onepipe.app.readiness import Readiness
 from onepipe.app.settings import Settings
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.registry_store import RegistryStore
@@ -55,3 +56,5 @@ class WorkerContext:
     last_verify: VerifySlot = field(default_factory=VerifySlot)
     #: The online sinks this worker runs (and those it cannot), when sinks are on.
     sinks: Callable[[], list[SinkStatus]] | None = None
+    #: GET /readyz's checks (broker, registry, partitions); None in bare web apps.
+    readiness: Readiness | None = None

@@ -30,6 +30,7 @@ from onepipe.agents.sink import SinkRunner
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import worker_monitor
 from onepipe.app.metrics_view import DEDUP_COUNTERS, CounterSource
+from onepipe.app.readiness import BrokerProbe, Readiness, Waiting
 from onepipe.app.settings import Settings
 from onepipe.app.sink_views import SinkCollector
 from onepipe.app.web import WebServer
@@ -93,11 +94,16 @@ class Runtime:
                                  registry=self.registry,
                                  replication_factor=settings.replication_factor)
                       if settings.sinks_enabled else None)
+        #: GET /readyz: the broker probe asks the producer's client, cached and bounded.
+        self.broker_probe = BrokerProbe(lambda: self.producer, settings.broker)
+        self.readiness = Readiness(started=lambda: self.ready.is_set(), registry=self.registry,
+                                   broker=self.broker_probe, agents=self._batch_agents)
         self.context = WorkerContext(settings, self.registry, self.publisher,
                                      self._archive_metrics if settings.archive_enabled
                                      else None,
                                      lag_monitor=self.lag_monitor,
-                                     sinks=self.sinks.statuses if self.sinks else None)
+                                     sinks=self.sinks.statuses if self.sinks else None,
+                                     readiness=self.readiness)
         self.web = WebServer(self.context)
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
@@ -165,6 +171,13 @@ class Runtime:
         # agent (bench/archive.py): 131k -> 171k records/s.
         gc.set_threshold(*GC_THRESHOLDS)
         self.ready.set()
+
+    def _batch_agents(self) -> list[Waiting]:
+        """The batch agents this worker runs now (readiness asks them for partitions)."""
+        agents: list[Waiting] = [a for a in (self.archive, self.dedup, self.checksums) if a]
+        if self.sinks is not None:
+            agents.extend(self.sinks.agents.values())
+        return agents
 
     def _archive_metrics(self) -> ArchiveMetrics:
         return self.archive.metrics if self.archive is not None else ArchiveMetrics()
@@ -281,6 +294,7 @@ class Runtime:
         await self.web.stop()
         await self.registry.stop()
         self.publisher.bind(None)
+        await self.broker_probe.close()  # before the client it asks goes away
         if self.producer is not None:
             await self.producer.stop()
 

@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
+from onepipe.app.health_views import add_health_routes
 from onepipe.app.http import error_middleware, json_response
 from onepipe.app.metrics_view import add_metrics_routes
 from onepipe.app.produce_views import add_produce_routes
@@ -69,6 +70,7 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
                           client_max_size=ctx.settings.max_request_bytes + 1)
     app[CTX] = ctx
     app.router.add_get("/health", health)
+    add_health_routes(app)
     add_registry_routes(app)
     add_topic_routes(app)
     add_produce_routes(app)

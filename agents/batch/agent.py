@@ -96,7 +96,8 @@ class BatchAgent(Service, Generic[M]):
         self._lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self.metrics = metrics
-        #: Set once the group has assigned this member partitions (and they are ready).
+        #: Set once the group has assigned this member partitions (and they are ready);
+        #: cleared when the loop restarts after a failure.
         self.assigned = asyncio.Event()
 
     @property
@@ -175,6 +176,25 @@ class BatchAgent(Service, Generic[M]):
             finally:
                 await self._close()
 
+    def waiting_for(self) -> str | None:
+        """Why the agent is not working its share of partitions yet; None when it is.
+
+        It is once its group has assigned this member its share since it last (re)joined:
+        possibly no partition at all, when the group has more members than partitions.
+        An agent with nothing to read has nothing to wait for. A rebalance of a working
+        agent (a topic registered, a member added) does not count: every member of the
+        group would report it at once. The worker's readiness (GET /readyz) asks this.
+        """
+        if self._task is None or self._task.done():
+            return f"the {self.name} is not running"
+        if self._generation == -1:
+            return (f"the {self.name} has not looked at the registry yet (starting, or "
+                    "restarting after a failure)")
+        if self._subscribed and not self.assigned.is_set():
+            return (f"the {self.name} waits for its group to assign it partitions of "
+                    f"{', '.join(sorted(self._subscribed))}")
+        return None
+
     async def wait_until(self, condition: Callable[[M], bool]) -> None:
         """Wait until ``condition(metrics)`` holds (checked after every batch/assignment)."""
         async with self._progress:
@@ -206,6 +226,7 @@ class BatchAgent(Service, Generic[M]):
             consumer.unsubscribe()
         self._subscribed = frozenset()
         self._generation = -1
+        self.assigned.clear()  # its partitions are positioned again when it rejoins
 
     async def _consume(self) -> None:
         consumer = self._consumer
