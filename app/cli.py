@@ -21,12 +21,13 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.embedded import EmbeddedBroker
+from onepipe.app.log_format import configure_logging
 from onepipe.app.settings import Settings, load_settings
 from onepipe.app.sinks_cli import add_sink_commands, run_dlq, run_sinks
 from onepipe.app.status_cli import add_status_command, run_status
@@ -110,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         # A one-shot command prints its result; library chatter would bury it.
         level = settings.log_level if args.command in ("worker", "dev") else "WARNING"
-        logging.basicConfig(level=level,
-                            format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+        configure_logging(level, settings.log_format)
         if args.command == "apply":
             results = asyncio.run(_apply(settings, args.folder))
             _print_results(results)
@@ -337,13 +337,14 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _print_results(results: list[ApplyResult]) -> None:
+def _print_results(results: list[ApplyResult],
+                   say: Callable[[str], object] = print) -> None:
     for result in results:
         head = f"{result.topic} (schema id {result.schema_id}, version {result.version})"
         if not result.changes:
-            print(f"{head}: unchanged")
+            say(f"{head}: unchanged")
         for change in result.changes:
-            print(f"{head}: {change}")
+            say(f"{head}: {change}")
 
 
 def _worker(settings: Settings) -> int:
@@ -352,7 +353,9 @@ def _worker(settings: Settings) -> int:
     if settings.catalog_dir is not None:
         # Before the worker subscribes: a topic created after the subscription would only
         # be noticed at the next metadata refresh (minutes).
-        _print_results(asyncio.run(_apply(settings, settings.catalog_dir)))
+        results = asyncio.run(_apply(settings, settings.catalog_dir))
+        # With JSON logs every line the worker writes is a JSON object: log, not print.
+        _print_results(results, log.info if settings.log_format == "json" else print)
     import faust
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import faust
 import mode
 
 from onepipe.agents.streams import StreamApi, example
+from onepipe.app.log_format import worker_logging_config
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from onepipe.tables.kafka.security import KafkaSecurity
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
         autodiscover=False,
         # Faust's own consumer and producer connect as onepipe's clients do.
         broker_credentials=faust_credentials(settings.kafka_security),
+        # ONEPIPE_LOG_FORMAT=json: the worker's log setup uses onepipe's JSON lines.
+        logging_config=worker_logging_config(settings.log_level, settings.log_format),
     )
     runtime = Runtime(settings)
     app.web_server(RuntimeService(runtime))

@@ -244,10 +244,13 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             if position is None:
                 await consumer.seek_to_beginning(tp)
                 log.info("archive %s[%d]: nothing archived yet, from the beginning",
-                         tp.topic, tp.partition)
+                         tp.topic, tp.partition,
+                         extra={"topic": tp.topic, "partition": tp.partition})
             else:
                 consumer.seek(tp, position)
                 log.info("archive %s[%d]: resuming after the lake at @%d", tp.topic,
-                         tp.partition, position)
+                         tp.partition, position,
+                         extra={"topic": tp.topic, "partition": tp.partition,
+                                "offset": position})
                 self.metrics.positions[tp] = position
                 self._expected[tp] = position

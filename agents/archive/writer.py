@@ -154,7 +154,9 @@ class SegmentWriter:
                                  chunk[-1].offset)
             await self._put(path, data)
             log.debug("archived %s[%d]@%d-%d to %s (%s)", tp.topic, tp.partition,
-                      chunk[0].offset, chunk[-1].offset, path, reason)
+                      chunk[0].offset, chunk[-1].offset, path, reason,
+                      extra={"topic": tp.topic, "partition": tp.partition,
+                             "offset": chunk[0].offset, "last_offset": chunk[-1].offset})
             files += 1
             written_bytes += len(data)
             undecodable += bad

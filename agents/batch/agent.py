@@ -311,4 +311,6 @@ class BatchAgent(Service, Generic[M]):
             # The agent's own state is the source of truth; a lost commit only makes the
             # lag figure stale until the next one.
             log.warning("%s: commit of %s[%d]@%d failed: %r", self.name, tp.topic,
-                        tp.partition, offset, exc)
+                        tp.partition, offset, exc,
+                        extra={"topic": tp.topic, "partition": tp.partition,
+                               "offset": offset})

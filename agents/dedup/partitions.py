@@ -55,7 +55,9 @@ class PartitionTables:
                 folded = await recover(recovery, tp, store, reader)
             except StaleStoreError:
                 log.warning("dedup %s[%d]: local table is ahead of %s@%d; rebuilding it",
-                            topic, partition, tp.topic, store.applied_offset)
+                            topic, partition, tp.topic, store.applied_offset,
+                            extra={"topic": tp.topic, "partition": partition,
+                                   "offset": store.applied_offset})
                 store.close()
                 shutil.rmtree(path)
                 store = DedupStore(path)

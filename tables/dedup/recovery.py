@@ -101,5 +101,6 @@ async def recover(consumer: AIOKafkaConsumer, tp: TopicPartition, store: DedupSt
             f"@{store.applied_offset}, beyond the topic's end; it belongs to another log "
             "and is rebuilt") from exc
     log.info("dedup %s[%d] recovered to @%d: %d changelog message(s) folded", tp.topic,
-             tp.partition, highwater, folded)
+             tp.partition, highwater, folded,
+             extra={"topic": tp.topic, "partition": tp.partition, "offset": highwater})
     return folded
