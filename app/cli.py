@@ -337,8 +337,7 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _print_results(results: list[ApplyResult],
-                   say: Callable[[str], object] = print) -> None:
+def _print_results(results: list[ApplyResult], say: Callable[[str], object] = print) -> None:
     for result in results:
         head = f"{result.topic} (schema id {result.schema_id}, version {result.version})"
         if not result.changes:
@@ -353,9 +352,8 @@ def _worker(settings: Settings) -> int:
     if settings.catalog_dir is not None:
         # Before the worker subscribes: a topic created after the subscription would only
         # be noticed at the next metadata refresh (minutes).
-        results = asyncio.run(_apply(settings, settings.catalog_dir))
-        # With JSON logs every line the worker writes is a JSON object: log, not print.
-        _print_results(results, log.info if settings.log_format == "json" else print)
+        say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
+        _print_results(asyncio.run(_apply(settings, settings.catalog_dir)), say)
     import faust
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
