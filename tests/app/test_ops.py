@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from onepipe.agents.batch import BatchAgent, Batches
 from onepipe.app.embedded import EmbeddedBroker, free_port
-from onepipe.app.readiness import Readiness
+from onepipe.app.readiness import BrokerProbe, Readiness
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from onepipe.schemas.registry_state import RegistryState
@@ -128,3 +128,27 @@ async def test_readyz_names_the_broker_while_it_is_down_and_recovers(
             return (await get(s, "/readyz"))[0] == 200
 
         await wait_for(ready, timeout=TIMEOUT, what="readyz to answer 200 again")
+
+
+async def test_a_request_never_waits_longer_than_the_bound(runtime: Runtime) -> None:
+    """A request that gives up leaves the probe running; a later request uses its answer,
+    cached for max_age (a frozen clock keeps it fresh)."""
+    asked: list[int] = []
+    producer = runtime.producer
+
+    def counted() -> AIOKafkaProducer | None:
+        asked.append(1)
+        return producer
+
+    probe = BrokerProbe(counted, runtime.settings.broker, timeout=0, clock=lambda: 100.0)
+    first = await probe.check()
+    assert not first.ok and "within 0s" in first.detail
+
+    async def answered() -> bool:
+        return (await probe.check()).ok
+
+    await wait_for(answered, timeout=TIMEOUT, what="the probe's answer")
+    before = len(asked)
+    assert (await probe.check()).ok
+    assert len(asked) == before  # from the cache: Kafka was not asked again
+    await probe.close()
