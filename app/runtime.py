@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -123,6 +124,11 @@ class Runtime:
                 CounterSource("checksums", self._checksum_metrics, _CHECKSUM_EXPORTED))
         self.ready = asyncio.Event()
         self._started = False
+        self._agents_stopping: asyncio.Future[None] | None = None
+        self._abort_start = False
+        self._start_done = asyncio.Event()
+        #: Parts whose stop has begun and not ended (what a cut-short stop left undone).
+        self.stopping: set[str] = set()
 
     async def start(self) -> None:
         self.producer = make_producer(self.settings)
@@ -142,25 +148,39 @@ class Runtime:
                 f"Kafka at {self.settings.broker} refused the producer: {exc!r}{hint}"
             ) from exc
         self._started = True
+        self._agents_stopping = None
+        self._abort_start = False
+        self._start_done.clear()
         self.publisher.bind(self.producer)
+        steps: list[Callable[[], Awaitable[None]]] = [
+            lambda: self.registry.start(self.producer), self.web.start]
+        if self.settings.archive_enabled:
+            steps.append(self._start_archive)
+        if self.settings.dedup_enabled:
+            steps.append(self._start_dedup)
+        if self.settings.checksums_enabled:
+            steps.append(self._start_checksums)
+        if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
+            steps.append(self._start_compaction)
+        if self.sinks is not None:
+            steps.append(self.sinks.start)
+        if self.lag_monitor is not None:
+            steps.append(self.lag_monitor.start)
         try:
-            await self.registry.start(self.producer)
-            await self.web.start()
-            if self.settings.archive_enabled:
-                await self._start_archive()
-            if self.settings.dedup_enabled:
-                await self._start_dedup()
-            if self.settings.checksums_enabled:
-                await self._start_checksums()
-            if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
-                await self._start_compaction()
-            if self.sinks is not None:
-                await self.sinks.start()
-            if self.lag_monitor is not None:
-                await self.lag_monitor.start()
+            for step in steps:
+                # A stop that arrives while starting (Ctrl-C right after launch) ends the
+                # start at the next step: nothing is started that the stop would miss.
+                if self._abort_start:
+                    log.info("stop requested while starting: the remaining parts stay off")
+                    break
+                await step()
         except BaseException:
+            self._start_done.set()
             await self.stop()
             raise
+        self._start_done.set()
+        if self._abort_start:
+            return
         # Everything built at start-up (modules, schemas, clients) lives as long as the
         # worker: moved out of the collector's generations, full collections no longer
         # walk it on the request path (measured 10-30% of worker CPU, and 50-85 ms pauses).
@@ -267,36 +287,76 @@ class Runtime:
             await producer.stop()  # a half-started client still holds connections
             raise
 
+    async def stop_agents(self) -> None:
+        """Stop every agent at once; the registry, producer and web server stay up.
+
+        Called as soon as a stop signal arrives (before Faust stops its own services), so
+        the parts with durable positions flush and commit first, in parallel: the stop
+        has a bound (onepipe.app.stopping) and they should not queue behind each other.
+        Harmless to call twice; a second caller waits for the first stop.
+        """
+        if self._agents_stopping is None:
+            self._agents_stopping = asyncio.ensure_future(self._stop_agents())
+        await asyncio.shield(self._agents_stopping)
+
+    async def _stop_agents(self) -> None:
+        self.ready.clear()
+        parts: dict[str, Callable[[], Awaitable[None]]] = {}
+        if self.lag_monitor is not None:
+            parts["lag monitor"] = self.lag_monitor.stop
+        if self.sinks is not None:
+            parts["sinks"] = self.sinks.stop
+        if self.compact_scheduler or self.compact_dispatcher or self.compact_worker:
+            parts["compaction"] = self._stop_compaction
+        for name, agent in (("checksum agent", self.checksums), ("dedup agent", self.dedup),
+                            ("archive agent (flushing its buffers)", self.archive)):
+            if agent is not None:
+                parts[name] = agent.stop
+
+        async def stop_one(name: str, stop: Callable[[], Awaitable[None]]) -> None:
+            self.stopping.add(name)
+            try:
+                await stop()
+            except Exception:
+                log.exception("%s failed to stop cleanly", name)
+            finally:
+                self.stopping.discard(name)
+
+        await asyncio.gather(*(stop_one(name, stop) for name, stop in parts.items()))
+
+    async def _stop_compaction(self) -> None:
+        # The scheduler sends to the dispatcher: stop the sender first.
+        for part in (self.compact_scheduler, self.compact_dispatcher, self.compact_worker):
+            if part is not None:
+                await part.stop()
+
     async def stop(self) -> None:
-        """Stop in reverse order; harmless to call twice."""
+        """Stop the agents, then the shared parts in reverse order; harmless to call twice."""
         if not self._started:
             return
+        if not self._start_done.is_set():  # still starting: end the start first
+            self._abort_start = True
+            await self._start_done.wait()
+        await self.stop_agents()
         self._started = False
-        self.ready.clear()
-        if self.lag_monitor is not None:
-            await self.lag_monitor.stop()
-        if self.sinks is not None:
-            await self.sinks.stop()
-        if self.compact_scheduler is not None:
-            await self.compact_scheduler.stop()
-        if self.compact_dispatcher is not None:
-            await self.compact_dispatcher.stop()
-        if self.compact_worker is not None:
-            await self.compact_worker.stop()
-        if self.checksums is not None:
-            await self.checksums.stop()
-        if self.dedup is not None:
-            await self.dedup.stop()
-        if self.archive is not None:
-            await self.archive.stop()
-        if self.lake is not None:
-            await self.lake.close()
-        await self.web.stop()
-        await self.registry.stop()
+        for name, stop in (("lake", self.lake.close if self.lake else None),
+                           ("web server", self.web.stop),
+                           ("registry", self.registry.stop)):
+            if stop is not None:
+                self.stopping.add(name)
+                await stop()
+                self.stopping.discard(name)
         self.publisher.bind(None)
         await self.broker_probe.close()  # before the client it asks goes away
         if self.producer is not None:
+            self.stopping.add("producer (flushing)")
             await self.producer.stop()
+            self.stopping.discard("producer (flushing)")
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet (entirely) stopped."""
+        return self._started
 
     async def __aenter__(self) -> Runtime:
         await self.start()

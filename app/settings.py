@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="A consumer whose lag has not shrunk for this long while records keep "
         "arriving is flagged stuck.",
     )
+    stop_timeout_seconds: float = Field(
+        8.0, gt=0, le=300,
+        description="Longest a stop may take after SIGTERM or SIGINT: the agents flush and "
+        "commit, and whatever has not ended by then is cut short (logged) and the process "
+        "exits, child processes included. Keep it under the platform's grace period "
+        "(Kubernetes 30 s, docker stop 10 s).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the worker."
     )

@@ -8,6 +8,7 @@ runs as the app's web-server service, which Faust starts after table recovery.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import faust
@@ -17,6 +18,7 @@ from onepipe.agents.streams import StreamApi, example
 from onepipe.app.log_format import worker_logging_config
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
+from onepipe.app.stopping import StopWatchdog
 from onepipe.tables.kafka.security import KafkaSecurity
 
 
@@ -72,6 +74,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
         broker_credentials=faust_credentials(settings.kafka_security),
         # ONEPIPE_LOG_FORMAT=json: the worker's log setup uses onepipe's JSON lines.
         logging_config=worker_logging_config(settings.log_level, settings.log_format),
+        # A stop does not wait for agents to drain what they have buffered (a backlog
+        # took minutes): what they did not commit is read again after the restart.
+        stream_wait_empty=False,
     )
     runtime = Runtime(settings)
     app.web_server(RuntimeService(runtime))
@@ -79,3 +84,29 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     if settings.example_agents:
         example.register(streams)
     return app, runtime, streams
+
+
+class Worker(faust.Worker):
+    """Faust's worker with a bounded stop (onepipe.app.stopping).
+
+    On the first SIGTERM or SIGINT the watchdog starts the clock and onepipe's agents
+    begin to flush and commit at once, while Faust stops its own services as usual.
+    """
+
+    def __init__(self, app: faust.App, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.runtime = runtime
+        self.watchdog = StopWatchdog(runtime.settings.stop_timeout_seconds, self._pending)
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self.watchdog.arm(signal.name)
+        if self.runtime.ready.is_set():  # a runtime still starting stops in Faust's order
+            self.loop.create_task(self.runtime.stop_agents())
+        super()._schedule_shutdown(signal)
+
+    def _pending(self) -> list[str]:
+        parts = sorted(self.runtime.stopping)
+        if not parts and self.runtime.running:
+            parts = ["Faust's consumer and agents (onepipe's web server, registry and "
+                     "producer come after them)"]
+        return parts

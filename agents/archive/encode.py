@@ -9,12 +9,9 @@ to pickle; parsed schemas are cached in the encoder process by their text.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import io
-import os
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +22,7 @@ from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.codec import HEADER_SIZE, MAGIC_BYTE
 from onepipe.sinks.formats.avro_batch import decode_batch
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table, encode_parquet, typed_schema
+from onepipe.tables.lifecycle import die_with_parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +47,17 @@ def _schema(text: str) -> AvroSchema:
     return parse_schema(text)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def ignore_stop_signals() -> None:
+def ignore_stop_signals(parent: int) -> None:
     """Encoder process set-up: outlive Ctrl-C, never outlive the worker.
 
     Ctrl-C and SIGTERM reach the whole process group; the encoders ignore them because
     the worker stops them itself, after its last flush has been encoded. If the worker
     dies without stopping them (``kill -9``), Linux sends them SIGKILL
-    (``PR_SET_PDEATHSIG``), so no orphan is left behind.
+    (onepipe.tables.lifecycle.die_with_parent), so no orphan is left behind.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the worker died before prctl took effect
-            os._exit(1)
+    die_with_parent(parent)
 
 
 def warm_up() -> None:

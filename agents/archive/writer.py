@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ from onepipe.schemas.codec import HEADER_SIZE
 from onepipe.schemas.errors import LakeError
 from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path
 from onepipe.sinks.lake.store import LakeStore
+from onepipe.tables.lifecycle import stop_signals_blocked
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -65,11 +67,14 @@ class SegmentWriter:
             # forked child would inherit in an unknown state.
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self._encoders, mp_context=multiprocessing.get_context("spawn"),
-                initializer=ignore_stop_signals)
-            # Start the encoders now (imports take a second), not on the first flush.
+                initializer=ignore_stop_signals, initargs=(os.getpid(),))
+            # Start the encoders now (imports take a second), not on the first flush;
+            # the pool starts its processes in submit().
             loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self._pool, warm_up)
-                                   for _ in range(self._encoders)))
+            with stop_signals_blocked():
+                warming = [loop.run_in_executor(self._pool, warm_up)
+                           for _ in range(self._encoders)]
+            await asyncio.gather(*warming)
 
     async def reset(self) -> None:
         """Wait for every write, forget failures: the agent re-reads from the lake after."""

@@ -1,0 +1,110 @@
+"""Running the worker: ``onepipe worker`` and ``onepipe dev`` (embedded broker + worker).
+
+Why apart from the CLI's parsing: this is the process lifecycle - the catalog applied
+before the worker subscribes, the bounded stop (onepipe.app.stopping), and the
+embedded broker that starts first and stops last, whose death stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from onepipe.app.catalog import ApplyResult, apply_catalog
+from onepipe.app.embedded import EmbeddedBroker
+from onepipe.app.settings import Settings
+from onepipe.schemas.errors import ConfigError
+from onepipe.tables.registry_store import RegistryStore
+
+log = logging.getLogger("onepipe")
+
+__all__ = ["DEV_SQLITE_DSN_ENV", "apply_folder", "print_results", "run_dev", "run_worker"]
+
+
+async def apply_folder(settings: Settings, folder: Path) -> list[ApplyResult]:
+    async with RegistryStore(settings.kafka, settings.registry_topic,
+                             replication_factor=settings.replication_factor,
+                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
+        return await apply_catalog(store, folder,
+                                   replication_factor=settings.replication_factor)
+
+
+def print_results(results: list[ApplyResult], say: Callable[[str], object] = print) -> None:
+    for result in results:
+        head = f"{result.topic} (schema id {result.schema_id}, version {result.version})"
+        if not result.changes:
+            say(f"{head}: unchanged")
+        for change in result.changes:
+            say(f"{head}: {change}")
+
+
+def run_worker(settings: Settings) -> int:
+    """``onepipe worker``: apply the catalog, then run the Faust worker until it stops."""
+    # faust is heavy: import it only to run a worker
+    from onepipe.app.worker import Worker, create_app
+
+    if settings.catalog_dir is not None:
+        # Before the worker subscribes: a topic created after the subscription would only
+        # be noticed at the next metadata refresh (minutes).
+        say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
+        print_results(asyncio.run(apply_folder(settings, settings.catalog_dir)), say)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app, runtime, _streams = create_app(settings)
+    worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
+    return 0
+
+
+#: The variable the example catalog names for its SQLite sink (catalog/widgets.yaml).
+DEV_SQLITE_DSN_ENV = "ONEPIPE_DEV_SQLITE_DSN"
+
+
+def run_dev(settings: Settings, catalog: Path | None) -> int:
+    """``onepipe dev``: the embedded broker and one worker, stopped together."""
+    host, _, port = settings.broker.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        raise ConfigError(f"ONEPIPE_BROKER={settings.broker!r}: `onepipe dev` runs its own "
+                          "broker on this machine; use 127.0.0.1:<port>, or `onepipe worker`")
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(host, int(port), log_path=data_dir / "tansu.log")
+    catalog = catalog if catalog is not None else settings.catalog_dir
+    # tansu answers InitProducerId with an error: the idempotent producer cannot run on it.
+    dev_settings = settings.model_copy(update={"idempotent_producer": False,
+                                               "catalog_dir": catalog,
+                                               "example_agents": True,
+                                               # dev compacts the lake on its own too
+                                               "compact_interval_seconds":
+                                                   settings.compact_interval_seconds or 60.0})
+    # The example catalog's SQLite sink writes into the data dir unless told otherwise.
+    sqlite = data_dir.resolve() / "widgets.db"
+    os.environ.setdefault(DEV_SQLITE_DSN_ENV, f"sqlite:///{sqlite}")
+    print(f"onepipe dev: embedded broker on {broker.bootstrap}, HTTP API on "
+          f"{settings.web_url}, data in {data_dir}/, widgets also in SQLite "
+          f"{os.environ[DEV_SQLITE_DSN_ENV]} (Ctrl-C stops everything)", flush=True)
+    died: list[int] = []
+
+    def broker_exited(code: int) -> None:
+        # The broker's memory was its log: the worker cannot go on against it. Stop the
+        # worker the way Ctrl-C does (bounded, flushing what it can into the lake).
+        died.append(code)
+        log.error("the embedded broker exited with %s (log: %s); stopping the worker",
+                  code, broker.log_path)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with broker:
+        broker.on_exit(broker_exited)
+        try:
+            code = run_worker(dev_settings)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    if died:
+        print(f"error: the embedded broker exited with {died[0]} while the worker ran "
+              f"(its log: {broker.log_path}); run `make dev` again", file=sys.stderr)
+        return 1
+    return code

@@ -1,0 +1,137 @@
+"""A bounded stop: a worker exits within ``ONEPIPE_STOP_TIMEOUT_SECONDS`` of a stop signal.
+
+Why a bound at all: Kubernetes gives a pod 30 s between SIGTERM and SIGKILL, ``docker
+stop`` 10 s. A worker whose broker is gone retries it for ever (aiokafka reconnects,
+Faust's consumer thread waits on a fetch), and a SIGKILL then skips every flush. So the
+worker stops its own exactly-once parts first (they flush and commit in parallel), then
+lets Faust stop the rest; if the whole stop has not ended when the bound expires, the
+watchdog thread below logs what was still stopping, stops every child process (archive
+encoders, the embedded broker of ``onepipe dev``) and ends the process.
+
+Why that loses nothing: no part takes its position from Kafka's committed offsets alone
+(the archive resumes after the lake's last file, dedup and checksum tables from their
+own applied offsets, sinks from the positions in their database), so what a cut-short
+stop did not flush or commit is read again after the restart, and found already written
+where it was.
+
+The watchdog is a thread, not a task: an event loop blocked in a stuck stop cannot run
+a timer of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EXIT_STOP_TIMEOUT", "StopWatchdog", "child_pids", "stop_processes"]
+
+#: The exit status of a worker whose stop was cut short by the bound.
+EXIT_STOP_TIMEOUT = 3
+
+#: Seconds between SIGTERM and SIGKILL when the watchdog stops child processes.
+_CHILD_GRACE = 0.5
+
+
+def child_pids(pid: int | None = None) -> list[int]:
+    """Pids of the direct children of ``pid`` (this process by default), every thread's."""
+    pid = os.getpid() if pid is None else pid
+    found: list[int] = []
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():  # not Linux: nothing to look at
+        return found
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return sorted(set(found))
+
+
+def stop_processes(pids: list[int], grace: float = _CHILD_GRACE) -> None:
+    """SIGTERM ``pids``, then SIGKILL whichever is still there after ``grace`` seconds."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            alive.append(pid)
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _running(pid)]
+        if alive:
+            time.sleep(0.02)  # a thread polling other processes' exit; no loop to await
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (reaping it is its parent's business)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class StopWatchdog:
+    """Ends the process ``timeout`` seconds after :meth:`arm` unless :meth:`disarm` came first.
+
+    ``pending`` names what was still stopping when the bound expired (for the log line
+    that says what was left undone); ``exit`` is ``os._exit`` except in tests.
+    """
+
+    def __init__(self, timeout: float, pending: Callable[[], list[str]],
+                 exit: Callable[[int], object] = os._exit) -> None:  # noqa: A002
+        self.timeout = timeout
+        self._pending = pending
+        self._exit = exit
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reason = ""
+
+    @property
+    def armed(self) -> bool:
+        return self._thread is not None
+
+    def arm(self, reason: str) -> None:
+        """Start the clock (first call only: a second Ctrl-C does not extend the bound)."""
+        if self._thread is not None:
+            return
+        self.reason = reason
+        log.info("stopping (%s): at most %.1f s (ONEPIPE_STOP_TIMEOUT_SECONDS)", reason,
+                 self.timeout)
+        self._thread = threading.Thread(target=self._watch, name="onepipe-stop-watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def disarm(self) -> None:
+        """The stop ended in time: the process exits normally."""
+        self._done.set()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.timeout):
+            return
+        try:
+            pending = ", ".join(self._pending()) or "the Faust worker's own services"
+        except Exception as exc:  # noqa: BLE001 - describing must not keep the process alive
+            pending = f"(could not tell: {exc!r})"
+        children = child_pids()
+        log.error("stop after %s did not finish within %.1f s (ONEPIPE_STOP_TIMEOUT_SECONDS); "
+                  "still stopping: %s. Exiting now%s: what was not flushed or committed is "
+                  "read again after a restart (positions come from the lake and the "
+                  "state stores, not from Kafka's commits).", self.reason, self.timeout,
+                  pending, f" and stopping {len(children)} child process(es)"
+                  if children else "")
+        stop_processes(children)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        sys.stderr.flush()
+        self._exit(EXIT_STOP_TIMEOUT)
