@@ -20,7 +20,6 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from aiokafka.errors import KafkaError
 
 from onepipe.schemas.errors import BrokerError
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.topics import fetch_high_watermarks
 from onepipe.tables.lifecycle import Service
 
 log = logging.getLogger(__name__)
@@ -229,22 +229,8 @@ class OffsetReader(Service):
         try:
             for tp in tps:
                 consumer.seek(tp, max(0, near.get(tp, 0)))
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._timeout
-            pending = list(tps)
-            while pending:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in pending[:5])
-                    raise BrokerError(
-                        f"no fetch answer from {self.bootstrap} for {shown} within "
-                        f"{self._timeout:.0f}s; is the broker overloaded or the partition "
-                        "leaderless?")
-                # The high watermark comes with every fetch response, records or not.
-                await consumer.getmany(*pending, timeout_ms=int(min(remaining, 0.2) * 1000),
-                                       max_records=1)
-                pending = [tp for tp in pending if consumer.highwater(tp) is None]
-            return {tp: int(consumer.highwater(tp)) for tp in tps}
+            return await fetch_high_watermarks(consumer, tps, bootstrap=self.bootstrap,
+                                               within=self._timeout)
         except KafkaError as exc:
             raise BrokerError(f"cannot fetch from {self.bootstrap} to read end offsets: "
                               f"{exc!r}") from exc

@@ -12,10 +12,20 @@ Contract:
   ``end_offsets()``: tansu answers ListOffsets(latest) wrongly (DESIGN.md), and the high
   watermark is what Kafka's own lag metrics use, correct on Apache Kafka too. Registry
   replay, state recovery, lag and ``verify`` all read "to the end" through it;
-  :func:`read_topic` reads every partition of a topic that way.
+  :func:`read_topic` reads every partition of a topic that way, and
+  :func:`high_watermarks` asks where given partitions end (the same watermark, from a
+  short-lived reader; an empty partition ends at 0) - how an agent finds that the log
+  behind its durable state was reset (a position beyond the end).
 """
 
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.topics import ensure_topic, read_to_end, read_topic, topic_exists
+from onepipe.tables.kafka.topics import (
+    ensure_topic,
+    high_watermarks,
+    read_to_end,
+    read_topic,
+    topic_exists,
+)
 
-__all__ = ["KafkaClients", "ensure_topic", "read_to_end", "read_topic", "topic_exists"]
+__all__ = ["KafkaClients", "ensure_topic", "high_watermarks", "read_to_end", "read_topic",
+           "topic_exists"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -134,3 +134,56 @@ async def read_to_end(
         highwater = consumer.highwater(tp)
         if highwater is not None and await consumer.position(tp) >= highwater:
             return highwater
+
+
+async def high_watermarks(kafka: KafkaClients, partitions: Iterable[TopicPartition], *,
+                          within: float = 10.0, client_id: str = "onepipe-highwater"
+                          ) -> dict[TopicPartition, int]:
+    """Each partition's end: the fetch response's high watermark (0 for an empty one).
+
+    A short-lived group-less reader fetches every partition from its beginning once; never
+    ListOffsets(latest), which tansu answers wrongly. The caller names partitions that
+    exist (a metadata request naming a missing topic creates it). :class:`BrokerError` when
+    the broker cannot be reached or does not answer within ``within`` seconds.
+    """
+    tps = sorted(set(partitions))
+    if not tps:
+        return {}
+    # One record per partition is all a fetch needs to bring its high watermark.
+    consumer = kafka.reader(client_id, max_partition_fetch_bytes=64 * 1024)
+    try:
+        await consumer.start()
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        return await fetch_high_watermarks(consumer, tps, bootstrap=kafka.bootstrap,
+                                           within=within)
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot fetch from {kafka.bootstrap} to read the end of "
+                          f"{_shown(tps)}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+
+
+async def fetch_high_watermarks(consumer: AIOKafkaConsumer, tps: list[TopicPartition], *,
+                                bootstrap: str, within: float) -> dict[TopicPartition, int]:
+    """Fetch ``tps`` (assigned to ``consumer`` and positioned) until each one's high
+    watermark is known; :class:`BrokerError` past ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = list(tps)
+    while pending:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise BrokerError(
+                f"no fetch answer from {bootstrap} for {_shown(pending)} within "
+                f"{within:.0f}s; is the broker overloaded or the partition leaderless?")
+        # The high watermark comes with every fetch response, records or not.
+        await consumer.getmany(*pending, timeout_ms=int(min(remaining, 0.2) * 1000),
+                               max_records=1)
+        pending = [tp for tp in pending if consumer.highwater(tp) is None]
+    return {tp: int(consumer.highwater(tp)) for tp in tps}
+
+
+def _shown(tps: list[TopicPartition]) -> str:
+    shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps[:5])
+    return shown + (f" and {len(tps) - 5} more" if len(tps) > 5 else "")
