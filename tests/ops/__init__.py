@@ -1,0 +1,1 @@
+"""Operations: several identical workers, and faults survived while producers keep sending."""
