@@ -15,7 +15,7 @@ from aiohttp import web
 
 from onepipe.app.http import json_response, read_json
 from onepipe.app.registry_views import CTX
-from onepipe.schemas.errors import RequestError
+from onepipe.schemas.errors import BrokerError, RequestError
 from onepipe.schemas.registry_state import parse_version
 
 _BATCH_KEYS = frozenset({"records", "version"})
@@ -50,6 +50,8 @@ def _split_body(body: Any, max_records: int) -> tuple[list[Any], Any]:
 async def produce(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     topic = request.match_info["topic"]
+    if ctx.registry.lost_log is not None:  # the broker lost its log: acknowledge nothing
+        raise BrokerError(ctx.registry.lost_log)
     # Resolve the topic before reading the body: an unknown topic is a 404 whatever it sent.
     ctx.registry.state.topic_metadata(topic)
     body = await read_json(request, max_bytes=ctx.settings.max_request_bytes,

@@ -39,6 +39,7 @@ from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
 from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.publish.publisher import Publisher
+from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Runtime:
             replication_factor=settings.replication_factor,
             write_timeout=settings.produce_timeout,
             fetch_wait_ms=settings.registry_fetch_wait_ms,
+            journal=RegistryJournal(settings.registry_journal_path),
         )
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         # Consumer-group lag for /status and /metrics; None when monitor_interval_seconds=0.

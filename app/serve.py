@@ -19,6 +19,7 @@ from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings
 from onepipe.schemas.errors import ConfigError
+from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger("onepipe")
@@ -26,10 +27,15 @@ log = logging.getLogger("onepipe")
 __all__ = ["DEV_SQLITE_DSN_ENV", "apply_folder", "print_results", "run_dev", "run_worker"]
 
 
-async def apply_folder(settings: Settings, folder: Path) -> list[ApplyResult]:
+async def apply_folder(settings: Settings, folder: Path, *, journal: bool = False
+                       ) -> list[ApplyResult]:
+    """Apply a catalog folder; ``journal``: as the worker, which keeps the registry journal
+    (its start restores an empty registry log before anything is registered anew)."""
     async with RegistryStore(settings.kafka, settings.registry_topic,
                              replication_factor=settings.replication_factor,
-                             fetch_wait_ms=settings.registry_fetch_wait_ms) as store:
+                             fetch_wait_ms=settings.registry_fetch_wait_ms,
+                             journal=RegistryJournal(settings.registry_journal_path)
+                             if journal else None) as store:
         return await apply_catalog(store, folder,
                                    replication_factor=settings.replication_factor)
 
@@ -52,7 +58,7 @@ def run_worker(settings: Settings) -> int:
         # Before the worker subscribes: a topic created after the subscription would only
         # be noticed at the next metadata refresh (minutes).
         say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
-        print_results(asyncio.run(apply_folder(settings, settings.catalog_dir)), say)
+        print_results(asyncio.run(apply_folder(settings, settings.catalog_dir, journal=True)), say)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app, runtime, _streams = create_app(settings)
     worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True)

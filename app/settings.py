@@ -248,6 +248,11 @@ class Settings(BaseSettings):
         return open_lake(self.resolved_lake_url, s3)
 
     @property
+    def registry_journal_path(self) -> Path:
+        """The worker's copy of the registry log (onepipe.tables.registry_journal)."""
+        return self.data_dir / "registry" / f"{self.registry_topic}.journal"
+
+    @property
     def resolved_lake_url(self) -> str:
         return self.lake_url or (self.data_dir.resolve() / "lake").as_uri()
 

@@ -9,6 +9,10 @@ Contract:
   outcome is the log's outcome: if a concurrent writer won the version or the id, the
   decision is ignored by every worker and this store decides again (bounded retries).
 - Delivery: at-least-once appends; a duplicate decision is ignored by ``apply``.
+- With a journal (onepipe.tables.registry_journal; the worker keeps one in its data dir),
+  an empty log is restored from it at start and a shorter one is refused, so a lost log
+  never hands out a schema id twice. A log that goes backwards under a running store
+  (the broker lost it) stops it: writes are refused (503) and ``lost_log`` says why.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.compatibility import Compatibility
@@ -28,10 +33,13 @@ from onepipe.schemas.errors import BrokerError, RegistryConflictError
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic, read_to_end
+from onepipe.tables.registry_journal import JournalRecord, RegistryJournal
 
 log = logging.getLogger(__name__)
 
 _MAX_DECISION_ATTEMPTS = 20
+#: How long the log must end below what was read before the store calls it lost.
+_BEYOND_SECONDS = 3.0
 
 
 class RegistryStore:
@@ -45,8 +53,13 @@ class RegistryStore:
         replication_factor: int = 1,
         write_timeout: float = 30.0,
         fetch_wait_ms: int = 100,
+        journal: RegistryJournal | None = None,
     ) -> None:
         self.kafka = kafka
+        self.journal = journal
+        #: Why the store stopped following the log (it went backwards), or None.
+        self.lost_log: str | None = None
+        self._beyond_since: float | None = None
         self.topic = topic
         self.state = RegistryState()
         self._replication_factor = replication_factor
@@ -79,12 +92,16 @@ class RegistryStore:
             configs={"cleanup.policy": "compact"},
         )
         self._producer = producer
+        # auto_offset_reset="none": a position beyond the log's end (the broker lost the
+        # log) raises instead of silently reading a new log from its start.
         self._consumer = self.kafka.reader("onepipe-registry",
-                                           fetch_max_wait_ms=self._fetch_wait_ms)
-        await self._consumer.start()
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_beginning(self._tp)
-        highwater = await read_to_end(self._consumer, self._tp, self._apply_batch)
+                                           fetch_max_wait_ms=self._fetch_wait_ms,
+                                           auto_offset_reset="none")
+        try:
+            highwater = await self._replay(self._consumer)
+        except BaseException:
+            await self.stop()  # a refused or failed start leaves no client behind
+            raise
         log.info(
             "registry replayed %s[0] to offset %d: %d subject(s), %d schema(s), %d topic(s)",
             self.topic, highwater, len(self.state.subjects), len(self.state.schemas_by_id),
@@ -105,6 +122,45 @@ class RegistryStore:
             await self._consumer.stop()
         if self._producer is not None and self._own_producer:
             await self._producer.stop()
+
+    async def _replay(self, consumer: AIOKafkaConsumer) -> int:
+        """Read the log to its end (restored from the journal if it was lost)."""
+        await consumer.start()
+        consumer.assign([self._tp])
+        await consumer.seek_to_beginning(self._tp)
+        highwater = await read_to_end(consumer, self._tp, self._apply_batch)
+        if self.journal is not None and self.journal.last_offset >= highwater:
+            highwater = await self._restore(highwater)
+        return highwater
+
+    async def _restore(self, highwater: int) -> int:
+        """The journal knows more than the log: restore an empty log, refuse a shorter one."""
+        assert self.journal is not None and self._consumer is not None
+        journal = self.journal
+        if highwater > 0:
+            raise BrokerError(
+                f"registry log {self.topic}[0] ends at @{highwater}, but this worker "
+                f"applied it up to @{journal.last_offset} (journal {journal.path}): the "
+                "broker lost part of the log or the topic was recreated. Refusing to start, "
+                "so that no schema id is given to another schema. Delete the topic to "
+                f"restore it from the journal at the next start, or delete {journal.path} "
+                "to accept the log as it is.")
+        records = journal.read()
+        log.warning("registry log %s[0] is empty but journal %s holds %d record(s): "
+                    "restoring them, ids and versions unchanged", self.topic, journal.path,
+                    len(records))
+        if self._producer is None:
+            self._producer = await self._own()
+        journal.reset()  # journaled again, at their new offsets, as they are read back
+        sends = [await self._producer.send(self.topic, r.value, key=r.key, partition=0)
+                 for r in records]
+        try:
+            await asyncio.wait_for(asyncio.gather(*sends), self._write_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerError(f"could not restore registry log {self.topic}: {exc!r}; "
+                              f"the journal is kept in memory only, restart to retry "
+                              f"before anything else is registered") from exc
+        return await read_to_end(self._consumer, self._tp, self._apply_batch)
 
     async def _own(self) -> AIOKafkaProducer:
         """The store's own producer, started at the first write."""
@@ -174,6 +230,8 @@ class RegistryStore:
         """Append and wait until applied; the caller holds ``_write_lock``."""
         if self._tail is None or self._closed:
             raise BrokerError("the registry is not running; start the worker first")
+        if self.lost_log is not None:
+            raise BrokerError(self.lost_log)
         if self._producer is None:
             self._producer = await self._own()
             if self._closed:  # stopped while the producer started: stop() missed it
@@ -227,14 +285,47 @@ class RegistryStore:
         while True:
             try:
                 batches = await self._consumer.getmany(self._tp, timeout_ms=1000)
+            except OffsetOutOfRangeError:
+                self._log_lost()
+                await asyncio.sleep(5.0)  # stays lost until a restart; look again anyway
+                continue
             except KafkaError:
                 log.exception("registry tail of %s[0] failed; retrying", self.topic)
                 await asyncio.sleep(1.0)  # back off before asking the broker again
                 continue
             for records in batches.values():
                 await self._apply_batch(records)
+            self._check_end(self._consumer.highwater(self._tp))
+
+    def _check_end(self, highwater: int | None) -> None:
+        """A log that ends below what was read is another log, once that holds for a
+        while (a new partition leader's high watermark can lag a moment)."""
+        if highwater is None or highwater > self.state.applied_offset:
+            self._beyond_since = None
+            return
+        now = time.monotonic()
+        if self._beyond_since is None:
+            self._beyond_since = now
+        elif now - self._beyond_since >= _BEYOND_SECONDS:
+            self._log_lost()
+
+    def _log_lost(self) -> None:
+        if self.lost_log is None:
+            self.lost_log = (
+                f"registry log {self.topic}[0] went back below @{self.state.applied_offset}, "
+                "which this worker had read: the broker lost its log (or the topic was "
+                "recreated). Registry writes and produce requests are refused until the "
+                "worker restarts (which restores the log from the journal, or says why not).")
+            log.error("%s", self.lost_log)
 
     async def _apply_batch(self, records: list[ConsumerRecord[Any, Any]]) -> None:
+        if self.lost_log is not None:
+            return
+        if records and records[0].offset <= self.state.applied_offset:
+            self._log_lost()
+            return
+        if self.journal is not None:
+            self.journal.append(JournalRecord(r.offset, r.key, r.value) for r in records)
         for record in records:
             try:
                 value = orjson.loads(record.value) if record.value is not None else {}
