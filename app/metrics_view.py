@@ -16,6 +16,8 @@ Contract:
     onepipe_lag_monitor_last_sample_timestamp_seconds
     onepipe_archive_*_total, onepipe_archive_last_flush_*{topic,partition},
     onepipe_archive_flush_latency_seconds (histogram)
+    onepipe_archive_stalled_partitions                         partitions not archived
+    onepipe_archive_partition_stalled{topic,partition}         1 per such partition
 
 - Another agent plugs in with one line at start-up, e.g. the dedup agent::
 
@@ -142,6 +144,17 @@ def archive_families(metrics: ArchiveMetrics) -> Iterator[Metric]:
     for tp, offset in sorted(metrics.positions.items()):
         position.add_metric([tp.topic, str(tp.partition)], offset)
     yield from (at, records, size, position)
+    stalled = sorted(metrics.stalled)
+    yield GaugeMetricFamily("onepipe_archive_stalled_partitions",
+                            "Partitions assigned here that are not archived: their log was "
+                            "reset (the worker's log and /status say what to do).",
+                            value=len(stalled))
+    flags = GaugeMetricFamily("onepipe_archive_partition_stalled",
+                              "1 for a partition not archived because its log was reset.",
+                              labels=_TP_LABELS)
+    for tp in stalled:
+        flags.add_metric([tp.topic, str(tp.partition)], 1.0)
+    yield flags
     yield GaugeMetricFamily("onepipe_archive_peak_buffered_bytes",
                             "Most bytes buffers and in-flight writes held at once.",
                             value=metrics.peak_buffered_bytes)

@@ -3,11 +3,13 @@
 It fetches ``GET /status.json`` from the worker (``--url``; default
 ``http://ONEPIPE_WEB_HOST:ONEPIPE_WEB_PORT``) and prints one row per consumer group,
 topic and partition: committed offset, end offset, lag, and STUCK when the partition's
-lag has not shrunk for ``ONEPIPE_STUCK_AFTER_SECONDS`` while records kept arriving.
+lag has not shrunk for ``ONEPIPE_STUCK_AFTER_SECONDS`` while records kept arriving. Archive
+partitions the worker does not archive (their log was reset) are printed first, with
+what to do.
 
 Exit status, for scripts and health checks:
   0  every monitored consumer is progressing (or the worker's lag monitor is off)
-  1  at least one partition is stuck
+  1  at least one partition is stuck, or not archived (stalled)
   2  the worker could not be reached, or did not answer with a status document
 """
 
@@ -114,10 +116,15 @@ def run_status(args: argparse.Namespace) -> int:
     if monitor.get("sampled_at"):
         head += f" · sampled {monitor['sampled_at']} ({monitor.get('sample_age_seconds')}s ago)"
     console.print(head, markup=False, highlight=False)
+    stalled = (doc.get("archive") or {}).get("stalled") or []
+    for s in stalled:  # whole, never cut: the reason says what to do
+        print(f"STALLED archive {s['topic']}[{s['partition']}]: {s['reason']}")
     if not monitor.get("enabled"):
         print("the worker's lag monitor is off (ONEPIPE_MONITOR_INTERVAL_SECONDS=0); "
-              "nothing to show")
-        return EXIT_OK
+              "no lag to show")
+        if stalled:
+            print(_stalled_summary(stalled))
+        return EXIT_STUCK if stalled else EXIT_OK
     if monitor.get("error"):
         print(f"warning: the last lag sample failed: {monitor['error']}", file=sys.stderr)
     table = Table(title="consumer lag")
@@ -142,6 +149,14 @@ def run_status(args: argparse.Namespace) -> int:
     if stuck:
         print(f"{stuck} partition(s) STUCK: lag has not shrunk for "
               f"{monitor.get('stuck_after_seconds')}s while records kept arriving")
+    if stalled:
+        print(_stalled_summary(stalled))
+    if stuck or stalled:
         return EXIT_STUCK
     print("all consumers progressing")
     return EXIT_OK
+
+
+def _stalled_summary(stalled: list[dict[str, Any]]) -> str:
+    return (f"{len(stalled)} archive partition(s) STALLED: their log was reset and they are "
+            "not archived (what to do: above)")

@@ -4,8 +4,9 @@ Contract:
 - Both are built from the same document (:func:`status_document`): the registered topics
   with their schema subject, versions and effective compatibility; each monitored consumer
   group's committed offset, end offset, lag and stuck flag per partition (from the lag
-  monitor's last sample: no Kafka request per view); the archive agent's counters; and the
-  last verify result (``null`` until one ran).
+  monitor's last sample: no Kafka request per view); the archive agent's counters and its
+  stalled partitions (``archive.stalled``: topic, partition and a reason saying what to
+  do; the page shows them in red); and the last verify result (``null`` until one ran).
 - ``?group=G`` and ``?topic=T`` narrow the consumers shown; an unknown group or topic is a
   404 JSON error naming what exists, never a 500.
 - The page is server-rendered HTML with inline CSS and no script: lag per partition as a
@@ -82,7 +83,9 @@ def _archive(ctx: WorkerContext) -> dict[str, Any] | None:
     return {"records_in": m.records_in, "records_archived": m.records_archived,
             "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
             "last_flush_at": _iso(m.last_flush_at) if m.last_flush_at else None,
-            "last_flush_records": m.last_flush_records}
+            "last_flush_records": m.last_flush_records,
+            "stalled": [{"topic": tp.topic, "partition": tp.partition, "reason": reason}
+                        for tp, reason in sorted(m.stalled.items())]}
 
 
 def status_document(ctx: WorkerContext, *, group: str | None = None,
@@ -281,11 +284,20 @@ def _sinks_html(sinks: list[dict[str, Any]]) -> str:
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _stalled_html(stalled: list[dict[str, Any]]) -> str:
+    return "".join(f'<p class="warn stalled"><span class="tag">STALLED</span> '
+                   f'<b>{_e(s["topic"])}[{_e(s["partition"])}]</b>: {_e(s["reason"])}</p>'
+                   for s in stalled)
+
+
 def render_status_html(doc: dict[str, Any]) -> str:
     """The status page of a :func:`status_document`; every value escaped."""
     monitor = doc["monitor"]
     stuck_count = sum(1 for c in doc["consumers"] for p in c["partitions"] if p["stuck"])
-    if not monitor["enabled"]:
+    stalled = (doc["archive"] or {}).get("stalled") or []
+    if stalled:
+        badge = f'<span class="badge bad">{len(stalled)} partition(s) not archived</span>'
+    elif not monitor["enabled"]:
         badge = '<span class="badge off">lag monitor off</span>'
     elif stuck_count:
         badge = f'<span class="badge bad">{stuck_count} partition(s) stuck</span>'
@@ -295,8 +307,10 @@ def render_status_html(doc: dict[str, Any]) -> str:
                if monitor["sampled_at"] else "no lag sample yet")
     warning = (f'<p class="warn">Last lag sample failed: {_e(monitor["error"])}. Figures are '
                "from the sample before.</p>" if monitor["error"] else "")
-    archive = (_pairs_html(doc["archive"]) if doc["archive"] is not None
-               else '<p class="muted">No archive agent runs in this worker.</p>')
+    archive = (_stalled_html(stalled) + _pairs_html(
+        {k: v for k, v in doc["archive"].items() if k != "stalled"})
+        if doc["archive"] is not None
+        else '<p class="muted">No archive agent runs in this worker.</p>')
     verify = (_pairs_html(doc["last_verify"]) if doc["last_verify"]
               else '<p class="muted">no verify run yet</p>')
     refresh = max(5, round(monitor["interval_seconds"] or 5))

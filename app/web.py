@@ -37,6 +37,9 @@ async def health(request: web.Request) -> web.Response:
             "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
             "positions": {f"{tp.topic}[{tp.partition}]": offset
                           for tp, offset in sorted(m.positions.items())},
+            # Partitions not archived (their log was reset), with what to do.
+            "stalled": {f"{tp.topic}[{tp.partition}]": reason
+                        for tp, reason in sorted(m.stalled.items())},
         }
     dedup = _exported_counters(ctx, "dedup")
     if dedup:

@@ -24,6 +24,20 @@ Contract:
   partition moves; an assigned one is paused until its position is read from the lake.
 - Crash: nothing archived is lost or repeated - the next owner lists the lake and goes on
   after its last file; a writer's temporary file left by the crash is removed first.
+- A reset log stalls its partition, loudly. On assignment each partition's lake position is
+  compared with its end (the fetch high watermark, onepipe.tables.kafka.high_watermarks).
+  A lake holding more than the log (the broker lost its log - an in-memory broker
+  restarted - or the topic was deleted and recreated) means the log is not the one the
+  lake continues: the partition is not consumed (kept paused), an ERROR says what the lake
+  holds, where the log ends and what to do (restore the topic from the lake with
+  ``onepipe replay <topic> --into-source`` while it is empty, or move the partition's old
+  files aside), and ``/status``, ``/status.json``, ``/health``, ``/metrics``
+  (``onepipe_archive_stalled_partitions``, ``onepipe_archive_partition_stalled``) and
+  ``onepipe status`` show it (:attr:`ArchiveMetrics.stalled`). It is not looked at again
+  while the partition stays here: a recreated topic that grows past the old position would
+  otherwise be archived as if it continued the old log. A worker restart or the partition
+  moving looks again. Known limit: a new log that already outgrew the lake's position
+  before the assignment is not told apart from the old one.
 """
 
 from onepipe.agents.archive.agent import ArchiveAgent

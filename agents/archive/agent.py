@@ -25,6 +25,7 @@ from onepipe.schemas.registry_state import RegistryState
 from onepipe.sinks.lake.raw_layout import next_offset, parse_raw_path, raw_partition_prefix
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.topics import high_watermarks
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         #: Estimated bytes per record; starts high so the first fetch cannot overshoot.
         self._record_size = 64 * 1024
         self._policies: dict[str, ArchivePolicy] = {}
+        # The status views read the stalled partitions from the metrics: the same dict the
+        # skeleton keeps (it only ever clears it and pops from it).
+        self.metrics.stalled = self.stalled
 
     async def wait_archived(self, count: int) -> None:
         """Wait until this agent has archived at least ``count`` records."""
@@ -240,17 +244,36 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
                       ) -> None:
         ordered = sorted(assigned)
         positions = await asyncio.gather(*(self.resume_position(tp) for tp in ordered))
+        resumed = {tp: p for tp, p in zip(ordered, positions, strict=True) if p is not None}
+        ends = await high_watermarks(self._kafka, resumed, client_id=f"{self._group_id}-ends")
         for tp, position in zip(ordered, positions, strict=True):
+            coordinates = {"topic": tp.topic, "partition": tp.partition}
             if position is None:
                 await consumer.seek_to_beginning(tp)
                 log.info("archive %s[%d]: nothing archived yet, from the beginning",
-                         tp.topic, tp.partition,
-                         extra={"topic": tp.topic, "partition": tp.partition})
+                         tp.topic, tp.partition, extra=coordinates)
+            elif position > ends[tp]:
+                # Seeking there would make Kafka reset to the new log's start, and every
+                # record below the lake's position would be dropped as a redelivery.
+                self.stalled[tp] = _reset_log(tp, position, ends[tp])
+                log.error("%s", self.stalled[tp], extra={**coordinates, "offset": position})
             else:
                 consumer.seek(tp, position)
                 log.info("archive %s[%d]: resuming after the lake at @%d", tp.topic,
-                         tp.partition, position,
-                         extra={"topic": tp.topic, "partition": tp.partition,
-                                "offset": position})
+                         tp.partition, position, extra={**coordinates, "offset": position})
                 self.metrics.positions[tp] = position
                 self._expected[tp] = position
+
+
+def _reset_log(tp: TopicPartition, position: int, end: int) -> str:
+    """Why ``tp`` is not archived, and what to do about it."""
+    return (
+        f"archive of {tp.topic}[{tp.partition}] stalled: the lake holds offsets up to "
+        f"@{position - 1} but the partition ends at @{end}, so its log was reset (the broker "
+        "lost its log - an in-memory broker restarted - or the topic was deleted and "
+        "recreated). Nothing of this partition is archived, so the new log's records never "
+        f"land beside the old log's files. To go on, either restore the topic from the lake "
+        f"while it is empty (`onepipe replay {tp.topic} --into-source` puts every record back "
+        "at its own offset), or move the lake's old files aside "
+        f"({raw_partition_prefix(tp.topic, tp.partition)}) to archive the new log from "
+        "offset 0; then restart the worker.")

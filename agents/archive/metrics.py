@@ -57,3 +57,7 @@ class ArchiveMetrics:
     peak_buffered_bytes: int = 0
     #: Next offset to archive, per partition assigned here.
     positions: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Partitions assigned here but not archived, with why and what to do: the lake holds
+    #: more of the partition than its log (the log was reset). They stay so until the
+    #: worker restarts or the partition moves.
+    stalled: dict[TopicPartition, str] = field(default_factory=dict)

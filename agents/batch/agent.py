@@ -26,6 +26,11 @@ does the same way is written once in :class:`BatchAgent`:
   returned: no record is fetched from the group's committed position while the agent
   looks up its own (the lake, a state store, a changelog). If :meth:`_assign` fails, the
   partitions stay paused and the loop restarts.
+- **Stalled partitions.** :meth:`_assign` may find a partition it must not read (its own
+  state lies beyond the partition's end: the log was reset). It records the partition and
+  a reason a user can act on in :attr:`BatchAgent.stalled`; the partition stays paused,
+  and the record stays until the partition is revoked or the loop restarts (its next
+  assignment looks again). Status pages and metrics read it.
 - **Commits** (:meth:`_commit`) are for lag monitoring only: a failed one is logged, as
   every batch agent keeps its position in its own durable state.
 
@@ -96,6 +101,9 @@ class BatchAgent(Service, Generic[M]):
         self._lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self.metrics = metrics
+        #: Partitions assigned here but not read, with why and what to do (set by
+        #: :meth:`_assign`; cleared when they are revoked and when the loop restarts).
+        self.stalled: dict[TopicPartition, str] = {}
         #: Set once the group has assigned this member partitions (and they are ready);
         #: cleared when the loop restarts after a failure.
         self.assigned = asyncio.Event()
@@ -220,6 +228,7 @@ class BatchAgent(Service, Generic[M]):
         async with self._lock:
             await self._reset()
             self._failure = None
+            self.stalled.clear()  # rejoining looks at every partition again
         consumer = self._consumer
         if consumer is not None and self._subscribed:
             # Leaving and rejoining makes _assign position every partition again.
@@ -285,6 +294,9 @@ class BatchAgent(Service, Generic[M]):
                 # nothing half-released is reused when a partition comes back.
                 log.exception("%s: releasing %s failed", self.name, sorted(revoked))
                 self._fail(exc)
+            finally:
+                for tp in revoked:
+                    self.stalled.pop(tp, None)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
                           ) -> None:
@@ -299,7 +311,8 @@ class BatchAgent(Service, Generic[M]):
                 log.exception("%s: assigning %s failed", self.name, sorted(assigned))
                 self._fail(exc)
                 return
-        consumer.resume(*assigned)
+        # A partition _assign stalled stays paused (until revoked or a restart).
+        consumer.resume(*(tp for tp in assigned if tp not in self.stalled))
         self.assigned.set()
         await self._notify()
 
