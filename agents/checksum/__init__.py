@@ -29,6 +29,16 @@ Contract:
   counts nothing twice and loses nothing. A fresh data dir rebuilds from offset 0 (on
   Kafka, the compacted ``.unique`` log still holds every key's winner; raw counts need
   the source topic's retention to reach back, else they start where it does).
+- A store ahead of its log is rebuilt. On assignment each store's applied offset is
+  compared with its partition's end (the fetch high watermark,
+  onepipe.tables.kafka.high_watermarks). One beyond the end belongs to another log (the
+  topic was deleted and recreated, or an in-memory broker lost its log): seeking there
+  would skip the new log's records as redelivered, and the figures would never change
+  again. The store is closed, deleted and opened empty, so the partition is folded (or
+  counted) again from offset 0 - the dedup table's policy: the fold is a function of
+  ``.unique``, so a rebuild from the current log is right. A WARNING names the partition
+  and both offsets; the windows the old store had published are tombstoned
+  (:attr:`ChecksumMetrics.rebuilt` counts rebuilds).
 - Publication is at-least-once and eventually exact: the touched days of a batch are
   produced after the table is written, and on assignment every day of the partition is
   produced again (so a crash between the write and the produce heals on restart).

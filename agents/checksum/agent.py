@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from onepipe.tables.checksum import (
     raw_messages,
 )
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.topics import ensure_topic
+from onepipe.tables.kafka.topics import ensure_topic, high_watermarks
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -238,21 +239,75 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
                       ) -> None:
-        """Open each partition's table, seek to its applied offset, republish its days."""
-        for tp in sorted(assigned):
-            if tp.topic in self._topics:
-                await self._open_raw(consumer, tp)
+        """Open each partition's store (rebuilt when ahead of its log), seek, republish."""
+        opened = [tp for tp in sorted(assigned) if await self._open_store(tp)]
+        ahead = {tp: applied for tp in opened if (applied := self._applied(tp)) > 0}
+        ends = await high_watermarks(self._kafka, ahead, client_id=f"{self._group_id}-ends")
+        gone: dict[TopicPartition, tuple[list[int], list[int]]] = {}
+        for tp, applied in ahead.items():
+            if applied > ends[tp]:
+                gone[tp] = await self._rebuild(tp, applied, ends[tp])
+        for tp in opened:
+            days, hours = gone.get(tp, ([], []))
+            if tp in self._tables.raws:
+                await self._resume_raw(consumer, tp, days)
             else:
-                await self._open_fold(consumer, tp)
+                await self._resume_fold(consumer, tp, days, hours)
 
-    async def _open_fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+    def _store_path(self, tp: TopicPartition) -> Path | None:
+        """Where ``tp``'s store lives; None for a partition of no topic folded here."""
+        if tp.topic in self._topics:
+            return self._root / tp.topic / "raw" / str(tp.partition)
+        topic = source_of_unique(tp.topic)
+        if topic is None or topic not in self._topics:
+            return None
+        return self._root / topic / str(tp.partition)
+
+    async def _open_store(self, tp: TopicPartition) -> bool:
+        """Open ``tp``'s store; False when it is open already or not folded here."""
+        path = self._store_path(tp)
+        if path is None or tp in self._tables.folds or tp in self._tables.raws:
+            return False
+        if tp.topic in self._topics:
+            self._tables.raws[tp] = await asyncio.to_thread(RawCountStore, path)
+        else:
+            self._tables.folds[tp] = await asyncio.to_thread(ChecksumStore, path)
+        return True
+
+    def _applied(self, tp: TopicPartition) -> int:
+        store = self._tables.raws.get(tp) or self._tables.folds[tp]
+        return store.applied_offset
+
+    async def _rebuild(self, tp: TopicPartition, applied: int, end: int
+                       ) -> tuple[list[int], list[int]]:
+        """Replace ``tp``'s store, which is ahead of its log, by an empty one; return the
+        days and hours it held (their published figures are withdrawn)."""
+        log.warning("checksums %s[%d]: the store has applied up to @%d but the partition "
+                    "ends at @%d, so it belongs to another log (the topic was deleted and "
+                    "recreated, or the broker lost its log); rebuilding it from offset 0",
+                    tp.topic, tp.partition, applied, end,
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": applied})
+        raw = self._tables.raws.get(tp)
+        if raw is not None:
+            days, hours = list(raw.days), []
+        else:
+            table = self._tables.folds[tp]
+            days, hours = list(table.days), list(table.hours)
+        path = self._store_path(tp)
+        self._tables.close([tp])
+        if path is not None:
+            await asyncio.to_thread(shutil.rmtree, path)
+        await self._open_store(tp)
+        self.metrics.rebuilt += 1
+        return days, hours
+
+    async def _resume_fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                           gone_days: list[int], gone_hours: list[int]) -> None:
         topic = source_of_unique(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
-        if tp in self._tables.folds or topic is None or described is None:
+        store = self._tables.folds[tp]
+        if topic is None or described is None:
             return
-        path = self._root / topic / str(tp.partition)
-        store = await asyncio.to_thread(ChecksumStore, path)
-        self._tables.folds[tp] = store
         consumer.seek(tp, store.applied_offset)
         log.info("checksums %s[%d]: resuming from the table at @%d", tp.topic, tp.partition,
                  store.applied_offset)
@@ -260,26 +315,26 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         if expired.dropped or expired.dropped_hours:
             await asyncio.to_thread(store.apply, expired, store.applied_offset)
             self.metrics.expired += len(expired.dropped)
-        # Every window again: heals a publication lost between a table write and its produce.
+        # Every window again: heals a publication lost between a table write and its produce
+        # (and withdraws the windows of a store rebuilt because it was of another log).
         await self._publish(topic, fold_messages(
-            tp.partition, store.applied_offset, store.days, expired.dropped, store.hours,
-            expired.dropped_hours))
+            tp.partition, store.applied_offset, store.days,
+            [*expired.dropped, *(d for d in gone_days if d not in store.days)], store.hours,
+            [*expired.dropped_hours, *(h for h in gone_hours if h not in store.hours)]))
         self._positions_changed(tp, store.applied_offset)
 
-    async def _open_raw(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-        if tp in self._tables.raws:
-            return
-        path = self._root / tp.topic / "raw" / str(tp.partition)
-        store = await asyncio.to_thread(RawCountStore, path)
-        self._tables.raws[tp] = store
+    async def _resume_raw(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                          gone_days: list[int]) -> None:
+        store = self._tables.raws[tp]
         consumer.seek(tp, store.applied_offset)
         log.info("raw counts %s[%d]: resuming from the store at @%d", tp.topic, tp.partition,
                  store.applied_offset)
         _, dropped = count_raw(store.days, (), self._cutoff())
         if dropped:
             await asyncio.to_thread(store.apply, {}, dropped, store.applied_offset)
-        await self._publish(tp.topic, raw_messages(tp.partition, store.applied_offset,
-                                                   store.days, dropped))
+        await self._publish(tp.topic, raw_messages(
+            tp.partition, store.applied_offset, store.days,
+            [*dropped, *(d for d in gone_days if d not in store.days)]))
         self._positions_changed(tp, store.applied_offset)
 
 

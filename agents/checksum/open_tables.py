@@ -41,6 +41,8 @@ class ChecksumMetrics:
     expired: int = 0
     #: Restarts after a failure.
     restarts: int = 0
+    #: Stores rebuilt from offset 0 because they were ahead of their partition's log.
+    rebuilt: int = 0
     #: (Partition, day) figures held by the tables of the partitions assigned here.
     days_tracked: int = 0
     #: Next ``.unique`` offset to fold / source offset to count, per partition here.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import io
+import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ import aiohttp
 import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
+from aiokafka import TopicPartition
 
 from onepipe.agents.checksum.agent import ChecksumAgent
 from onepipe.agents.checksum.raw import RawPlacer
@@ -56,6 +59,7 @@ from onepipe.tables.checksum import (
     count_raw,
     fold,
 )
+from onepipe.tables.kafka import ensure_topic
 from tests.fixtures.archive import agent_for
 from tests.fixtures.compact import DAY0, DAY_MS, config_for, topic_spec
 from tests.fixtures.dedup import make_agent
@@ -390,3 +394,82 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         assert await table.figures(None) == {days[2]: expected2[days[2]]}
         assert table.raw_counts == {days[2]: raw2[days[2]]}
         assert _days_of_hours(table.hour_figures) == {days[2]: expected2[days[2]]}
+
+
+async def _recreate(broker: str, *topics: str) -> None:
+    """Delete ``topics`` and create them again: every partition starts at offset 0."""
+    kafka = kafka_for(broker)
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        await admin.delete_topics(list(topics))
+    finally:
+        await admin.close()
+    for name in topics:
+        await ensure_topic(kafka, name, partitions=PARTITIONS, replication_factor=1)
+
+
+async def test_stores_ahead_of_a_recreated_topic_are_rebuilt_from_the_new_log(
+        runtime: Runtime, http: aiohttp.ClientSession, tmp_path: Path, broker: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    topic = unique("cks-reset")
+    body = {"schema": SCHEMA, "partitions": PARTITIONS, "key": ["id"],
+            "order": {"rule": "max", "field": "version"}, "partition_time": "updated_at",
+            "checks": {"count_distinct": "key", "sum": ["amount", "qty"]}}
+    async with http.put(f"/topics/{topic}/metadata", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+    meta, schema = topic_spec(runtime, topic)
+    view = TopicView.build(meta, schema)
+    rng = random.Random(11)
+    # Three versions of every key over three days, one after the other: three winners each.
+    old = [_prices(rng, range(v, v + 1)) for v in range(1, 4)]
+    # The new log: one version of every key, all on a day the old log never had.
+    new = [{**item, "updated_at": DAY0 + 5 * DAY_MS + i} for i, item in
+           enumerate(_prices(rng, range(1, 2)))]
+
+    def checksums() -> ChecksumAgent:
+        return ChecksumAgent(kafka=kafka_for(broker), group_id=unique("cks-group"),
+                             registry=runtime.registry, data_dir=tmp_path / "cks",
+                             topics=[topic])
+
+    async with make_agent(runtime.registry, tmp_path / "dedup", unique("cks-dedup"),
+                          [topic]) as dedup, checksums() as first:
+        for sent, records in enumerate(old):
+            await _post(http, topic, records)
+            await asyncio.wait_for(dedup.wait_consumed(sum(map(len, old[:sent + 1]))),
+                                   TIMEOUT)
+        await _caught_up(first, broker, topic)
+        old_days = set(first.day_figures(topic))
+        assert len(old_days) == 3 and first.metrics.rebuilt == 0
+        applied = dict(first.metrics.positions)
+
+    await _recreate(broker, topic, unique_topic(topic))
+    caplog.set_level(logging.WARNING, logger="onepipe.agents.checksum.agent")
+    async with make_agent(runtime.registry, tmp_path / "dedup-new", unique("cks-dedup"),
+                          [topic]) as dedup:
+        await _post(http, topic, new)
+        await asyncio.wait_for(dedup.wait_consumed(len(new)), TIMEOUT)
+        expected, length = await _expected(broker, view)
+        raw, sources, _ = await _expected_raw(broker, view)
+        _, ends = await read_topic(broker, unique_topic(topic), PARTITIONS)
+        _, source_ends = await read_topic(broker, topic, PARTITIONS)
+        # Every store of the old log is ahead of its partition's new end.
+        assert all(applied[TopicPartition(unique_topic(topic), p)] > end
+                   for p, end in ends.items())
+        assert all(applied[TopicPartition(topic, p)] > end for p, end in source_ends.items())
+        async with checksums() as again:  # the same data dir
+            await _caught_up(again, broker, topic)
+            assert again.metrics.rebuilt == 2 * PARTITIONS
+            assert again.metrics.folded == length and again.metrics.counted == sources
+            assert again.day_figures(topic) == expected
+            assert set(expected) == {day_name(day_number(day_of(DAY0)) + 5)}
+            assert again.raw_counts(topic) == raw
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    tp = TopicPartition(unique_topic(topic), 0)
+    assert (f"checksums {tp.topic}[0]: the store has applied up to @{applied[tp]} but the "
+            f"partition ends at @{ends[0]}") in "\n".join(warnings)
+    # What verify reads: the old log's days are withdrawn, the new log's published.
+    stream = StreamSource(view, kafka_for(broker), schema, runtime.registry.state.schema_by_id)
+    table = ChecksumTableSource(view, kafka_for(broker), stream)
+    assert await table.figures(None) == expected
+    assert table.raw_counts == raw
