@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -126,8 +127,9 @@ class Services:
     """
 
     def __init__(self, *, keep: bool = False) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="onepipe-bench-")
-        self.dir = Path(self._tmp.name)
+        # mkdtemp, not TemporaryDirectory: the latter's finalizer deletes the folder at
+        # exit even when ``keep`` asked to keep it.
+        self.dir = Path(tempfile.mkdtemp(prefix="onepipe-bench-"))
         self._keep = keep
         self.broker: EmbeddedBroker | None = None
         self.workers: list[Worker] = []
@@ -200,7 +202,7 @@ class Services:
                 broker.stop()
         if not self._keep:
             with contextlib.suppress(Exception):
-                self._tmp.cleanup()
+                shutil.rmtree(self.dir)
 
     def __enter__(self) -> Services:
         return self
