@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onepipe.app.catalog import ApplyResult, apply_catalog
+from onepipe.app.dev_restore import restore_dev_state
 from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings
 from onepipe.schemas.errors import ConfigError
@@ -105,6 +106,11 @@ def run_dev(settings: Settings, catalog: Path | None) -> int:
 
     with broker:
         broker.on_exit(broker_exited)
+        restored = asyncio.run(restore_dev_state(dev_settings))
+        if restored.records:
+            print(f"onepipe dev: restored from {data_dir}/: the registry ({restored.topics} "
+                  f"topic(s)) and " + ", ".join(f"{topic} ({count} records)" for topic, count
+                                                in restored.records.items()), flush=True)
         try:
             code = run_worker(dev_settings)
         except SystemExit as exc:

@@ -93,13 +93,17 @@ async def recover(consumer: AIOKafkaConsumer, tp: TopicPartition, store: DedupSt
         nonlocal folded
         folded += fold_changelog(store, reader, records)
 
+    stale = (f"dedup table {store.path} has applied {tp.topic}[{tp.partition}] up to "
+             f"@{store.applied_offset}, beyond the topic's end; it belongs to another log "
+             "and is rebuilt")
     try:
         highwater = await read_to_end(consumer, tp, on_batch)
     except OffsetOutOfRangeError as exc:
-        raise StaleStoreError(
-            f"dedup table {store.path} has applied {tp.topic}[{tp.partition}] up to "
-            f"@{store.applied_offset}, beyond the topic's end; it belongs to another log "
-            "and is rebuilt") from exc
+        raise StaleStoreError(stale) from exc
+    if store.applied_offset > highwater:
+        # Brokers that answer a fetch beyond the end with an empty batch (tansu) raise no
+        # OffsetOutOfRange: the high watermark tells.
+        raise StaleStoreError(stale)
     log.info("dedup %s[%d] recovered to @%d: %d changelog message(s) folded", tp.topic,
              tp.partition, highwater, folded,
              extra={"topic": tp.topic, "partition": tp.partition, "offset": highwater})

@@ -6,10 +6,8 @@ restart after a stop in mid-stream neither loses nor repeats a record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -20,41 +18,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from onepipe.app.embedded import free_port
-from onepipe.app.stopping import EXIT_STOP_TIMEOUT, child_pids
+from onepipe.app.stopping import EXIT_STOP_TIMEOUT
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
-from tests.fixtures.paths import REPO
+from tests.fixtures.dev_process import DevProcess, alive, command, descendants, dev_env
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
-from tests.fixtures.worker_process import ONEPIPE, WorkerProcess
+from tests.fixtures.worker_process import WorkerProcess
 
 PARTITIONS = 2
 #: The bound the tests set; the process must be gone this long after the signal, plus the
 #: time an interpreter takes to exit (the contract is the bound, not a speed).
 BOUND = 6.0
 EXIT_SLACK = 6.0
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for child in child_pids(pid):
-        found.append(child)
-        found.extend(_descendants(child))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _command(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().rpartition("/")[2]
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> float:
@@ -165,55 +142,6 @@ async def test_sigterm_mid_stream_exits_within_the_bound_and_a_restart_repeats_n
     assert emitted and max(emitted.values()) == 1
 
 
-def _dev_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
-    env.update(ONEPIPE_BROKER=f"127.0.0.1:{free_port()}", ONEPIPE_WEB_PORT=str(free_port()),
-               ONEPIPE_DATA_DIR=str(tmp_path / "data"),
-               ONEPIPE_STOP_TIMEOUT_SECONDS=str(BOUND),
-               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6")
-    return env
-
-
-class DevProcess:
-    """``onepipe dev`` in a session of its own, as a terminal runs it."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str], name: str = "dev") -> None:
-        self.log = tmp_path / f"{name}.log"
-        catalog = tmp_path / "catalog"
-        if not catalog.exists():
-            shutil.copytree(REPO / "catalog", catalog)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([ONEPIPE, "dev", "--catalog", str(catalog)],
-                                         env=env, cwd=tmp_path, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{env['ONEPIPE_WEB_PORT']}"
-
-    async def healthy(self) -> bool:
-        return await self._answers("/health")
-
-    async def ready(self) -> bool:
-        """Every part started and its partitions assigned (GET /readyz)."""
-        return await self._answers("/readyz")
-
-    async def _answers(self, path: str) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"onepipe dev exited with {self.proc.returncode}: "
-                                 f"{self.log.read_text()[-3000:]}")
-        try:
-            async with aiohttp.ClientSession() as s, s.get(self.url + path) as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in _descendants(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-
-
 async def _produce_widgets(url: str, count: int) -> None:
     records = [{"widget_id": f"w{i}", "version": 1, "name": "bolt", "price": 1.5 * i,
                 "updated_at": "2026-11-26T10:00:00Z"} for i in range(count)]
@@ -224,15 +152,15 @@ async def _produce_widgets(url: str, count: int) -> None:
 
 async def test_dev_stops_on_ctrl_c_within_the_bound_and_leaves_no_process(
         tmp_path: Path) -> None:
-    dev = DevProcess(tmp_path, _dev_env(tmp_path))
+    dev = DevProcess(tmp_path, dev_env(tmp_path, BOUND))
     try:
         await wait_for(dev.ready, timeout=90, what="onepipe dev ready")
         await _produce_widgets(dev.url, 500)
-        family = _descendants(dev.proc.pid)
+        family = descendants(dev.proc.pid)
         assert family, "onepipe dev runs the broker as a child process"
         os.killpg(dev.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         took = await asyncio.to_thread(_wait_exit, dev.proc, BOUND + EXIT_SLACK)
-        await wait_for(lambda: not any(_alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
                        what="every child of onepipe dev to exit")
     finally:
         dev.kill()
@@ -242,15 +170,15 @@ async def test_dev_stops_on_ctrl_c_within_the_bound_and_leaves_no_process(
 
 
 async def test_dev_stops_when_its_broker_dies(tmp_path: Path) -> None:
-    dev = DevProcess(tmp_path, _dev_env(tmp_path))
+    dev = DevProcess(tmp_path, dev_env(tmp_path, BOUND))
     try:
         await wait_for(dev.healthy, timeout=90, what="onepipe dev")
-        family = _descendants(dev.proc.pid)
-        brokers = [pid for pid in family if _command(pid).startswith("tansu")]
+        family = descendants(dev.proc.pid)
+        brokers = [pid for pid in family if command(pid).startswith("tansu")]
         assert len(brokers) == 1, family
         os.kill(brokers[0], signal.SIGKILL)
         took = await asyncio.to_thread(_wait_exit, dev.proc, BOUND + EXIT_SLACK)
-        await wait_for(lambda: not any(_alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
                        what="every child of onepipe dev to exit")
     finally:
         dev.kill()
@@ -262,13 +190,13 @@ async def test_dev_stops_when_its_broker_dies(tmp_path: Path) -> None:
 
 
 async def test_a_killed_dev_takes_its_broker_with_it(tmp_path: Path) -> None:
-    dev = DevProcess(tmp_path, _dev_env(tmp_path))
+    dev = DevProcess(tmp_path, dev_env(tmp_path, BOUND))
     try:
         await wait_for(dev.healthy, timeout=90, what="onepipe dev")
-        family = _descendants(dev.proc.pid)
+        family = descendants(dev.proc.pid)
         os.kill(dev.proc.pid, signal.SIGKILL)  # no cleanup runs in onepipe dev
         dev.proc.wait()
-        await wait_for(lambda: not any(_alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
                        what="the broker and encoders to die with their parent")
     finally:
         dev.kill()
