@@ -90,6 +90,7 @@ class Runtime:
             fetch_wait_ms=settings.registry_fetch_wait_ms,
             journal=RegistryJournal(settings.registry_journal_path),
         )
+        self.registry.on_lost_log = self._registry_lost
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
         # Consumer-group lag for /status and /metrics; None when monitor_interval_seconds=0.
         self.lag_monitor = worker_monitor(settings, self.registry)
@@ -129,6 +130,7 @@ class Runtime:
         self._agents_stopping: asyncio.Future[None] | None = None
         self._abort_start = False
         self._start_done = asyncio.Event()
+        self._lost_task: asyncio.Task[None] | None = None
         #: Parts whose stop has begun and not ended (what a cut-short stop left undone).
         self.stopping: set[str] = set()
 
@@ -288,6 +290,20 @@ class Runtime:
         except BaseException:
             await producer.stop()  # a half-started client still holds connections
             raise
+
+    def _registry_lost(self, reason: str) -> None:
+        """The broker lost its log under this worker: stop every agent now, so nothing of
+        the new log is archived, deduplicated or sunk as if it continued the old one. The
+        web server stays up to say why (503 on produce, /readyz, /status); a restart
+        restores or refuses the registry log and reports each partition the lake is
+        ahead of."""
+        log.critical("stopping every agent: %s", reason)
+        self._lost_task = asyncio.get_running_loop().create_task(self.stop_agents())
+
+    @property
+    def agents_stopped(self) -> bool:
+        """Whether the agents were stopped (a stop, or a lost broker log)."""
+        return self._agents_stopping is not None and self._agents_stopping.done()
 
     async def stop_agents(self) -> None:
         """Stop every agent at once; the registry, producer and web server stay up.

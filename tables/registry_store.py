@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -59,6 +60,8 @@ class RegistryStore:
         self.journal = journal
         #: Why the store stopped following the log (it went backwards), or None.
         self.lost_log: str | None = None
+        #: Called once with that reason when it happens (the worker stops its agents).
+        self.on_lost_log: Callable[[str], None] | None = None
         self._beyond_since: float | None = None
         self.topic = topic
         self.state = RegistryState()
@@ -317,6 +320,8 @@ class RegistryStore:
                 "recreated). Registry writes and produce requests are refused until the "
                 "worker restarts (which restores the log from the journal, or says why not).")
             log.error("%s", self.lost_log)
+            if self.on_lost_log is not None:
+                self.on_lost_log(self.lost_log)
 
     async def _apply_batch(self, records: list[ConsumerRecord[Any, Any]]) -> None:
         if self.lost_log is not None:
