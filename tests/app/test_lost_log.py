@@ -53,8 +53,9 @@ async def test_a_lost_log_stops_acknowledging_and_stops_the_agents(
                     return resp
 
             assert (await produce()).status == 200
-            assert runtime.archive is not None
-            await wait_for(lambda: sum(runtime.archive.metrics.positions.values()) == 20,
+            archive = runtime.archive
+            assert archive is not None
+            await wait_for(lambda: sum(archive.metrics.positions.values()) == 20,
                            timeout=60, what="the first records archived")
             own_broker.stop()
             own_broker.start()  # the same address, nothing in it
