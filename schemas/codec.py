@@ -43,6 +43,13 @@ def frame(schema_id: int, body: bytes) -> bytes:
     return _HEADER.pack(MAGIC_BYTE, schema_id) + body
 
 
+def schema_id_of(value: bytes | None) -> int | None:
+    """The schema id of a Confluent-framed value, or None for anything else."""
+    if value is None or len(value) < HEADER_SIZE or value[0] != MAGIC_BYTE:
+        return None
+    return int.from_bytes(value[1:HEADER_SIZE], "big")
+
+
 def unframe(data: bytes) -> tuple[int, memoryview]:
     """Split Confluent-framed bytes into (schema id, Avro body)."""
     if len(data) < HEADER_SIZE:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError, RegistryConflictError
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
@@ -281,6 +282,18 @@ class RegistryStore:
             except TimeoutError:
                 return False
         return True
+
+    async def await_schemas(self, values: Iterable[bytes | None], timeout: float = 5.0  # noqa: ASYNC109 - a bound per id, not a cancellation scope
+                            ) -> set[int]:
+        """Wait for the schema ids framed in ``values`` that this worker has not replayed
+        yet (registered on another worker moments ago), up to ``timeout`` seconds each;
+        the ids still unknown after that."""
+        known = self.state.schemas_by_id
+        headers = {v[:HEADER_SIZE] for v in values if v is not None}
+        missing = {i for i in map(schema_id_of, headers) if i is not None and i not in known}
+        for schema_id in sorted(missing):
+            await self.wait_for_schema(schema_id, timeout)
+        return {i for i in missing if i not in known}
 
     # ------------------------------------------------------------------ reads
     async def _tail_log(self) -> None:

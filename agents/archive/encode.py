@@ -19,7 +19,7 @@ import fastavro
 import fastavro.validation
 
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
-from onepipe.schemas.codec import HEADER_SIZE, MAGIC_BYTE
+from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.sinks.formats.avro_batch import decode_batch
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table, encode_parquet, typed_schema
 from onepipe.tables.lifecycle import die_with_parent
@@ -62,13 +62,6 @@ def ignore_stop_signals(parent: int) -> None:
 
 def warm_up() -> None:
     """Runs once in each encoder process so its imports happen at start, not mid-flush."""
-
-
-def schema_id_of(value: bytes | None) -> int | None:
-    """The schema id of a Confluent-framed value, or None for anything else."""
-    if value is None or len(value) < HEADER_SIZE or value[0] != MAGIC_BYTE:
-        return None
-    return int.from_bytes(value[1:HEADER_SIZE], "big")
 
 
 def encode_segment(segment: Segment) -> tuple[bytes, int]:

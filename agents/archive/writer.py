@@ -29,10 +29,9 @@ from onepipe.agents.archive.encode import (
     Segment,
     encode_segment,
     ignore_stop_signals,
-    schema_id_of,
     warm_up,
 )
-from onepipe.schemas.codec import HEADER_SIZE
+from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.schemas.errors import LakeError
 from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path
 from onepipe.sinks.lake.store import LakeStore
@@ -176,14 +175,11 @@ class SegmentWriter:
         reader = state.version(subject, "latest").schema.text if subject in state.subjects \
             else None
         writers: dict[int, str] = {}
+        await self._registry.await_schemas(r.value for r in records)
         # Distinct 5-byte headers first: one slice per record, the parsing per header.
         headers = {r.value[:HEADER_SIZE] for r in records if r.value is not None}
         for schema_id in {schema_id_of(h) for h in headers} - {None}:
-            assert schema_id is not None
-            if schema_id not in state.schemas_by_id:
-                # Registered on another worker moments ago: wait for our replica.
-                await self._registry.wait_for_schema(schema_id, timeout=5.0)
-            if schema_id in state.schemas_by_id:
+            if schema_id is not None and schema_id in state.schemas_by_id:
                 writers[schema_id] = state.schemas_by_id[schema_id].text
         return reader, writers
 

@@ -253,6 +253,9 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             if not records:
                 continue
             self._in_flight.update(((tp.partition, r.offset), r) for r in records)
+            # A schema registered on another worker moments ago: wait for our replica
+            # rather than count its rows undecodable and commit past them.
+            await self._registry.await_schemas(r.value for r in records)
             built = await asyncio.to_thread(build_rows, meta, reader, table.columns,
                                             self.database.dialect,
                                             self._registry.state.schema_by_id, records)
