@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from onepipe.app.embedded import EmbeddedBroker, free_port
-from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError
 from onepipe.tables.registry_journal import JournalRecord, RegistryJournal
@@ -22,7 +22,7 @@ from tests.fixtures.services import kafka_for, wait_for
 TOPIC = "_onepipe_registry"
 
 
-def _schema(name: str, *fields: str) -> object:
+def _schema(name: str, *fields: str) -> AvroSchema:
     return parse_schema({"type": "record", "name": name,
                          "fields": [{"name": f, "type": ["null", "string"], "default": None}
                                     for f in fields]})
