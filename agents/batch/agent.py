@@ -307,6 +307,10 @@ class BatchAgent(Service, Generic[M]):
             try:
                 await self._assign(consumer, assigned)
             except Exception as exc:
+                if self._task is None:  # the stop raced the assignment: nothing to restart
+                    log.info("%s: assigning %s ended by the stop (%r)", self.name,
+                             sorted(assigned), exc)
+                    return
                 # Partitions stay paused; the loop restarts and assigns them again.
                 log.exception("%s: assigning %s failed", self.name, sorted(assigned))
                 self._fail(exc)
