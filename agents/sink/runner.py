@@ -83,11 +83,15 @@ class SinkRunner(Service):
         task, self._task = self._task, None
         await cancel_and_wait(task)
         agents, self.agents = self.agents, {}
-        for agent in agents.values():
+
+        async def stop_one(agent: SinkAgent) -> None:
             try:
                 await agent.stop()
             except Exception:
                 log.exception("%s did not stop cleanly", agent.name)
+
+        # At once: each waits for its batch and its group leave; the stop has a bound.
+        await asyncio.gather(*(stop_one(agent) for agent in agents.values()))
 
     async def _loop(self) -> None:
         while True:
@@ -126,6 +130,9 @@ class SinkRunner(Service):
                               database=database, replication_factor=self._replication_factor)
             try:
                 await agent.start()
+            except asyncio.CancelledError:
+                await agent.stop()  # stopped while starting: release what started
+                raise
             except Exception as exc:
                 # Kafka unreachable, say: reported, and tried again at the next look.
                 log.exception("%s did not start", agent.name)
