@@ -41,6 +41,7 @@ from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
+from onepipe.tables.state_memory import set_budget
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Runtime:
         self.stopping: set[str] = set()
 
     async def start(self) -> None:
+        set_budget(self.settings.state_memory_bytes)  # before any store opens
         self.producer = make_producer(self.settings)
         try:
             await self._start_producer(self.producer)

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         description="A consumer whose lag has not shrunk for this long while records keep "
         "arriving is flagged stuck.",
     )
+    state_memory_bytes: int = Field(
+        256 * 1024 * 1024, ge=8 * 1024 * 1024,
+        description="Memory the RocksDB memtables of all dedup and checksum stores of a "
+        "worker may hold together before the one being written to flushes to disk.",
+    )
     stop_timeout_seconds: float = Field(
         8.0, gt=0, le=300,
         description="Longest a stop may take after SIGTERM or SIGINT: the agents flush and "

@@ -41,6 +41,7 @@ from rocksdict import Options, Rdict, WriteBatch
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.figures import DayFigures
 from onepipe.tables.checksum.fold import Contribution, FoldResult, RawCount
+from onepipe.tables.state_memory import bounded
 
 __all__ = ["ChecksumStore", "ChecksumStoreClosedError", "RawCountStore",
            "decode_contribution", "encode_contribution"]
@@ -84,7 +85,7 @@ class ChecksumStore:
         options.create_if_missing(True)
         # The WAL stays on (module docstring): one WriteBatch is durable whole, across
         # every column family, without needing atomic flush.
-        self._db: Rdict | None = Rdict(str(path), options)
+        self._db: Rdict | None = Rdict(str(path), bounded(options))
         self._busy = threading.Lock()
         families = {}
         for name in (_DAYS, _HOURS, _META):
@@ -177,7 +178,7 @@ class RawCountStore:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
-        db = Rdict(str(path), options)  # WAL on: one batch is durable whole
+        db = Rdict(str(path), bounded(options))  # WAL on: one batch is durable whole
         self._db: Rdict | None = db
         self._busy = threading.Lock()
         raw: bytes | None = db.get(_APPLIED)

@@ -31,6 +31,7 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.merge import Rank
+from onepipe.tables.state_memory import bounded
 
 __all__ = ["DedupStore", "Entry", "StoreClosedError", "Winner", "decode_winner",
            "encode_winner"]
@@ -143,7 +144,7 @@ class DedupStore:
         # alone could persist an applied offset ahead of the winners it covers, and after
         # a crash recovery would skip changelog messages the table never got.
         options.set_atomic_flush(True)
-        self._db: Rdict | None = Rdict(str(path), options)
+        self._db: Rdict | None = Rdict(str(path), bounded(options))
         try:
             self._meta = self._db.get_column_family(_META)
         except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
