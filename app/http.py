@@ -39,7 +39,11 @@ def json_response(
 
 
 def error_response(exc: OnepipeError) -> web.Response:
-    return json_response(exc.to_json(), status=exc.status)
+    response = json_response(exc.to_json(), status=exc.status)
+    if exc.retry_after is not None:
+        # A 503 the client should retry (RFC 9110 section 10.2.3): say when.
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def read_json(

@@ -41,6 +41,9 @@ class OnepipeError(Exception):
     #: Confluent Schema Registry ``error_code``; defaults to ``status`` as Confluent does.
     error_code: int | None = None
     retriable: bool = False
+    #: Seconds a client should wait before retrying (the HTTP ``Retry-After`` header), for
+    #: errors that pass by themselves; None: no advice.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -214,6 +217,8 @@ class BrokerError(OnepipeError):
     status = 503
     error_code = 50301
     retriable = True
+    #: A broker that is back reconnects within a second or two (client reconnect backoff).
+    retry_after = 2
 
 
 class LakeError(OnepipeError):

@@ -21,7 +21,13 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame
-from onepipe.schemas.errors import BrokerError, NotFoundError, RecordValidationError, RequestError
+from onepipe.schemas.errors import (
+    BrokerError,
+    NotFoundError,
+    OnepipeError,
+    RecordValidationError,
+    RequestError,
+)
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.validation import RecordConverter, compile_converter
 
@@ -129,28 +135,44 @@ class Publisher:
         sender = self._sender
         if sender is None:
             raise BrokerError("the publisher has no running producer; start the worker first")
+        futures: list[asyncio.Future[Any]] = []
         try:
-            futures = [await sender.send(topic, value=v, key=k) for k, v in encoded]
-            # Await in order instead of gather(): the broker acks a whole batch at once, so
-            # after the first record of a batch the rest are done and cost no callback and
-            # no event-loop turn each (gather added both per record: ~10% of worker CPU
-            # on 500-record requests). On timeout or cancellation the pending futures are
-            # cancelled, as wait_for(gather(...)) did.
-            try:
-                async with asyncio.timeout(self._timeout):
-                    metas = [await f for f in futures]
-            except (TimeoutError, asyncio.CancelledError):
-                for f in futures:
-                    f.cancel()
+            # One deadline for the whole call, sends included: send() itself waits for
+            # metadata and for room in the producer's buffer, both of which can take as
+            # long as the broker is away, so a deadline on the acks alone let a request
+            # to an unreachable broker hang for minutes.
+            async with asyncio.timeout(self._timeout):
+                for k, v in encoded:
+                    futures.append(await sender.send(topic, value=v, key=k))
+                # Await in order instead of gather(): the broker acks a whole batch at
+                # once, so after the first record of a batch the rest are done and cost no
+                # callback and no event-loop turn each (gather added both per record: ~10%
+                # of worker CPU on 500-record requests).
+                metas = [await f for f in futures]
+        except (TimeoutError, asyncio.CancelledError, KafkaError) as exc:
+            # Records still pending are not acknowledged to the client; cancel their
+            # futures (as wait_for(gather(...)) did). Some may reach Kafka anyway: the
+            # client's retry duplicates them, which dedup absorbs.
+            for f in futures:
+                f.cancel()
+            if isinstance(exc, asyncio.CancelledError):
                 raise
-        except MessageSizeTooLargeError as exc:
-            raise RequestError(
+            raise self._failure(topic, exc) from exc
+        return [Delivery(m.partition, m.offset) for m in metas]
+
+    def _failure(self, topic: str, exc: TimeoutError | KafkaError) -> OnepipeError:
+        """What the client is told when Kafka did not acknowledge every record."""
+        if isinstance(exc, MessageSizeTooLargeError):
+            return RequestError(
                 f"a record for {topic!r} is larger than the broker accepts ({exc!r}); "
                 "records before it in this request may have been produced",
-                status=413, code="record_too_large") from exc
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerError(
-                f"Kafka did not acknowledge the records for {topic!r}: {exc!r}; "
-                "retrying is safe (duplicates are removed by unique key downstream)"
-            ) from exc
-        return [Delivery(m.partition, m.offset) for m in metas]
+                status=413, code="record_too_large")
+        if isinstance(exc, TimeoutError):
+            return BrokerError(
+                f"Kafka did not acknowledge the records for {topic!r} within "
+                f"{self._timeout:g}s (ONEPIPE_PRODUCE_TIMEOUT): the broker is unreachable "
+                "or overloaded; retrying is safe (duplicates are removed by unique key "
+                "downstream)")
+        return BrokerError(
+            f"Kafka did not acknowledge the records for {topic!r}: {exc!r}; retrying is "
+            "safe (duplicates are removed by unique key downstream)")
