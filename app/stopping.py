@@ -32,7 +32,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXIT_STOP_TIMEOUT", "StopWatchdog", "child_pids", "stop_processes"]
+__all__ = ["EXIT_STOP_TIMEOUT", "StopWatchdog", "child_pids", "running", "stop_processes"]
 
 #: The exit status of a worker whose stop was cut short by the bound.
 EXIT_STOP_TIMEOUT = 3
@@ -63,7 +63,7 @@ def stop_processes(pids: list[int], grace: float = _CHILD_GRACE) -> None:
             alive.append(pid)
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if _running(pid)]
+        alive = [pid for pid in alive if running(pid)]
         if alive:
             time.sleep(0.02)  # a thread polling other processes' exit; no loop to await
     for pid in alive:
@@ -71,7 +71,7 @@ def stop_processes(pids: list[int], grace: float = _CHILD_GRACE) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie (reaping it is its parent's business)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

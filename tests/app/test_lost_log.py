@@ -5,27 +5,16 @@ agents, instead of archiving a new log's offsets beside the old log's files."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from onepipe.app.catalog import apply_catalog
-from onepipe.app.embedded import EmbeddedBroker, free_port
+from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from tests.fixtures.services import wait_for
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log_path=tmp_path / "tansu.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_a_lost_log_stops_acknowledging_and_stops_the_agents(

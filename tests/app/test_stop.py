@@ -18,11 +18,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from onepipe.app.stopping import EXIT_STOP_TIMEOUT
+from onepipe.app.stopping import EXIT_STOP_TIMEOUT, running
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
-from tests.fixtures.dev_process import DevProcess, alive, command, descendants, dev_env
+from tests.fixtures.dev_process import DevProcess, command, descendants, dev_env
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
 from tests.fixtures.worker_process import WorkerProcess
@@ -160,7 +160,7 @@ async def test_dev_stops_on_ctrl_c_within_the_bound_and_leaves_no_process(
         assert family, "onepipe dev runs the broker as a child process"
         os.killpg(dev.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         took = await asyncio.to_thread(_wait_exit, dev.proc, BOUND + EXIT_SLACK)
-        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(running(pid) for pid in family), timeout=10,
                        what="every child of onepipe dev to exit")
     finally:
         dev.kill()
@@ -178,7 +178,7 @@ async def test_dev_stops_when_its_broker_dies(tmp_path: Path) -> None:
         assert len(brokers) == 1, family
         os.kill(brokers[0], signal.SIGKILL)
         took = await asyncio.to_thread(_wait_exit, dev.proc, BOUND + EXIT_SLACK)
-        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(running(pid) for pid in family), timeout=10,
                        what="every child of onepipe dev to exit")
     finally:
         dev.kill()
@@ -196,7 +196,7 @@ async def test_a_killed_dev_takes_its_broker_with_it(tmp_path: Path) -> None:
         family = descendants(dev.proc.pid)
         os.kill(dev.proc.pid, signal.SIGKILL)  # no cleanup runs in onepipe dev
         dev.proc.wait()
-        await wait_for(lambda: not any(alive(pid) for pid in family), timeout=10,
+        await wait_for(lambda: not any(running(pid) for pid in family), timeout=10,
                        what="the broker and encoders to die with their parent")
     finally:
         dev.kill()

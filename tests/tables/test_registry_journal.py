@@ -6,12 +6,11 @@ broker that restarted without its data (what `make dev` does at every start).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onepipe.app.embedded import EmbeddedBroker, free_port
+from onepipe.app.embedded import EmbeddedBroker
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError
@@ -26,17 +25,6 @@ def _schema(name: str, *fields: str) -> AvroSchema:
     return parse_schema({"type": "record", "name": name,
                          "fields": [{"name": f, "type": ["null", "string"], "default": None}
                                     for f in fields]})
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own; stop() and start() it to lose its log."""
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log_path=tmp_path / "tansu.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _store(broker: EmbeddedBroker, journal: RegistryJournal) -> RegistryStore:
@@ -58,53 +46,53 @@ def test_the_journal_skips_what_it_has_and_a_torn_last_line(tmp_path: Path) -> N
 
 
 async def test_an_empty_log_is_restored_with_every_id_and_new_ids_continue(
-        fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
+        own_broker: EmbeddedBroker, tmp_path: Path) -> None:
     journal = RegistryJournal(tmp_path / "registry.journal")
-    async with _store(fresh_broker, journal) as store:
+    async with _store(own_broker, journal) as store:
         first = await store.register("a-value", _schema("A", "x"))
         second = await store.register("a-value", _schema("A", "x", "y"))
         other = await store.register("b-value", _schema("B", "z"))
         await store.set_config("a-value", Compatibility.FULL)
         before = (dict(store.state.subjects), dict(store.state.configs))
-    fresh_broker.stop()
-    fresh_broker.start()  # the same address, an empty log
+    own_broker.stop()
+    own_broker.start()  # the same address, an empty log
 
-    async with _store(fresh_broker, RegistryJournal(journal.path)) as store:
+    async with _store(own_broker, RegistryJournal(journal.path)) as store:
         assert (dict(store.state.subjects), dict(store.state.configs)) == before
         assert store.state.schema_by_id(second.schema_id).identity == second.schema.identity
         third = await store.register("c-value", _schema("C", "w"))
     assert third.schema_id > max(first.schema_id, second.schema_id, other.schema_id)
 
     # The restored log journals again at its own offsets: a third start finds it whole.
-    async with _store(fresh_broker, RegistryJournal(journal.path)) as store:
+    async with _store(own_broker, RegistryJournal(journal.path)) as store:
         assert store.state.lookup("c-value", _schema("C", "w")) is not None
 
 
 async def test_a_log_shorter_than_the_journal_is_refused(
-        fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
+        own_broker: EmbeddedBroker, tmp_path: Path) -> None:
     journal = RegistryJournal(tmp_path / "registry.journal")
-    async with _store(fresh_broker, journal) as store:
+    async with _store(own_broker, journal) as store:
         for n in range(3):
             await store.register(f"s{n}-value", _schema(f"S{n}", "x"))
-    fresh_broker.stop()
-    fresh_broker.start()
-    async with RegistryStore(kafka_for(fresh_broker.bootstrap), TOPIC,
+    own_broker.stop()
+    own_broker.start()
+    async with RegistryStore(kafka_for(own_broker.bootstrap), TOPIC,
                              fetch_wait_ms=10) as stranger:  # another log, one record long
         await stranger.register("other-value", _schema("Other", "q"))
     with pytest.raises(BrokerError, match="Refusing to start") as refused:
-        await _store(fresh_broker, RegistryJournal(journal.path)).start()
+        await _store(own_broker, RegistryJournal(journal.path)).start()
     assert str(journal.path) in str(refused.value)
 
 
 async def test_a_log_lost_under_a_running_store_stops_its_writes(
-        fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
-    store = _store(fresh_broker, RegistryJournal(tmp_path / "registry.journal"))
+        own_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    store = _store(own_broker, RegistryJournal(tmp_path / "registry.journal"))
     await store.start()
     try:
         for n in range(3):
             await store.register(f"s{n}-value", _schema(f"S{n}", "x"))
-        fresh_broker.stop()
-        fresh_broker.start()
+        own_broker.stop()
+        own_broker.start()
         await wait_for(lambda: store.lost_log is not None, timeout=60,
                        what="the store to notice its log went back")
         with pytest.raises(BrokerError, match="lost its log"):
