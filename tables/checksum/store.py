@@ -92,7 +92,8 @@ class ChecksumStore:
             try:
                 families[name] = self._db.get_column_family(name)
             except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
-                families[name] = self._db.create_column_family(name, Options(raw_mode=True))
+                families[name] = self._db.create_column_family(
+                    name, bounded(Options(raw_mode=True)))
         self._days_cf, self._meta_cf = families[_DAYS], families[_META]
         self._hours_cf = families[_HOURS]
         self._days_handle = self._db.get_column_family_handle(_DAYS)
