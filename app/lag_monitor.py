@@ -8,6 +8,9 @@ Contract:
   the candidates its ``reads`` predicate selects plus any candidate it has committed
   offsets on. Topics that do not exist are never named to the broker (auto-creation,
   DESIGN.md).
+- Which groups: those given, those ``extra_groups`` returns at each sample, and with
+  ``discover_every`` the groups of other applications found on the broker
+  (onepipe.app.lag_groups: which groups, what each reads, how discovery asks).
 - A partition is **stuck** when its lag has not shrunk for ``stuck_after`` seconds (plus
   the group's ``grace`` for the topic) while its end offset grew over that time: records
   keep arriving and the group does not catch up. ``grace`` is how long a healthy member
@@ -38,48 +41,26 @@ from enum import Enum
 
 from aiokafka import TopicPartition
 
+from onepipe.app.lag_groups import (
+    DISCOVER_EVERY,
+    GroupDiscovery,
+    MonitoredGroup,
+    source_topics,
+    unique_topics,
+    worker_groups,
+)
 from onepipe.app.settings import Settings
 from onepipe.schemas.errors import BrokerError
-from onepipe.schemas.topic_names import (
-    archive_group,
-    dedup_group,
-    repartition_topic,
-    sink_group,
-    source_of_repartition,
-    source_of_unique,
-    unique_topic,
-)
+from onepipe.schemas.topic_names import repartition_topic, unique_topic
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait
 from onepipe.tables.offsets import OffsetReader
 from onepipe.tables.registry_store import RegistryStore
 
+__all__ = ["LagMonitor", "LagPoint", "LagSnapshot", "MonitoredGroup", "PartitionLag",
+           "source_topics", "unique_topics", "worker_monitor"]
+
 log = logging.getLogger(__name__)
-
-
-
-def source_topics(topic: str) -> bool:
-    """The registered topics themselves, not the dedup agent's topics derived from them."""
-    return source_of_unique(topic) is None and source_of_repartition(topic) is None
-
-
-def unique_topics(topic: str) -> bool:
-    """The ``<topic>.unique`` streams (online sinks)."""
-    return source_of_unique(topic) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoredGroup:
-    """A consumer group the monitor follows."""
-
-    #: The Kafka consumer group id, e.g. ``<app_id>-archive``.
-    group_id: str
-    #: Which candidate topics the group is expected to read. Candidates it has committed
-    #: offsets on are shown whatever this says.
-    reads: Callable[[str], bool] = source_topics
-    #: Seconds a healthy member may hold a topic's records uncommitted (added to
-    #: ``stuck_after`` for that topic).
-    grace: Callable[[str], float] = lambda topic: 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +159,7 @@ class LagMonitor(Service):
         wall_clock: Callable[[], float] = time.time,
         fetch_wait_ms: int = 50,
         extra_groups: Callable[[], Iterable[MonitoredGroup]] | None = None,
+        discover_every: int = 0,
     ) -> None:
         if interval <= 0 or stuck_after <= 0:
             raise ValueError(f"interval and stuck_after must be > 0 seconds, got {interval} "
@@ -188,6 +170,9 @@ class LagMonitor(Service):
         #: Groups that come and go while the worker runs (one per online sink), asked for
         #: at every sample.
         self._extra_groups = extra_groups
+        #: Other applications' groups, asked of the broker every ``discover_every`` samples
+        #: (0: not looked for).
+        self.discovery = GroupDiscovery(discover_every) if discover_every > 0 else None
         self.interval = interval
         self.stuck_after = stuck_after
         self._topics = topics
@@ -249,6 +234,14 @@ class LagMonitor(Service):
                 self.snapshot = _with_error(self.snapshot, f"internal error: {exc!r}")
             await asyncio.sleep(self.interval)
 
+    def follow(self, group: MonitoredGroup) -> None:
+        """Follow ``group`` from the next sample on, in place of a given group of its id."""
+        if any(g.group_id == group.group_id for g in self.groups):
+            self.groups = tuple(group if g.group_id == group.group_id else g
+                                for g in self.groups)
+        else:
+            self.groups = (*self.groups, group)
+
     # --------------------------------------------------------------- queries
     def history(self, group: str, topic: str, partition: int) -> list[LagPoint]:
         """The kept samples of one partition of one group, oldest first."""
@@ -273,10 +266,14 @@ class LagMonitor(Service):
 
     async def _sample(self, reader: OffsetReader) -> LagSnapshot:
         groups = self.groups + tuple(self._extra_groups() if self._extra_groups else ())
+        if not groups and self.discovery is None:
+            return LagSnapshot(sampled_at=self._wall_clock())
+        tps = await self._candidates(reader)
+        if self.discovery is not None:
+            own = {g.group_id for g in groups}
+            groups += await self.discovery.groups_for(reader, own, tps)
         group_ids = tuple(g.group_id for g in groups)
-        if not groups:
-            return LagSnapshot(sampled_at=self._wall_clock(), groups=group_ids)
-        targets = await self._targets(reader, groups)
+        targets = await self._targets(reader, groups, tps)
         needed = sorted({tp for tps in targets.by_group.values() for tp in tps})
         # Fetch each partition from the furthest committed offset: least data moves.
         near: dict[TopicPartition, int] = {}
@@ -310,13 +307,16 @@ class LagMonitor(Service):
         return LagSnapshot(sampled_at=self._wall_clock(), partitions=tuple(rows),
                            groups=group_ids)
 
-    async def _targets(self, reader: OffsetReader, groups: Sequence[MonitoredGroup]
-                       ) -> _Targets:
+    async def _candidates(self, reader: OffsetReader) -> list[TopicPartition]:
+        """Every partition of the candidate topics that exist."""
         registered = set(self._topics())
         candidates = registered | {derived(t) for t in registered
                                    for derived in (unique_topic, repartition_topic)}
         counts = await reader.partition_counts(candidates)  # lists first: creates nothing
-        tps = [TopicPartition(t, p) for t, n in sorted(counts.items()) for p in range(n)]
+        return [TopicPartition(t, p) for t, n in sorted(counts.items()) for p in range(n)]
+
+    async def _targets(self, reader: OffsetReader, groups: Sequence[MonitoredGroup],
+                       tps: Sequence[TopicPartition]) -> _Targets:
         committed = await asyncio.gather(
             *(reader.committed(g.group_id, tps) for g in groups))
         targets = _Targets()
@@ -348,36 +348,12 @@ def _with_error(snapshot: LagSnapshot, error: str) -> LagSnapshot:
 
 
 def worker_monitor(settings: Settings, registry: RegistryStore) -> LagMonitor | None:
-    """The monitor a worker runs over its own agents' groups; None when turned off."""
+    """The monitor a worker runs: onepipe's own groups (onepipe.app.lag_groups) and every
+    other group on the broker with offsets on a registered topic; None when turned off."""
     if settings.monitor_interval_seconds <= 0:
         return None
-
-    def archived(topic: str) -> bool:
-        meta = registry.state.topics.get(topic)
-        return meta is not None and meta.archive.enabled
-
-    def flush_seconds(topic: str) -> float:
-        meta = registry.state.topics.get(topic)
-        return meta.archive.flush_seconds if meta is not None else 0.0
-
-    def deduplicated(topic: str) -> bool:
-        source = source_of_repartition(topic) or topic
-        meta = registry.state.topics.get(source)
-        return meta is not None and bool(meta.key)
-
-    def sinks() -> list[MonitoredGroup]:
-        """One group per declared sink, reading ``<topic>.unique``."""
-        if not settings.sinks_enabled:
-            return []
-        return [MonitoredGroup(sink_group(settings.app_id, topic, spec.name),
-                               frozenset([unique_topic(topic)]).__contains__)
-                for topic, meta in list(registry.state.topics.items()) for spec in meta.sinks]
-
-    groups = []
-    if settings.archive_enabled:
-        groups.append(MonitoredGroup(archive_group(settings.app_id), archived, flush_seconds))
-    if settings.dedup_enabled:
-        groups.append(MonitoredGroup(dedup_group(settings.app_id), deduplicated))
+    groups, sinks = worker_groups(settings, registry)
     return LagMonitor(settings.kafka, groups, lambda: list(registry.state.topics),
                       interval=settings.monitor_interval_seconds,
-                      stuck_after=settings.stuck_after_seconds, extra_groups=sinks)
+                      stuck_after=settings.stuck_after_seconds, extra_groups=sinks,
+                      discover_every=DISCOVER_EVERY)

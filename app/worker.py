@@ -15,6 +15,7 @@ import faust
 import mode
 
 from onepipe.agents.streams import StreamApi, example
+from onepipe.app.lag_monitor import MonitoredGroup
 from onepipe.app.log_format import worker_logging_config
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
@@ -83,6 +84,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     streams = StreamApi(app, runtime.registry.state, runtime.publisher, runtime.ready)
     if settings.example_agents:
         example.register(streams)
+    if runtime.lag_monitor is not None:
+        # Faust's group is the app id; it reads the topics of the agents declared on
+        # ``streams``, here and by the caller after this returns (the predicate is live).
+        runtime.lag_monitor.follow(MonitoredGroup(settings.app_id, streams.subscribes_to))
     return app, runtime, streams
 
 

@@ -20,6 +20,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -54,6 +55,35 @@ def _quiet_assignment() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+#: Seconds a consumer's stop may wait before its fetch routine is cancelled once more.
+_RECANCEL_AFTER = 0.5
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, cancelling aiokafka's fetch routine again if a cancel was lost.
+
+    Why: the fetch routine (aiokafka 0.14 ``Fetcher._fetch_requests_routine``) suppresses
+    a CancelledError that reaches it while it awaits its own cancelled fetch tasks, which
+    it does right after an assignment change - the unsubscribe at the end of every
+    :meth:`OffsetReader.high_watermarks`. ``stop()`` cancels it once and waits for it, so
+    a stop landing then waited forever (aio-libs/aiokafka#983; seen as a worker whose lag
+    monitor never stopped).
+    """
+    stopping = asyncio.ensure_future(consumer.stop())
+    try:
+        while not (await asyncio.wait({stopping}, timeout=_RECANCEL_AFTER))[0]:
+            fetcher = getattr(consumer, "_fetcher", None)
+            routine = getattr(fetcher, "_fetch_task", None)
+            if isinstance(routine, asyncio.Task) and not routine.done():
+                log.debug("%s: aiokafka's fetch routine lost its cancel; cancelled again",
+                          consumer)
+                routine.cancel()
+    except BaseException:
+        stopping.cancel()
+        raise
+    await stopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +171,7 @@ class OffsetReader(Service):
         consumer, self._consumer = self._consumer, None
         try:
             if consumer is not None:
-                await consumer.stop()
+                await _stop_consumer(consumer)
         finally:
             if admin is not None:
                 await admin.close()
@@ -160,6 +190,20 @@ class OffsetReader(Service):
             return set(await admin.list_topics())
         except KafkaError as exc:
             raise BrokerError(f"cannot list topics on {self.bootstrap}: {exc!r}") from exc
+
+    async def group_ids(self) -> list[str]:
+        """Every consumer group the brokers list (ListGroups, asked of each broker), sorted.
+
+        Groups of every protocol type are listed, and groups without members too (on
+        tansu a group that only committed, through ``assign``, stays listed).
+        """
+        admin, _ = self._clients()
+        try:
+            listed = await admin.list_consumer_groups()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot list the consumer groups on {self.bootstrap}: {exc!r}"
+                              ) from exc
+        return sorted({str(group[0]) for group in listed})
 
     async def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
         """Partitions per topic, for the given topics that exist; missing ones are left out."""

@@ -8,6 +8,8 @@ Contract:
   their coordinates and skipped (counted in :attr:`StreamApi.undecodable`).
 - ``await streams.send("topic", record)`` validates and encodes exactly like the produce
   endpoint, so an agent cannot publish what the endpoint would refuse.
+- The agents read in Faust's consumer group, the app id; the worker's lag monitor shows
+  it on every topic an agent was declared on (:meth:`StreamApi.subscribes_to`).
 - Delivery is Faust's: at-least-once, offsets acked after the agent's loop body. These
   agents are for developers' low-volume logic; the archive, dedup and sink hot paths use
   batch consumers (DESIGN.md, "Hot paths").

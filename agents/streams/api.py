@@ -53,12 +53,14 @@ class StreamApi:
         self._publisher = publisher
         self._ready = ready
         self.undecodable = 0
+        self._topics: set[str] = set()
 
     def agent(self, topic: str, *, name: str | None = None) -> Callable[[AgentFn], AgentFn]:
         """Decorate ``async def fn(records)`` to run over ``topic``'s decoded records."""
 
         def decorate(fn: AgentFn) -> AgentFn:
             channel = self._app.topic(topic, key_serializer="raw", value_serializer="raw")
+            self._topics.add(topic)
 
             async def run(stream: faust.StreamT) -> None:
                 await self._ready.wait()  # the registry is replayed before anything decodes
@@ -70,6 +72,10 @@ class StreamApi:
             return fn
 
         return decorate
+
+    def subscribes_to(self, topic: str) -> bool:
+        """Whether an agent declared so far reads ``topic`` (the app's group reads it)."""
+        return topic in self._topics
 
     async def _decoded(self, topic: str, stream: faust.StreamT) -> AsyncIterator[Record]:
         async for event in stream.events():
