@@ -8,6 +8,7 @@ runs as the app's web-server service, which Faust starts after table recovery.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import Any
 
@@ -102,11 +103,12 @@ class Worker(faust.Worker):
         super().__init__(app, **kwargs)
         self.runtime = runtime
         self.watchdog = StopWatchdog(runtime.settings.stop_timeout_seconds, self._pending)
+        self._agents_stop: asyncio.Task[None] | None = None
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         self.watchdog.arm(signal.name)
         if self.runtime.ready.is_set():  # a runtime still starting stops in Faust's order
-            self.loop.create_task(self.runtime.stop_agents())
+            self._agents_stop = self.loop.create_task(self.runtime.stop_agents())
         super()._schedule_shutdown(signal)
 
     def _pending(self) -> list[str]:
