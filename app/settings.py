@@ -115,9 +115,10 @@ class Settings(BaseSettings):
         "arriving is flagged stuck.",
     )
     state_memory_bytes: int = Field(
-        256 * 1024 * 1024, ge=8 * 1024 * 1024,
-        description="Memory the RocksDB memtables of all dedup and checksum stores of a "
-        "worker may hold together before the one being written to flushes to disk.",
+        128 * 1024 * 1024, ge=8 * 1024 * 1024,
+        description="The block cache all RocksDB stores of a worker share (dedup and "
+        "checksum tables; index and filter blocks included). Memtables come on top: 2 x 16 "
+        "MiB per deduplicated partition, 2 x 4 MiB per checksum column family at most.",
     )
     stop_timeout_seconds: float = Field(
         8.0, gt=0, le=300,
