@@ -39,6 +39,7 @@ from onepipe.sinks.db import open_database
 from onepipe.sinks.db.sql import POSITIONS
 from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.lake.inventory import raw_inventory
+from onepipe.sinks.lake.raw_layout import RawFile, next_offset
 from onepipe.tables.kafka.topics import ensure_topic, high_watermarks
 from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
@@ -93,10 +94,10 @@ async def _restore_topic(settings: Settings, lake: LakeStore, producer: AIOKafka
     inventory = await raw_inventory(lake, topic)
     if not inventory.files:
         return
-    firsts: dict[int, int] = {}
-    for f in inventory.files:
-        firsts[f.partition] = min(firsts.get(f.partition, f.first), f.first)
-    if inventory.gaps or any(first != 0 for first in firsts.values()):
+    by_partition: dict[int, list[RawFile]] = {}
+    for f in inventory.files:  # sorted by partition and offset
+        by_partition.setdefault(f.partition, []).append(f)
+    if inventory.gaps or any(files[0].first != 0 for files in by_partition.values()):
         done.skipped[topic] = ("its lake does not hold every offset from 0 (gaps or "
                                "retention); replaying it would move records to other offsets")
         log.warning("dev restore: %s left empty: %s", topic, done.skipped[topic])
@@ -109,8 +110,8 @@ async def _restore_topic(settings: Settings, lake: LakeStore, producer: AIOKafka
     summary = await replay(lake, producer, topic, to_topic=topic, into_source=True)
     done.records[topic] = summary.records
     ends = await high_watermarks(settings.kafka, tps)
-    expected = {tp: max(f.last for f in inventory.files if f.partition == tp.partition) + 1
-                for tp in tps if tp.partition in firsts}
+    expected = {TopicPartition(topic, partition): next_offset(files)
+                for partition, files in by_partition.items()}
     moved = {f"{tp.topic}[{tp.partition}]": (ends.get(tp), end)
              for tp, end in expected.items() if ends.get(tp) != end}
     if moved:
