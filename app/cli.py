@@ -239,7 +239,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
     from onepipe.agents.verify import day_range, verify_registered
-    from onepipe.app.verify_views import cache_dir, print_report
+    from onepipe.app.web.verify import cache_dir, print_report
 
     try:
         days = day_range(args.date, args.first, args.last)

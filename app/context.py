@@ -22,7 +22,7 @@ class MetricSource(Protocol):
 
     ``collect`` runs at scrape time on the event loop: it reads live counters and builds
     families, with no I/O and nothing added to any agent's per-record path.
-    ``onepipe.app.metrics_view.CounterSource`` turns a metrics dataclass into one.
+    ``onepipe.app.web.metrics.CounterSource`` turns a metrics dataclass into one.
     """
 
     def collect(self) -> Iterable[Metric]: ...

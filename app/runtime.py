@@ -30,11 +30,11 @@ from onepipe.agents.dedup import DedupAgent, DedupMetrics
 from onepipe.agents.sink import SinkRunner
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import worker_monitor
-from onepipe.app.metrics_view import DEDUP_COUNTERS, CounterSource
 from onepipe.app.readiness import BrokerProbe, Readiness, Waiting
 from onepipe.app.settings import Settings
-from onepipe.app.sink_views import SinkCollector
-from onepipe.app.web import WebServer
+from onepipe.app.web.metrics import DEDUP_COUNTERS, CounterSource
+from onepipe.app.web.server import WebServer
+from onepipe.app.web.sinks import SinkCollector
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
 from onepipe.sinks.lake import LakeStore
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
 
-#: The dedup agent's exported counters: onepipe.app.metrics_view's, plus two /health shows.
+#: The dedup agent's exported counters: onepipe.app.web.metrics's, plus two /health shows.
 _DEDUP_EXPORTED = {
     **DEDUP_COUNTERS,
     "superseded": "Versions that led their key within a batch but lost to a later one.",

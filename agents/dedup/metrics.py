@@ -1,7 +1,7 @@
 """The dedup agent's counters and its winner hook type (no behaviour; shared by its modules).
 
 Counters only ever grow while the agent lives (``positions`` follows the assignment);
-the worker exports them at scrape time (onepipe.app.metrics_view.CounterSource) and in
+the worker exports them at scrape time (onepipe.app.web.metrics.CounterSource) and in
 ``/health``, so nothing is recorded per record for monitoring.
 """
 

@@ -27,7 +27,7 @@ from onepipe.app.lag_groups import GroupDiscovery, MonitoredGroup
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
-from onepipe.app.web import WebServer
+from onepipe.app.web.server import WebServer
 from onepipe.app.worker import create_app
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import checksums_group, dedup_group, unique_topic

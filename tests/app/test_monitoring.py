@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from onepipe.app.lag_monitor import LagMonitor, MonitoredGroup
-from onepipe.app.metrics_view import CounterSource
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
+from onepipe.app.web.metrics import CounterSource
 from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import archive_group, unique_topic
 from onepipe.tables.kafka.topics import ensure_topic

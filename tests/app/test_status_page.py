@@ -30,8 +30,8 @@ from onepipe.app.embedded import free_port
 from onepipe.app.lag_monitor import LagMonitor, MonitoredGroup
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
-from onepipe.app.status_view import render_status_html, status_document
-from onepipe.app.web import WebServer
+from onepipe.app.web.server import WebServer
+from onepipe.app.web.status import render_status_html, status_document
 from onepipe.schemas.errors import NotFoundError
 from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import create_topic

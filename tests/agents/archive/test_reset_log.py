@@ -24,7 +24,7 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from onepipe.app.runtime import Runtime
-from onepipe.app.web import WebServer
+from onepipe.app.web.server import WebServer
 from onepipe.sinks.lake import LakeStore, open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.tables.kafka import KafkaClients, ensure_topic

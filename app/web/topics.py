@@ -10,8 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from onepipe.app.catalog import apply_topic
-from onepipe.app.http import json_response, read_json
-from onepipe.app.registry_views import CTX
+from onepipe.app.web.http import CTX, json_response, read_json
 from onepipe.schemas.errors import MetadataError
 from onepipe.schemas.metadata import metadata_to_dict
 

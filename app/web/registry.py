@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
-from onepipe.app.http import REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from onepipe.app.web.http import CTX, REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.compatibility import Compatibility, can_read
 from onepipe.schemas.errors import (
@@ -25,8 +25,6 @@ from onepipe.schemas.errors import (
 )
 from onepipe.schemas.metadata_checks import validate_against_schema
 from onepipe.schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
-
-CTX = web.AppKey("onepipe", WorkerContext)
 
 
 def _reply(body: Any, status: int = 200) -> web.Response:

@@ -26,8 +26,7 @@ from rich.table import Table
 
 from onepipe.agents.verify import DEFAULT_LIMIT, VerifyReport, day_range, verify_registered
 from onepipe.app.context import WorkerContext
-from onepipe.app.http import json_response
-from onepipe.app.registry_views import CTX
+from onepipe.app.web.http import CTX, json_response
 from onepipe.schemas.errors import NotFoundError, RequestError
 
 __all__ = ["add_verify_routes", "print_report", "run_verify", "verify_view"]

@@ -13,8 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from onepipe.app.http import json_response, read_json
-from onepipe.app.registry_views import CTX
+from onepipe.app.web.http import CTX, json_response, read_json
 from onepipe.schemas.errors import BrokerError, RequestError
 from onepipe.schemas.registry_state import parse_version
 

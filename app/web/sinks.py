@@ -16,8 +16,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from onepipe.app.context import WorkerContext
-from onepipe.app.http import json_response
-from onepipe.app.registry_views import CTX
+from onepipe.app.web.http import CTX, json_response
 from onepipe.schemas.topic_names import sink_group
 
 __all__ = ["SinkCollector", "add_sink_routes", "sink_document"]

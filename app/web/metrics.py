@@ -41,7 +41,7 @@ from prometheus_client.metrics_core import (
 from onepipe.agents.archive import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import LagMonitor
-from onepipe.app.registry_views import CTX
+from onepipe.app.web.http import CTX
 
 #: ``DedupMetrics`` counters (agents/dedup.py) and their help, for a :class:`CounterSource`.
 DEDUP_COUNTERS: Mapping[str, str] = {

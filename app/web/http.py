@@ -15,9 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from onepipe.app.context import WorkerContext
 from onepipe.schemas.errors import OnepipeError, RequestError
 
 log = logging.getLogger(__name__)
+
+#: The worker context every view reads (registry, publisher, settings, metrics).
+CTX = web.AppKey("onepipe", WorkerContext)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -24,9 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
-from onepipe.app.http import json_response
-from onepipe.app.registry_views import CTX
-from onepipe.app.sink_views import sink_document
+from onepipe.app.web.http import CTX, json_response
+from onepipe.app.web.sinks import sink_document
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import metadata_to_dict
 

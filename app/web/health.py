@@ -1,0 +1,84 @@
+"""``GET /healthz`` and ``GET /readyz``: what an orchestrator asks a worker.
+
+- ``/healthz`` - liveness: 200 whenever the web server answers. It asks nothing of Kafka
+  or the agents, so a broker outage never makes an orchestrator restart healthy workers
+  (which would only add rebalances to the outage).
+- ``/readyz`` - readiness: 200 when the broker answers, the worker has started (registry
+  replayed) and the batch agents have their partitions (onepipe.app.readiness); 503
+  otherwise, with a JSON body naming each failed check and why. Never waits on Kafka for
+  more than the probe's bound.
+
+- ``/health`` - figures for people and tests: the registry offset, the archive's
+  counters and positions (stalled partitions with the reason), dedup's counters.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from onepipe.app.context import WorkerContext
+from onepipe.app.web.http import CTX, json_response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[CTX].readiness
+    if readiness is None:  # a bare web app (tests of single views) has no parts to check
+        return json_response({"status": "ready", "failed": [], "checks": {}})
+    checks = await readiness.checks()
+    failed = [check.name for check in checks if not check.ok]
+    body = {"status": "not_ready" if failed else "ready", "failed": failed,
+            "checks": {check.name: {"ok": check.ok, "detail": check.detail}
+                       for check in checks}}
+    return json_response(body, status=503 if failed else 200)
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    state = ctx.registry.state
+    body = {"status": "ok", "registry_offset": state.applied_offset,
+            "topics": len(state.topics)}
+    if ctx.archive_metrics is not None:
+        m = ctx.archive_metrics()
+        body["archive"] = {
+            "records_in": m.records_in, "records_archived": m.records_archived,
+            "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
+            "positions": {f"{tp.topic}[{tp.partition}]": offset
+                          for tp, offset in sorted(m.positions.items())},
+            # Partitions not archived (their log was reset), with what to do.
+            "stalled": {f"{tp.topic}[{tp.partition}]": reason
+                        for tp, reason in sorted(m.stalled.items())},
+        }
+    dedup = _exported_counters(ctx, "dedup")
+    if dedup:
+        body["dedup"] = {name: dedup[name] for name in _DEDUP_HEALTH if name in dedup}
+    return json_response(body)
+
+
+#: The dedup agent's counters /health shows (exported by the runtime's CounterSource).
+_DEDUP_HEALTH = ("consumed", "winners", "duplicates", "losers", "superseded", "undecodable",
+                 "repartitioned", "recovered")
+
+
+def _exported_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
+    """``onepipe_<prefix>_<name>_total`` of the context's metric sources, by name.
+
+    Read through the sources' public ``collect`` (what ``/metrics`` exports), so /health
+    and /metrics cannot disagree.
+    """
+    head = f"onepipe_{prefix}_"
+    found: dict[str, int] = {}
+    for source in ctx.metric_sources:
+        for family in source.collect():
+            if family.type == "counter" and family.name.startswith(head) and family.samples:
+                found[family.name.removeprefix(head)] = int(family.samples[0].value)
+    return found
+
+
+def add_health_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

@@ -1,0 +1,68 @@
+"""The worker's HTTP server: registry, topic catalog, produce API, status and metrics.
+
+The server runs inside the Faust worker (a service the app hosts) rather than through
+Faust's own web driver, so onepipe controls the body-size limit, the error middleware and
+access logging on the produce hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from onepipe.app.context import WorkerContext
+from onepipe.app.web.health import add_health_routes
+from onepipe.app.web.http import CTX, error_middleware
+from onepipe.app.web.metrics import add_metrics_routes
+from onepipe.app.web.produce import add_produce_routes
+from onepipe.app.web.registry import add_registry_routes
+from onepipe.app.web.sinks import add_sink_routes
+from onepipe.app.web.status import add_status_routes
+from onepipe.app.web.topics import add_topic_routes
+from onepipe.app.web.verify import add_verify_routes
+
+log = logging.getLogger(__name__)
+
+
+def build_web_app(ctx: WorkerContext) -> web.Application:
+    # Leave aiohttp's own limit above ours so read_json can answer 413 with our message.
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=ctx.settings.max_request_bytes + 1)
+    app[CTX] = ctx
+    add_health_routes(app)
+    add_registry_routes(app)
+    add_topic_routes(app)
+    add_produce_routes(app)
+    add_metrics_routes(app)
+    add_status_routes(app)
+    add_verify_routes(app)
+    add_sink_routes(app)
+    return app
+
+
+class WebServer:
+    """Start/stop of the aiohttp server; stopping twice is harmless."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._runner: web.AppRunner | None = None
+        self.port: int = ctx.settings.web_port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_web_app(self._ctx), access_log=None,
+                                     handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._ctx.settings.web_host, self._ctx.settings.web_port,
+                           reuse_address=True)
+        await site.start()
+        # With port 0 the OS picks one; read it back from the runner's listening socket.
+        for address in self._runner.addresses:
+            self.port = int(address[1])
+            break
+        log.info("HTTP API on http://%s:%d", self._ctx.settings.web_host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
