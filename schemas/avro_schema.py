@@ -26,6 +26,7 @@ import fastavro.schema
 import orjson
 
 from onepipe.schemas.errors import SchemaError
+from onepipe.schemas.schema_limits import SchemaLimits
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -66,18 +67,31 @@ class AvroSchema:
         return [f["name"] for f in self.json.get("fields", [])]
 
 
-def parse_schema(text: str | bytes | dict[str, Any] | list[Any]) -> AvroSchema:
-    """Parse a schema given as JSON text or JSON data; raise :class:`SchemaError`."""
-    if isinstance(text, str | bytes):
-        raw = text.decode() if isinstance(text, bytes) else text
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise SchemaError(f"schema is not valid JSON: {exc}") from exc
-    else:
-        data = text
-        raw = _dumps(data)
-    return _parse_data(raw, data)
+def parse_schema(text: str | bytes | dict[str, Any] | list[Any],
+                 limits: SchemaLimits | None = None) -> AvroSchema:
+    """Parse a schema given as JSON text or JSON data; raise :class:`SchemaError`.
+
+    ``limits`` bound what a caller may send (the registry API and the catalog pass
+    them); schemas already stored are parsed without, so a lowered limit never stops
+    a worker from replaying what it accepted before.
+    """
+    try:
+        if isinstance(text, str | bytes):
+            try:
+                raw = text.decode() if isinstance(text, bytes) else text
+                data = orjson.loads(raw)
+            except ValueError as exc:  # orjson.JSONDecodeError, UnicodeDecodeError
+                raise SchemaError(f"schema is not valid JSON: {exc}") from exc
+        else:
+            data = text
+            raw = _dumps(data)
+        if limits is not None:
+            limits.check(raw, data)
+        return _parse_data(raw, data)
+    except RecursionError as exc:
+        # Deeper than this thread's stack allows (a worker's start runs deeper than a
+        # request): a schema error to report, never a crash of the caller.
+        raise SchemaError("schema nests too deep to parse") from exc
 
 
 def _dumps(data: Any, *, sort_keys: bool = False) -> str:

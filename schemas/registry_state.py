@@ -50,6 +50,7 @@ from onepipe.schemas.errors import (
     SchemaError,
 )
 from onepipe.schemas.metadata import TopicMetadata, metadata_from_dict
+from onepipe.schemas.schema_limits import REPLAY_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class RegistryState:
     applied_offset: int = -1
     #: Bumped on every accepted change, so caches know when to refresh.
     generation: int = 0
+    #: Schema ids whose log record this worker could not parse (offset, reason): the id
+    #: stays taken, so it is never handed to another schema.
+    unreadable: dict[int, tuple[int, str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ apply
     def apply(self, offset: int, value: dict[str, Any]) -> bool:
@@ -118,6 +122,20 @@ class RegistryState:
         write record types this one does not know, and replay must not stop on them.
         """
         self.applied_offset = offset
+        try:
+            changed = self._apply(value)
+        except Exception:  # noqa: BLE001 - one bad record must not stop every worker's start
+            # A bug of this worker's on a record it should understand: it is skipped and
+            # reported, as a malformed one is, rather than ending the replay (every
+            # worker replays the log at every start: a raise here would be a crash loop).
+            log.exception("registry log: skipping the record at offset %d, which this "
+                          "worker failed to apply", offset)
+            return False
+        if changed:
+            self.generation += 1
+        return changed
+
+    def _apply(self, value: dict[str, Any]) -> bool:
         kind = value.get("type")
         changed = False
         if kind == "schema":
@@ -129,8 +147,6 @@ class RegistryState:
             meta = value.get("metadata")
             if isinstance(topic, str) and isinstance(meta, dict):
                 changed = self._apply_metadata(topic, meta)
-        if changed:
-            self.generation += 1
         return changed
 
     def _apply_schema(self, value: dict[str, Any]) -> bool:
@@ -144,8 +160,9 @@ class RegistryState:
                 and isinstance(schema_id, int) and isinstance(text, str)):
             return False
         try:
-            schema = parse_schema(text)
-        except SchemaError:
+            schema = parse_schema(text, REPLAY_LIMITS)
+        except SchemaError as exc:
+            self._skip_unreadable(schema_id, subject, version, exc.message)
             return False
         versions = self.subjects.get(subject, [])
         if version != len(versions) + 1:
@@ -157,7 +174,7 @@ class RegistryState:
         known = self.id_by_identity.get(schema.identity)
         if known is not None and known != schema_id:
             return False
-        if known is None and schema_id in self.schemas_by_id:
+        if known is None and (schema_id in self.schemas_by_id or schema_id in self.unreadable):
             return False  # the id went to another schema first
         if known is not None and known in versions:
             return False  # already a version of this subject
@@ -166,6 +183,16 @@ class RegistryState:
             self.id_by_identity[schema.identity] = schema_id
         self.subjects.setdefault(subject, []).append(schema_id)
         return True
+
+    def _skip_unreadable(self, schema_id: int, subject: str, version: int, reason: str) -> None:
+        """A stored schema no worker parses safely (stored before the door's limits): the
+        same on every worker, so their states stay equal; its id stays taken."""
+        if schema_id not in self.schemas_by_id:
+            self.unreadable.setdefault(schema_id, (self.applied_offset, reason))
+        log.error("registry log: schema id %d (subject %r, version %d) at offset %d is "
+                  "skipped, by every worker: %s. Its id stays reserved; records written "
+                  "with it are undecodable. Register a fixed version of the subject.",
+                  schema_id, subject, version, self.applied_offset, reason)
 
     def _apply_metadata(self, topic: str, data: dict[str, Any]) -> bool:
         try:
@@ -300,7 +327,8 @@ class RegistryState:
             self.check_register(subject, schema)
         schema_id = self.id_by_identity.get(schema.identity)
         if schema_id is None:
-            schema_id = max(self.schemas_by_id, default=0) + 1
+            schema_id = max(max(self.schemas_by_id, default=0),
+                            max(self.unreadable, default=0)) + 1
         version = len(self.subjects.get(subject, [])) + 1
         return Decision(
             key=f"schema/{subject}/{version}/{schema.identity_hash}/{uuid.uuid4().hex[:16]}",
