@@ -9,6 +9,7 @@ changes nothing the second time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import ConfigError, MetadataError, SchemaError
 from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict
 from onepipe.schemas.metadata_checks import validate_against_schema
+from onepipe.schemas.schema_limits import SchemaLimits
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.registry_store import RegistryStore
 
@@ -49,11 +51,16 @@ async def apply_topic(
     entry: Mapping[str, Any],
     *,
     replication_factor: int = 1,
+    limits: SchemaLimits | None = None,
 ) -> ApplyResult:
-    """Apply one topic: register its schema, set its mode, create it, store its metadata."""
+    """Apply one topic: register its schema, set its mode, create it, store its metadata.
+
+    ``limits`` bound the schema (the HTTP view passes the settings'); parsing and the
+    compatibility check run in a thread, so a large schema never holds the event loop.
+    """
     if schema_data is None:
         raise MetadataError("`schema` is required: the topic's Avro record schema", "schema")
-    schema = parse_schema(schema_data)
+    schema = await asyncio.to_thread(parse_schema, schema_data, limits)
     meta = metadata_from_dict(topic, entry)
     validate_against_schema(meta, schema)
     state = store.state
@@ -61,7 +68,7 @@ async def apply_topic(
     mode = Compatibility.parse(meta.compatibility)
     # Checked under the catalog's level before anything is written, so a refusal changes
     # nothing (the level itself is written first, below).
-    state.check_register(subject, schema, mode)
+    await asyncio.to_thread(state.check_register, subject, schema, mode)
     result = ApplyResult(topic)
 
     # Kafka topic first: a topic whose partitions differ from the declaration is an error

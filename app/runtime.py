@@ -92,7 +92,8 @@ class Runtime:
             journal=RegistryJournal(settings.registry_journal_path),
         )
         self.registry.on_lost_log = self._registry_lost
-        self.publisher = Publisher(self.registry.state, None, settings.produce_timeout)
+        self.publisher = Publisher(self.registry.state, None, settings.produce_timeout,
+                                   max_record_bytes=settings.max_record_bytes)
         # Consumer-group lag for /status and /metrics; None when monitor_interval_seconds=0.
         self.lag_monitor = worker_monitor(settings, self.registry)
         self.sinks = (SinkRunner(kafka=settings.kafka, app_id=settings.app_id,

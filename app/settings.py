@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onepipe.schemas.errors import ConfigError
+from onepipe.schemas.schema_limits import SchemaLimits
 from onepipe.sinks.lake import LakeStore, S3Options, open_lake
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.security import (
@@ -110,6 +111,34 @@ class Settings(BaseSettings):
         "lag monitor off.",
     )
     stuck_after_seconds: float = Field(
+    max_record_bytes: int = Field(
+        1_000_000, ge=1024,
+        description="Largest encoded record a produce request may carry (413 above); "
+        "Kafka's default message limit is 1 MB, so a larger record would only fail later.")
+    max_schema_bytes: int = Field(
+        512 * 1024, ge=1024,
+        description="Largest schema the registry accepts (its log keeps each in one Kafka "
+        "record).")
+    max_schema_depth: int = Field(
+        64, ge=8, le=200,
+        description="Deepest JSON nesting of a schema the registry accepts (bounds every "
+        "recursive parser and checker that will read it, at every worker's start).")
+    max_schema_fields: int = Field(
+        2_000, ge=10, le=100_000,
+        description="Most fields (over all records) of a schema the registry accepts; Avro's "
+        "compatibility check costs their square.")
+    schema_check_seconds: float = Field(
+        10.0, gt=0,
+        description="Longest parsing and checking one submitted schema may take (off the "
+        "event loop) before the request is refused.")
+    request_read_seconds: float = Field(
+        30.0, gt=0,
+        description="Longest a client may take to send a request body (408 after), so slow "
+        "clients cannot hold the worker's connections.")
+    idle_connection_seconds: float = Field(
+        15.0, gt=0,
+        description="An HTTP connection idle (or still sending its headers) this long is "
+        "closed.")
         60.0, gt=0,
         description="A consumer whose lag has not shrunk for this long while records keep "
         "arriving is flagged stuck.",
@@ -281,6 +310,12 @@ def kafka_security_problem(settings: Settings) -> str | None:
     Settings that would be silently ignored are refused too: SASL credentials with a
     PLAINTEXT protocol would otherwise connect without authenticating, against the
     intent of whoever set them.
+    @property
+    def schema_limits(self) -> SchemaLimits:
+        """What a schema sent to the registry or the catalog may be."""
+        return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
+                            max_fields=self.max_schema_fields)
+
     """
     v = ENV_PREFIX + "KAFKA_"
     protocol = settings.kafka_security_protocol

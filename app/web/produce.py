@@ -63,7 +63,7 @@ async def produce(request: web.Request) -> web.Response:
                                raw_version if isinstance(raw_version, int) else repr(raw_version))
         version = "latest" if number == -1 else number
     writer = ctx.publisher.writer(topic, version)
-    encoded = writer.encode(records)
+    encoded = await writer.encode_async(records)
     deliveries = await ctx.publisher.send_encoded(topic, encoded)
     return json_response({
         "topic": topic,

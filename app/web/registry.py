@@ -15,7 +15,8 @@ from aiohttp import web
 
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import CTX, REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
-from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.app.web.schema_input import parse_submitted
+from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.compatibility import Compatibility, can_read
 from onepipe.schemas.errors import (
     InvalidCompatibilityError,
@@ -49,7 +50,7 @@ async def _schema_from_body(request: web.Request) -> AvroSchema:
     if not isinstance(text, str):
         raise SchemaError(
             f"`schema` must be the schema as a JSON string, got {type(text).__name__}")
-    return parse_schema(text)
+    return await parse_submitted(text, _ctx(request).settings)
 
 
 def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -> None:

@@ -36,7 +36,8 @@ async def put_metadata(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise MetadataError(f"expected a JSON object of catalog fields, got {type(body).__name__}")
     result = await apply_topic(ctx.registry, topic, body.get("schema"), body,
-                               replication_factor=ctx.settings.replication_factor)
+                               replication_factor=ctx.settings.replication_factor,
+                               limits=ctx.settings.schema_limits)
     return json_response(result.to_json())
 
 

@@ -23,6 +23,7 @@ from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame
 from onepipe.schemas.errors import (
     BrokerError,
+    FieldError,
     NotFoundError,
     OnepipeError,
     RecordValidationError,
@@ -36,7 +37,9 @@ class RecordSender(Protocol):
     """What :class:`Publisher` needs of a Kafka producer (aiokafka's fits)."""
 
     async def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None
+        self, topic: str, value: bytes | None = None, key: bytes | None = None,
+        partition: int | None = None, timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]: ...
 
 
@@ -48,6 +51,8 @@ class Delivery:
     partition: int
     #: Offset within the partition.
     offset: int
+    #: The record's timestamp (epoch ms) as Kafka stored it; None when not reported.
+    timestamp: int | None = None
 
     def to_json(self) -> dict[str, int]:
         return {"partition": self.partition, "offset": self.offset}
@@ -64,27 +69,72 @@ class TopicWriter:
     converter: RecordConverter
     key_encoder: KeyEncoder | None
 
+    #: Largest encoded value (framing included) a record may have; None: no limit.
+    max_record_bytes: int | None = None
+
     def encode(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]]:
         """Validate every record, then encode; raise before encoding anything."""
         datums, errors = self.converter.convert_many(list(records))
         if errors:
             raise RecordValidationError(errors)
+        return self._encode(datums, 0)
+
+    async def encode_async(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]]:
+        """:meth:`encode`, yielding to the event loop every :data:`SLICE` records.
+
+        Validation and encoding cost ~17 µs a record: a 60,000-record request held the
+        loop for a second, and ``/health``, every other request and the agents with it.
+        In slices, nothing else waits longer than one slice (~20 ms).
+        """
+        if len(records) <= SLICE:
+            return self.encode(records)
+        datums: list[Any] = []
+        errors: list[FieldError] = []
+        for start in range(0, len(records), SLICE):
+            part, part_errors = self.converter.convert_many(list(records[start:start + SLICE]))
+            datums += part
+            errors += (FieldError(e.index + start, e.path, e.reason) for e in part_errors)
+            await asyncio.sleep(0)
+        if errors:
+            raise RecordValidationError(errors)
+        encoded: list[tuple[bytes | None, bytes]] = []
+        for start in range(0, len(datums), SLICE):
+            encoded += self._encode(datums[start:start + SLICE], start)
+            await asyncio.sleep(0)
+        return encoded
+
+    def _encode(self, datums: list[Any], first: int) -> list[tuple[bytes | None, bytes]]:
         key_encoder = self.key_encoder
         schema_id, schema = self.schema_id, self.schema
-        return [
+        encoded = [
             (key_encoder.encode(d) if key_encoder is not None else None,
              frame(schema_id, encode_body(schema, d)))
             for d in datums
         ]
+        limit = self.max_record_bytes
+        if limit is not None:
+            for i, (_, value) in enumerate(encoded):
+                if len(value) > limit:
+                    raise RequestError(
+                        f"record {first + i} encodes to {len(value)} bytes; the limit is "
+                        f"{limit} (ONEPIPE_MAX_RECORD_BYTES; Kafka's default message limit is "
+                        "1 MB); nothing was produced", status=413, code="record_too_large")
+        return encoded
+
+
+#: Records validated or encoded between two turns of the event loop.
+SLICE = 1_000
 
 
 class Publisher:
     """Validates and produces records for registered topics."""
 
     def __init__(
-        self, state: RegistryState, sender: RecordSender | None = None, timeout: float = 30.0
+        self, state: RegistryState, sender: RecordSender | None = None, timeout: float = 30.0,
+        max_record_bytes: int | None = None,
     ) -> None:
         self._state = state
+        self._max_record_bytes = max_record_bytes
         self._sender = sender
         self._timeout = timeout
         self._writers: dict[tuple[str, int], TopicWriter] = {}
@@ -117,6 +167,7 @@ class Publisher:
             schema=sv.schema,
             converter=compile_converter(sv.schema),
             key_encoder=KeyEncoder(sv.schema, key_fields) if key_fields else None,
+            max_record_bytes=self._max_record_bytes,
         )
         self._writers[(topic, sv.version)] = writer
         return writer
@@ -125,13 +176,18 @@ class Publisher:
         self, topic: str, records: Sequence[Any], version: int | str = "latest"
     ) -> list[Delivery]:
         """Validate all records, produce them, and wait for the broker's acks."""
-        encoded = self.writer(topic, version).encode(records)
+        encoded = await self.writer(topic, version).encode_async(records)
         return await self.send_encoded(topic, encoded)
 
     async def send_encoded(
-        self, topic: str, encoded: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, encoded: Sequence[tuple[bytes | None, bytes]],
+        headers: Sequence[Sequence[tuple[str, bytes]] | None] | None = None,
+        timestamps_ms: Sequence[int | None] | None = None,
     ) -> list[Delivery]:
-        """Produce already-validated records and wait for every ack."""
+        """Produce already-validated records and wait for every ack.
+
+        ``headers`` and ``timestamps_ms``, when given, hold one entry per record (None:
+        no headers, the producer's clock)."""
         sender = self._sender
         if sender is None:
             raise BrokerError("the publisher has no running producer; start the worker first")
@@ -142,8 +198,15 @@ class Publisher:
             # long as the broker is away, so a deadline on the acks alone let a request
             # to an unreachable broker hang for minutes.
             async with asyncio.timeout(self._timeout):
-                for k, v in encoded:
-                    futures.append(await sender.send(topic, value=v, key=k))
+                if headers is None and timestamps_ms is None:
+                    for k, v in encoded:
+                        futures.append(await sender.send(topic, value=v, key=k))
+                else:
+                    for i, (k, v) in enumerate(encoded):
+                        futures.append(await sender.send(
+                            topic, value=v, key=k,
+                            timestamp_ms=timestamps_ms[i] if timestamps_ms else None,
+                            headers=headers[i] if headers else None))
                 # Await in order instead of gather(): the broker acks a whole batch at
                 # once, so after the first record of a batch the rest are done and cost no
                 # callback and no event-loop turn each (gather added both per record: ~10%
@@ -158,7 +221,7 @@ class Publisher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise self._failure(topic, exc) from exc
-        return [Delivery(m.partition, m.offset) for m in metas]
+        return [Delivery(m.partition, m.offset, m.timestamp) for m in metas]
 
     def _failure(self, topic: str, exc: TimeoutError | KafkaError) -> OnepipeError:
         """What the client is told when Kafka did not acknowledge every record."""
