@@ -7,6 +7,7 @@ in onepipe: it is logged with its stack trace and the client gets a plain messag
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -64,10 +65,19 @@ async def read_json(
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(request.content_length, max_bytes)
+    read_seconds = request.app[CTX].settings.request_read_seconds
     try:
-        raw = await request.read()
+        # Bounded, so a client trickling its body (slowloris) cannot hold a connection
+        # and a handler for longer than a legitimate upload takes.
+        async with asyncio.timeout(read_seconds):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise _too_large(None, max_bytes) from exc
+    except TimeoutError:
+        raise RequestError(
+            f"the request body did not arrive within {read_seconds:g} s "
+            "(ONEPIPE_REQUEST_READ_SECONDS); send it at once", status=408,
+            code="request_timeout") from None
     if len(raw) > max_bytes:
         raise _too_large(len(raw), max_bytes)
     if not raw.strip():

@@ -69,15 +69,33 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
+#: Topics a verify is running for, per web app: one scan per topic at a time.
+RUNNING = web.AppKey("onepipe-verify-running", set[str])
+
+
 async def verify_view(request: web.Request) -> web.Response:
     query = request.query
-    report = await run_verify(request.app[CTX], request.match_info["topic"],
-                              date=query.get("date"), first=query.get("from"),
-                              last=query.get("to"), limit=_limit(query.get("limit")))
+    topic = request.match_info["topic"]
+    limit = _limit(query.get("limit"))
+    running = request.app[RUNNING]
+    # A verify reads a topic's whole lake and log: a second one beside it would only
+    # halve both, and a loop of them would hold the worker's disk and network.
+    if topic in running:
+        busy = RequestError(f"a verify of {topic!r} is already running on this worker; "
+                            "retry when it ends", status=429, code="verify_running")
+        busy.retry_after = 5
+        raise busy
+    running.add(topic)
+    try:
+        report = await run_verify(request.app[CTX], topic, date=query.get("date"),
+                                  first=query.get("from"), last=query.get("to"), limit=limit)
+    finally:
+        running.discard(topic)
     return json_response(report.to_json())
 
 
 def add_verify_routes(app: web.Application) -> None:
+    app[RUNNING] = set()
     app.router.add_get("/verify/{topic}", verify_view)
 
 
