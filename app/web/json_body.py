@@ -1,0 +1,125 @@
+"""A request body's bytes as JSON data, strictly: what two parsers could read differently
+is refused rather than guessed.
+
+- Integers beyond 64 bits stay exact. orjson reads them as floats, silently dropping
+  digits (a decimal would be stored wrong, a long refused as "got float"); the standard
+  parser keeps them ints, so validation can say which field is out of range. It is used
+  only when the body holds such a digit run, or when orjson refused the body (a lone
+  surrogate escape, which validation explains better than "bad JSON").
+- ``NaN``, ``Infinity`` and numbers too large for a double (``1e999``) are not JSON
+  values a record can hold: 400.
+- Duplicate keys in an object are refused (400, naming the key). RFC 8259 leaves their
+  meaning open and parsers differ (first wins, last wins, error); a record whose meaning
+  depends on the parser could be read one way here and another way by whoever replays
+  the caller's request. Detected without a second parse on the hot path (see
+  :func:`_may_repeat_keys`).
+- Nesting is bounded by the parsers (orjson: 1,024 levels; the standard parser: the
+  stack), both as a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import orjson
+
+from onepipe.schemas.errors import RequestError
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """``raw`` as JSON data; :class:`RequestError` (400) with the reason otherwise."""
+    error: ValueError | RecursionError | None = None
+    if not _may_hold_big_int(raw):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            error = exc
+        else:
+            if _may_repeat_keys(raw, data):
+                _strict_loads(raw, None)  # raises, naming the repeated key
+            return data
+    return _strict_loads(raw, error)
+
+
+def _strict_loads(raw: bytes, error: ValueError | None) -> Any:
+    """The standard parser, refusing what orjson would refuse and repeated keys."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite,
+                          object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise RequestError(
+            f"request body repeats the key {exc.key!r} in one object; JSON parsers "
+            "disagree on which value counts, so send each key once", code="duplicate_key",
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(
+            f"request body is not valid JSON: {error or exc}", code="malformed_json"
+        ) from exc
+
+
+#: Digit runs that may be an integer orjson cannot hold: below -2**63 or above 2**64 - 1,
+#: i.e. a match of ``-\d{19}|\d{20}``. Found by mapping every digit to "0", "-" to itself
+#: and any other byte to " ", then two substring searches: ~15x faster than that regex
+#: (0.1 ms instead of 1.5 ms on a 95 kB body of 500 records).
+_DIGITS_AS_ZERO = bytes(
+    b"0"[0] if 0x30 <= c <= 0x39 else c if c == 0x2D else 0x20 for c in range(256)
+)
+_NEG_RUN = b"-" + b"0" * 19
+_POS_RUN = b"0" * 20
+
+
+def _may_hold_big_int(raw: bytes) -> bool:
+    masked = raw.translate(_DIGITS_AS_ZERO)
+    return _NEG_RUN in masked or _POS_RUN in masked
+
+
+#: Byte runs after which the count below is not exact: a quote escaped right before a
+#: colon (inside a string, or a key ending in a backslash) and space before a colon.
+_IRREGULAR = (b'\\":', b'" :', b'"\t:', b'"\n:', b'"\r:')
+
+
+def _may_repeat_keys(raw: bytes, data: Any) -> bool:
+    """Whether ``raw`` may hold an object with a repeated key, which ``data`` dropped.
+
+    Every key in the body is followed by ``":``; orjson's dump of the parsed data writes
+    one ``":`` per key it kept, and escapes every quote inside a string as ``\\"``. So
+    when the body is regular (no :data:`_IRREGULAR` run), the two counts are equal
+    exactly when no key was dropped. Costs one dump and a few byte scans (about one
+    orjson parse); an irregular body takes the standard parser's exact check instead.
+    """
+    if any(run in raw for run in _IRREGULAR):
+        return True
+    dump = orjson.dumps(data)
+    return raw.count(b'":') != dump.count(b'":') - dump.count(b'\\":')
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key if len(key) <= 60 else key[:57] + "..."
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` takes NaN and Infinity, which are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise ValueError(f"number {shown} is beyond the range of a double")
+    return value
