@@ -13,8 +13,8 @@ is refused rather than guessed.
   depends on the parser could be read one way here and another way by whoever replays
   the caller's request. Detected without a second parse on the hot path (see
   :func:`_may_repeat_keys`).
-- Nesting is bounded by the parsers (orjson: 1,024 levels; the standard parser: the
-  stack), both as a 400.
+- Nesting is bounded: deeper than :data:`MAX_DEPTH` levels is a 400 (the standard
+  parser's fallback is bounded by the stack, also a 400).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from typing import Any
 import orjson
 
 from onepipe.schemas.errors import RequestError
+
+
+#: The deepest body accepted (orjson writes no deeper; a schema may nest 200 at most).
+MAX_DEPTH = 254
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -91,7 +95,12 @@ def _may_repeat_keys(raw: bytes, data: Any) -> bool:
     """
     if any(run in raw for run in _IRREGULAR):
         return True
-    dump = orjson.dumps(data)
+    try:
+        dump = orjson.dumps(data)
+    except TypeError:  # nested deeper than orjson writes (254 levels; it reads 1,024)
+        raise RequestError(
+            f"request body nests deeper than {MAX_DEPTH} levels; no record or schema "
+            "onepipe accepts needs that many", code="too_deep") from None
     return raw.count(b'":') != dump.count(b'":') - dump.count(b'\\":')
 
 

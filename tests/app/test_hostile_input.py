@@ -1,0 +1,273 @@
+"""Hostile input at the HTTP door: each gets its 4xx and message, and nothing it sends can
+stall the worker now or break it later.
+
+The regression cases of issue 14: a schema of arrays nested 321 deep (accepted before,
+then every worker died replaying it), schemas of tens of thousands of fields (held the
+event loop for seconds), a 60,000-record request (held it for a second), invalid Avro
+names, a 7 MB record, JSON that parsers read differently, slow clients.
+
+"The event loop stays free" is checked without a wall-clock threshold: a ticker task
+measures the longest step of the worker's loop (which is the test's own loop) while one
+large request runs, and the longest step must be a small part of the request's time.
+Code that held the loop for the whole request makes them equal, on any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from onepipe.app.runtime import Runtime
+from tests.fixtures.services import unique
+
+T = TypeVar("T")
+
+REGISTRY = "application/vnd.schemaregistry.v1+json"
+
+
+def nested_arrays(depth: int) -> dict[str, Any]:
+    inner: Any = "string"
+    for _ in range(depth):
+        inner = {"type": "array", "items": inner}
+    return {"type": "record", "name": "Deep", "fields": [{"name": "f", "type": inner}]}
+
+
+def wide_record(fields: int, name: str = "Wide", extra: bool = False) -> dict[str, Any]:
+    spec: list[dict[str, Any]] = [{"name": f"f{i}", "type": "int", "default": 0}
+                                  for i in range(fields)]
+    if extra:
+        spec.append({"name": "added", "type": "int", "default": 0})
+    return {"type": "record", "name": name, "fields": spec}
+
+
+async def send(http: aiohttp.ClientSession, method: str, url: str, body: Any = None, *,
+               raw: bytes | None = None, content_type: str = "application/json"
+               ) -> tuple[int, Any]:
+    # A stream, not bytes: aiohttp warns that a large bytes body locks the loop.
+    data = io.BytesIO(raw if raw is not None else json.dumps(body).encode())
+    async with http.request(method, url, data=data,
+                            headers={"Content-Type": content_type}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def register(http: aiohttp.ClientSession, subject: str, schema: Any
+                   ) -> tuple[int, Any]:
+    return await send(http, "POST", f"/subjects/{subject}/versions",
+                      {"schema": json.dumps(schema)}, content_type=REGISTRY)
+
+
+def refused(status: int, body: Any, want: int, *fragments: str) -> None:
+    assert status == want, body
+    assert isinstance(body, dict) and isinstance(body.get("message"), str), body
+    for fragment in fragments:
+        assert fragment in body["message"], (fragment, body["message"])
+
+
+# --------------------------------------------------------------------- schemas
+
+
+async def test_a_schema_nested_321_deep_is_refused_on_every_path(
+        http: aiohttp.ClientSession) -> None:
+    deep = nested_arrays(321)
+    subject = unique("deep") + "-value"
+    status, body = await register(http, subject, deep)
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_DEPTH")
+    assert body["error_code"] == 42201
+    status, body = await send(http, "POST", f"/compatibility/subjects/{subject}/versions",
+                              {"schema": json.dumps(deep)}, content_type=REGISTRY)
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_DEPTH")
+    topic = unique("deep")
+    status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
+                              {"schema": deep, "key": ["f"], "partitions": 1})
+    refused(status, body, 400, "nests deeper than 254 levels")  # the body, as JSON
+    status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
+                              {"schema": nested_arrays(70), "key": ["f"], "partitions": 1})
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_DEPTH")  # the schema, as a schema
+    async with http.get("/subjects") as resp:
+        assert subject not in await resp.json(content_type=None)
+
+
+async def test_json_nested_10000_deep_is_a_400(http: aiohttp.ClientSession) -> None:
+    deep = b"[" * 10_000 + b"]" * 10_000
+    status, body = await send(http, "POST", f"/subjects/{unique('d')}/versions", raw=deep,
+                              content_type=REGISTRY)
+    refused(status, body, 400, "not valid JSON")
+    status, body = await send(http, "POST", "/topics/anything/records", raw=deep)
+    assert status in (400, 404), body  # an unknown topic is answered before the body
+
+
+async def test_too_many_fields_too_large_and_invalid_names_are_refused(
+        http: aiohttp.ClientSession) -> None:
+    subject = unique("bad") + "-value"
+    status, body = await register(http, subject, wide_record(10_000))
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_FIELDS")
+    big_doc = {"type": "record", "name": "Big", "doc": "x" * 600_000, "fields": []}
+    status, body = await register(http, subject, big_doc)
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_BYTES")
+    for schema, fragment in (
+        ({"type": "record", "name": "1bad", "fields": []}, "1bad"),
+        ({"type": "record", "name": "R", "fields": [{"name": "a\u0000b", "type": "int"}]},
+         "field name"),
+        ({"type": "record", "name": "R", "fields": [{"name": "bad-name", "type": "int"}]},
+         "bad-name"),
+        ({"type": "record", "name": "R", "namespace": "a..b", "fields": []}, "namespace"),
+    ):
+        status, body = await register(http, subject, schema)
+        refused(status, body, 422, fragment)
+    async with http.get(f"/subjects/{subject}/versions") as resp:
+        assert resp.status == 404  # nothing was registered
+
+
+# ------------------------------------------------------------------ JSON bodies
+
+SIMPLE = {"type": "record", "name": "Simple", "fields": [
+    {"name": "id", "type": "string"}, {"name": "n", "type": "double"},
+    {"name": "text", "type": "string", "default": ""}]}
+
+
+@pytest.fixture(scope="module")
+async def simple_topic(http: aiohttp.ClientSession) -> str:
+    topic = unique("hostile")
+    status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
+                              {"schema": SIMPLE, "key": ["id"], "partitions": 2})
+    assert status == 200, body
+    return topic
+
+
+async def test_repeated_keys_and_numbers_beyond_a_double_are_a_400(
+        http: aiohttp.ClientSession, simple_topic: str) -> None:
+    url = f"/topics/{simple_topic}/records"
+    for raw, fragment in (
+        (b'{"id": "a", "n": 1, "n": 2}', "'n'"),  # irregular spacing: the exact check
+        (b'{"id":"a","n":1,"n":2}', "'n'"),  # regular: the counting check
+        (b'{"records":[{"id":"a","n":1},{"id":"b","n":2,"id":"c"}]}', "'id'"),
+    ):
+        status, body = await send(http, "POST", url, raw=raw)
+        refused(status, body, 400, "repeats the key", fragment)
+        assert body["code"] == "duplicate_key"
+    for raw in (b'{"id":"a","n":1e999}', b'{"id":"a","n":-1e400}', b'{"id":"a","n":NaN}',
+                b'{"id":"a","n":Infinity}'):
+        status, body = await send(http, "POST", url, raw=raw)
+        refused(status, body, 400, "not valid JSON")
+    # Keys that only look repeated to a byte count are fine.
+    status, body = await send(http, "POST", url,
+                              raw=b'{"id":"q\\":x","n":1,"text":"\\"n\\":2"}')
+    assert status == 200, body
+
+
+async def test_a_record_above_the_record_limit_is_a_413(
+        http: aiohttp.ClientSession, simple_topic: str) -> None:
+    status, body = await send(http, "POST", f"/topics/{simple_topic}/records",
+                              {"records": [{"id": "ok", "n": 1},
+                                           {"id": "big", "n": 1, "text": "x" * 1_500_000}]})
+    refused(status, body, 413, "record 1", "ONEPIPE_MAX_RECORD_BYTES")
+    assert body["code"] == "record_too_large"
+
+
+async def test_topic_names_cannot_leave_the_lake(http: aiohttp.ClientSession) -> None:
+    for path in ("/topics/..%2F..%2Fetc/metadata", "/topics/%2e%2e/metadata",
+                 "/topics/a%00b/metadata", "/topics/" + "x" * 300 + "/metadata"):
+        status, body = await send(http, "PUT", path, {"schema": SIMPLE, "key": ["id"]})
+        assert 400 <= status < 500, (path, body)
+        assert status != 200
+
+
+# ------------------------------------------------------ the event loop stays free
+
+
+class LoopWatch:
+    """The longest step of the running event loop while it is watched."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    async def during(self, work: Awaitable[T]) -> tuple[T, float]:
+        """``work``'s result and how long it took, the loop watched meanwhile."""
+        self._task = asyncio.create_task(self._tick())
+        started = time.perf_counter()
+        try:
+            result = await work
+        finally:
+            self._task.cancel()
+        return result, time.perf_counter() - started
+
+
+@pytest.fixture
+async def watch() -> AsyncIterator[LoopWatch]:
+    yield LoopWatch()
+
+
+async def test_a_60000_record_request_leaves_the_loop_free(
+        http: aiohttp.ClientSession, simple_topic: str, watch: LoopWatch) -> None:
+    raw = json.dumps({"records": [{"id": f"k{i}", "n": i * 0.5} for i in range(60_000)]})
+    (status, body), took = await watch.during(
+        send(http, "POST", f"/topics/{simple_topic}/records", raw=raw.encode()))
+    assert status == 200, body
+    assert len(body["offsets"]) == 60_000
+    print(f"\n60,000 records in {took:.2f} s; longest loop step {watch.longest * 1000:.0f} ms")
+    assert watch.longest < took / 4, (watch.longest, took)
+
+
+async def test_checking_a_wide_schema_leaves_the_loop_free(
+        http: aiohttp.ClientSession, watch: LoopWatch) -> None:
+    subject = unique("wide") + "-value"
+    status, body = await register(http, subject, wide_record(1_999))
+    assert status == 200, body
+    # Version 2 is checked against version 1 under BACKWARD_TRANSITIVE: Avro's checker
+    # costs the square of the fields, pure Python, now in a thread.
+    (status, body), took = await watch.during(
+        register(http, subject, wide_record(1_999, extra=True)))
+    assert status == 200, body
+    print(f"\n2,000-field compatibility check in {took:.2f} s; longest loop step "
+          f"{watch.longest * 1000:.0f} ms")
+    assert watch.longest < took / 2, (watch.longest, took)
+
+
+# ------------------------------------------------------------------ slow clients
+
+
+@pytest.fixture(scope="module")
+async def impatient(make_settings: Any) -> AsyncIterator[Runtime]:
+    """A worker that gives clients one second for headers and bodies."""
+    settings = make_settings(registry_topic=unique("_registry"), idle_connection_seconds=1.0,
+                             request_read_seconds=1.0)
+    async with Runtime(settings) as runtime:
+        yield runtime
+
+
+async def test_slow_clients_cannot_hold_connections(impatient: Runtime) -> None:
+    port = impatient.web.port
+    # Headers that never end: closed after the idle bound, while others are served.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    await writer.drain()
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        assert resp.status == 200
+    assert await asyncio.wait_for(reader.read(), timeout=30) == b""  # closed by the server
+    writer.close()
+    # A body that never completes: 408 after the read bound.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /subjects/s/versions HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sch")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), timeout=30)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert b"ONEPIPE_REQUEST_READ_SECONDS" in head
