@@ -199,7 +199,7 @@ class Publisher:
             # to an unreachable broker hang for minutes.
             async with asyncio.timeout(self._timeout):
                 if headers is None and timestamps_ms is None:
-                    for k, v in encoded:
+                    for i, (k, v) in enumerate(encoded, 1):
                         futures.append(await sender.send(topic, value=v, key=k))
                         if not i % SLICE:
                             # send() returns without yielding while the buffer has
