@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         description="Largest schema the registry accepts (its log keeps each in one Kafka "
         "record).")
     max_schema_depth: int = Field(
-        64, ge=8, le=200,
+        64, ge=8, le=100,  # at most what every worker's replay parses (REPLAY_LIMITS)
         description="Deepest JSON nesting of a schema the registry accepts (bounds every "
         "recursive parser and checker that will read it, at every worker's start).")
     max_schema_fields: int = Field(

@@ -40,8 +40,8 @@ class SchemaLimits:
     #: Bytes of the schema's JSON text. The registry log holds it in one Kafka record,
     #: and Kafka's default message limit is 1 MB.
     max_bytes: int = 512 * 1024
-    #: Levels of JSON nesting in the schema document (an Avro array of records of arrays
-    #: is ~6). Bounds the recursion of every parser and checker that reads it.
+    #: Levels of JSON nesting in the schema document (a record's field of an array of
+    #: records is 6). Bounds the recursion of every parser and checker that reads it.
     max_depth: int = 64
     #: Fields over all records of the schema. Avro's compatibility check costs the
     #: square of it: ~0.25 s at 2,000 fields, ~1.5 s at 5,000 (measured here).
@@ -117,6 +117,7 @@ def _name(value: Any, what: str, *, full: bool) -> None:
 
 
 #: What every worker's replay of the registry log accepts: the same on every worker and
-#: safe on any stack (~1.5 frames of Avro's parser per level, well under Python's 1,000).
-REPLAY_LIMITS = SchemaLimits(max_bytes=64 * 1024 * 1024, max_depth=256,
+#: safe on any stack a worker runs it on (Avro's parser takes ~3 frames a level: 100
+#: levels leave 700 of Python's 1,000 to the caller). The door's depth may not exceed it.
+REPLAY_LIMITS = SchemaLimits(max_bytes=64 * 1024 * 1024, max_depth=100,
                              max_fields=1_000_000, check_names=False)
