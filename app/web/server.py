@@ -11,12 +11,10 @@ import logging
 
 from aiohttp import web
 
-from onepipe.app.auth import AuthGate, announce, auth_middleware, check_exposure
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.health import add_health_routes
 from onepipe.app.web.http import CTX, error_middleware
 from onepipe.app.web.metrics import add_metrics_routes
-from onepipe.app.web.openapi import add_openapi_routes
 from onepipe.app.web.produce import add_produce_routes
 from onepipe.app.web.produce_v3 import add_produce_v3_routes
 from onepipe.app.web.registry import add_registry_routes
@@ -28,12 +26,9 @@ from onepipe.app.web.verify import add_verify_routes
 log = logging.getLogger(__name__)
 
 
-def build_web_app(ctx: WorkerContext, gate: AuthGate | None = None) -> web.Application:
-    """The API; ``gate`` (default: the settings' tokens) decides who may call what. It
-    runs inside ``error_middleware``, which turns a bug in it into a logged 500."""
-    gate = gate if gate is not None else AuthGate.from_settings(ctx.settings)
+def build_web_app(ctx: WorkerContext) -> web.Application:
     # Leave aiohttp's own limit above ours so read_json can answer 413 with our message.
-    app = web.Application(middlewares=[error_middleware, auth_middleware(gate)],
+    app = web.Application(middlewares=[error_middleware],
                           client_max_size=ctx.settings.max_request_bytes + 1)
     app[CTX] = ctx
     add_health_routes(app)
@@ -45,7 +40,6 @@ def build_web_app(ctx: WorkerContext, gate: AuthGate | None = None) -> web.Appli
     add_status_routes(app)
     add_verify_routes(app)
     add_sink_routes(app)
-    add_openapi_routes(app)
     return app
 
 
@@ -58,15 +52,8 @@ class WebServer:
         self.port: int = ctx.settings.web_port
 
     async def start(self) -> None:
-        settings = self._ctx.settings
-        check_exposure(settings)  # no open API beyond loopback unless allowed (ConfigError)
-        gate = AuthGate.from_settings(settings)
-        announce(settings, None if gate.store is None else len(gate.store.tokens))
-        # keepalive_timeout also closes a connection still sending its headers after that
-        # long (aiohttp arms it at connect), so slow clients cannot pile up.
-        self._runner = web.AppRunner(build_web_app(self._ctx, gate), access_log=None,
-                                     handle_signals=False,
-                                     keepalive_timeout=settings.idle_connection_seconds)
+        self._runner = web.AppRunner(build_web_app(self._ctx), access_log=None,
+                                     handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._ctx.settings.web_host, self._ctx.settings.web_port,
                            reuse_address=True)
