@@ -4,6 +4,14 @@
 #   docker run -e ONEPIPE_BROKER=kafka:9092 -p 8080:8080 -v onepipe-data:/data onepipe
 #
 # runs `onepipe worker` (any other command: `docker run onepipe apply /catalog`, ...).
+#
+# The API needs tokens: the image reads them from /etc/onepipe/tokens.json (a volume), so
+# a worker listening on 0.0.0.0 is never open. It starts with no token (reads answer,
+# every publish and registry change is refused); create them in the running container,
+# which picks them up within a second; the token is printed once:
+#   docker exec <container> onepipe tokens add admin --admin
+#   docker exec <container> onepipe tokens add ci --publish 'widgets*'
+# Share the volume (or mount one file) between workers behind one load balancer.
 # docs/compose.yaml runs two workers with Apache Kafka, MinIO and PostgreSQL.
 # tests/test_image.py checks what can be checked without a Docker engine: the entry point
 # is the package's console script and the HEALTHCHECK line passes against a real worker.
@@ -31,17 +39,20 @@ RUN /opt/onepipe/bin/pip install --upgrade pip && /opt/onepipe/bin/pip install .
 # ---- run: slim Python, the venv, a user without privileges.
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --create-home --home-dir /home/onepipe onepipe \
-    && mkdir /data && chown onepipe:onepipe /data
+    && mkdir /data /etc/onepipe && chown onepipe:onepipe /data /etc/onepipe
 COPY --from=build /opt/onepipe /opt/onepipe
 ENV PATH=/opt/onepipe/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ONEPIPE_WEB_HOST=0.0.0.0 \
     ONEPIPE_WEB_PORT=8080 \
-    ONEPIPE_DATA_DIR=/data
+    ONEPIPE_DATA_DIR=/data \
+    ONEPIPE_TOKENS_FILE=/etc/onepipe/tokens.json
 USER onepipe
 WORKDIR /data
 # RocksDB tables and the default file lake (use an s3:// ONEPIPE_LAKE_URL in production).
 VOLUME /data
+# The API tokens' file (hashes only); a named volume here starts owned by the onepipe user.
+VOLUME /etc/onepipe
 EXPOSE 8080
 # Liveness only (/healthz asks nothing of Kafka); orchestrators route traffic on /readyz.
 # slim has no curl: Python's urllib, which exits non-zero on a refused connection or a

@@ -9,6 +9,7 @@
     onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC
     onepipe status            consumer lag per partition from a running worker (exit 1: stuck)
     onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ)
+    onepipe tokens add NAME   create an API token (--publish PATTERN, --admin); also ls, rm
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
 catalog) or 1 (anything else onepipe refused), never a stack trace.
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from onepipe.app.auth.cli import add_tokens_command, run_tokens
 from onepipe.app.log_format import configure_logging
 from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker
 from onepipe.app.settings import Settings, load_settings
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="days written at once (each with its own DuckDB memory limit)")
     add_status_command(sub)
     add_sink_commands(sub)
+    add_tokens_command(sub)
     verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
     verify.add_argument("topic")
     verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
@@ -130,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dlq(settings, args.topic)
         if args.command == "verify":
             return asyncio.run(_verify(settings, args))
+        if args.command == "tokens":
+            return run_tokens(settings, args)
         if args.command == "dev":
             return run_dev(settings, args.catalog)
         return run_worker(settings)

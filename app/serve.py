@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from onepipe.app.auth import check_exposure
 from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.dev_restore import restore_dev_state
 from onepipe.app.embedded import EmbeddedBroker
@@ -55,6 +56,10 @@ def run_worker(settings: Settings) -> int:
     # faust is heavy: import it only to run a worker
     from onepipe.app.worker import Worker, create_app
 
+    # Before anything starts: an open API beyond loopback, or a tokens file that does not
+    # parse, is a usage error (exit 2), not a crash inside Faust's start (the web server
+    # checks again, for workers started otherwise).
+    check_exposure(settings)
     if settings.catalog_dir is not None:
         # Before the worker subscribes: a topic created after the subscription would only
         # be noticed at the next metadata refresh (minutes).

@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from onepipe.app.settings import Settings
-from onepipe.app.status_cli import StatusUnavailable, default_url, fetch_document
+from onepipe.app.status_cli import StatusUnavailable, api_token, default_url, fetch_document
 from onepipe.schemas.topic_names import dlq_topic
 from onepipe.tables.kafka import read_topic
 
@@ -51,7 +51,7 @@ def run_sinks(args: argparse.Namespace) -> int:
 
     url = args.url or default_url()
     try:
-        doc = fetch_document(url, "/sinks", "sinks", timeout=args.timeout)
+        doc = fetch_document(url, "/sinks", "sinks", timeout=args.timeout, token=api_token())
     except StatusUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -54,23 +54,33 @@ def default_url() -> str:
     return f"http://{host}:{settings.web_port}"
 
 
-def fetch_status(base_url: str, *, group: str | None = None, timeout: float = 5.0
-                 ) -> dict[str, Any]:
+def api_token() -> str | None:
+    """ONEPIPE_TOKEN: the token CLI commands send to a worker whose reads need one."""
+    token = load_settings().token
+    return token.get_secret_value() if token is not None else None
+
+
+def fetch_status(base_url: str, *, group: str | None = None, timeout: float = 5.0,
+                 token: str | None = None) -> dict[str, Any]:
     """The worker's status document; ``StatusUnavailable`` with the reason otherwise."""
     query = {"group": group} if group is not None else {}
-    return fetch_document(base_url, "/status.json", "consumers", query=query, timeout=timeout)
+    return fetch_document(base_url, "/status.json", "consumers", query=query, timeout=timeout,
+                          token=token)
 
 
 def fetch_document(base_url: str, path: str, expect: str, *,
-                   query: dict[str, str] | None = None, timeout: float = 5.0
-                   ) -> dict[str, Any]:
+                   query: dict[str, str] | None = None, timeout: float = 5.0,
+                   token: str | None = None) -> dict[str, Any]:
     """A JSON document of the worker's API holding key ``expect``; ``StatusUnavailable``
-    saying why (unreachable, an error answer, not a onepipe worker) otherwise."""
+    saying why (unreachable, an error answer, not a onepipe worker) otherwise. ``token``
+    goes as ``Authorization: Bearer``."""
     url = base_url.rstrip("/") + path
     if query:
         url += "?" + urllib.parse.urlencode(query)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - http(s) URL
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) URL
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
             body = reply.read()
     except urllib.error.HTTPError as exc:
         detail = exc.reason
@@ -78,6 +88,9 @@ def fetch_document(base_url: str, path: str, expect: str, *,
             detail = json.loads(exc.read())["message"]
         except (ValueError, KeyError, TypeError):
             pass
+        if exc.code in (401, 403):
+            detail += (" (set ONEPIPE_TOKEN to a valid token of this worker)" if not token
+                       else " (ONEPIPE_TOKEN was sent)")
         raise StatusUnavailable(f"{url} answered HTTP {exc.code}: {detail}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -106,7 +119,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     url = args.url or default_url()
     try:
-        doc = fetch_status(url, group=args.group, timeout=args.timeout)
+        doc = fetch_status(url, group=args.group, timeout=args.timeout, token=api_token())
     except StatusUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
