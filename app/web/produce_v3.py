@@ -199,8 +199,24 @@ async def _listed(items: list[Any]) -> AsyncIterator[Any]:
 
 
 async def _read(request: web.Request, splitter: JsonObjectSplitter) -> AsyncIterator[Any]:
-    """The body's objects as they complete; a stream error is the last item."""
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+    """The body's objects as they complete; a stream error is the last item.
+
+    A stream may last as long as its client keeps sending, but a silence longer than
+    ``ONEPIPE_REQUEST_READ_SECONDS`` ends it (with a 408 reply), so an idle client does
+    not hold a connection and a handler for ever.
+    """
+    idle = request.app[CTX].settings.request_read_seconds
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.read(_READ_CHUNK)
+        except TimeoutError:
+            yield Document(None, RequestError(
+                f"nothing arrived for {idle:g} s (ONEPIPE_REQUEST_READ_SECONDS); the stream "
+                "ends here", status=408, code="request_timeout"))
+            return
+        if not chunk:
+            break
         for item in splitter.feed(chunk):
             yield item
             if not isinstance(item, Document):

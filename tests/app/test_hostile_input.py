@@ -271,3 +271,29 @@ async def test_slow_clients_cannot_hold_connections(impatient: Runtime) -> None:
     writer.close()
     assert head.startswith(b"HTTP/1.1 408"), head[:200]
     assert b"ONEPIPE_REQUEST_READ_SECONDS" in head
+
+
+async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
+    base = f"http://127.0.0.1:{impatient.web.port}"
+    topic = unique("stream")
+    async with aiohttp.ClientSession(base_url=base) as http:
+        status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
+                                  {"schema": SIMPLE, "key": ["id"], "partitions": 1})
+        assert status == 200, body
+        async with http.get("/v3/clusters") as resp:
+            cluster = (await resp.json())["data"][0]["cluster_id"]
+    record = json.dumps({"value": {"data": {"id": "a", "n": 1}}}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.web.port)
+    writer.write(f"POST /v3/clusters/{cluster}/topics/{topic}/records HTTP/1.1\r\n"
+                 "Host: x\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode()
+                 + f"{len(record):x}\r\n".encode() + record + b"\r\n")
+    await writer.drain()  # one record, then silence
+    reply = b""
+    while b"ONEPIPE_REQUEST_READ_SECONDS" not in reply:
+        more = await asyncio.wait_for(reader.read(4096), timeout=30)
+        assert more, reply
+        reply += more
+    writer.close()
+    assert b'"error_code":200' in reply  # the record before the silence was produced
+    assert b'"error_code":408' in reply
