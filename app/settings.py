@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     app_id: str = Field("onepipe", description="Faust app id: consumer-group and topic prefix.")
     web_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     web_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    tokens_file: Path | None = Field(
+        None, description="API tokens file (`onepipe tokens add`); unset: the API is open.")
+    auth_reads: Literal["open", "token"] = Field(
+        "open", description="`token`: reads need a token too (the probes never do).")
+    rate_limit_per_second: float = Field(0.0, ge=0, description="Requests/s per token; 0: off.")
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests a token may send at once; default twice the rate.")
+    allow_open_network: bool = Field(
+        False, description="Let a worker without a tokens file listen beyond loopback.")
+    token: SecretStr | None = Field(None, description="The token CLI commands send a worker.")
     data_dir: Path = Field(Path("data"), description="Local state: RocksDB tables, Faust data.")
     lake_url: str = Field(
         "", description="Lake root, file:///path or s3://bucket/prefix; default <data_dir>/lake."
@@ -92,25 +102,6 @@ class Settings(BaseSettings):
     max_records_per_request: int = Field(
         100_000, ge=1, description="Most records one produce request may carry."
     )
-    idempotent_producer: bool = Field(
-        True,
-        description="Kafka idempotent producer; set false for brokers without InitProducerId "
-        "(tansu).",
-    )
-    produce_timeout: float = Field(
-        30.0, gt=0, description="Seconds a produce request waits for broker acks."
-    )
-    linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
-    session_timeout: float = Field(
-        10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
-    )
-    rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
-    monitor_interval_seconds: float = Field(
-        5.0, ge=0,
-        description="Seconds between consumer-lag samples (/status, /metrics); 0 turns the "
-        "lag monitor off.",
-    )
-    stuck_after_seconds: float = Field(
     max_record_bytes: int = Field(
         1_000_000, ge=1024,
         description="Largest encoded record a produce request may carry (413 above); "
@@ -139,6 +130,25 @@ class Settings(BaseSettings):
         15.0, gt=0,
         description="An HTTP connection idle (or still sending its headers) this long is "
         "closed.")
+    idempotent_producer: bool = Field(
+        True,
+        description="Kafka idempotent producer; set false for brokers without InitProducerId "
+        "(tansu).",
+    )
+    produce_timeout: float = Field(
+        30.0, gt=0, description="Seconds a produce request waits for broker acks."
+    )
+    linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
+    session_timeout: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
+    )
+    rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
+    monitor_interval_seconds: float = Field(
+        5.0, ge=0,
+        description="Seconds between consumer-lag samples (/status, /metrics); 0 turns the "
+        "lag monitor off.",
+    )
+    stuck_after_seconds: float = Field(
         60.0, gt=0,
         description="A consumer whose lag has not shrunk for this long while records keep "
         "arriving is flagged stuck.",
@@ -234,6 +244,13 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _auth_reads(self) -> Settings:
+        if self.auth_reads == "token" and self.tokens_file is None:  # reads would stay open
+            msg = f"{ENV_PREFIX}AUTH_READS=token needs {ENV_PREFIX}TOKENS_FILE (readers' tokens)"
+            raise ValueError(msg)
+        return self
+
     @field_validator("compact_memory_limit")
     @classmethod
     def _memory_size(cls, value: str) -> str:
@@ -283,6 +300,12 @@ class Settings(BaseSettings):
         return open_lake(self.resolved_lake_url, s3)
 
     @property
+    def schema_limits(self) -> SchemaLimits:
+        """What a schema sent to the registry or the catalog may be."""
+        return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
+                            max_fields=self.max_schema_fields)
+
+    @property
     def registry_journal_path(self) -> Path:
         """The worker's copy of the registry log (onepipe.tables.registry_journal)."""
         return self.data_dir / "registry" / f"{self.registry_topic}.journal"
@@ -310,12 +333,6 @@ def kafka_security_problem(settings: Settings) -> str | None:
     Settings that would be silently ignored are refused too: SASL credentials with a
     PLAINTEXT protocol would otherwise connect without authenticating, against the
     intent of whoever set them.
-    @property
-    def schema_limits(self) -> SchemaLimits:
-        """What a schema sent to the registry or the catalog may be."""
-        return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
-                            max_fields=self.max_schema_fields)
-
     """
     v = ENV_PREFIX + "KAFKA_"
     protocol = settings.kafka_security_protocol
