@@ -16,8 +16,13 @@ retry loops ask the error instead of matching messages::
     │   ├── NotFoundError           subject / version / schema / topic unknown (HTTP 404)
     │   ├── InvalidVersionError     a version that is not a positive int or "latest" (422, 42202)
     │   ├── InvalidCompatibilityError  an unknown compatibility level (422, 42203)
+    │   ├── InvalidModeError        an unknown or unsupported registry mode (422, 42204)
+    │   ├── OperationNotPermittedError  a read-only subject, a topic's last version (422, 42205)
     │   └── RegistryConflictError   a concurrent writer won; retriable
     ├── RequestError                malformed HTTP input (400/413/415)
+    ├── AuthenticationError         no valid API token was presented      (HTTP 401, 40101)
+    ├── ForbiddenError              the token lacks the right to do this  (HTTP 403, 40301)
+    ├── RateLimitedError            the token spent its request budget    (HTTP 429, 42901)
     ├── LakeError                   the lake (folder or S3) refused or lost an object
     │   └── LakeObjectNotFound      a path that is not in the lake
     ├── BrokerError                 Kafka did not accept or answer; retriable
@@ -190,6 +195,22 @@ class InvalidCompatibilityError(RegistryError):
     error_code = 42203
 
 
+class InvalidModeError(RegistryError):
+    """A registry mode that is not one of those onepipe supports."""
+
+    code = "invalid_mode"
+    status = 422
+    error_code = 42204
+
+
+class OperationNotPermittedError(RegistryError):
+    """A registry write the subject's state forbids (read-only mode, a topic's last version)."""
+
+    code = "operation_not_permitted"
+    status = 422
+    error_code = 42205
+
+
 class RegistryConflictError(RegistryError):
     """Another worker registered first; the write can be tried again."""
 
@@ -208,6 +229,39 @@ class RequestError(OnepipeError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class AuthenticationError(OnepipeError):
+    """No valid API token came with a request that needs one (onepipe.app.auth).
+
+    The message says what was missing or wrong and how to get a token; it never repeats
+    the credentials received.
+    """
+
+    code = "unauthorized"
+    status = 401
+    error_code = 40101  # Confluent Schema Registry's code for a missing/wrong credential
+
+
+class ForbiddenError(OnepipeError):
+    """A valid token without the right to do this (publish to a topic, change the registry)."""
+
+    code = "forbidden"
+    status = 403
+    error_code = 40301  # Confluent's "user is denied operation"
+
+
+class RateLimitedError(OnepipeError):
+    """A token sent more requests than its rate allows; retriable after ``retry_after``."""
+
+    code = "rate_limited"
+    status = 429
+    error_code = 42901
+    retriable = True
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BrokerError(OnepipeError):
