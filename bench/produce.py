@@ -1,6 +1,6 @@
 """Produce-path benchmark: the HTTP endpoint against raw aiokafka on the same broker.
 
-    .venv/bin/python bench/produce.py [--records N] [--duration S] [--quick] [--json]
+    .venv/bin/python bench/produce.py [--records N] [--duration S] [--quick] [--tokens] [--json]
 
 One run starts an embedded tansu broker on a free port and one ``onepipe worker``
 subprocess on it (catalog/ applied, so topic ``widgets`` exists), then measures from this
@@ -71,6 +71,7 @@ from bench.common import (  # noqa: E402
     wait_for_idle,
     wait_groups_stable,
 )
+from onepipe.app.auth import add_token  # noqa: E402
 from onepipe.app.runtime import make_producer  # noqa: E402
 from onepipe.app.settings import Settings, load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
@@ -314,6 +315,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="offered req/s of the fixed-rate phase (default 1000)")
     p.add_argument("--quick", action="store_true",
                    help="short smoke run: 20000 records, 3 s phases")
+    p.add_argument("--tokens", action="store_true",
+                   help="run the worker with a tokens file; every request carries a publish "
+                        "token (the auth gate's cost on the hot path)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
@@ -510,6 +514,14 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
     ]
 
 
+def _tokens(folder: Path) -> dict[str, str]:
+    """A tokens file with one token that may publish anywhere; requests carry it."""
+    path = folder / "tokens.json"
+    token, _ = add_token(path, "bench", ["*"], admin=True)
+    JSON_HEADERS["Authorization"] = f"Bearer {token}"
+    return {"ONEPIPE_TOKENS_FILE": str(path)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm()
@@ -526,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             services.start_broker()
             log(f"broker: tansu on {services.bootstrap} (pid {services.broker_pid})",
                 quiet=quiet)
-            worker = services.start_worker()
+            worker = services.start_worker(_tokens(services.dir) if args.tokens else None)
             log(f"worker: pid {worker.pid}, {worker.url}, healthy after "
                 f"{time.monotonic() - t:.1f}s; logs in {services.dir}", quiet=quiet)
             settle(worker.pid)
