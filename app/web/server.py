@@ -15,6 +15,7 @@ from onepipe.app.context import WorkerContext
 from onepipe.app.web.health import add_health_routes
 from onepipe.app.web.http import CTX, error_middleware
 from onepipe.app.web.metrics import add_metrics_routes
+from onepipe.app.web.openapi import add_openapi_routes
 from onepipe.app.web.produce import add_produce_routes
 from onepipe.app.web.produce_v3 import add_produce_v3_routes
 from onepipe.app.web.registry import add_registry_routes
@@ -40,6 +41,7 @@ def build_web_app(ctx: WorkerContext) -> web.Application:
     add_status_routes(app)
     add_verify_routes(app)
     add_sink_routes(app)
+    add_openapi_routes(app)
     return app
 
 
