@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -32,6 +33,9 @@ from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError, RegistryConflictError
+from onepipe.schemas.registry import decide
+from onepipe.schemas.registry.modes import Mode
+from onepipe.schemas.registry.normalize import normalized
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic, read_to_end
@@ -40,8 +44,16 @@ from onepipe.tables.registry_journal import JournalRecord, RegistryJournal
 log = logging.getLogger(__name__)
 
 _MAX_DECISION_ATTEMPTS = 20
+#: Outcomes remembered: far more records than a writer waits past for its own.
+_OUTCOMES_KEPT = 4096
+_T = TypeVar("_T")
 #: How long the log must end below what was read before the store calls it lost.
 _BEYOND_SECONDS = 3.0
+
+
+def _lost(what: str) -> RegistryConflictError:
+    return RegistryConflictError(f"{what} lost {_MAX_DECISION_ATTEMPTS} races to "
+                                 "concurrent writers; try again")
 
 
 class RegistryStore:
@@ -79,6 +91,9 @@ class RegistryStore:
         # its whole wait (tansu) that wait is the write latency.
         self._fetch_wait_ms = fetch_wait_ms
         self._closed = False
+        #: Whether each recently applied record changed the state, by offset: how a
+        #: writer learns that its delete or level change was accepted, not lost to a race.
+        self._outcomes: OrderedDict[int, bool] = OrderedDict()
 
     # -------------------------------------------------------------- lifecycle
     async def start(self, producer: AIOKafkaProducer | None = None) -> None:
@@ -193,14 +208,21 @@ class RegistryStore:
         await self.stop()
 
     # ----------------------------------------------------------------- writes
-    async def register(self, subject: str, schema: AvroSchema) -> SchemaVersion:
-        """Register ``schema`` under ``subject`` (idempotent); raise if incompatible."""
+    async def register(self, subject: str, schema: AvroSchema, *, normalize: bool = False
+                       ) -> SchemaVersion:
+        """Register ``schema`` under ``subject`` (idempotent; ``normalize``: compared and
+        stored normalized); raise if incompatible or the subject is read-only."""
         # Decide under the write lock, so each decision sees this worker's earlier writes.
         # Decided outside it, n concurrent registrations on one worker all proposed the same
         # version and id, all but one lost to their own worker, and the retries cost O(n²)
         # appends until some ran out of attempts (503).
         async with self._write_lock:
             for _ in range(_MAX_DECISION_ATTEMPTS):
+                if normalize:
+                    found = self.state.lookup(subject, schema, normalize=True)
+                    if found is not None:
+                        return found
+                    schema = normalized(schema)
                 outcome = self.state.decide_register(subject, schema)
                 if isinstance(outcome, SchemaVersion):
                     return outcome
@@ -208,21 +230,46 @@ class RegistryStore:
                 found = self.state.lookup(subject, schema)
                 if found is not None:
                     return found
-                # Another worker took the version or the id first: decide again.
-        raise RegistryConflictError(
-            f"registering under subject {subject!r} lost {_MAX_DECISION_ATTEMPTS} races "
-            "to concurrent writers; try again"
-        )
+        raise _lost(f"registering under subject {subject!r}")
+
+    async def delete_subject(self, subject: str, *, permanent: bool = False) -> list[int]:
+        """Soft-delete every live version of ``subject``, or with ``permanent`` remove the
+        soft-deleted ones for good; the versions deleted. Ids stay reserved."""
+        return await self._decide_until_applied(f"deleting subject {subject!r}", lambda:
+                                                decide.delete_subject(self.state, subject,
+                                                                      permanent=permanent))
+
+    async def delete_version(self, subject: str, version: str | int, *,
+                             permanent: bool = False) -> int:
+        """Soft-delete (or with ``permanent`` remove a soft-deleted) version; its number."""
+        return await self._decide_until_applied(
+            f"deleting version {version} of subject {subject!r}",
+            lambda: decide.delete_version(self.state, subject, version, permanent=permanent))
 
     async def set_config(self, subject: str | None, level: Compatibility | None) -> None:
         """Set (or with ``None`` remove) a subject's level; ``subject=None`` is global."""
-        value = {"type": "config", "subject": subject,
-                 "compatibility": level.value if level else None}
-        await self._append(Decision(key=f"config/{subject or ''}", value=value))
+        if level is not None or subject in self.state.configs:
+            await self._decide_until_applied("setting the compatibility level", lambda: (
+                decide.set_config(self.state, subject, level), None))
+
+    async def set_mode(self, subject: str | None, mode: Mode | None) -> None:
+        """Set (or with ``None`` remove) a subject's mode; ``subject=None`` is global."""
+        if mode is not None or subject in self.state.modes:
+            await self._append(decide.set_mode(subject, mode))
 
     async def put_metadata(self, topic: str, metadata: dict[str, Any]) -> None:
-        value = {"type": "metadata", "topic": topic, "metadata": metadata}
-        await self._append(Decision(key=f"metadata/{topic}", value=value))
+        await self._append(decide.put_metadata(topic, metadata))
+
+    async def _decide_until_applied(self, what: str,
+                                    decide_now: Callable[[], tuple[Decision, _T]]) -> _T:
+        """Decide, append, and return the result once the log accepted the decision;
+        decide again (which raises the precise error, if any) when it lost a race."""
+        async with self._write_lock:
+            for _ in range(_MAX_DECISION_ATTEMPTS):
+                decision, result = decide_now()
+                if self._outcomes.get(await self._append_locked(decision), True):
+                    return result
+        raise _lost(what)
 
     async def _append(self, decision: Decision) -> None:
         # One write at a time per worker keeps this worker's decisions from racing each
@@ -230,32 +277,25 @@ class RegistryStore:
         async with self._write_lock:
             await self._append_locked(decision)
 
-    async def _append_locked(self, decision: Decision) -> None:
-        """Append and wait until applied; the caller holds ``_write_lock``."""
-        if self._tail is None or self._closed:
-            raise BrokerError("the registry is not running; start the worker first")
-        if self.lost_log is not None:
-            raise BrokerError(self.lost_log)
+    async def _append_locked(self, decision: Decision) -> int:
+        """Append and wait until applied, return its offset; the caller holds the lock."""
+        if self._tail is None or self._closed or self.lost_log is not None:
+            raise BrokerError(self.lost_log or "the registry is not running; start the "
+                              "worker first")
         if self._producer is None:
             self._producer = await self._own()
             if self._closed:  # stopped while the producer started: stop() missed it
                 await self._producer.stop()
                 raise BrokerError("the registry was stopped during a write")
         try:
-            meta = await asyncio.wait_for(
-                self._producer.send_and_wait(
-                    self.topic,
-                    orjson.dumps(decision.value),
-                    key=decision.key.encode(),
-                    partition=0,
-                ),
-                self._write_timeout,
-            )
+            meta = await asyncio.wait_for(self._producer.send_and_wait(
+                self.topic, orjson.dumps(decision.value), key=decision.key.encode(),
+                partition=0), self._write_timeout)
         except (KafkaError, TimeoutError) as exc:
-            raise BrokerError(
-                f"could not append to registry log {self.topic}: {exc!r}"
-            ) from exc
+            raise BrokerError(f"could not append to registry log {self.topic}: {exc!r}"
+                              ) from exc
         await self.wait_applied(meta.offset)
+        return int(meta.offset)
 
     async def wait_applied(self, offset: int) -> None:
         """Wait until this worker applied the log through ``offset``."""
@@ -353,6 +393,8 @@ class RegistryStore:
                 value = {}
             if not isinstance(value, dict):
                 value = {}
-            self.state.apply(record.offset, value)
+            self._outcomes[record.offset] = self.state.apply(record.offset, value)
+        while len(self._outcomes) > _OUTCOMES_KEPT:
+            self._outcomes.popitem(last=False)
         async with self._progress:
             self._progress.notify_all()

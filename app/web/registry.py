@@ -2,9 +2,18 @@
 
 Shapes and error codes follow Confluent's API so that
 ``confluent_kafka.schema_registry.SchemaRegistryClient`` works unchanged: 40401 subject
-not found, 40402 version not found, 40403 schema not found, 40408 no subject-level config,
-409 incompatible, 42201 invalid schema, 42202 invalid version, 42203 invalid level.
+not found (also for ``DELETE /config/{s}`` of a subject without a level, as Confluent
+answers), 40402 version not found, 40403 schema not found, 40408 no subject-level config,
+409 incompatible (error code 409, as Confluent Platform 7.x answers), 42201 invalid
+schema, 42202 invalid version, 42203 invalid level, 42205 read-only subject.
 Reads come from this worker's replayed state; writes go through the registry log.
+Deletes and modes live in onepipe.app.web.registry_deletes.
+
+``?deleted=true`` includes soft-deleted subjects and versions where Confluent takes it;
+``?normalize=true`` compares (and registers) schemas in Confluent's normalized form
+(onepipe.schemas.registry.normalize); ``offset``/``limit`` page lists (``limit`` -1 or
+absent: all). ``GET /schemas/ids/{id}`` and its ``/schema`` keep answering for ids whose
+versions were all deleted: records written with them must stay decodable.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from aiohttp import web
 
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import CTX, REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from onepipe.app.web.registry_deletes import add_delete_and_mode_routes
 from onepipe.app.web.schema_input import parse_submitted
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.compatibility import Compatibility, can_read
@@ -22,10 +32,17 @@ from onepipe.schemas.errors import (
     InvalidCompatibilityError,
     MetadataError,
     NotFoundError,
+    RequestError,
     SchemaError,
 )
 from onepipe.schemas.metadata_checks import validate_against_schema
-from onepipe.schemas.registry_state import SUBJECT_CONFIG_NOT_FOUND, parse_version
+from onepipe.schemas.registry.normalize import normalized
+from onepipe.schemas.registry_state import (
+    SUBJECT_CONFIG_NOT_FOUND,
+    SUBJECT_NOT_FOUND,
+    SchemaVersion,
+    parse_version,
+)
 
 
 def _reply(body: Any, status: int = 200) -> web.Response:
@@ -65,24 +82,61 @@ def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -
         raise SchemaError(f"schema does not fit topic {topic!r}: {exc.message}") from exc
 
 
+def _deleted(request: web.Request) -> bool:
+    return query_flag(request, "deleted")
+
+
+def _deleted_only(request: web.Request) -> bool:
+    # Confluent's parameter is deletedOnly; confluent_kafka's client sends deleted_only.
+    return query_flag(request, "deletedOnly") or query_flag(request, "deleted_only")
+
+
+def _page(request: web.Request, items: list[Any]) -> list[Any]:
+    """``offset``/``limit`` as Confluent takes them (limit -1 or absent: no limit)."""
+    def number(name: str, default: int) -> int:
+        raw = request.query.get(name, "")
+        try:
+            return int(raw) if raw else default
+        except ValueError:
+            raise RequestError(f"query parameter {name}={raw!r} is not an integer",
+                               code="bad_query") from None
+    offset, limit = max(number("offset", 0), 0), number("limit", -1)
+    return items[offset:] if limit < 0 else items[offset:offset + limit]
+
+
 async def list_subjects(request: web.Request) -> web.Response:
-    return _reply(_ctx(request).registry.state.subject_names())
+    """``GET /subjects[?subjectPrefix=&deleted=&deletedOnly=&offset=&limit=]``."""
+    names = _ctx(request).registry.state.subject_names(deleted=_deleted(request),
+                                                       deleted_only=_deleted_only(request))
+    prefix = request.query.get("subjectPrefix", "")
+    return _reply(_page(request, [n for n in names if n.startswith(prefix)]))
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    return _reply(_ctx(request).registry.state.versions(request.match_info["subject"]))
+    """``GET /subjects/{s}/versions[?deleted=&deletedOnly=&offset=&limit=]``."""
+    versions = _ctx(request).registry.state.versions(
+        request.match_info["subject"], deleted=_deleted(request),
+        deleted_only=_deleted_only(request))
+    return _reply(_page(request, versions))
+
+
+def _version(request: web.Request) -> SchemaVersion:
+    return _ctx(request).registry.state.version(
+        request.match_info["subject"], request.match_info["version"], deleted=_deleted(request))
 
 
 async def get_version(request: web.Request) -> web.Response:
-    state = _ctx(request).registry.state
-    return _reply(state.version(request.match_info["subject"], request.match_info["version"])
-                  .to_json())
+    return _reply(_version(request).to_json())
 
 
 async def get_version_schema(request: web.Request) -> web.Response:
-    state = _ctx(request).registry.state
-    sv = state.version(request.match_info["subject"], request.match_info["version"])
-    return web.Response(text=sv.schema.text, content_type=REGISTRY_CONTENT_TYPE)
+    return web.Response(text=_version(request).schema.text, content_type=REGISTRY_CONTENT_TYPE)
+
+
+async def referenced_by(request: web.Request) -> web.Response:
+    """``GET /subjects/{s}/versions/{v}/referencedby``: always ``[]`` (no references)."""
+    _version(request)  # 40401 / 40402 / 42202 as Confluent
+    return _reply([])
 
 
 async def register(request: web.Request) -> web.Response:
@@ -90,20 +144,40 @@ async def register(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     schema = await _schema_from_body(request)
     _check_topic_subject(ctx, subject, schema)
-    version = await ctx.registry.register(subject, schema)
+    version = await ctx.registry.register(subject, schema,
+                                          normalize=query_flag(request, "normalize"))
     return _reply({"id": version.schema_id})
 
 
 async def lookup(request: web.Request) -> web.Response:
+    """``POST /subjects/{s}[?deleted=&normalize=]``: the version holding the schema."""
     ctx = _ctx(request)
     subject = request.match_info["subject"]
     schema = await _schema_from_body(request)
     state = ctx.registry.state
-    state.versions(subject)  # 40401 when the subject does not exist
-    found = state.lookup(subject, schema)
+    deleted = _deleted(request)
+    state.history(subject, deleted=deleted)  # 40401 when the subject does not exist
+    found = state.lookup(subject, schema, deleted=deleted,
+                         normalize=query_flag(request, "normalize"))
     if found is None:
         raise NotFoundError(f"schema not found under subject {subject!r}", 40403)
     return _reply(found.to_json())
+
+
+async def list_schemas(request: web.Request) -> web.Response:
+    """``GET /schemas[?subjectPrefix=&deleted=&latestOnly=&offset=&limit=]``: every
+    (subject, version) as ``{"subject", "version", "id", "schema"}``."""
+    state = _ctx(request).registry.state
+    deleted, prefix = _deleted(request), request.query.get("subjectPrefix", "")
+    items = []
+    for subject in state.subject_names(deleted=deleted):
+        if not subject.startswith(prefix):
+            continue
+        versions = state.histories[subject].listed(deleted=deleted)
+        if query_flag(request, "latestOnly"):
+            versions = versions[-1:]
+        items += [state.version(subject, v, deleted=True).to_json() for v in versions]
+    return _reply(_page(request, items))
 
 
 async def get_schema(request: web.Request) -> web.Response:
@@ -112,11 +186,29 @@ async def get_schema(request: web.Request) -> web.Response:
     return _reply({"schema": schema.text})
 
 
+async def get_schema_text(request: web.Request) -> web.Response:
+    """``GET /schemas/ids/{id}/schema``: the schema text alone."""
+    schema = _ctx(request).registry.state.schema_by_id(_int_id(request.match_info["id"]))
+    return web.Response(text=schema.text, content_type=REGISTRY_CONTENT_TYPE)
+
+
 async def get_schema_versions(request: web.Request) -> web.Response:
+    """``GET /schemas/ids/{id}/versions[?deleted=]``; ``[]`` when every version holding
+    the id was deleted (the id itself stays, see the module docstring)."""
     state = _ctx(request).registry.state
     schema_id = _int_id(request.match_info["id"])
     state.schema_by_id(schema_id)
-    return _reply([{"subject": s, "version": v} for s, v in state.subjects_of_id(schema_id)])
+    pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
+    return _reply(_page(request, [{"subject": s, "version": v} for s, v in pairs]))
+
+
+async def get_schema_subjects(request: web.Request) -> web.Response:
+    """``GET /schemas/ids/{id}/subjects[?deleted=]``: the subjects holding the id."""
+    state = _ctx(request).registry.state
+    schema_id = _int_id(request.match_info["id"])
+    state.schema_by_id(schema_id)
+    pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
+    return _reply(_page(request, list(dict.fromkeys(s for s, _ in pairs))))
 
 
 async def schema_types(request: web.Request) -> web.Response:
@@ -130,7 +222,16 @@ def _int_id(raw: str) -> int:
 
 
 async def get_global_config(request: web.Request) -> web.Response:
+    """``GET /config``; ``defaultToGlobal`` changes nothing at the global level."""
     return _reply({"compatibilityLevel": _ctx(request).registry.state.compatibility(None).value})
+
+
+async def delete_global_config(request: web.Request) -> web.Response:
+    """``DELETE /config``: back to the default level; answers the level it had."""
+    ctx = _ctx(request)
+    previous = ctx.registry.state.compatibility(None)
+    await ctx.registry.set_config(None, None)
+    return _reply({"compatibilityLevel": previous.value})
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -163,9 +264,10 @@ async def delete_subject_config(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     previous = ctx.registry.state.configs.get(subject)
     if previous is None:
+        # Confluent answers 40401 here, not 40408 (ConfigResource.deleteSubjectConfig).
         raise NotFoundError(
-            f"subject {subject!r} does not have subject-level compatibility configured",
-            SUBJECT_CONFIG_NOT_FOUND,
+            f"Subject '{subject}' not found: it has no subject-level compatibility level",
+            SUBJECT_NOT_FOUND,
         )
     await ctx.registry.set_config(subject, None)
     return _reply({"compatibilityLevel": previous.value})
@@ -185,6 +287,8 @@ async def check_compatibility(request: web.Request) -> web.Response:
     # 42202 before anything else; -1 means latest, as in Confluent's API.
     latest = raw_version is None or parse_version(raw_version) == -1
     schema = await _schema_from_body(request)
+    if query_flag(request, "normalize"):
+        schema = normalized(schema)
     mode = state.compatibility(subject)
     if subject not in state.subjects:
         if latest:
@@ -212,14 +316,20 @@ def add_registry_routes(app: web.Application) -> None:
     r.add_post("/subjects/{subject}/versions", register)
     r.add_get("/subjects/{subject}/versions/{version}", get_version)
     r.add_get("/subjects/{subject}/versions/{version}/schema", get_version_schema)
+    r.add_get("/subjects/{subject}/versions/{version}/referencedby", referenced_by)
     r.add_post("/subjects/{subject}", lookup)
+    r.add_get("/schemas", list_schemas)
     r.add_get("/schemas/types", schema_types)
     r.add_get("/schemas/ids/{id}", get_schema)
+    r.add_get("/schemas/ids/{id}/schema", get_schema_text)
     r.add_get("/schemas/ids/{id}/versions", get_schema_versions)
+    r.add_get("/schemas/ids/{id}/subjects", get_schema_subjects)
     r.add_get("/config", get_global_config)
     r.add_put("/config", put_config)
+    r.add_delete("/config", delete_global_config)
     r.add_get("/config/{subject}", get_subject_config)
     r.add_put("/config/{subject}", put_config)
     r.add_delete("/config/{subject}", delete_subject_config)
     r.add_post("/compatibility/subjects/{subject}/versions", check_compatibility)
     r.add_post("/compatibility/subjects/{subject}/versions/{version}", check_compatibility)
+    add_delete_and_mode_routes(app)

@@ -2,7 +2,8 @@
 
 ``confluent_kafka.schema_registry.SchemaRegistryClient`` with its ``AvroSerializer`` and
 ``AvroDeserializer`` talks to the shared worker's HTTP API; the framed bytes travel
-through the tansu broker with confluent_kafka's own producer and consumer.
+through the tansu broker with confluent_kafka's own producer and consumer. The client's
+delete, mode, normalize and by-id calls run unchanged too, errors included.
 
 confluent_kafka is synchronous, and the HTTP server runs on this test's event loop, so
 every blocking call runs in a thread (``asyncio.to_thread``); on the loop thread it would
@@ -197,3 +198,79 @@ async def test_client_errors(client: SchemaRegistryClient) -> None:
     with pytest.raises(SchemaRegistryError) as level:
         await asyncio.to_thread(client.set_compatibility, subject, "SIDEWAYS")
     assert level.value.error_code == 42203
+
+
+async def test_deletes_modes_and_lookups_through_the_client(client: SchemaRegistryClient) -> None:
+    subject = unique("client-value")
+    # A namespace of its own, so the ids are this test's alone.
+    namespace = unique("shop").replace("-", "_")
+    v1, v2 = {**V1, "namespace": namespace}, {**V2, "namespace": namespace}
+
+    def calls() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["id1"] = client.register_schema(subject, avro(v1))
+        out["id2"] = client.register_schema(subject, avro(v2), normalize_schemas=True)
+        respelled = {**v1, "name": f"{namespace}.Order"}
+        del respelled["namespace"]
+        out["normalized"] = client.lookup_schema(subject, avro(respelled),
+                                                 normalize_schemas=True)
+        out["by_id_subjects"] = client.get_subjects_by_schema_id(out["id1"])
+        out["by_id_versions"] = client.get_schema_versions(out["id1"])
+        out["referenced_by"] = client.get_referenced_by(subject, 1)
+        out["deleted_version"] = client.delete_version(subject, 2)
+        out["versions_after"] = client.get_versions(subject)
+        out["versions_deleted"] = client.get_versions(subject, deleted=True)
+        out["deleted_v2"] = client.get_version(subject, 2, deleted=True)
+        out["latest"] = client.get_latest_version(subject)
+        out["hard_version"] = client.delete_version(subject, 2, permanent=True)
+        out["set"] = client.set_compatibility(subject_name=subject, level="FORWARD")
+        out["mode_set"] = client.update_mode(subject, "READONLY")
+        out["mode"] = client.get_mode(subject)
+        out["global_mode"] = client.get_global_mode()
+        try:
+            client.delete_subject(subject)
+        except SchemaRegistryError as exc:
+            out["read_only"] = exc
+        out["mode_deleted"] = client.delete_mode(subject)
+        out["soft"] = client.delete_subject(subject)
+        out["subjects"] = client.get_subjects()
+        out["subjects_deleted"] = client.get_subjects(deleted=True)
+        out["hard"] = client.delete_subject(subject, permanent=True)
+        out["schema_after"] = client.get_schema(out["id1"])
+        return out
+
+    got = await asyncio.to_thread(calls)
+    assert got["id1"] != got["id2"]
+    assert (got["normalized"].version, got["normalized"].schema_id) == (1, got["id1"])
+    assert got["by_id_subjects"] == [subject]
+    assert [(v.subject, v.version) for v in got["by_id_versions"]] == [(subject, 1)]
+    assert got["referenced_by"] == []
+    assert got["deleted_version"] == 2
+    assert (got["versions_after"], got["versions_deleted"]) == ([1], [1, 2])
+    assert got["deleted_v2"].schema_id == got["id2"]
+    assert (got["latest"].version, got["latest"].schema_id) == (1, got["id1"])
+    assert got["hard_version"] == 2
+    assert got["set"] == {"compatibility": "FORWARD"}
+    assert (got["mode_set"], got["mode"], got["global_mode"]) == (
+        "READONLY", "READONLY", "READWRITE")
+    assert (got["read_only"].http_status_code, got["read_only"].error_code) == (422, 42205)
+    assert got["mode_deleted"] == "READONLY"
+    assert got["soft"] == [1]
+    assert subject not in got["subjects"] and subject in got["subjects_deleted"]
+    assert got["hard"] == [1]
+    # The id outlives every version that held it: data written with it stays decodable.
+    assert json.loads(got["schema_after"].schema_str) == v1
+
+
+async def test_client_delete_errors(client: SchemaRegistryClient) -> None:
+    subject = unique("client-value")
+    await asyncio.to_thread(client.register_schema, subject, avro(V1))
+    with pytest.raises(SchemaRegistryError) as not_soft:
+        await asyncio.to_thread(client.delete_subject, subject, True)
+    assert (not_soft.value.http_status_code, not_soft.value.error_code) == (404, 40405)
+    with pytest.raises(SchemaRegistryError) as version_not_soft:
+        await asyncio.to_thread(client.delete_version, subject, 1, True)
+    assert version_not_soft.value.error_code == 40407
+    with pytest.raises(SchemaRegistryError) as mode:
+        await asyncio.to_thread(client.update_mode, subject, "IMPORT")
+    assert (mode.value.http_status_code, mode.value.error_code) == (422, 42204)

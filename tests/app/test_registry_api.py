@@ -1,8 +1,9 @@
 """The registry's Confluent REST subset and the topic catalog endpoints, over real HTTP.
 
 Shapes and error codes are Confluent's (so its clients work unchanged): 40401 subject,
-40402 version, 40403 schema, 40408 subject config not found, 409 incompatible, 42201
-invalid schema, 42202 invalid version, 42203 invalid level. Every test uses its own
+40402 version, 40403 schema, 40408 subject config not found (40401 when deleting it), 409
+incompatible, 42201 invalid schema, 42202 invalid version, 42203 invalid level. Deletes
+and modes: tests/app/test_registry_deletes.py and test_registry_mode.py. Every test uses its own
 subjects and topics on the shared worker runtime; the one test that changes the global
 level puts it back.
 """
@@ -281,8 +282,9 @@ async def test_subject_config(http: aiohttp.ClientSession) -> None:
         200, {"compatibilityLevel": "FORWARD"})
     status, body = await call(http, "GET", f"/config/{subject}")
     assert_error(status, body, 404, 40408)
+    # Deleting a level that is not there is 40401 in Confluent (not 40408).
     status, body = await call(http, "DELETE", f"/config/{subject}")
-    assert_error(status, body, 404, 40408)
+    assert_error(status, body, 404, 40401)
 
 
 async def test_invalid_level_is_42203(http: aiohttp.ClientSession) -> None:

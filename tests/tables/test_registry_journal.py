@@ -14,6 +14,7 @@ from onepipe.app.embedded import EmbeddedBroker
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.registry.modes import Mode
 from onepipe.tables.registry_journal import JournalRecord, RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
 from tests.fixtures.services import kafka_for, wait_for
@@ -25,6 +26,12 @@ def _schema(name: str, *fields: str) -> AvroSchema:
     return parse_schema({"type": "record", "name": name,
                          "fields": [{"name": f, "type": ["null", "string"], "default": None}
                                     for f in fields]})
+
+
+def _view(store: RegistryStore) -> tuple[object, ...]:
+    state = store.state
+    return (dict(state.subjects), dict(state.configs), dict(state.modes),
+            {s: (dict(h.ids), sorted(h.deleted)) for s, h in state.histories.items()})
 
 
 def _store(broker: EmbeddedBroker, journal: RegistryJournal) -> RegistryStore:
@@ -53,15 +60,24 @@ async def test_an_empty_log_is_restored_with_every_id_and_new_ids_continue(
         second = await store.register("a-value", _schema("A", "x", "y"))
         other = await store.register("b-value", _schema("B", "z"))
         await store.set_config("a-value", Compatibility.FULL)
-        before = (dict(store.state.subjects), dict(store.state.configs))
+        # Deletes and modes are decisions like the others: they come back too.
+        gone = await store.register("d-value", _schema("D", "q"))
+        assert await store.delete_version("a-value", "latest") == 2
+        assert await store.delete_subject("d-value") == [1]
+        assert await store.delete_subject("d-value", permanent=True) == [1]
+        await store.set_mode("b-value", Mode.READONLY)
+        before = _view(store)
     own_broker.stop()
     own_broker.start()  # the same address, an empty log
 
     async with _store(own_broker, RegistryJournal(journal.path)) as store:
-        assert (dict(store.state.subjects), dict(store.state.configs)) == before
+        assert _view(store) == before
         assert store.state.schema_by_id(second.schema_id).identity == second.schema.identity
         third = await store.register("c-value", _schema("C", "w"))
-    assert third.schema_id > max(first.schema_id, second.schema_id, other.schema_id)
+        # A permanently deleted schema keeps its id: registered again, it gets it back.
+        assert (await store.register("d-value", _schema("D", "q"))).schema_id == gone.schema_id
+    assert third.schema_id > max(first.schema_id, second.schema_id, other.schema_id,
+                                 gone.schema_id)
 
     # The restored log journals again at its own offsets: a third start finds it whole.
     async with _store(own_broker, RegistryJournal(journal.path)) as store:
