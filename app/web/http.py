@@ -116,8 +116,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"method {request.method} is not allowed on {request.path}"
         elif exc.status == 413:
             message = "request body exceeds the size limit (ONEPIPE_MAX_REQUEST_BYTES)"
-        return json_response({"error_code": code, "message": message, "code": "http_error"},
-                             status=exc.status)
+        response = json_response({"error_code": code, "message": message,
+                                  "code": "http_error"}, status=exc.status)
+        if "Allow" in exc.headers:  # a 405 names the methods the resource takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         # A bug in onepipe, not bad input: keep the stack trace in the log, not the reply.
         log.exception("internal error on %s %s", request.method, request.path)

@@ -297,3 +297,12 @@ async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
     writer.close()
     assert b'"error_code":200' in reply  # the record before the silence was produced
     assert b'"error_code":408' in reply
+
+
+async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(
+        http: aiohttp.ClientSession) -> None:
+    async with http.request("TRACE", "/config") as resp:
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].split(",")) >= {"GET", "PUT"}
+        body = await resp.json()
+    assert body["code"] == "http_error" and "TRACE" in body["message"]
