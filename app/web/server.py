@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from onepipe.app.auth import AuthGate, announce, auth_middleware, check_exposure
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.health import add_health_routes
 from onepipe.app.web.http import CTX, error_middleware
@@ -27,9 +28,12 @@ from onepipe.app.web.verify import add_verify_routes
 log = logging.getLogger(__name__)
 
 
-def build_web_app(ctx: WorkerContext) -> web.Application:
+def build_web_app(ctx: WorkerContext, gate: AuthGate | None = None) -> web.Application:
+    """The API; ``gate`` (default: the settings' tokens) decides who may call what. It
+    runs inside ``error_middleware``, which turns a bug in it into a logged 500."""
+    gate = gate if gate is not None else AuthGate.from_settings(ctx.settings)
     # Leave aiohttp's own limit above ours so read_json can answer 413 with our message.
-    app = web.Application(middlewares=[error_middleware],
+    app = web.Application(middlewares=[error_middleware, auth_middleware(gate)],
                           client_max_size=ctx.settings.max_request_bytes + 1)
     app[CTX] = ctx
     add_health_routes(app)
@@ -54,8 +58,15 @@ class WebServer:
         self.port: int = ctx.settings.web_port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_web_app(self._ctx), access_log=None,
-                                     handle_signals=False)
+        settings = self._ctx.settings
+        check_exposure(settings)  # no open API beyond loopback unless allowed (ConfigError)
+        gate = AuthGate.from_settings(settings)
+        announce(settings, None if gate.store is None else len(gate.store.tokens))
+        # keepalive_timeout also closes a connection still sending its headers after that
+        # long (aiohttp arms it at connect), so slow clients cannot pile up.
+        self._runner = web.AppRunner(build_web_app(self._ctx, gate), access_log=None,
+                                     handle_signals=False,
+                                     keepalive_timeout=settings.idle_connection_seconds)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._ctx.settings.web_host, self._ctx.settings.web_port,
                            reuse_address=True)
