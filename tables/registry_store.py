@@ -223,7 +223,7 @@ class RegistryStore:
                     if found is not None:
                         return found
                     schema = normalized(schema)
-                outcome = self.state.decide_register(subject, schema)
+                outcome = await decide.register_off_loop(self.state, subject, schema)
                 if isinstance(outcome, SchemaVersion):
                     return outcome
                 await self._append_locked(outcome)

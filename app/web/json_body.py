@@ -34,7 +34,7 @@ MAX_DEPTH = 254
 
 def parse_json_body(raw: bytes) -> Any:
     """``raw`` as JSON data; :class:`RequestError` (400) with the reason otherwise."""
-    error: ValueError | RecursionError | None = None
+    error: ValueError | None = None
     if not _may_hold_big_int(raw):
         try:
             data = orjson.loads(raw)

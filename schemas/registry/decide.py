@@ -9,12 +9,15 @@ wrong in two ways gets the error Confluent would give.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from onepipe.schemas.compatibility import Compatibility
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.compatibility import Compatibility, incompatibilities
 from onepipe.schemas.errors import NotFoundError, OperationNotPermittedError
 from onepipe.schemas.registry.modes import Mode
-from onepipe.schemas.registry.types import Decision
+from onepipe.schemas.registry.types import Decision, SchemaVersion
+from onepipe.schemas.registry.view import incompatible
 from onepipe.schemas.registry_state import (
     SUBJECT_NOT_FOUND,
     SUBJECT_NOT_SOFT_DELETED,
@@ -117,3 +120,29 @@ def put_metadata(topic: str, metadata: dict[str, object]) -> Decision:
     """A topic's catalog entry."""
     return Decision(_key("metadata", topic), {
         "type": "metadata", "topic": topic, "metadata": metadata})
+
+
+async def register_off_loop(state: RegistryState, subject: str, schema: AvroSchema
+                            ) -> SchemaVersion | Decision:
+    """:meth:`RegistryState.decide_register`, with Avro's compatibility check in a thread.
+
+    The check is pure Python and costs the square of the fields (a 2,000-field schema
+    checked against one version: ~0.25 s); on the event loop it held every request of
+    the worker that long. Its inputs are taken on the loop (the state is only ever
+    changed there), and if the log moved while the thread ran, the check is made again
+    against what the log holds now, so the decision never rests on a stale check.
+    """
+    while True:
+        existing = state.lookup(subject, schema)
+        if existing is not None:
+            return existing
+        state.check_writable(subject)
+        generation = state.generation
+        level = state.compatibility(subject)
+        older = [state.schemas_by_id[i] for i in state.subjects.get(subject, [])]
+        reasons = await asyncio.to_thread(incompatibilities, schema, older, level)
+        if state.generation != generation:
+            continue
+        if reasons:
+            raise incompatible(subject, level, reasons)
+        return state.decide_register(subject, schema, check=False)

@@ -194,11 +194,15 @@ class RegistryView:
         mode = mode or self.compatibility(subject)
         reasons = self.incompatibilities(subject, schema, mode)
         if reasons:
-            raise IncompatibleSchemaError(
-                f"schema being registered is incompatible with an earlier schema for "
-                f"subject {subject!r} under {mode.value}: {reasons[0]}",
-                reasons,
-            )
+            raise incompatible(subject, mode, reasons)
+
+
+def incompatible(subject: str, mode: Compatibility, reasons: list[str]
+                 ) -> IncompatibleSchemaError:
+    """The 409 a registration gets when ``mode`` refuses it, for ``reasons``."""
+    return IncompatibleSchemaError(
+        f"schema being registered is incompatible with an earlier schema for subject "
+        f"{subject!r} under {mode.value}: {reasons[0]}", reasons)
 
 
 def parse_version(version: str | int) -> int:
