@@ -237,6 +237,16 @@ async def test_checking_a_wide_schema_leaves_the_loop_free(
     print(f"\n2,000-field compatibility check in {took:.2f} s; longest loop step "
           f"{watch.longest * 1000:.0f} ms")
     assert watch.longest < took / 2, (watch.longest, took)
+    # The same check asked of POST /compatibility, against version 2 and against all.
+    changed = wide_record(1_999)
+    changed["fields"][-1] = {"name": "f1998", "type": "string"}  # found at the very end
+    for url in (f"/compatibility/subjects/{subject}/versions/2",
+                f"/compatibility/subjects/{subject}/versions"):
+        check = LoopWatch()
+        (status, body), took = await check.during(send(
+            http, "POST", url, {"schema": json.dumps(changed)}, content_type=REGISTRY))
+        assert (status, body["is_compatible"]) == (200, False), body
+        assert check.longest < took / 2, (url, check.longest, took)
 
 
 # ------------------------------------------------------------------ slow clients
