@@ -23,6 +23,7 @@ from onepipe.schemas.errors import ConfigError, MetadataError, SchemaError
 from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict
 from onepipe.schemas.metadata_checks import validate_against_schema
 from onepipe.schemas.schema_limits import SchemaLimits
+from onepipe.schemas.topic_names import value_subject
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.registry_store import RegistryStore
 
@@ -64,7 +65,7 @@ async def apply_topic(
     meta = metadata_from_dict(topic, entry)
     validate_against_schema(meta, schema)
     state = store.state
-    subject = f"{topic}-value"
+    subject = value_subject(topic)
     mode = Compatibility.parse(meta.compatibility)
     # Checked under the catalog's level before anything is written, so a refusal changes
     # nothing (the level itself is written first, below).

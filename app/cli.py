@@ -214,7 +214,7 @@ async def _compact(settings: Settings, args: argparse.Namespace) -> int:
         except NotFoundError as exc:
             raise ConfigError(exc.message) from exc
         try:
-            schema = store.state.version(f"{args.topic}-value", "latest").schema
+            schema = store.state.reader_schema(args.topic)
         except NotFoundError:
             schema = None  # no typed columns; partition_time must then be `kafka`
     config = CompactionConfig(

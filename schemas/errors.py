@@ -16,6 +16,7 @@ retry loops ask the error instead of matching messages::
     │   ├── NotFoundError           subject / version / schema / topic unknown (HTTP 404)
     │   ├── InvalidVersionError     a version that is not a positive int or "latest" (422, 42202)
     │   ├── InvalidCompatibilityError  an unknown compatibility level (422, 42203)
+    │   ├── InvalidSubjectError     a subject with control characters or a path (422, 42208)
     │   ├── InvalidModeError        an unknown or unsupported registry mode (422, 42204)
     │   ├── OperationNotPermittedError  a read-only subject, a topic's last version (422, 42205)
     │   └── RegistryConflictError   a concurrent writer won; retriable
@@ -185,6 +186,14 @@ class InvalidVersionError(RegistryError):
     code = "invalid_version"
     status = 422
     error_code = 42202
+
+
+class InvalidSubjectError(RegistryError):
+    """A subject name a registry may not create (control characters, path separators)."""
+
+    code = "invalid_subject"
+    status = 422
+    error_code = 42208
 
 
 class InvalidCompatibilityError(RegistryError):

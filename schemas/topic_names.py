@@ -6,6 +6,8 @@ every agent, view and test follows.
 
 Per registered topic ``<t>``:
 
+- ``<t>-value``: the registry subject of its value schemas (Confluent's TopicNameStrategy,
+  what every Confluent serializer looks up).
 - ``<t>.unique``: the dedup agent's output, one message per new winner of a key
   (compacted); the changelog of its tables and the input of the checksum tables and sinks.
 - ``<t>.repartition``: records a producer sent to the wrong partition for their key,
@@ -23,19 +25,58 @@ Per worker application ``<app_id>`` (consumer groups and internal topics):
 Kafka allows dots, so a registered topic could itself be named like a derived one
 (``a.unique``) and would then share its name with ``a``'s output. Nothing refuses such a
 name yet.
+
+Subjects are names too: Confluent takes nearly any string, but a subject reaches URLs,
+log keys, file names of exports and people's terminals, so :func:`check_subject` refuses
+what could only be a mistake or an attack there (control characters, path separators).
 """
 
 from __future__ import annotations
 
-__all__ = ["CHECKSUMS_SUFFIX", "DLQ_SUFFIX", "REPARTITION_SUFFIX", "UNIQUE_SUFFIX", "archive_group",
+from onepipe.schemas.errors import InvalidSubjectError
+
+__all__ = ["CHECKSUMS_SUFFIX", "DLQ_SUFFIX", "MAX_SUBJECT_LENGTH", "REPARTITION_SUFFIX",
+           "UNIQUE_SUFFIX", "VALUE_SUFFIX", "archive_group", "check_subject",
            "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
            "compact_tasks_topic", "dedup_group", "dlq_topic", "repartition_topic", "sink_group",
-           "source_of_repartition", "source_of_unique", "unique_topic"]
+           "source_of_repartition", "source_of_unique", "source_of_value_subject",
+           "unique_topic", "value_subject"]
 
+VALUE_SUFFIX = "-value"
 UNIQUE_SUFFIX = ".unique"
 REPARTITION_SUFFIX = ".repartition"
 CHECKSUMS_SUFFIX = ".checksums"
 DLQ_SUFFIX = ".dlq"
+
+
+#: Longest subject accepted: a topic's 249 characters and ``-value``, with room.
+MAX_SUBJECT_LENGTH = 255
+
+
+def value_subject(topic: str) -> str:
+    """``<topic>-value``: the subject of ``topic``'s value schemas."""
+    return topic + VALUE_SUFFIX
+
+
+def source_of_value_subject(subject: str) -> str | None:
+    """``<topic>`` of ``<topic>-value``; None for any other subject."""
+    return subject.removesuffix(VALUE_SUFFIX) if subject.endswith(VALUE_SUFFIX) else None
+
+
+def check_subject(subject: str) -> str:
+    """``subject`` if a registry may create it; :class:`InvalidSubjectError` (422) else."""
+    bad = next((c for c in subject if c < " " or "\x7f" <= c <= "\x9f"
+                or "\ud800" <= c <= "\udfff" or c in "/\\"), None)
+    if not subject or len(subject) > MAX_SUBJECT_LENGTH or bad is not None \
+            or subject in (".", ".."):
+        why = ("is empty" if not subject else
+               f"is {len(subject)} characters long" if len(subject) > MAX_SUBJECT_LENGTH else
+               f"holds the character {bad!r}" if bad is not None else "is a path step")
+        shown = subject if len(subject) <= 60 else subject[:57] + "..."
+        raise InvalidSubjectError(
+            f"subject {shown!r} {why}: a subject is 1 to {MAX_SUBJECT_LENGTH} characters "
+            "without control characters, '/' or '\\', and not '.' or '..'")
+    return subject
 
 
 def unique_topic(topic: str) -> str:

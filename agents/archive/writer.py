@@ -33,6 +33,7 @@ from onepipe.agents.archive.encode import (
 )
 from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.schemas.errors import LakeError
+from onepipe.schemas.topic_names import value_subject
 from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.lifecycle import stop_signals_blocked
@@ -171,7 +172,7 @@ class SegmentWriter:
                             ) -> tuple[str | None, dict[int, str]]:
         """The reader schema text and every writer schema text the records name."""
         state = self._registry.state
-        subject = f"{tp.topic}-value"
+        subject = value_subject(tp.topic)
         reader = state.version(subject, "latest").schema.text if subject in state.subjects \
             else None
         writers: dict[int, str] = {}

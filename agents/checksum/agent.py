@@ -138,7 +138,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
                     or topic not in existing:
                 continue
             try:
-                reader = state.version(f"{topic}-value", "latest").schema
+                reader = state.reader_schema(topic)
             except NotFoundError:
                 continue  # metadata before its schema: wait for the schema
             if topic not in self._topics:

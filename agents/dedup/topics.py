@@ -59,7 +59,7 @@ async def keyed_topics(state: RegistryState, only: frozenset[str] | None,
         if not meta.key:
             continue
         try:
-            latest = state.version(f"{topic}-value", "latest").schema
+            latest = state.reader_schema(topic)
         except NotFoundError:
             continue  # metadata before its schema: wait for the schema
         previous = known.get(topic)

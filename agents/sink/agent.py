@@ -140,7 +140,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
                                        f"{type(exc).__name__}: {exc}")
             raise
         try:
-            reader = state.version(f"{self.topic}-value", "latest").schema
+            reader = state.reader_schema(self.topic)
         except NotFoundError:
             return frozenset()  # metadata before its schema: wait for the schema
         if self.metrics.state == "paused" and reader is self._reader:
@@ -182,7 +182,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         record written with it is dropped by decoding with an older reader."""
         state = self._registry.state
         try:
-            latest = state.version(f"{self.topic}-value", "latest").schema
+            latest = state.reader_schema(self.topic)
         except NotFoundError:
             return self._reader is not None
         meta = state.topics.get(self.topic)

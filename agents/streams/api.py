@@ -81,7 +81,7 @@ class StreamApi:
         async for event in stream.events():
             msg = event.message
             try:
-                reader = self._state.version(f"{topic}-value", "latest").schema
+                reader = self._state.reader_schema(topic)
                 schema_id, value = decode(msg.value, self._state.schema_by_id, reader)
             except (CodecError, NotFoundError) as exc:
                 self.undecodable += 1

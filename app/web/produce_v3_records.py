@@ -31,6 +31,7 @@ from typing import Any
 
 from onepipe.schemas.errors import NotFoundError, RequestError
 from onepipe.schemas.registry_state import RegistryState
+from onepipe.schemas.topic_names import value_subject
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_HEADERS", "V3Record", "check_key", "parse_record",
            "response_body", "topic_not_found"]
@@ -116,7 +117,7 @@ def _version(value: dict[str, Any], topic: str, state: RegistryState) -> int | s
     unknown = sorted(set(value) - _DATA_FIELDS)
     if unknown:
         raise _bad(f"unrecognized field(s) {unknown} in value", 400)
-    kind, subject = value.get("type"), f"{topic}-value"
+    kind, subject = value.get("type"), value_subject(topic)
     if kind is not None and kind not in _VALUE_TYPES:
         raise _bad(f"value type {kind!r} is not accepted: {topic!r} is schema-enforced Avro; "
                    'send the record as JSON with no type (or "AVRO"), it is validated '
@@ -260,7 +261,7 @@ def response_body(cluster_id: str, topic: str, partition: int, offset: int,
     }
     if key is not None:
         body["key"] = {"type": key_type or "BINARY", "size": len(key)}
-    body["value"] = {"type": "AVRO", "subject": f"{topic}-value", "schema_id": schema_id,
+    body["value"] = {"type": "AVRO", "subject": value_subject(topic), "schema_id": schema_id,
                      "schema_version": version, "size": value_size}
     return body
 

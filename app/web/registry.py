@@ -72,8 +72,8 @@ async def _schema_from_body(request: web.Request) -> AvroSchema:
 
 def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -> None:
     """A registered topic's value subject only takes record schemas that fit its metadata."""
-    topic = subject.removesuffix("-value")
-    if subject == topic or topic not in ctx.registry.state.topics:
+    topic = ctx.registry.state.topic_of(subject)
+    if topic is None:
         return
     meta = ctx.registry.state.topics[topic]
     try:

@@ -28,6 +28,7 @@ from onepipe.app.web.http import CTX, json_response
 from onepipe.app.web.sinks import sink_document
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import metadata_to_dict
+from onepipe.schemas.topic_names import value_subject
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -41,7 +42,7 @@ def _topics(ctx: WorkerContext) -> list[dict[str, Any]]:
     rows = []
     for topic in sorted(state.topics):
         meta = state.topics[topic]
-        subject = f"{topic}-value"
+        subject = value_subject(topic)
         versions = state.versions(subject) if subject in state.subjects else []
         latest = state.version(subject, "latest") if versions else None
         rows.append({

@@ -13,6 +13,7 @@ from onepipe.app.catalog import apply_topic
 from onepipe.app.web.http import CTX, json_response, read_json
 from onepipe.schemas.errors import MetadataError
 from onepipe.schemas.metadata import metadata_to_dict
+from onepipe.schemas.topic_names import value_subject
 
 
 async def list_topics(request: web.Request) -> web.Response:
@@ -23,7 +24,7 @@ async def get_metadata(request: web.Request) -> web.Response:
     state = request.app[CTX].registry.state
     topic = request.match_info["topic"]
     meta = metadata_to_dict(state.topic_metadata(topic))
-    latest = state.version(f"{topic}-value", "latest")
+    latest = state.version(value_subject(topic), "latest")
     meta.update(topic=topic, schema=latest.schema.json, schema_id=latest.schema_id,
                 version=latest.version)
     return json_response(meta)

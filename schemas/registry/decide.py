@@ -28,6 +28,7 @@ from onepipe.schemas.registry_state import (
     RegistryState,
     parse_version,
 )
+from onepipe.schemas.topic_names import check_subject
 
 
 def _key(kind: str, *parts: object) -> str:
@@ -103,7 +104,10 @@ def _keep_topic_version(state: RegistryState, subject: str, what: str) -> None:
 
 def set_config(state: RegistryState, subject: str | None, level: Compatibility | None
                ) -> Decision:
-    """``PUT``/``DELETE /config[/{subject}]``; 42205 when the subject is read-only."""
+    """``PUT``/``DELETE /config[/{subject}]``; 42205 when the subject is read-only, 42208
+    when a level would create a subject of a name no registry may hold."""
+    if subject is not None and level is not None:
+        check_subject(subject)
     state.check_writable(subject)
     return Decision(_key("config", subject or ""), {
         "type": "config", "subject": subject,
@@ -111,7 +115,10 @@ def set_config(state: RegistryState, subject: str | None, level: Compatibility |
 
 
 def set_mode(subject: str | None, mode: Mode | None) -> Decision:
-    """``PUT``/``DELETE /mode[/{subject}]``: always allowed (it is how READONLY ends)."""
+    """``PUT``/``DELETE /mode[/{subject}]``: always allowed (it is how READONLY ends), but
+    for a subject name no registry may hold (42208)."""
+    if subject is not None and mode is not None:
+        check_subject(subject)
     return Decision(_key("mode", subject or ""), {
         "type": "mode", "subject": subject, "mode": mode.value if mode else None})
 
@@ -132,6 +139,7 @@ async def register_off_loop(state: RegistryState, subject: str, schema: AvroSche
     changed there), and if the log moved while the thread ran, the check is made again
     against what the log holds now, so the decision never rests on a stale check.
     """
+    check_subject(subject)
     while True:
         existing = state.lookup(subject, schema)
         if existing is not None:

@@ -21,6 +21,7 @@ from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry.modes import DEFAULT_MODE, Mode
 from onepipe.schemas.registry.normalize import normalized_identity
 from onepipe.schemas.registry.types import SchemaVersion, SubjectHistory
+from onepipe.schemas.topic_names import source_of_value_subject, value_subject
 
 SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402
@@ -155,8 +156,13 @@ class RegistryView:
 
     def topic_of(self, subject: str) -> str | None:
         """The registered topic whose value subject ``subject`` is, if any."""
-        topic = subject.removesuffix("-value")
-        return topic if topic != subject and topic in self.topics else None
+        topic = source_of_value_subject(subject)
+        return topic if topic is not None and topic in self.topics else None
+
+    def reader_schema(self, topic: str) -> AvroSchema:
+        """The schema ``topic``'s records are read with: its value subject's latest live
+        version (40401/40402 when it has none)."""
+        return self.version(value_subject(topic), "latest").schema
 
     def topic_metadata(self, topic: str) -> TopicMetadata:
         try:

@@ -30,6 +30,7 @@ from onepipe.schemas.errors import (
     RequestError,
 )
 from onepipe.schemas.registry_state import RegistryState
+from onepipe.schemas.topic_names import value_subject
 from onepipe.schemas.validation import RecordConverter, compile_converter
 
 
@@ -151,7 +152,7 @@ class Publisher:
             self._writers.clear()
             self._generation = state.generation
         meta = state.topic_metadata(topic)  # NotFoundError for unknown topics
-        subject = f"{topic}-value"
+        subject = value_subject(topic)
         try:
             sv = state.version(subject, version)
         except NotFoundError as exc:

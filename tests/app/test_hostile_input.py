@@ -125,6 +125,21 @@ async def test_too_many_fields_too_large_and_invalid_names_are_refused(
         assert resp.status == 404  # nothing was registered
 
 
+async def test_subjects_no_registry_should_hold_are_a_422(http: aiohttp.ClientSession) -> None:
+    schema = {"type": "record", "name": "R", "fields": []}
+    for quoted in ("..%2Fetc", "a%00b", "line%0Abreak", "x" * 256):
+        status, body = await register(http, quoted, schema)
+        assert (status, body.get("error_code")) == (422, 42208), (quoted, body)
+        status, body = await send(http, "PUT", f"/config/{quoted}",
+                                  {"compatibility": "NONE"}, content_type=REGISTRY)
+        assert (status, body.get("error_code")) == (422, 42208), (quoted, body)
+        status, body = await send(http, "PUT", f"/mode/{quoted}", {"mode": "READONLY"},
+                                  content_type=REGISTRY)
+        assert (status, body.get("error_code")) == (422, 42208), (quoted, body)
+    async with http.get("/subjects") as resp:
+        assert not [s for s in await resp.json(content_type=None) if "\x00" in s or "/" in s]
+
+
 # ------------------------------------------------------------------ JSON bodies
 
 SIMPLE = {"type": "record", "name": "Simple", "fields": [

@@ -6,7 +6,11 @@ changing one is a change of this test, on purpose.
 
 from __future__ import annotations
 
+import pytest
+
 from onepipe.schemas import topic_names as names
+from onepipe.schemas.errors import InvalidSubjectError
+from onepipe.schemas.topic_names import check_subject, source_of_value_subject, value_subject
 
 
 def test_per_topic_names() -> None:
@@ -32,3 +36,27 @@ def test_sources_read_back_only_from_their_own_suffix() -> None:
     assert names.source_of_repartition("a.repartition") == "a"
     assert names.source_of_repartition("a.unique") is None
     assert names.source_of_unique("unique") is None
+
+
+@pytest.mark.parametrize("subject", ["widgets-value", ":.ctx:orders-value", "a.b_c-d",
+                                     "ünï-cödé", "x" * 255])
+def test_subjects_a_registry_may_create(subject: str) -> None:
+    assert check_subject(subject) == subject
+
+
+@pytest.mark.parametrize(("subject", "why"), [
+    ("", "is empty"), (".", "path step"), ("..", "path step"), ("../etc", "'/'"),
+    ("a\\b", "'\\\\'"), ("a\x00b", "'\\x00'"), ("line\nbreak", "'\\n'"), ("del\x7f", "'\\x7f'"),
+    ("c1\x85", "'\\x85'"), ("lone\ud800", "'\\ud800'"), ("x" * 256, "256 characters"),
+])
+def test_subjects_no_registry_should_hold(subject: str, why: str) -> None:
+    with pytest.raises(InvalidSubjectError) as info:
+        check_subject(subject)
+    assert why in info.value.message
+    assert (info.value.status, info.value.error_code) == (422, 42208)
+
+
+def test_value_subjects_and_back() -> None:
+    assert value_subject("widgets") == "widgets-value"
+    assert source_of_value_subject("widgets-value") == "widgets"
+    assert source_of_value_subject("widgets-key") is None
