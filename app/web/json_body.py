@@ -27,8 +27,7 @@ import orjson
 
 from onepipe.schemas.errors import RequestError
 
-
-#: The deepest body accepted (orjson writes no deeper; a schema may nest 200 at most).
+#: The deepest body accepted (orjson writes no deeper; a schema may nest 100 at most).
 MAX_DEPTH = 254
 
 
