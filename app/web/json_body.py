@@ -40,10 +40,35 @@ def parse_json_body(raw: bytes) -> Any:
         except orjson.JSONDecodeError as exc:
             error = exc
         else:
-            if _may_repeat_keys(raw, data):
+            try:
+                dump = orjson.dumps(data)
+            except TypeError:  # nested deeper than orjson writes (it reads 1,024 levels)
+                raise _too_deep() from None
+            if _may_repeat_keys(raw, dump):
                 _strict_loads(raw, None)  # raises, naming the repeated key
             return data
-    return _strict_loads(raw, error)
+    data = _strict_loads(raw, error)
+    if isinstance(data, dict | list) and _deeper_than(data, MAX_DEPTH):
+        raise _too_deep()
+    return data
+
+
+def _too_deep() -> RequestError:
+    return RequestError(
+        f"request body nests deeper than {MAX_DEPTH} levels; no record or schema onepipe "
+        "accepts needs that many", code="too_deep")
+
+
+def _deeper_than(data: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether ``data`` nests deeper than ``limit`` (iteratively: it may be deep)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _strict_loads(raw: bytes, error: ValueError | None) -> Any:
@@ -79,27 +104,23 @@ def _may_hold_big_int(raw: bytes) -> bool:
 
 
 #: Byte runs after which the count below is not exact: a quote escaped right before a
-#: colon (inside a string, or a key ending in a backslash) and space before a colon.
-_IRREGULAR = (b'\\":', b'" :', b'"\t:', b'"\n:', b'"\r:')
+#: colon (inside a string, or a key ending in a backslash), space before a colon, and a
+#: string that starts with an escaped colon (the dump writes it as ``":``).
+_IRREGULAR = (b'\\":', b'" :', b'"\t:', b'"\n:', b'"\r:', b'"\\u003a', b'"\\u003A')
 
 
-def _may_repeat_keys(raw: bytes, data: Any) -> bool:
-    """Whether ``raw`` may hold an object with a repeated key, which ``data`` dropped.
+def _may_repeat_keys(raw: bytes, dump: bytes) -> bool:
+    """Whether ``raw`` may hold an object with a repeated key, which the parsed data
+    (``dump``, orjson's re-encoding of it) dropped.
 
-    Every key in the body is followed by ``":``; orjson's dump of the parsed data writes
-    one ``":`` per key it kept, and escapes every quote inside a string as ``\\"``. So
+    Every key in the body is followed by ``":``; the dump writes one ``":`` per key it
+    kept, escapes every quote inside a string as ``\\"`` and never escapes a colon. So
     when the body is regular (no :data:`_IRREGULAR` run), the two counts are equal
-    exactly when no key was dropped. Costs one dump and a few byte scans (about one
+    exactly when no key was dropped. Costs the dump and a few byte scans (about one
     orjson parse); an irregular body takes the standard parser's exact check instead.
     """
     if any(run in raw for run in _IRREGULAR):
         return True
-    try:
-        dump = orjson.dumps(data)
-    except TypeError:  # nested deeper than orjson writes (254 levels; it reads 1,024)
-        raise RequestError(
-            f"request body nests deeper than {MAX_DEPTH} levels; no record or schema "
-            "onepipe accepts needs that many", code="too_deep") from None
     return raw.count(b'":') != dump.count(b'":') - dump.count(b'\\":')
 
 
