@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         servers = [s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip()]
         for server in servers:
             host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            if not sep or not host or not (port.isascii() and port.isdigit()):
                 msg = f"expected host:port[,host:port...], got {value!r}"
                 raise ValueError(msg)
         if not servers:

@@ -216,7 +216,7 @@ async def schema_types(request: web.Request) -> web.Response:
 
 
 def _int_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise NotFoundError(f"schema id {raw!r} not found; ids are positive integers", 40403)
     return int(raw)
 

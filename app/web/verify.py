@@ -63,7 +63,7 @@ def cache_dir(data_dir: Path) -> Path:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}",
                            code="invalid_limit")
     return int(text)

@@ -217,7 +217,8 @@ def parse_version(version: str | int) -> int:
         number = version
     elif isinstance(version, str) and version == "latest":
         return -1
-    elif isinstance(version, str) and version.lstrip("-").isdigit() and len(version) < 11:
+    elif (isinstance(version, str) and version.isascii() and version.lstrip("-").isdigit()
+          and len(version) < 11):
         number = int(version)
     else:
         raise InvalidVersionError(

@@ -140,6 +140,15 @@ async def test_subjects_no_registry_should_hold_are_a_422(http: aiohttp.ClientSe
         assert not [s for s in await resp.json(content_type=None) if "\x00" in s or "/" in s]
 
 
+async def test_digits_that_are_not_ascii_are_a_4xx(http: aiohttp.ClientSession) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: each was a 500."""
+    for url, want in (("/schemas/ids/%C2%B2", 404), ("/verify/x?limit=%C2%B2", 400),
+                      ("/subjects/s/versions/%C2%B2", 422)):
+        async with http.get(url) as resp:
+            assert resp.status in (want, 404), (url, await resp.text())
+            assert resp.status < 500
+
+
 # ------------------------------------------------------------------ JSON bodies
 
 SIMPLE = {"type": "record", "name": "Simple", "fields": [

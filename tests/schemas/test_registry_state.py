@@ -146,3 +146,9 @@ def test_metadata_is_parsed_once_and_a_bad_record_keeps_the_previous_entry() -> 
     assert state.topic_metadata("t") is meta and state.generation == generation
     assert not state.apply(2, {"type": "metadata", "topic": "bad name!", "metadata": good})
     assert set(state.topics) == {"t"}
+
+
+@pytest.mark.parametrize("raw", ["²", "-²", "١", "1²", "", "1.0", "0x1"])
+def test_versions_that_are_not_ascii_digits_are_42202(raw: str) -> None:
+    with pytest.raises(InvalidVersionError):
+        parse_version(raw)
