@@ -9,7 +9,6 @@ changes nothing the second time.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from onepipe.app.web.schema_input import off_loop
 from onepipe.schemas.avro_schema import parse_schema
-from onepipe.schemas.compatibility import Compatibility
+from onepipe.schemas.compatibility import Compatibility, incompatibilities
 from onepipe.schemas.errors import ConfigError, MetadataError, SchemaError
 from onepipe.schemas.metadata import metadata_from_dict, metadata_to_dict
 from onepipe.schemas.metadata_checks import validate_against_schema
+from onepipe.schemas.registry.view import incompatible
 from onepipe.schemas.schema_limits import SchemaLimits
 from onepipe.schemas.topic_names import value_subject
 from onepipe.tables.kafka.topics import ensure_topic
@@ -53,15 +54,18 @@ async def apply_topic(
     *,
     replication_factor: int = 1,
     limits: SchemaLimits | None = None,
+    check_seconds: float = 30.0,
 ) -> ApplyResult:
     """Apply one topic: register its schema, set its mode, create it, store its metadata.
 
     ``limits`` bound the schema (the HTTP view passes the settings'); parsing and the
-    compatibility check run in a thread, so a large schema never holds the event loop.
+    compatibility check run in a thread, refused after ``check_seconds``, so a large
+    schema never holds the event loop.
     """
     if schema_data is None:
         raise MetadataError("`schema` is required: the topic's Avro record schema", "schema")
-    schema = await asyncio.to_thread(parse_schema, schema_data, limits)
+    schema = await off_loop(check_seconds, "parsing the schema", parse_schema, schema_data,
+                            limits)
     meta = metadata_from_dict(topic, entry)
     validate_against_schema(meta, schema)
     state = store.state
@@ -69,7 +73,11 @@ async def apply_topic(
     mode = Compatibility.parse(meta.compatibility)
     # Checked under the catalog's level before anything is written, so a refusal changes
     # nothing (the level itself is written first, below).
-    await asyncio.to_thread(state.check_register, subject, schema, mode)
+    if state.lookup(subject, schema) is None:  # in a thread, on inputs taken here
+        reasons = await off_loop(check_seconds, "checking compatibility", incompatibilities,
+                                 schema, state.live_schemas(subject), mode)
+        if reasons:
+            raise incompatible(subject, mode, reasons)
     result = ApplyResult(topic)
 
     # Kafka topic first: a topic whose partitions differ from the declaration is an error

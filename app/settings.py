@@ -115,9 +115,12 @@ class Settings(BaseSettings):
         description="Deepest JSON nesting of a schema the registry accepts (bounds every "
         "recursive parser and checker that will read it, at every worker's start).")
     max_schema_fields: int = Field(
-        2_000, ge=10, le=100_000,
-        description="Most fields (over all records) of a schema the registry accepts; Avro's "
-        "compatibility check costs their square.")
+        2_000, ge=10, le=10_000,
+        description="Most fields (plus branches of unions wider than two) of a schema the "
+        "registry accepts; Avro's compatibility check costs their square.")
+    max_schema_union: int = Field(
+        100, ge=2, le=1_000, description="Most branches of one union in a schema the registry "
+        "accepts (a union checked against a union costs more than their square).")
     schema_check_seconds: float = Field(
         10.0, gt=0,
         description="Longest parsing and checking one submitted schema may take (off the "
@@ -303,7 +306,7 @@ class Settings(BaseSettings):
     def schema_limits(self) -> SchemaLimits:
         """What a schema sent to the registry or the catalog may be."""
         return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
-                            max_fields=self.max_schema_fields)
+                            max_fields=self.max_schema_fields, max_union=self.max_schema_union)
 
     @property
     def registry_journal_path(self) -> Path:

@@ -43,9 +43,15 @@ class SchemaLimits:
     #: Levels of JSON nesting in the schema document (a record's field of an array of
     #: records is 6). Bounds the recursion of every parser and checker that reads it.
     max_depth: int = 64
-    #: Fields over all records of the schema. Avro's compatibility check costs the
-    #: square of it: ~0.25 s at 2,000 fields, ~1.5 s at 5,000 (measured here).
+    #: Fields over all records of the schema, plus the branches of every union beyond
+    #: its first two (``["null", T]`` costs nothing; a union of 100 records costs 98).
+    #: Avro's compatibility check costs the square of it: ~0.25 s at 2,000 fields, ~1.5 s
+    #: at 5,000; a union checked against a union, the square of its width (measured here).
     max_fields: int = 2_000
+    #: Branches of one union. A union checked against a union costs more than the square
+    #: of its width: 250 branches took 1.2 s, 1,000 took 26 s (measured here); real
+    #: unions hold a handful.
+    max_union: int = 100
     #: Refuse names the Avro specification does not allow (off for stored schemas).
     check_names: bool = True
 
@@ -56,7 +62,7 @@ class SchemaLimits:
             raise SchemaError(
                 f"schema is {size} bytes; the limit is {self.max_bytes} "
                 "(ONEPIPE_MAX_SCHEMA_BYTES)")
-        fields = 0
+        fields = self._union(data) if isinstance(data, list) else 0  # a union schema
         stack: list[tuple[Any, int]] = [(data, 1)]
         while stack:
             node, depth = stack.pop()
@@ -71,16 +77,33 @@ class SchemaLimits:
                 continue
             if self.check_names:
                 _check_names(node)
-            if isinstance(node.get("fields"), list) and node.get("type") in ("record", "error"):
-                fields += len(node["fields"])
-                if fields > self.max_fields:
-                    raise SchemaError(
-                        f"schema has more than {self.max_fields} fields "
-                        "(ONEPIPE_MAX_SCHEMA_FIELDS); split the record")
+            members = len(node["fields"]) if (isinstance(node.get("fields"), list)
+                                              and node.get("type") in ("record", "error")) else 0
+            for union in _unions(node):
+                members += self._union(union)
+            fields += members
+            if fields > self.max_fields:
+                raise SchemaError(
+                    f"schema has more than {self.max_fields} fields and wide-union branches "
+                    "(ONEPIPE_MAX_SCHEMA_FIELDS); split the record")
             # Every value is walked, defaults included: a default nested 10,000 deep
             # overflows a parser as surely as a type does.
             stack.extend((value, depth + 1) for value in node.values()
                          if isinstance(value, dict | list))
+
+
+    def _union(self, branches: list[Any]) -> int:
+        """What a union counts toward :attr:`max_fields`."""
+        if len(branches) > self.max_union:
+            raise SchemaError(
+                f"a union of {len(branches)} branches; the limit is {self.max_union} "
+                "(ONEPIPE_MAX_SCHEMA_UNION); use a record with optional fields instead")
+        return max(len(branches) - 2, 0)
+
+
+def _unions(node: dict[str, Any]) -> list[list[Any]]:
+    """The unions written in one JSON object of a schema: a list where a type goes."""
+    return [node[key] for key in ("type", "items", "values") if isinstance(node.get(key), list)]
 
 
 def _check_names(node: dict[str, Any]) -> None:
@@ -120,4 +143,4 @@ def _name(value: Any, what: str, *, full: bool) -> None:
 #: safe on any stack a worker runs it on (Avro's parser takes ~3 frames a level: 100
 #: levels leave 700 of Python's 1,000 to the caller). The door's depth may not exceed it.
 REPLAY_LIMITS = SchemaLimits(max_bytes=64 * 1024 * 1024, max_depth=100,
-                             max_fields=1_000_000, check_names=False)
+                             max_fields=1_000_000, max_union=1_000_000, check_names=False)

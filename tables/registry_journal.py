@@ -21,6 +21,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -30,6 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from onepipe.schemas.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +107,29 @@ class RegistryJournal:
         """Forget every record (before a restore journals them again at new offsets)."""
         self.path.unlink(missing_ok=True)
         self._last = -1
+
+    def check_restorable(self, topic: str, highwater: int) -> None:
+        """Refuse a log ``topic``[0] that is not empty but shorter than the journal."""
+        if highwater > 0:
+            raise BrokerError(
+                f"registry log {topic}[0] ends at @{highwater}, but this worker applied it "
+                f"up to @{self.last_offset} (journal {self.path}): the broker lost part of "
+                "the log or the topic was recreated. Refusing to start, so that no schema id "
+                "is given to another schema. Delete the topic to restore it from the journal "
+                f"at the next start, or delete {self.path} to accept the log as it is.")
+
+    async def restore(self, producer: AIOKafkaProducer, topic: str, bound: float) -> None:
+        """Write every journaled record back into the empty log ``topic``[0], ids and
+        versions unchanged."""
+        records = self.read()
+        log.warning("registry log %s[0] is empty but journal %s holds %d record(s): "
+                    "restoring them, ids and versions unchanged", topic, self.path,
+                    len(records))
+        self.reset()  # journaled again, at their new offsets, as they are read back
+        sends = [await producer.send(topic, r.value, key=r.key, partition=0) for r in records]
+        try:
+            await asyncio.wait_for(asyncio.gather(*sends), bound)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerError(f"could not restore registry log {topic}: {exc!r}; the journal "
+                              "is kept in memory only, restart to retry before anything else "
+                              "is registered") from exc

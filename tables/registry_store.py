@@ -155,30 +155,10 @@ class RegistryStore:
     async def _restore(self, highwater: int) -> int:
         """The journal knows more than the log: restore an empty log, refuse a shorter one."""
         assert self.journal is not None and self._consumer is not None
-        journal = self.journal
-        if highwater > 0:
-            raise BrokerError(
-                f"registry log {self.topic}[0] ends at @{highwater}, but this worker "
-                f"applied it up to @{journal.last_offset} (journal {journal.path}): the "
-                "broker lost part of the log or the topic was recreated. Refusing to start, "
-                "so that no schema id is given to another schema. Delete the topic to "
-                f"restore it from the journal at the next start, or delete {journal.path} "
-                "to accept the log as it is.")
-        records = journal.read()
-        log.warning("registry log %s[0] is empty but journal %s holds %d record(s): "
-                    "restoring them, ids and versions unchanged", self.topic, journal.path,
-                    len(records))
+        self.journal.check_restorable(self.topic, highwater)
         if self._producer is None:
             self._producer = await self._own()
-        journal.reset()  # journaled again, at their new offsets, as they are read back
-        sends = [await self._producer.send(self.topic, r.value, key=r.key, partition=0)
-                 for r in records]
-        try:
-            await asyncio.wait_for(asyncio.gather(*sends), self._write_timeout)
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerError(f"could not restore registry log {self.topic}: {exc!r}; "
-                              f"the journal is kept in memory only, restart to retry "
-                              f"before anything else is registered") from exc
+        await self.journal.restore(self._producer, self.topic, self._write_timeout)
         return await read_to_end(self._consumer, self._tp, self._apply_batch)
 
     async def _own(self) -> AIOKafkaProducer:
@@ -223,7 +203,8 @@ class RegistryStore:
                     if found is not None:
                         return found
                     schema = normalized(schema)
-                outcome = await decide.register_off_loop(self.state, subject, schema)
+                outcome = await decide.register_off_loop(self.state, subject, schema,
+                                                         self._write_timeout)
                 if isinstance(outcome, SchemaVersion):
                     return outcome
                 await self._append_locked(outcome)

@@ -295,14 +295,13 @@ async def check_compatibility(request: web.Request) -> web.Response:
             return _reply({"is_compatible": True, "messages": []})
         state.versions(subject)  # raises 40401
     # Avro's checker costs the square of the fields: in a thread, on inputs taken here.
+    bound, what = ctx.settings.schema_check_seconds, "checking compatibility"
     if raw_version is None:
-        older = [state.schemas_by_id[i] for i in state.subjects.get(subject, [])]
-        reasons = await off_loop(ctx.settings, "checking compatibility", incompatibilities,
-                                 schema, older, mode)
+        reasons = await off_loop(bound, what, incompatibilities, schema,
+                                 state.live_schemas(subject), mode)
     else:
         old = state.version(subject, raw_version).schema
-        reasons = await off_loop(ctx.settings, "checking compatibility", _against, schema,
-                                 old, mode)
+        reasons = await off_loop(bound, what, _against, schema, old, mode)
     body: dict[str, Any] = {"is_compatible": not reasons}
     if query_flag(request, "verbose") or reasons:
         body["messages"] = reasons

@@ -25,13 +25,13 @@ T = TypeVar("T")
 async def parse_submitted(data: str | dict[str, Any] | list[Any], settings: Settings
                           ) -> AvroSchema:
     """``data`` parsed as a schema a caller sent; :class:`SchemaError` (422) otherwise."""
-    return await off_loop(settings, "parsing the schema", parse_schema, data,
-                          settings.schema_limits)
+    return await off_loop(settings.schema_check_seconds, "parsing the schema", parse_schema,
+                          data, settings.schema_limits)
 
 
-async def off_loop(settings: Settings, what: str, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a thread, refused after ``ONEPIPE_SCHEMA_CHECK_SECONDS``."""
-    bound = settings.schema_check_seconds
+async def off_loop(bound: float, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread, refused (422) after ``bound`` seconds (the settings'
+    ``ONEPIPE_SCHEMA_CHECK_SECONDS``)."""
     try:
         async with asyncio.timeout(bound):
             return await asyncio.to_thread(fn, *args)

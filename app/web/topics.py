@@ -38,7 +38,8 @@ async def put_metadata(request: web.Request) -> web.Response:
         raise MetadataError(f"expected a JSON object of catalog fields, got {type(body).__name__}")
     result = await apply_topic(ctx.registry, topic, body.get("schema"), body,
                                replication_factor=ctx.settings.replication_factor,
-                               limits=ctx.settings.schema_limits)
+                               limits=ctx.settings.schema_limits,
+                               check_seconds=ctx.settings.schema_check_seconds)
     return json_response(result.to_json())
 
 

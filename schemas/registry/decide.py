@@ -14,7 +14,7 @@ import uuid
 
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.compatibility import Compatibility, incompatibilities
-from onepipe.schemas.errors import NotFoundError, OperationNotPermittedError
+from onepipe.schemas.errors import NotFoundError, OperationNotPermittedError, SchemaError
 from onepipe.schemas.registry.modes import Mode
 from onepipe.schemas.registry.types import Decision, SchemaVersion
 from onepipe.schemas.registry.view import incompatible
@@ -129,15 +129,17 @@ def put_metadata(topic: str, metadata: dict[str, object]) -> Decision:
         "type": "metadata", "topic": topic, "metadata": metadata})
 
 
-async def register_off_loop(state: RegistryState, subject: str, schema: AvroSchema
-                            ) -> SchemaVersion | Decision:
+async def register_off_loop(state: RegistryState, subject: str, schema: AvroSchema,
+                            bound: float) -> SchemaVersion | Decision:
     """:meth:`RegistryState.decide_register`, with Avro's compatibility check in a thread.
 
     The check is pure Python and costs the square of the fields (a 2,000-field schema
     checked against one version: ~0.25 s); on the event loop it held every request of
     the worker that long. Its inputs are taken on the loop (the state is only ever
-    changed there), and if the log moved while the thread ran, the check is made again
-    against what the log holds now, so the decision never rests on a stale check.
+    changed there), and if they changed while the thread ran (a version registered or
+    deleted, a level set), the check is made again against what the log holds now, so
+    the decision never rests on a stale check. A check longer than ``bound`` seconds is
+    refused (422) rather than holding the registry's write lock.
     """
     check_subject(subject)
     while True:
@@ -145,11 +147,16 @@ async def register_off_loop(state: RegistryState, subject: str, schema: AvroSche
         if existing is not None:
             return existing
         state.check_writable(subject)
-        generation = state.generation
-        level = state.compatibility(subject)
-        older = [state.schemas_by_id[i] for i in state.subjects.get(subject, [])]
-        reasons = await asyncio.to_thread(incompatibilities, schema, older, level)
-        if state.generation != generation:
+        level, older = state.compatibility(subject), state.live_schemas(subject)
+        try:
+            async with asyncio.timeout(bound):
+                reasons = await asyncio.to_thread(incompatibilities, schema, older, level)
+        except TimeoutError:
+            raise SchemaError(
+                f"checking the schema's compatibility with subject {subject!r} took longer "
+                f"than {bound:g} s; make the schema smaller (fewer fields, narrower unions)"
+            ) from None
+        if (level, older) != (state.compatibility(subject), state.live_schemas(subject)):
             continue
         if reasons:
             raise incompatible(subject, level, reasons)

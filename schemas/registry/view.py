@@ -179,9 +179,13 @@ class RegistryView:
         """Why ``schema`` may not become the next version of ``subject`` under ``mode``
         (default: the subject's effective level); empty when it may. Soft-deleted
         versions are not checked against, as in Confluent."""
-        mode = mode or self.compatibility(subject)
-        older = [self.schemas_by_id[i] for i in self.subjects.get(subject, [])]
-        return incompatibilities(schema, older, mode)
+        return incompatibilities(schema, self.live_schemas(subject),
+                                 mode or self.compatibility(subject))
+
+    def live_schemas(self, subject: str) -> list[AvroSchema]:
+        """The live versions' schemas of ``subject``, oldest first: what a new version is
+        checked against (a fresh list, safe to hand to a thread)."""
+        return [self.schemas_by_id[i] for i in self.subjects.get(subject, [])]
 
     def check_writable(self, subject: str | None) -> None:
         """42205 when ``subject`` (or the registry) is read-only."""

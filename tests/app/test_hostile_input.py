@@ -108,6 +108,10 @@ async def test_too_many_fields_too_large_and_invalid_names_are_refused(
     subject = unique("bad") + "-value"
     status, body = await register(http, subject, wide_record(10_000))
     refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_FIELDS")
+    wide_union = {"type": "record", "name": "U", "fields": [{"name": "u", "type": [
+        {"type": "record", "name": f"B{i}", "fields": []} for i in range(1_000)]}]}
+    status, body = await register(http, subject, wide_union)  # 26 s of checking, before
+    refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_UNION")
     big_doc = {"type": "record", "name": "Big", "doc": "x" * 600_000, "fields": []}
     status, body = await register(http, subject, big_doc)
     refused(status, body, 422, "ONEPIPE_MAX_SCHEMA_BYTES")

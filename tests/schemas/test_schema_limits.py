@@ -39,6 +39,8 @@ def test_real_schemas_pass() -> None:
                                                   "symbols": ["A"]}},
                       {"name": "note", "type": ["null", "string"], "default": None}]})
     check(nested_arrays(61))
+    check({"type": "record", "name": "Wide", "fields": [  # every field optional
+        {"name": f"f{i}", "type": ["null", "long"], "default": None} for i in range(2_000)]})
     check("string")
     check(["null", "long"])
 
@@ -47,6 +49,15 @@ def test_real_schemas_pass() -> None:
     (nested_arrays(62), "ONEPIPE_MAX_SCHEMA_DEPTH"),
     ({"type": "record", "name": "W", "fields": [
         {"name": f"f{i}", "type": "int"} for i in range(2_001)]}, "ONEPIPE_MAX_SCHEMA_FIELDS"),
+    ({"type": "record", "name": "U", "fields": [{"name": "u", "type": [
+        {"type": "record", "name": f"R{i}", "fields": []} for i in range(101)]}]},
+     "ONEPIPE_MAX_SCHEMA_UNION"),
+    ([{"type": "fixed", "name": f"F{i}", "size": 1} for i in range(101)],
+     "ONEPIPE_MAX_SCHEMA_UNION"),
+    ({"type": "record", "name": "M", "fields": [
+        {"name": f"f{i}", "type": [{"type": "record", "name": f"R{i}x{j}", "fields": []}
+                                   for j in range(90)]} for i in range(23)]},
+     "fields and wide-union branches"),
     ({"type": "record", "name": "B", "doc": "x" * 600_000, "fields": []},
      "ONEPIPE_MAX_SCHEMA_BYTES"),
     ({"type": "record", "name": "1bad", "fields": []}, "record name '1bad'"),
