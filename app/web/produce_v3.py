@@ -19,11 +19,15 @@ reply per request, in order, each a ``ProduceResponse`` (``error_code`` 200) or 
 object; an invalid record is answered with its error and the stream goes on.
 
 Streaming is bounded: the body is read chunk by chunk (never whole) and split into
-objects as they complete (``json_stream``); at most :data:`MAX_BATCH` x 2 parsed records
-wait, and each batch is validated, sent and acknowledged before the next is sent, while
-the next is being read. A record longer than ``max_request_bytes`` (or bytes that are not
-an object) ends the stream after its error reply, as Confluent stops its stream. Replies
-are written as each batch is acknowledged (``\\r\\n`` after each, as Confluent's chunks).
+objects as they complete (``json_stream``); the parsed requests waiting to be sent hold
+at most twice ``max_request_bytes`` (each counted at least 1 KiB), and each batch of up
+to :data:`~onepipe.app.web.produce_v3_batch.MAX_BATCH` (``produce_v3_batch``) is
+validated, sent and acknowledged before the next is sent, while the next is being read.
+A record longer than ``max_request_bytes`` (or bytes that are not an object) ends the
+stream after its error reply, as Confluent stops its stream; so does a silence longer
+than ``ONEPIPE_REQUEST_READ_SECONDS`` (408), and a client that closes the connection ends
+it quietly. Replies are written as each batch is acknowledged (``\\r\\n`` after each, as
+Confluent's chunks).
 """
 
 from __future__ import annotations
@@ -40,33 +44,15 @@ from aiokafka.errors import KafkaError
 
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import CTX, json_response
-from onepipe.app.web.json_stream import Document, JsonObjectSplitter, ObjectTooLarge
-from onepipe.app.web.produce_v3_records import (
-    V3Record,
-    check_key,
-    parse_record,
-    response_body,
-    topic_not_found,
-)
-from onepipe.schemas.errors import (
-    BrokerError,
-    FieldError,
-    NotFoundError,
-    OnepipeError,
-    RecordValidationError,
-    RequestError,
-)
-from onepipe.schemas.partitioner import partitions_for
-from onepipe.sinks.publish.publisher import TopicWriter
+from onepipe.app.web.json_stream import Document, JsonObjectSplitter
+from onepipe.app.web.produce_v3_batch import MAX_BATCH, Batcher
+from onepipe.app.web.produce_v3_records import topic_not_found
+from onepipe.schemas.errors import BrokerError, NotFoundError, RequestError
 
 log = logging.getLogger(__name__)
 
-#: Most records validated and sent as one batch (and awaited together).
-MAX_BATCH = 1000
 _READ_CHUNK = 64 * 1024
 _CHARSETS = frozenset({None, "utf-8", "iso-8859-1"})
-#: One reply: (HTTP status it would have alone, JSON body).
-Reply = tuple[int, dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -171,7 +157,7 @@ async def produce(request: web.Request) -> web.StreamResponse:
             f"HTTP 415 Unsupported Media Type: {request.headers.get('Content-Type', '(none)')!r}"
             "; send Content-Type: application/json (UTF-8)",
             status=415, code="unsupported_media_type")
-    batcher = _Batcher(ctx, topic, cluster_id)
+    batcher = Batcher(ctx, topic, cluster_id)
     limit = ctx.settings.max_request_bytes
     if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
         if request.content_length is not None and request.content_length > limit:
@@ -181,7 +167,7 @@ async def produce(request: web.Request) -> web.StreamResponse:
                 "(ONEPIPE_MAX_REQUEST_BYTES); stream the records with chunked encoding",
                 status=413, code="payload_too_large")
         splitter = JsonObjectSplitter(limit)
-        items = [*splitter.feed(await request.read()), splitter.close()]
+        items = [*splitter.feed(await _read_whole(request)), splitter.close()]
         found = [i for i in items if i is not None]
         if not found:
             raise RequestError("Payload error. Request body is empty. Data is required.",
@@ -191,6 +177,18 @@ async def produce(request: web.Request) -> web.StreamResponse:
             return json_response(body, status=status)
         return await _stream(request, batcher, _listed(found))
     return await _stream(request, batcher, _read(request, JsonObjectSplitter(limit)))
+
+
+async def _read_whole(request: web.Request) -> bytes:
+    """A body that is not streamed, within ONEPIPE_REQUEST_READ_SECONDS (408 after)."""
+    seconds = request.app[CTX].settings.request_read_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise RequestError(f"the request body did not arrive within {seconds:g} s "
+                           "(ONEPIPE_REQUEST_READ_SECONDS); send it at once", status=408,
+                           code="request_timeout") from None
 
 
 async def _listed(items: list[Any]) -> AsyncIterator[Any]:
@@ -226,20 +224,25 @@ async def _read(request: web.Request, splitter: JsonObjectSplitter) -> AsyncIter
         yield tail
 
 
-async def _stream(request: web.Request, batcher: _Batcher, items: AsyncIterator[Any]
+async def _stream(request: web.Request, batcher: Batcher, items: AsyncIterator[Any]
                   ) -> web.StreamResponse:
     response = web.StreamResponse(status=200)
     response.content_type = "application/json"
     await response.prepare(request)
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * MAX_BATCH)
+    # Parsed requests wait here while earlier ones are sent: bounded in bytes (each
+    # counted at least _ITEM_FLOOR, so tiny ones are bounded in number too), so neither
+    # a slow broker nor a fast client can make one stream hold more than the budget.
+    budget = _Budget(2 * request.app[CTX].settings.max_request_bytes)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
 
     async def fill() -> None:
         try:
             async for item in items:
-                await queue.put(item)
+                await budget.take(_cost(item))
+                queue.put_nowait(item)
         finally:
-            await queue.put(done)
+            queue.put_nowait(done)  # never blocks: the budget bounds the queue
 
     reader = asyncio.create_task(fill())
     try:
@@ -253,9 +256,15 @@ async def _stream(request: web.Request, batcher: _Batcher, items: AsyncIterator[
                 finished = True
             if batch:
                 replies = await batcher.run(batch)
+                budget.give(sum(_cost(item) for item in batch))
                 await response.write(b"".join(orjson.dumps(body) + b"\r\n"
                                               for _, body in replies))
         await reader  # re-raises what the reader met (a broken connection)
+    except ConnectionResetError:
+        # The client went away: what was sent stays sent (at-least-once); no one is left
+        # to answer, and the reader goes with it (below).
+        log.info("v3 stream to %s: the client closed the connection", batcher.topic)
+        return response
     finally:
         if not reader.done():
             reader.cancel()
@@ -263,123 +272,31 @@ async def _stream(request: web.Request, batcher: _Batcher, items: AsyncIterator[
     return response
 
 
-class _Batcher:
-    """Validates, sends and answers batches of one stream's requests, in order."""
-
-    def __init__(self, ctx: WorkerContext, topic: str, cluster_id: str) -> None:
-        self.ctx, self.topic, self.cluster_id = ctx, topic, cluster_id
-        self.position = 0  # index of the next request in the stream
-
-    async def run(self, items: list[Any]) -> list[Reply]:
-        replies: list[Reply | None] = [None] * len(items)
-        groups: dict[int | str, list[tuple[int, V3Record]]] = {}
-        state = self.ctx.registry.state
-        for i, item in enumerate(items):
-            try:
-                record = parse_record(_document(item), self.topic, state)
-            except OnepipeError as exc:
-                replies[i] = (exc.status, exc.to_json())
-                continue
-            groups.setdefault(record.version, []).append((i, record))
-        ready: list[tuple[int, V3Record, TopicWriter, tuple[bytes | None, bytes]]] = []
-        for version, group in groups.items():
-            try:
-                writer = self.ctx.publisher.writer(self.topic, version)
-            except OnepipeError as exc:
-                for i, _ in group:
-                    replies[i] = (exc.status, exc.to_json())
-                continue
-            encoded_group = await self._encode(writer, group, replies)
-            for (i, record), encoded in zip(group, encoded_group, strict=True):
-                if encoded is not None:
-                    ready.append((i, record, writer, encoded))
-        ready = self._check_keys(ready, replies)
-        ready.sort(key=lambda entry: entry[0])  # Kafka gets them in stream order
-        if ready:
-            await self._send(ready, replies)
-        self.position += len(items)
-        return [r if r is not None else (500, {}) for r in replies]
-
-    async def _encode(self, writer: TopicWriter, group: list[tuple[int, V3Record]],
-                      replies: list[Reply | None]) -> list[tuple[bytes | None, bytes] | None]:
-        """Each record's (key, value), None for those whose errors went into ``replies``."""
-        try:
-            return list(await writer.encode_async([r.data for _, r in group]))
-        except OnepipeError:
-            pass
-        # Some record failed (invalid, or too large once encoded): one at a time, so each
-        # error goes to its own record; a rare path, at the batch's cost once more.
-        out: list[tuple[bytes | None, bytes] | None] = []
-        for i, record in group:
-            try:
-                out.append(writer.encode([record.data])[0])
-                continue
-            except RecordValidationError as exc:
-                replies[i] = self._invalid(writer, self.position + i, exc.errors)
-            except OnepipeError as exc:
-                body = exc.to_json()
-                body["message"] = f"record {self.position + i} of the stream: {exc.message}"
-                replies[i] = (exc.status, body)
-            out.append(None)
-        return out
-
-    def _invalid(self, writer: TopicWriter, index: int, errors: list[FieldError]) -> Reply:
-        """The reply to one invalid record: the native 422 body, for this record alone."""
-        body = RecordValidationError(errors).to_json()
-        body["message"] = (
-            f"record {index} of the stream does not match the schema of {self.topic!r} "
-            f"(version {writer.version}): {errors[0].path or '(record)'}: {errors[0].reason}"
-            "; it was not produced")
-        body["errors"] = [{**e.to_json(), "index": index} for e in errors]
-        return (422, body)
-
-    def _check_keys(self, ready: list[Any], replies: list[Reply | None]) -> list[Any]:
-        partitions = self.ctx.registry.state.topics[self.topic].partitions
-        kept = []
-        for entry in ready:
-            i, record, writer, (key, _) = entry
-            fields = writer.key_encoder.fields if writer.key_encoder is not None else ()
-            where = None
-            if record.partition_id is not None and key is not None:
-                where = partitions_for([key], partitions)[0]
-            reason = check_key(record, fields, key, where, self.topic)
-            if reason is None:
-                kept.append(entry)
-            else:
-                replies[i] = (422, RequestError(reason, 422, "key_mismatch").to_json())
-        return kept
-
-    async def _send(self, ready: list[Any], replies: list[Reply | None]) -> None:
-        headers = [r.headers for _, r, _, _ in ready]
-        stamps = [r.timestamp_ms for _, r, _, _ in ready]
-        try:
-            deliveries = await self.ctx.publisher.send_encoded(
-                self.topic, [kv for _, _, _, kv in ready],
-                headers=headers if any(headers) else None,
-                timestamps_ms=stamps if any(s is not None for s in stamps) else None)
-        except OnepipeError as exc:
-            for i, _, _, _ in ready:
-                replies[i] = (exc.status, exc.to_json())
-            return
-        for (i, record, writer, (key, value)), d in zip(ready, deliveries, strict=True):
-            replies[i] = (200, response_body(
-                self.cluster_id, self.topic, d.partition, d.offset, d.timestamp, key,
-                (record.key or {}).get("type"), len(value), writer.schema_id, writer.version))
+#: The least a parsed request counts for against a stream's byte budget.
+_ITEM_FLOOR = 1024
 
 
-def _document(item: Any) -> Any:
-    """The request object of a stream item; raises the item's error."""
-    if isinstance(item, Document):
-        if item.error is not None:
-            raise item.error
-        return item.value
-    if isinstance(item, ObjectTooLarge):
-        raise RequestError(
-            f"Produce request size is larger than allowed threshold: more than {item.size - 1}"
-            f" bytes in one record, limit {item.limit} (ONEPIPE_MAX_REQUEST_BYTES); the "
-            "stream ends here", status=413, code="record_too_large")
-    raise RequestError(f"Error processing JSON: expected a JSON object, found "
-                       f"{item.found!r}; the stream ends here", code="malformed_json")
+def _cost(item: Any) -> int:
+    return max(item.size if isinstance(item, Document) else 0, _ITEM_FLOOR)
+
+
+class _Budget:
+    """Bytes one stream may hold at once: ``take`` waits for room (one taker, the
+    reader), ``give`` makes it. An item larger than the budget still passes, alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit, self._held = limit, 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self._held and self._held + size > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._held += size
+
+    def give(self, size: int) -> None:
+        self._held -= size
+        self._freed.set()
 
 
 def add_produce_v3_routes(app: web.Application) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -194,6 +195,10 @@ def _headers(raw: Any) -> list[tuple[str, bytes | None]] | None:
     return out
 
 
+#: How far ahead of the worker's clock a caller's timestamp may be.
+_AHEAD_MS = 3_600_000
+
+
 def _timestamp(raw: Any) -> int | None:
     if raw is None:
         return None
@@ -203,7 +208,14 @@ def _timestamp(raw: Any) -> int | None:
         except ValueError:
             moment = None
         if moment is not None and moment.tzinfo is not None:
-            return int(moment.timestamp() * 1000)
+            ms = int(moment.timestamp() * 1000)
+            # Kafka refuses negative timestamps, and one far ahead keeps its segment from
+            # time-based retention for ever (Kafka's strictest default, after.max.ms, is an
+            # hour); a broker that refuses one fails the whole batch it travels in.
+            if 0 <= ms <= time.time() * 1000 + _AHEAD_MS:
+                return ms
+            raise _bad(f"timestamp {raw!r:.60} is before 1970 or more than an hour ahead "
+                       "of this worker's clock; send the time the record happened", 422)
     raise _bad(f"timestamp must be an ISO-8601 date-time with an offset, e.g. "
                f"'2021-02-05T19:14:42Z'; got {raw!r:.60}", 400)
 

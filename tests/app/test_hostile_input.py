@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from onepipe.app.runtime import Runtime
-from tests.fixtures.services import unique
+from tests.fixtures.services import unique, wait_for
 
 T = TypeVar("T")
 
@@ -309,6 +309,14 @@ async def test_slow_clients_cannot_hold_connections(impatient: Runtime) -> None:
     writer.close()
     assert head.startswith(b"HTTP/1.1 408"), head[:200]
     assert b"ONEPIPE_REQUEST_READ_SECONDS" in head
+    # The same for a v3 produce request that is not streamed.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v3/clusters/c/topics/t/records HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"val")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), timeout=30)
+    writer.close()
+    assert head.startswith((b"HTTP/1.1 408", b"HTTP/1.1 404")), head[:200]
 
 
 async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
@@ -335,6 +343,44 @@ async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
     writer.close()
     assert b'"error_code":200' in reply  # the record before the silence was produced
     assert b'"error_code":408' in reply
+
+
+def _stream_readers() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith("_stream.<locals>.fill")]
+
+
+async def test_a_v3_stream_whose_client_leaves_ends(impatient: Runtime) -> None:
+    base = f"http://127.0.0.1:{impatient.web.port}"
+    topic = unique("gone")
+    async with aiohttp.ClientSession(base_url=base) as http:
+        status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
+                                  {"schema": SIMPLE, "key": ["id"], "partitions": 1})
+        assert status == 200, body
+        async with http.get("/v3/clusters") as resp:
+            cluster = (await resp.json())["data"][0]["cluster_id"]
+        # A timestamp before 1970 or far ahead is refused, the stream goes on.
+        for stamp in ("1969-12-31T23:59:59Z", "2999-01-01T00:00:00Z"):
+            status, body = await send(
+                http, "POST", f"/v3/clusters/{cluster}/topics/{topic}/records",
+                {"value": {"data": {"id": "t", "n": 1}}, "timestamp": stamp})
+            assert status == 422 and "hour ahead" in body["message"], body
+    record = json.dumps({"value": {"data": {"id": "a", "n": 1}}}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.web.port)
+    writer.write(f"POST /v3/clusters/{cluster}/topics/{topic}/records HTTP/1.1\r\n"
+                 "Host: x\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode()
+                 + f"{len(record):x}\r\n".encode() + record + b"\r\n")
+    await writer.drain()
+    reply = b""
+    while b'"error_code":200' not in reply:  # the headers may come first, alone
+        more = await asyncio.wait_for(reader.read(4096), timeout=30)
+        assert more, reply
+        reply += more
+    assert _stream_readers()  # the stream is being read
+    writer.transport.abort()  # the client leaves mid-stream
+    await wait_for(lambda: not _stream_readers(), timeout=30,
+                   what="the stream's reader to end after its client left")
 
 
 async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(

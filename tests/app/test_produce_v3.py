@@ -9,6 +9,7 @@ key, headers, timestamps, each record exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -364,3 +365,20 @@ async def test_a_body_of_several_requests_is_answered_as_a_stream(
     assert [x["error_code"] for x in lines] == [200, 42210, 400, 400]
     assert lines[2]["code"] == "duplicate_key"
     assert "end of stream inside a JSON object" in lines[3]["message"]
+
+
+async def test_a_stream_budget_holds_at_most_its_bytes() -> None:
+    from onepipe.app.web.produce_v3 import _Budget  # noqa: PLC0415 - a private part, tested alone
+
+    budget = _Budget(100)
+    await budget.take(60)
+    second = asyncio.create_task(budget.take(60))  # would hold 120: waits
+    await asyncio.sleep(0)
+    assert not second.done()
+    budget.give(60)
+    await asyncio.wait_for(second, timeout=5)
+    huge = asyncio.create_task(budget.take(500))  # larger than the budget: alone only
+    await asyncio.sleep(0)
+    assert not huge.done()
+    budget.give(60)
+    await asyncio.wait_for(huge, timeout=5)
