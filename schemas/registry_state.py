@@ -146,7 +146,8 @@ class RegistryState(RegistryView):
             value.get("schema"),
         )
         if not (isinstance(subject, str) and isinstance(version, int)
-                and isinstance(schema_id, int) and isinstance(text, str)):
+                and isinstance(schema_id, int) and isinstance(text, str)
+                and not isinstance(version, bool) and not isinstance(schema_id, bool)):
             return False
         try:
             schema = parse_schema(text, REPLAY_LIMITS)

@@ -43,6 +43,11 @@ def json_response(
     return web.Response(body=orjson.dumps(body), status=status, content_type=content_type)
 
 
+def registry_response(body: Any, status: int = 200) -> web.Response:
+    """A registry reply, in the media type Confluent's clients expect."""
+    return json_response(body, status, content_type=REGISTRY_CONTENT_TYPE)
+
+
 def error_response(exc: OnepipeError) -> web.Response:
     response = json_response(exc.to_json(), status=exc.status)
     if exc.retry_after is not None:

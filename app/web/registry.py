@@ -23,7 +23,13 @@ from typing import Any
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
-from onepipe.app.web.http import CTX, REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from onepipe.app.web.http import (
+    CTX,
+    REGISTRY_CONTENT_TYPE,
+    query_flag,
+    read_json,
+    registry_response,
+)
 from onepipe.app.web.registry_deletes import add_delete_and_mode_routes
 from onepipe.app.web.schema_input import off_loop, parse_submitted
 from onepipe.schemas.avro_schema import AvroSchema
@@ -43,10 +49,6 @@ from onepipe.schemas.registry_state import (
     SchemaVersion,
     parse_version,
 )
-
-
-def _reply(body: Any, status: int = 200) -> web.Response:
-    return json_response(body, status, content_type=REGISTRY_CONTENT_TYPE)
 
 
 def _ctx(request: web.Request) -> WorkerContext:
@@ -109,7 +111,7 @@ async def list_subjects(request: web.Request) -> web.Response:
     names = _ctx(request).registry.state.subject_names(deleted=_deleted(request),
                                                        deleted_only=_deleted_only(request))
     prefix = request.query.get("subjectPrefix", "")
-    return _reply(_page(request, [n for n in names if n.startswith(prefix)]))
+    return registry_response(_page(request, [n for n in names if n.startswith(prefix)]))
 
 
 async def list_versions(request: web.Request) -> web.Response:
@@ -117,7 +119,7 @@ async def list_versions(request: web.Request) -> web.Response:
     versions = _ctx(request).registry.state.versions(
         request.match_info["subject"], deleted=_deleted(request),
         deleted_only=_deleted_only(request))
-    return _reply(_page(request, versions))
+    return registry_response(_page(request, versions))
 
 
 def _version(request: web.Request) -> SchemaVersion:
@@ -126,7 +128,7 @@ def _version(request: web.Request) -> SchemaVersion:
 
 
 async def get_version(request: web.Request) -> web.Response:
-    return _reply(_version(request).to_json())
+    return registry_response(_version(request).to_json())
 
 
 async def get_version_schema(request: web.Request) -> web.Response:
@@ -136,7 +138,7 @@ async def get_version_schema(request: web.Request) -> web.Response:
 async def referenced_by(request: web.Request) -> web.Response:
     """``GET /subjects/{s}/versions/{v}/referencedby``: always ``[]`` (no references)."""
     _version(request)  # 40401 / 40402 / 42202 as Confluent
-    return _reply([])
+    return registry_response([])
 
 
 async def register(request: web.Request) -> web.Response:
@@ -146,7 +148,7 @@ async def register(request: web.Request) -> web.Response:
     _check_topic_subject(ctx, subject, schema)
     version = await ctx.registry.register(subject, schema,
                                           normalize=query_flag(request, "normalize"))
-    return _reply({"id": version.schema_id})
+    return registry_response({"id": version.schema_id})
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -161,7 +163,7 @@ async def lookup(request: web.Request) -> web.Response:
                          normalize=query_flag(request, "normalize"))
     if found is None:
         raise NotFoundError(f"schema not found under subject {subject!r}", 40403)
-    return _reply(found.to_json())
+    return registry_response(found.to_json())
 
 
 async def list_schemas(request: web.Request) -> web.Response:
@@ -177,13 +179,13 @@ async def list_schemas(request: web.Request) -> web.Response:
         if query_flag(request, "latestOnly"):
             versions = versions[-1:]
         items += [state.version(subject, v, deleted=True).to_json() for v in versions]
-    return _reply(_page(request, items))
+    return registry_response(_page(request, items))
 
 
 async def get_schema(request: web.Request) -> web.Response:
     schema_id = _int_id(request.match_info["id"])
     schema = _ctx(request).registry.state.schema_by_id(schema_id)
-    return _reply({"schema": schema.text})
+    return registry_response({"schema": schema.text})
 
 
 async def get_schema_text(request: web.Request) -> web.Response:
@@ -199,7 +201,7 @@ async def get_schema_versions(request: web.Request) -> web.Response:
     schema_id = _int_id(request.match_info["id"])
     state.schema_by_id(schema_id)
     pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
-    return _reply(_page(request, [{"subject": s, "version": v} for s, v in pairs]))
+    return registry_response(_page(request, [{"subject": s, "version": v} for s, v in pairs]))
 
 
 async def get_schema_subjects(request: web.Request) -> web.Response:
@@ -208,11 +210,11 @@ async def get_schema_subjects(request: web.Request) -> web.Response:
     schema_id = _int_id(request.match_info["id"])
     state.schema_by_id(schema_id)
     pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
-    return _reply(_page(request, list(dict.fromkeys(s for s, _ in pairs))))
+    return registry_response(_page(request, list(dict.fromkeys(s for s, _ in pairs))))
 
 
 async def schema_types(request: web.Request) -> web.Response:
-    return _reply(["AVRO"])
+    return registry_response(["AVRO"])
 
 
 def _int_id(raw: str) -> int:
@@ -223,7 +225,8 @@ def _int_id(raw: str) -> int:
 
 async def get_global_config(request: web.Request) -> web.Response:
     """``GET /config``; ``defaultToGlobal`` changes nothing at the global level."""
-    return _reply({"compatibilityLevel": _ctx(request).registry.state.compatibility(None).value})
+    level = _ctx(request).registry.state.compatibility(None)
+    return registry_response({"compatibilityLevel": level.value})
 
 
 async def delete_global_config(request: web.Request) -> web.Response:
@@ -231,7 +234,7 @@ async def delete_global_config(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     previous = ctx.registry.state.compatibility(None)
     await ctx.registry.set_config(None, None)
-    return _reply({"compatibilityLevel": previous.value})
+    return registry_response({"compatibilityLevel": previous.value})
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -243,16 +246,16 @@ async def put_config(request: web.Request) -> web.Response:
             'expected a JSON object {"compatibility": "<LEVEL>"} with one of the seven levels')
     level = Compatibility.parse(body["compatibility"])
     await ctx.registry.set_config(subject, level)
-    return _reply({"compatibility": level.value})
+    return registry_response({"compatibility": level.value})
 
 
 async def get_subject_config(request: web.Request) -> web.Response:
     state = _ctx(request).registry.state
     subject = request.match_info["subject"]
     if subject in state.configs:
-        return _reply({"compatibilityLevel": state.configs[subject].value})
+        return registry_response({"compatibilityLevel": state.configs[subject].value})
     if query_flag(request, "defaultToGlobal"):
-        return _reply({"compatibilityLevel": state.compatibility(None).value})
+        return registry_response({"compatibilityLevel": state.compatibility(None).value})
     raise NotFoundError(
         f"subject {subject!r} does not have subject-level compatibility configured",
         SUBJECT_CONFIG_NOT_FOUND,
@@ -270,7 +273,7 @@ async def delete_subject_config(request: web.Request) -> web.Response:
             SUBJECT_NOT_FOUND,
         )
     await ctx.registry.set_config(subject, None)
-    return _reply({"compatibilityLevel": previous.value})
+    return registry_response({"compatibilityLevel": previous.value})
 
 
 async def check_compatibility(request: web.Request) -> web.Response:
@@ -292,7 +295,7 @@ async def check_compatibility(request: web.Request) -> web.Response:
     mode = state.compatibility(subject)
     if subject not in state.subjects:
         if latest:
-            return _reply({"is_compatible": True, "messages": []})
+            return registry_response({"is_compatible": True, "messages": []})
         state.versions(subject)  # raises 40401
     # Avro's checker costs the square of the fields: in a thread, on inputs taken here.
     bound, what = ctx.settings.schema_check_seconds, "checking compatibility"
@@ -305,7 +308,7 @@ async def check_compatibility(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"is_compatible": not reasons}
     if query_flag(request, "verbose") or reasons:
         body["messages"] = reasons
-    return _reply(body)
+    return registry_response(body)
 
 
 def _against(new: AvroSchema, old: AvroSchema, mode: Compatibility) -> list[str]:

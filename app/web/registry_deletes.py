@@ -16,19 +16,18 @@ Every write is a decision in the registry log, like a registration.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
-from onepipe.app.web.http import CTX, REGISTRY_CONTENT_TYPE, json_response, query_flag, read_json
+from onepipe.app.web.http import (
+    CTX,
+    query_flag,
+    read_json,
+    registry_response,
+)
 from onepipe.schemas.errors import InvalidModeError, NotFoundError
 from onepipe.schemas.registry.modes import Mode
 from onepipe.schemas.registry_state import SUBJECT_MODE_NOT_FOUND, SUBJECT_NOT_FOUND
-
-
-def _reply(body: Any, status: int = 200) -> web.Response:
-    return json_response(body, status, content_type=REGISTRY_CONTENT_TYPE)
 
 
 def _ctx(request: web.Request) -> WorkerContext:
@@ -39,7 +38,7 @@ async def delete_subject(request: web.Request) -> web.Response:
     """``DELETE /subjects/{subject}[?permanent=true]``: the versions deleted."""
     versions = await _ctx(request).registry.delete_subject(
         request.match_info["subject"], permanent=query_flag(request, "permanent"))
-    return _reply(versions)
+    return registry_response(versions)
 
 
 async def delete_version(request: web.Request) -> web.Response:
@@ -47,7 +46,7 @@ async def delete_version(request: web.Request) -> web.Response:
     version = await _ctx(request).registry.delete_version(
         request.match_info["subject"], request.match_info["version"],
         permanent=query_flag(request, "permanent"))
-    return _reply(version)
+    return registry_response(version)
 
 
 async def get_mode(request: web.Request) -> web.Response:
@@ -55,7 +54,7 @@ async def get_mode(request: web.Request) -> web.Response:
     state = _ctx(request).registry.state
     subject = request.match_info.get("subject")
     if subject is None or subject in state.modes or query_flag(request, "defaultToGlobal"):
-        return _reply({"mode": state.mode(subject).value})
+        return registry_response({"mode": state.mode(subject).value})
     raise NotFoundError(f"Subject '{subject}' does not have subject-level mode configured",
                         SUBJECT_MODE_NOT_FOUND)
 
@@ -68,7 +67,7 @@ async def put_mode(request: web.Request) -> web.Response:
         raise InvalidModeError('expected a JSON object {"mode": "READWRITE" | "READONLY"}')
     mode = Mode.parse(body["mode"])
     await ctx.registry.set_mode(request.match_info.get("subject"), mode)
-    return _reply({"mode": mode.value})
+    return registry_response({"mode": mode.value})
 
 
 async def delete_mode(request: web.Request) -> web.Response:
@@ -80,7 +79,7 @@ async def delete_mode(request: web.Request) -> web.Response:
         raise NotFoundError(f"Subject '{subject}' not found: it has no subject-level mode",
                             SUBJECT_NOT_FOUND)
     await ctx.registry.set_mode(subject, None)
-    return _reply({"mode": previous.value})
+    return registry_response({"mode": previous.value})
 
 
 def add_delete_and_mode_routes(app: web.Application) -> None:
