@@ -26,6 +26,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from onepipe.app.auth.store import TokenStore
 from onepipe.tables.registry_store import RegistryStore
 
 __all__ = ["BrokerProbe", "Check", "Readiness", "Waiting"]
@@ -112,9 +113,22 @@ class Readiness:
         self._registry = registry
         self.broker = broker
         self._agents = agents
+        #: The API's token store, when the worker has one (the web server sets it).
+        self.tokens: TokenStore | None = None
 
     async def checks(self) -> Sequence[Check]:
-        return [self._registry_check(), await self.broker.check(), self._partitions_check()]
+        checks = [self._registry_check(), await self.broker.check(), self._partitions_check()]
+        return [*checks, self._tokens_check()] if self.tokens is not None else checks
+
+    def _tokens_check(self) -> Check:
+        assert self.tokens is not None
+        self.tokens.reload_if_changed()
+        problem = self.tokens.problem
+        if problem is not None:
+            return Check("tokens", False, f"{problem}; the tokens read before still apply, "
+                         "so a token removed since may still work: fix the file")
+        return Check("tokens", True, f"{len(self.tokens.tokens)} token(s) from "
+                     f"{self.tokens.path}")
 
     def _registry_check(self) -> Check:
         if not self._started():

@@ -10,9 +10,11 @@ Contract:
   once per interval, lazily on a request, the file's ``os.stat`` (inode, size, mtime) is
   compared with the last one read; on a change the file is read again and the cache
   cleared, so a removed token stops working at the next check. No background task.
-- A file that does not parse keeps the tokens read before and logs an ERROR saying what
-  is wrong (once per version of the file); a missing file means no token at all. Neither
-  ever opens the API: without a valid token, nothing that needs one is allowed.
+- A file that does not parse (or cannot be read) keeps the tokens read before, logs an
+  ERROR saying what is wrong (once per version of the file) and sets :attr:`problem`,
+  which fails ``/readyz`` (a token removed from it may still work); a missing file means
+  no token at all. Neither ever opens the API: without a valid token, nothing that needs
+  one is allowed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class TokenStore:
         self._verified: dict[bytes, TokenEntry] = {}
         self._signature: Signature = None
         self._failed: Signature = None
+        #: Why the file last read could not be used (the old tokens still apply), or None;
+        #: ``/readyz`` fails while it is set, since a removed token may still work.
+        self.problem: str | None = None
         self._next_check = clock() + check_every
         # The first read raises: a worker does not start on a file it cannot parse.
         self._signature = self._stat()
@@ -92,11 +97,11 @@ class TokenStore:
         if problem is not None:
             # A stack trace would add nothing to a message that names the file and the
             # fault; logged once per version of the file.
-            self._failed = signature
+            self._failed, self.problem = signature, problem
             log.error("%s; the worker keeps the %d token(s) it read before", problem,
                       len(self._by_key))
             return False
-        self._signature, self._failed = signature, None
+        self._signature, self._failed, self.problem = signature, None, None
         self._install(entries)
         if signature is None:
             log.warning("tokens file %s is gone: no token is valid any more", self.path)

@@ -40,7 +40,7 @@ def read_tokens(path: Path) -> list[TokenEntry]:
 def parse_tokens(raw: bytes, path: Path) -> list[TokenEntry]:
     try:
         document = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"tokens file {path} is not JSON ({exc}); restore it from a "
                           "backup, or remove it and add the tokens again") from exc
     if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION \

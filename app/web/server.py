@@ -61,6 +61,8 @@ class WebServer:
         settings = self._ctx.settings
         check_exposure(settings)  # no open API beyond loopback unless allowed (ConfigError)
         gate = AuthGate.from_settings(settings)
+        if self._ctx.readiness is not None:
+            self._ctx.readiness.tokens = gate.store
         announce(settings, None if gate.store is None else len(gate.store.tokens))
         # keepalive_timeout also closes a connection still sending its headers after that
         # long (aiohttp arms it at connect), so slow clients cannot pile up.

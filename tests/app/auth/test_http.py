@@ -273,3 +273,21 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after(
     assert status == 200  # another token has its own bucket
     status, _, _ = await call(url, "GET", path)
     assert status == 200  # open reads without a token are not any token's requests
+
+
+async def test_a_tokens_file_that_cannot_be_used_fails_readiness(guarded: Guarded) -> None:
+    """The old tokens keep working (never open, never a crash), but a token removed in
+    the broken file might still work: the worker says so on /readyz until it is fixed."""
+    good = guarded.tokens_file.read_bytes()
+    try:
+        guarded.tokens_file.write_bytes(b"[" * 5_000 + b"]" * 5_000)  # RecursionError
+        status, _, body = await call(guarded.url, "GET", "/readyz")
+        assert status == 503 and "tokens" in body["failed"], body
+        assert "still work" in body["checks"]["tokens"]["detail"]
+        status, _, _ = await call(guarded.url, "PUT", "/config", headers=bearer(guarded.admin),
+                                  json={"compatibility": "BACKWARD_TRANSITIVE"})
+        assert status == 200  # the tokens read before still apply
+    finally:
+        guarded.tokens_file.write_bytes(good)
+    status, _, body = await call(guarded.url, "GET", "/readyz")
+    assert body["checks"]["tokens"]["ok"], body
