@@ -92,25 +92,6 @@ class Settings(BaseSettings):
     max_records_per_request: int = Field(
         100_000, ge=1, description="Most records one produce request may carry."
     )
-    idempotent_producer: bool = Field(
-        True,
-        description="Kafka idempotent producer; set false for brokers without InitProducerId "
-        "(tansu).",
-    )
-    produce_timeout: float = Field(
-        30.0, gt=0, description="Seconds a produce request waits for broker acks."
-    )
-    linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
-    session_timeout: float = Field(
-        10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
-    )
-    rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
-    monitor_interval_seconds: float = Field(
-        5.0, ge=0,
-        description="Seconds between consumer-lag samples (/status, /metrics); 0 turns the "
-        "lag monitor off.",
-    )
-    stuck_after_seconds: float = Field(
     max_record_bytes: int = Field(
         1_000_000, ge=1024,
         description="Largest encoded record a produce request may carry (413 above); "
@@ -139,6 +120,25 @@ class Settings(BaseSettings):
         15.0, gt=0,
         description="An HTTP connection idle (or still sending its headers) this long is "
         "closed.")
+    idempotent_producer: bool = Field(
+        True,
+        description="Kafka idempotent producer; set false for brokers without InitProducerId "
+        "(tansu).",
+    )
+    produce_timeout: float = Field(
+        30.0, gt=0, description="Seconds a produce request waits for broker acks."
+    )
+    linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
+    session_timeout: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
+    )
+    rebalance_timeout: float = Field(10.0, gt=0, description="Group rebalance timeout, seconds.")
+    monitor_interval_seconds: float = Field(
+        5.0, ge=0,
+        description="Seconds between consumer-lag samples (/status, /metrics); 0 turns the "
+        "lag monitor off.",
+    )
+    stuck_after_seconds: float = Field(
         60.0, gt=0,
         description="A consumer whose lag has not shrunk for this long while records keep "
         "arriving is flagged stuck.",
@@ -283,6 +283,12 @@ class Settings(BaseSettings):
         return open_lake(self.resolved_lake_url, s3)
 
     @property
+    def schema_limits(self) -> SchemaLimits:
+        """What a schema sent to the registry or the catalog may be."""
+        return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
+                            max_fields=self.max_schema_fields)
+
+    @property
     def registry_journal_path(self) -> Path:
         """The worker's copy of the registry log (onepipe.tables.registry_journal)."""
         return self.data_dir / "registry" / f"{self.registry_topic}.journal"
@@ -310,12 +316,6 @@ def kafka_security_problem(settings: Settings) -> str | None:
     Settings that would be silently ignored are refused too: SASL credentials with a
     PLAINTEXT protocol would otherwise connect without authenticating, against the
     intent of whoever set them.
-    @property
-    def schema_limits(self) -> SchemaLimits:
-        """What a schema sent to the registry or the catalog may be."""
-        return SchemaLimits(max_bytes=self.max_schema_bytes, max_depth=self.max_schema_depth,
-                            max_fields=self.max_schema_fields)
-
     """
     v = ENV_PREFIX + "KAFKA_"
     protocol = settings.kafka_security_protocol
