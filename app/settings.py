@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         None, description="S3 API endpoint for s3:// lakes (MinIO, moto); default: AWS."
     )
     s3_region: str | None = Field(None, description="S3 region; default: the AWS chain's.")
+    iceberg_catalog_uri: str = Field(
+        "", description="SQLAlchemy URI of the Iceberg SQL catalog of the clean lake "
+        "(postgresql+psycopg://user@host/db in production); default "
+        "sqlite:///<data_dir>/iceberg.db. Every worker of one lake must use the same one.")
     archive_buffer_bytes: int = Field(
         256 * 1024 * 1024, ge=1024 * 1024,
         description="Memory all archive buffers of a worker may hold before flushing.",
@@ -189,7 +193,9 @@ class Settings(BaseSettings):
     compact_threads: int = Field(2, ge=1, le=256, description="DuckDB threads of the compactor.")
     compact_retention_seconds: float = Field(
         3600.0, ge=0,
-        description="How long superseded clean files stay readable after a new version.",
+        description="How long an Iceberg snapshot of the clean lake stays readable (time "
+        "travel, readers pinned to it) after a newer one; then it is expired and its files "
+        "deleted.",
     )
     compact_interval_seconds: float = Field(
         0.0, ge=0,
@@ -292,6 +298,11 @@ class Settings(BaseSettings):
     def registry_journal_path(self) -> Path:
         """The worker's copy of the registry log (onepipe.tables.registry_journal)."""
         return self.data_dir / "registry" / f"{self.registry_topic}.journal"
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        """The clean lake's Iceberg catalog (onepipe.sinks.lake.iceberg)."""
+        return self.iceberg_catalog_uri or f"sqlite:///{self.data_dir.resolve() / 'iceberg.db'}"
 
     @property
     def resolved_lake_url(self) -> str:

@@ -10,7 +10,7 @@ Contract:
   go on.
 - **One run per topic per interval across workers**, cheaply: before compacting, a worker
   claims the slot with ``put_if_absent`` of ``clean/<topic>/_schedule/<slot>.json`` (slot
-  = ``floor(now / interval)``, onepipe.sinks.lake.clean_layout). Exactly one worker
+  = ``floor(now / interval)``, onepipe.sinks.lake.iceberg.layout). Exactly one worker
   creates each claim (onepipe.sinks.lake.store), so only it runs; the others skip the
   topic until the next slot. The winner deletes older claims. Why a claim in the lake, and
   not a hash share of topics per worker: it needs no membership knowledge (the share would
@@ -40,7 +40,7 @@ from onepipe.agents.compact.compactor import Compactor
 from onepipe.agents.compact.config import CompactionConfig
 from onepipe.agents.compact.run import CompactionReport, DayTaskDispatcher
 from onepipe.schemas.errors import NotFoundError, OnepipeError
-from onepipe.sinks.lake.clean_layout import claim_path, claim_prefix, parse_claim_path
+from onepipe.sinks.lake.iceberg.layout import claim_path, claim_prefix, parse_claim_path
 from onepipe.sinks.lake.raw_layout import raw_topic_prefix
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.lifecycle import Service, cancel_and_wait
