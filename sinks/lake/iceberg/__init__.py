@@ -8,8 +8,9 @@ Contract (the public API; the compactor, ``verify``, ``onepipe lake`` and any la
   ``<lake URL>/clean/<topic>`` (layout.py). :func:`open_catalog` (catalog.py) opens it for a
   lake store ('' : the local lake's embedded ``iceberg.db``); :func:`clean_table` gives a
   topic's table or None. Plain pyiceberg
-  opens the same tables with the same URI and the lake's S3 properties: nothing here is
-  needed to read them.
+  opens the same tables with the same URI, the catalog name ``onepipe`` (a SQL catalog
+  keeps each name's tables apart) and the lake's S3 properties: nothing here is needed to
+  read them.
 - **Shape** (schema.py): every raw and typed column, all optional; partitioned by
   ``day(_kafka_clean_day)``, the day rule every onepipe system uses; sorted by the unique
   key; evolved by union by name (field ids kept). Data files carry field ids.
