@@ -2,12 +2,12 @@
 
 No I/O here (onepipe.agents.compact.compactor runs what this module describes):
 
-- :func:`select_raw` picks, per partition, the raw files after the manifest's watermark
+- :func:`select_raw` picks, per partition, the raw files after the snapshot's watermark
   that are contiguous from it. It stops at the first gap (a file not visible yet: the
   archive writes a partition's files in order, so a later file may land first only in
   listings of other stores). Files wholly below the watermark are skipped; a file that
   straddles it (a zombie archive writer can leave overlapping files) is taken and its
-  rows are trimmed by offset. A partition the manifest has never merged starts at its
+  rows are trimmed by offset. A partition the table has never merged starts at its
   first archived offset (Kafka retention may have removed earlier ones before the
   archive started).
 - :class:`Shape` is a topic's merge as SQL over the raw/clean column layout: the unique
@@ -80,7 +80,7 @@ class PartitionSelection:
 
     #: Kafka partition.
     partition: int
-    #: First offset to merge (the manifest's watermark, or the first archived offset).
+    #: First offset to merge (the snapshot's watermark, or the first archived offset).
     start: int
     #: The watermark after the run: the offset after the last merged file.
     end: int

@@ -18,7 +18,7 @@ Contract:
   wrong during rebalances), works the same on a folder and on S3, and has a natural expiry:
   a winner that crashes holds its slot only until the next one. What it does not
   prevent: clocks that disagree across a slot boundary, or a run longer than the interval,
-  can start a second run of a topic. That is safe (the manifest commit lets one win, the
+  can start a second run of a topic. That is safe (the snapshot commit lets one win, the
   other re-plans: onepipe.agents.compact.compactor) and only wasteful.
 - ``interval`` 0 turns the scheduler off (start does nothing). start/stop are
   idempotent; stop cancels a run in progress (it publishes nothing; its files are swept
@@ -132,7 +132,7 @@ class CompactionScheduler(Service):
         report = await Compactor(self._lake, meta, schema, self._config,
                                  dispatcher=self._dispatcher).run()
         if report.seq is not None:
-            log.info("scheduled compaction of %s published manifest %d (%d day(s), %d raw "
+            log.info("scheduled compaction of %s committed sequence number %d (%d day(s), %d raw "
                      "record(s))", topic, report.seq, len(report.days_written), report.rows_in)
         return report
 
