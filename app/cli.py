@@ -6,7 +6,8 @@
     onepipe replay TOPIC      produce archived records back to Kafka (see --help)
     onepipe lake ls TOPIC     what the raw lake holds per partition and day
     onepipe compact TOPIC     merge the raw lake of TOPIC into its clean lake (see --help)
-    onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC
+    onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC, --as-of a snapshot
+    onepipe lake migrate TOPIC|--all   convert a manifest-format clean lake to Iceberg
     onepipe status            consumer lag per partition from a running worker (exit 1: stuck)
     onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ)
     onepipe tokens add NAME   create an API token (--publish PATTERN, --admin); also ls, rm
@@ -66,10 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     lake_read.add_argument("--date", action="append", dest="dates", type=_day,
                            help="only this UTC day, YYYY-MM-DD (repeatable)")
     lake_read.add_argument("--raw", action="store_true", help="read raw/ instead of clean/")
+    lake_read.add_argument("--as-of", dest="as_of", default=None,
+                           help="time travel: a snapshot id, or an ISO time (2026-11-20T12:00Z)"
+                           " - the snapshot current then")
     lake_read.add_argument("--limit", type=int, default=20,
                            help="rows to show (default 20; 0 for all)")
     lake_read.add_argument("--json", action="store_true",
                            help="one JSON object per row instead of a table")
+    migrate = lake_sub.add_parser(
+        "migrate", help="convert a manifest-format clean lake (onepipe <= 0.1) to Iceberg")
+    migrate.add_argument("topic", nargs="?", default=None)
+    migrate.add_argument("--all", action="store_true", dest="all_topics",
+                         help="every registered topic with a manifest-format clean lake")
     compact = sub.add_parser("compact", help="merge a topic's raw lake into its clean lake")
     compact.add_argument("topic")
     compact.add_argument("--jobs", type=int, default=1,
@@ -85,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--limit", type=int, default=20,
                         help="differing keys listed per day (default 20)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--as-of", dest="as_of", default=None,
+                        help="verify the clean lake's snapshot with this id, or the one "
+                        "current at this ISO time (default: the current snapshot)")
     return parser
 
 
@@ -119,8 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(settings, args))
-        if args.command == "lake" and args.lake_command == "read":
-            return asyncio.run(_lake_read(settings, args))
+        if args.command == "lake" and args.lake_command in ("read", "migrate"):
+            from onepipe.app.lake_cli import run_lake_migrate, run_lake_read
+
+            run = run_lake_read if args.lake_command == "read" else run_lake_migrate
+            return asyncio.run(run(settings, args))
         if args.command == "lake":
             return asyncio.run(_lake_ls(settings, args.topic))
         if args.command == "compact":
@@ -218,24 +233,25 @@ async def _compact(settings: Settings, args: argparse.Namespace) -> int:
         except NotFoundError:
             schema = None  # no typed columns; partition_time must then be `kafka`
     config = CompactionConfig(
-        work_dir=settings.data_dir / "compact", memory_limit=settings.compact_memory_limit,
-        threads=settings.compact_threads,
+        work_dir=settings.data_dir / "compact", catalog_uri=settings.resolved_catalog_uri,
+        memory_limit=settings.compact_memory_limit, threads=settings.compact_threads,
         retention_seconds=settings.compact_retention_seconds, jobs=args.jobs)
     async with settings.open_lake() as lake:
         report = await Compactor(lake, meta, schema, config).run()
     if report.seq is None:
-        print(f"{args.topic}: clean lake is up to date, nothing published"
+        print(f"{args.topic}: clean lake is up to date, no snapshot committed"
               + (f" ({report.files_deleted} stale file(s) deleted)"
                  if report.files_deleted else ""))
         return 0
     days = ", ".join(report.days_written) or "none"
-    print(f"{args.topic}: published manifest {report.seq} in {report.duration_seconds:.1f}s "
-          f"(attempts {report.attempts})")
+    print(f"{args.topic}: committed snapshot {report.snapshot_id} (sequence number "
+          f"{report.seq}) in {report.duration_seconds:.1f}s, commit "
+          f"{report.commit_seconds * 1000:.0f} ms (attempts {report.attempts})")
     print(f"  raw: {report.rows_in} record(s) from {report.raw_files} file(s); "
           f"{report.undecodable} undecodable and {report.incomplete} without key or "
           "partition time left out")
     print(f"  clean: {len(report.days_written)} day(s) written ({days}), "
-          f"{report.rows_out} row(s); {report.files_deleted} old file(s) deleted")
+          f"{report.rows_out} row(s); {report.files_deleted} unreferenced file(s) deleted")
     return 0
 
 
@@ -261,72 +277,10 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
         async with settings.open_lake() as lake:
             report = await verify_registered(
                 args.topic, store.state, lake=lake, kafka=settings.kafka, days=days,
-                cache_dir=cache_dir(settings.data_dir), limit=args.limit)
+                cache_dir=cache_dir(settings.data_dir), limit=args.limit,
+                catalog_uri=settings.resolved_catalog_uri, as_of=args.as_of)
     if args.json:
         print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         print_report(report)
     return 0 if report.ok else 1
-
-
-async def _lake_read(settings: Settings, args: argparse.Namespace) -> int:
-    import orjson
-    from rich.console import Console
-    from rich.table import Table
-
-    from onepipe.sinks.lake.clean_reader import SEQ_KEY, read_clean, read_raw
-
-    if args.limit < 0:
-        raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
-    limit = args.limit or None
-    cache = settings.data_dir / "compact" / "cache"
-    async with settings.open_lake() as lake:
-        if args.raw:
-            table = await read_raw(lake, args.topic, args.dates, cache, limit=limit)
-            source = f"raw/{args.topic}"
-        else:
-            table = await read_clean(lake, args.topic, args.dates, cache, limit=limit)
-            seq = (table.schema.metadata or {}).get(SEQ_KEY, b"0").decode()
-            if seq == "0":
-                print(f"error: {args.topic!r} has no clean lake in "
-                      f"{settings.resolved_lake_url}; run `onepipe compact {args.topic}`",
-                      file=sys.stderr)
-                return 1
-            source = f"clean/{args.topic} (manifest {seq})"
-    rows = table.to_pylist()
-    if args.json:
-        for row in rows:
-            print(orjson.dumps(row, default=_json_value).decode())
-        return 0
-    shown = [c for c in table.column_names if c not in _HIDDEN_COLUMNS]
-    view = Table(title=f"{source}: {len(rows)} row(s)")
-    for column in shown:
-        view.add_column(column, overflow="fold")
-    for row in rows:
-        view.add_row(*(_cell(row[c]) for c in shown))
-    Console().print(view)
-    return 0
-
-
-#: Bulky columns a preview leaves out (``--json`` shows everything).
-_HIDDEN_COLUMNS = frozenset({"_kafka_topic", "_kafka_headers", "_kafka_key", "_kafka_value",
-                             "_kafka_schema_id"})
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.hex() if len(value) <= 16 else value[:16].hex() + "..."
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="milliseconds")
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."

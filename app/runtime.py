@@ -253,8 +253,8 @@ class Runtime:
     def _compaction_config(self, folder: str) -> CompactionConfig:
         settings = self.settings
         return CompactionConfig(
-            work_dir=settings.data_dir / folder, memory_limit=settings.compact_memory_limit,
-            threads=settings.compact_threads,
+            work_dir=settings.data_dir / folder, catalog_uri=settings.resolved_catalog_uri,
+            memory_limit=settings.compact_memory_limit, threads=settings.compact_threads,
             retention_seconds=settings.compact_retention_seconds)
 
     async def _start_compaction(self) -> None:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         None, description="S3 API endpoint for s3:// lakes (MinIO, moto); default: AWS."
     )
     s3_region: str | None = Field(None, description="S3 region; default: the AWS chain's.")
+    iceberg_catalog_uri: str = Field(
+        "", description="SQLAlchemy URI of the Iceberg SQL catalog of the clean lake "
+        "(postgresql+psycopg://user@host/db in production); default "
+        "sqlite:///<data_dir>/iceberg.db. Every worker of one lake must use the same one.")
     archive_buffer_bytes: int = Field(
         256 * 1024 * 1024, ge=1024 * 1024,
         description="Memory all archive buffers of a worker may hold before flushing.",
@@ -96,43 +100,29 @@ class Settings(BaseSettings):
         description="Longest a registry read waits for new records (bounds write latency).",
     )
     replication_factor: int = Field(1, ge=1, le=32, description="For topics onepipe creates.")
-    max_request_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest HTTP request body accepted (413 above)."
-    )
-    max_records_per_request: int = Field(
-        100_000, ge=1, description="Most records one produce request may carry."
-    )
-    max_record_bytes: int = Field(
-        1_000_000, ge=1024,
-        description="Largest encoded record a produce request may carry (413 above); "
-        "Kafka's default message limit is 1 MB, so a larger record would only fail later.")
-    max_schema_bytes: int = Field(
-        512 * 1024, ge=1024,
-        description="Largest schema the registry accepts (its log keeps each in one Kafka "
-        "record).")
-    max_schema_depth: int = Field(
-        64, ge=8, le=100,  # at most what every worker's replay parses (REPLAY_LIMITS)
-        description="Deepest JSON nesting of a schema the registry accepts (bounds every "
-        "recursive parser and checker that will read it, at every worker's start).")
+    # Limits of the HTTP API (README "Limits"); each refusal names its variable.
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024,
+                                   description="Largest HTTP request body accepted (413).")
+    max_records_per_request: int = Field(100_000, ge=1,
+                                         description="Most records one produce request takes.")
+    max_record_bytes: int = Field(1_000_000, ge=1024, description="Largest encoded record "
+                                  "accepted (413): Kafka's default message limit is 1 MB.")
+    max_schema_bytes: int = Field(512 * 1024, ge=1024, description="Largest schema accepted "
+                                  "(the registry log keeps each in one Kafka record).")
+    max_schema_depth: int = Field(  # at most what every worker's replay parses (REPLAY_LIMITS)
+        64, ge=8, le=100, description="Deepest JSON nesting of a schema accepted (bounds the "
+        "recursion of every parser that reads it, at every worker's start).")
     max_schema_fields: int = Field(
-        2_000, ge=10, le=10_000,
-        description="Most fields (plus branches of unions wider than two) of a schema the "
-        "registry accepts; Avro's compatibility check costs their square.")
-    max_schema_union: int = Field(
-        100, ge=2, le=1_000, description="Most branches of one union in a schema the registry "
-        "accepts (a union checked against a union costs more than their square).")
-    schema_check_seconds: float = Field(
-        10.0, gt=0,
-        description="Longest parsing and checking one submitted schema may take (off the "
-        "event loop) before the request is refused.")
-    request_read_seconds: float = Field(
-        30.0, gt=0,
-        description="Longest a client may take to send a request body (408 after), so slow "
-        "clients cannot hold the worker's connections.")
-    idle_connection_seconds: float = Field(
-        15.0, gt=0,
-        description="An HTTP connection idle (or still sending its headers) this long is "
-        "closed.")
+        2_000, ge=10, le=10_000, description="Most fields (plus branches of unions wider than "
+        "two) of a schema accepted; Avro's compatibility check costs their square.")
+    max_schema_union: int = Field(100, ge=2, le=1_000, description="Most branches of one "
+                                  "union accepted (a union against a union costs more).")
+    schema_check_seconds: float = Field(10.0, gt=0, description="Longest parsing and checking "
+                                        "one submitted schema may take (422 after).")
+    request_read_seconds: float = Field(30.0, gt=0, description="Longest a request body (or a "
+                                        "v3 stream's silence) may take to arrive (408 after).")
+    idle_connection_seconds: float = Field(15.0, gt=0, description="An HTTP connection idle "
+                                           "(or still sending its headers) this long is closed.")
     idempotent_producer: bool = Field(
         True,
         description="Kafka idempotent producer; set false for brokers without InitProducerId "
@@ -202,7 +192,9 @@ class Settings(BaseSettings):
     compact_threads: int = Field(2, ge=1, le=256, description="DuckDB threads of the compactor.")
     compact_retention_seconds: float = Field(
         3600.0, ge=0,
-        description="How long superseded clean files stay readable after a new version.",
+        description="How long an Iceberg snapshot of the clean lake stays readable (time "
+        "travel, readers pinned to it) after a newer one; then it is expired and its files "
+        "deleted.",
     )
     compact_interval_seconds: float = Field(
         0.0, ge=0,
@@ -312,6 +304,11 @@ class Settings(BaseSettings):
     def registry_journal_path(self) -> Path:
         """The worker's copy of the registry log (onepipe.tables.registry_journal)."""
         return self.data_dir / "registry" / f"{self.registry_topic}.journal"
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        """The clean lake's Iceberg catalog (onepipe.sinks.lake.iceberg)."""
+        return self.iceberg_catalog_uri or f"sqlite:///{self.data_dir.resolve() / 'iceberg.db'}"
 
     @property
     def resolved_lake_url(self) -> str:

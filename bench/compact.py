@@ -254,7 +254,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     report, sampler = asyncio.run(compact(lake_root.as_uri(), work, args.memory_limit,
                                           args.threads))
     clean_bytes = dir_bytes(lake_root / "clean")
-    log(f"  {report.rows_out:,} rows in {report.duration_seconds:.1f}s")
+    log(f"  {report.rows_out:,} rows in {report.duration_seconds:.1f}s "
+        f"(snapshot commit {getattr(report, 'commit_seconds', 0.0) * 1000:.0f} ms)")
 
     log("baseline: DuckDB copy of every raw file into one Parquet file ...")
     base_seconds, base_bytes = baseline(lake_root / "raw", tmp / "baseline.parquet",

@@ -3,9 +3,9 @@
     .venv/bin/python bench/verify.py [--rows N] [--file-rows N] [--keep DIR] [--json]
 
 Setup (not timed): one UTC day of ``--rows`` clean rows (default 5M, one per key, sorted
-by key) written straight in the clean layout (onepipe.sinks.lake.clean_layout) with a committed
-manifest, as the compactor would leave it: zstd Parquet, 128k-row row groups, files of
-``--file-rows`` rows; columns ``id`` long, ``version`` long, ``amount`` double,
+by key) written straight into the topic's Iceberg table (onepipe.sinks.lake.iceberg)
+and committed as one snapshot, as the compactor would leave it: zstd Parquet, 128k-row
+row groups, files of ``--file-rows`` rows; columns ``id`` long, ``version`` long, ``amount`` double,
 ``status`` string, ``payload`` string (~40 bytes), ``updated_at`` timestamp-millis,
 plus the ``_kafka_partition``/``_kafka_offset``/``_kafka_timestamp`` provenance
 columns. (Real clean files also hold the key/value bytes; verify never reads those
@@ -14,7 +14,7 @@ columns, Parquet skips them.) The spec: key ``id``, ``count_distinct``, sums of
 
 Measured, in this process (the lake is written by a child process, so the RSS here is
 verify's), each with peak RSS sampled from /proc every 0.1 s:
-1. the clean-lake source's figures for the day (onepipe.agents.verify.sources.CleanLakeSource,
+1. the clean-lake source's figures for the day (onepipe.agents.verify.clean.CleanLakeSource,
    what ``onepipe verify`` runs per system and day): rows/s;
 2. the baseline: pyarrow reading the same files' same columns in the same batches, with
    no hashing or sums (the I/O + decode floor): printed as verify/baseline rows/s;
@@ -42,16 +42,24 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from pyiceberg.io.pyarrow import schema_to_pyarrow  # noqa: E402
 
 from bench.common import Row, machine_facts, print_results, read_proc  # noqa: E402
 from bench.compact import Sampler  # noqa: E402
-from onepipe.agents.verify.sources import BATCH_ROWS, CleanLakeSource, DayRange  # noqa: E402
+from onepipe.agents.verify.clean import CleanLakeSource  # noqa: E402
+from onepipe.agents.verify.sources import BATCH_ROWS, DayRange  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.metadata import Checks, OrderRule, TopicMetadata  # noqa: E402
 from onepipe.sinks.formats.topic_view import TopicView  # noqa: E402
 from onepipe.sinks.lake import open_lake  # noqa: E402
-from onepipe.sinks.lake.clean_layout import clean_file_path  # noqa: E402
-from onepipe.sinks.lake.clean_manifest import DayVersion, Manifest, commit  # noqa: E402
+from onepipe.sinks.lake.iceberg import (  # noqa: E402
+    DAY_COLUMN,
+    TableState,
+    ensure_table,
+    open_catalog,
+    replace_days,
+)
+from onepipe.sinks.lake.iceberg.layout import data_file_path  # noqa: E402
 
 TOPIC = "bench-verify"
 DAY = "2026-11-20"
@@ -100,6 +108,7 @@ def _file_table(start: int, stop: int) -> pa.Table:
         "status": status.cast(pa.string()),
         "payload": payload,
         "updated_at": _ints(n, DAY0, DAY0 + DAY_MS).cast(pa.timestamp("ms", tz="UTC")),
+        DAY_COLUMN: pa.array([DAY0 // DAY_MS] * n, pa.int32()).cast(pa.date32()),
     })
 
 
@@ -108,20 +117,24 @@ def _build(lake_url: str, rows: int, file_rows: int) -> tuple[int, int]:
 
 
 async def build_lake(lake_url: str, rows: int, file_rows: int) -> tuple[int, int]:
-    """Write the day and its manifest; (files, bytes)."""
+    """Write the day and commit it as the table's first snapshot; (files, bytes)."""
     paths, total = [], 0
     async with open_lake(lake_url) as lake:
+        catalog = open_catalog("", lake)
+        table = ensure_table(catalog, TOPIC, _file_table(0, 1).schema, DAY_COLUMN, ("id",))
+        typed = schema_to_pyarrow(table.schema())  # carries the field ids into the files
         for index, start in enumerate(range(0, rows, file_rows)):
-            table = _file_table(start, min(start + file_rows, rows))
+            part = _file_table(start, min(start + file_rows, rows))
+            part = part.cast(pa.schema([typed.field(n) for n in part.column_names]))
             sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd", row_group_size=131_072)
+            pq.write_table(part, sink, compression="zstd", row_group_size=131_072)
             data = sink.getvalue().to_pybytes()
-            path = clean_file_path(TOPIC, DAY, 1, "bench0", index)
+            path = data_file_path(TOPIC, DAY, 1, "bench0", index)
             await lake.put(path, data)
             paths.append(path)
             total += len(data)
-        await commit(lake, Manifest(topic=TOPIC, seq=1, run_id="bench0", days={
-            DAY: DayVersion(1, tuple(paths), rows, total)}))
+        replace_days(catalog, TableState(table), {DAY: paths}, {}, "bench0")
+        catalog.close()
     return len(paths), total
 
 

@@ -27,8 +27,9 @@ retry loops ask the error instead of matching messages::
     ├── LakeError                   the lake (folder or S3) refused or lost an object
     │   └── LakeObjectNotFound      a path that is not in the lake
     ├── BrokerError                 Kafka did not accept or answer; retriable
+    ├── CatalogError                the Iceberg catalog is unreachable or holds another lake's table
     └── CompactionError             the compactor cannot publish a clean version
-        └── CompactionConflict      another compactor published first; retriable
+        └── CompactionConflict      another compactor committed a snapshot first; retriable
 
 This module is a leaf: it imports nothing from onepipe, so every package can use it.
 """
@@ -300,6 +301,14 @@ class LakeObjectNotFound(LakeError):
     retriable = False
 
 
+class CatalogError(OnepipeError):
+    """The clean lake's Iceberg catalog cannot be reached, or it disagrees with the lake
+    (a table located in another lake); retriable when the database did not answer."""
+
+    code = "catalog_error"
+    status = 503
+
+
 class CompactionError(OnepipeError):
     """The compactor cannot read its inputs or publish a clean version."""
 
@@ -308,7 +317,7 @@ class CompactionError(OnepipeError):
 
 
 class CompactionConflict(CompactionError):
-    """Another compactor published a manifest first; re-plan and run again."""
+    """Another compactor committed a snapshot of the table first; re-plan and run again."""
 
     code = "compaction_conflict"
     status = 409

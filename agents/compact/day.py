@@ -1,14 +1,15 @@
 """Running one day task wherever it runs (the compactor, a pool worker), and staging its inputs.
 
 Contract:
-- :meth:`DayExecutor.run` writes version ``task.version`` of ``task.date`` to the lake as
-  clean files named with the task's run id and the given ``attempt`` id
-  (onepipe.sinks.lake.clean_layout) and returns their
-  :class:`~onepipe.sinks.lake.clean_manifest.DayVersion`. It publishes nothing: only the
-  planning run's manifest commit can reference the files. Two executions of one task with
-  different attempt ids write disjoint files; the one the manifest does not reference is
-  an orphan the compactor's sweep deletes once a manifest ``>= task.version`` exists.
-- Inputs: ``task.old_files`` (clean files, lake paths) and the winners/keys files - local
+- :meth:`DayExecutor.run` writes the new data files of ``task.date`` to the lake, named
+  with the task's ``seq``, run id and the given ``attempt`` id
+  (onepipe.sinks.lake.iceberg.layout), with the table's field ids, sorted by the key, and
+  returns their :class:`~onepipe.agents.compact.plan.DayVersion` (no file for a day left
+  empty). It publishes nothing: only the planning run's snapshot commit can reference the
+  files. Two executions of one task with different attempt ids write disjoint files; the
+  one the snapshot does not reference is an orphan the compactor's sweep deletes once the
+  table's sequence number reaches ``task.seq``.
+- Inputs: ``task.old_files`` (data files, lake paths) and the winners/keys files - local
   files of the planning run, or (``task.staged``) lake paths. Lake paths are read in place
   on a local lake and downloaded once into ``<work_dir>/cache`` on S3.
 - Each execution works in a run folder of ``work_dir`` (onepipe.agents.compact.workdir): the
@@ -20,7 +21,7 @@ Contract:
   sweep - nothing references them).
 - :func:`stage_inputs` makes a plan's tasks runnable elsewhere: the winners are sliced
   per day (a worker downloads only its day's rows, and no upload holds more than one
-  day in memory) and put under ``clean/<topic>/_runs/v<N>/<run id>/`` with the keys file.
+  day in memory) and put under ``clean/<topic>/_runs/v<seq>/<run id>/`` with the keys file.
   The local files are also linked into the cache, so a coordinator running a task itself
   does not download what it just uploaded.
 """
@@ -38,12 +39,12 @@ from pathlib import Path
 import duckdb
 
 from onepipe.agents.compact.config import CompactionConfig
-from onepipe.agents.compact.plan import DAY_COLUMN, DayTask, literal, quote, scan
+from onepipe.agents.compact.plan import DAY_COLUMN, DayTask, DayVersion, literal, quote, scan
 from onepipe.agents.compact.workdir import claim_run_dir, connect, release_run_dir
 from onepipe.schemas.errors import CompactionError
-from onepipe.sinks.lake.clean_layout import clean_file_path, staging_prefix
-from onepipe.sinks.lake.clean_manifest import DayVersion
-from onepipe.sinks.lake.clean_reader import fetch_local
+from onepipe.sinks.lake.iceberg import field_ids_sql
+from onepipe.sinks.lake.iceberg.layout import data_file_path, staging_prefix
+from onepipe.sinks.lake.local_copy import fetch_local
 from onepipe.sinks.lake.store import LakeStore
 
 _FETCH_CONCURRENCY = 8
@@ -88,9 +89,8 @@ class DayExecutor:
         rows, parts = await asyncio.to_thread(self._day_sync, task, sql, out_dir, run_dir)
         paths: list[str] = []
         size = 0
-        for index, part in enumerate(parts):
-            path = clean_file_path(task.topic, task.date, task.version, task.run_id, index,
-                                   attempt)
+        for index, part in enumerate(parts if rows else ()):
+            path = data_file_path(task.topic, task.date, task.seq, task.run_id, index, attempt)
             data = await asyncio.to_thread(part.read_bytes)
             written.append(path)  # before the put: a failed put may still leave the object
             await self.lake.put(path, data)
@@ -98,7 +98,7 @@ class DayExecutor:
             size += len(data)
             del data
         await asyncio.to_thread(shutil.rmtree, out_dir, True)
-        return DayVersion(version=task.version, files=tuple(paths), rows=rows, bytes=size)
+        return DayVersion(seq=task.seq, files=tuple(paths), rows=rows, bytes=size)
 
     def _day_sync(self, task: DayTask, sql: str, out_dir: Path,
                   run_dir: Path) -> tuple[int, list[Path]]:
@@ -106,10 +106,17 @@ class DayExecutor:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         con = connect(config, run_dir, ":memory:")
         try:
+            # Ids for the columns this day has (older days may lack newer columns).
+            columns = con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
+            ids = field_ids_sql(task.field_ids, columns)
             result = con.execute(
                 f"COPY ({sql}) TO {literal(str(out_dir))} (FORMAT PARQUET, "
                 f"COMPRESSION ZSTD, ROW_GROUP_SIZE {config.row_group_rows}, "
-                f"FILE_SIZE_BYTES {config.max_file_bytes})").fetchone()
+                f"FILE_SIZE_BYTES {config.max_file_bytes}, FIELD_IDS {ids})").fetchone()
+        except KeyError as exc:
+            raise CompactionError(
+                f"day {task.date} of {task.topic!r} has a column its table lacks ({exc}); the "
+                "task was planned against another schema - re-plan") from exc
         except duckdb.Error as exc:
             raise CompactionError(
                 f"writing day {task.date} of {task.topic!r} failed in DuckDB: {exc}; check "
@@ -168,14 +175,14 @@ async def stage_inputs(executor: DayExecutor, tasks: Sequence[DayTask], run_dir:
     """Put the inputs of ``tasks`` (one planning run's) in the lake; the staged tasks.
 
     Every path is appended to ``staged_paths`` before its put, so the caller can delete
-    all of them (:func:`~onepipe.sinks.lake.clean_layout.staging_prefix`) whatever happens.
+    all of them (:func:`~onepipe.sinks.lake.iceberg.layout.staging_prefix`) whatever happens.
     """
     if not tasks:
         return []
     first = tasks[0]
     if any(t.run_id != first.run_id or t.staged for t in tasks):
         raise CompactionError("stage_inputs takes the unstaged tasks of one planning run")
-    prefix = staging_prefix(first.topic, first.version, first.run_id)
+    prefix = staging_prefix(first.topic, first.seq, first.run_id)
     slices = await asyncio.to_thread(_slice_sync, executor.config, run_dir, first.winners_file,
                                      [t.date for t in tasks])
     keys_path = None

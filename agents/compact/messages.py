@@ -19,16 +19,15 @@ from dataclasses import dataclass
 
 import orjson
 
-from onepipe.agents.compact.plan import DayTask
+from onepipe.agents.compact.plan import DayTask, DayVersion
 from onepipe.schemas.errors import CompactionError
 from onepipe.schemas.topic_names import compact_results_topic, compact_tasks_topic
-from onepipe.sinks.lake.clean_layout import parse_clean_path
-from onepipe.sinks.lake.clean_manifest import DayVersion
+from onepipe.sinks.lake.iceberg.layout import parse_data_path
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
 
 DEFAULT_PARTITIONS = 8
-FORMAT = 1
+FORMAT = 2  # 2: Iceberg data files (seq, field ids); 1 was the manifest lake's
 #: Results are read within a run's timeout; a day keeps them for debugging, not for replay.
 _RESULTS_RETENTION_MS = 24 * 3600 * 1000
 
@@ -39,7 +38,7 @@ def default_worker_id() -> str:
 
 
 def new_attempt() -> str:
-    """An attempt id: hex, so clean file names stay parseable (onepipe.sinks.lake.clean_layout)."""
+    """An attempt id: hex, so data file names stay parseable (onepipe.sinks.lake.iceberg.layout)."""
     return uuid.uuid4().hex[:12]
 
 
@@ -64,7 +63,7 @@ class DayResult:
     run_id: str
     topic: str
     date: str
-    version: int
+    seq: int
     #: Attempt id in the names of the files this execution wrote.
     attempt: str
     #: Who executed it (:attr:`DayTaskWorker.worker_id`).
@@ -90,7 +89,7 @@ def decode_task(data: bytes | None) -> TaskMessage:
     """A task message; :class:`CompactionError` saying what is wrong otherwise."""
     try:
         doc = orjson.loads(data or b"")
-        _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r}, expected 1")
+        _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r}, expected {FORMAT}")
         return TaskMessage(DayTask.from_dict(doc["task"]), str(doc["reply_to"]),
                            int(doc["reply_partition"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -102,9 +101,9 @@ def encode_result(result: DayResult) -> bytes:
     day = result.day
     return orjson.dumps({
         "format": FORMAT, "run_id": result.run_id, "topic": result.topic,
-        "date": result.date, "version": result.version, "attempt": result.attempt,
+        "date": result.date, "seq": result.seq, "attempt": result.attempt,
         "worker": result.worker, "error": result.error,
-        "day": None if day is None else {"version": day.version, "files": list(day.files),
+        "day": None if day is None else {"seq": day.seq, "files": list(day.files),
                                          "rows": day.rows, "bytes": day.bytes}})
 
 
@@ -112,15 +111,15 @@ def decode_result(data: bytes | None) -> DayResult:
     """A result message; :class:`CompactionError` saying what is wrong otherwise."""
     try:
         doc = orjson.loads(data or b"")
-        _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r}, expected 1")
+        _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r}, expected {FORMAT}")
         raw = doc["day"]
         day = None if raw is None else DayVersion(
-            version=int(raw["version"]), files=tuple(str(f) for f in raw["files"]),
+            seq=int(raw["seq"]), files=tuple(str(f) for f in raw["files"]),
             rows=int(raw["rows"]), bytes=int(raw["bytes"]))
         error = doc.get("error")
         _require((day is None) != (error is None), "exactly one of day and error must be set")
         return DayResult(str(doc["run_id"]), str(doc["topic"]), str(doc["date"]),
-                         int(doc["version"]), str(doc["attempt"]), str(doc["worker"]), day,
+                         int(doc["seq"]), str(doc["attempt"]), str(doc["worker"]), day,
                          None if error is None else str(error))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CompactionError(f"not a day result message ({exc!r}): {(data or b'')[:200]!r}"
@@ -131,13 +130,13 @@ def result_problem(result: DayResult, task: DayTask) -> str | None:
     """Why ``result`` cannot be the outcome of ``task`` (None: it can)."""
     if result.day is None:
         return f"it failed: {result.error}"
-    if result.day.version != task.version:
-        return f"it wrote version {result.day.version}, not {task.version}"
+    if result.day.seq != task.seq:
+        return f"it wrote files for seq {result.day.seq}, not {task.seq}"
     for path in result.day.files:
-        parsed = parse_clean_path(path)
-        if parsed is None or (parsed.topic, parsed.date, parsed.version, parsed.run_id) != (
-                task.topic, task.date, task.version, task.run_id):
-            return f"{path!r} is not a clean file of this task"
+        parsed = parse_data_path(path)
+        if parsed is None or (parsed.topic, parsed.date, parsed.seq, parsed.run_id) != (
+                task.topic, task.date, task.seq, task.run_id):
+            return f"{path!r} is not a data file of this task"
     return None
 
 

@@ -2,27 +2,28 @@
 
 No I/O here (onepipe.agents.compact.compactor runs what this module describes):
 
-- :func:`select_raw` picks, per partition, the raw files after the manifest's watermark
+- :func:`select_raw` picks, per partition, the raw files after the snapshot's watermark
   that are contiguous from it. It stops at the first gap (a file not visible yet: the
   archive writes a partition's files in order, so a later file may land first only in
   listings of other stores). Files wholly below the watermark are skipped; a file that
   straddles it (a zombie archive writer can leave overlapping files) is taken and its
-  rows are trimmed by offset. A partition the manifest has never merged starts at its
+  rows are trimmed by offset. A partition the table has never merged starts at its
   first archived offset (Kafka retention may have removed earlier ones before the
   archive started).
 - :class:`Shape` is a topic's merge as SQL over the raw/clean column layout: the unique
   key columns (a topic without key uses ``(_kafka_partition, _kafka_offset)``), the rule's
   ``ORDER BY`` (onepipe.schemas.merge.MergeRule.sql_order, the one definition of ranking), the
   day of a row, and the sort order of a clean day.
-- :class:`DayTask` describes writing one new version of one day; it is plain data
+- :class:`DayTask` describes writing the new data files of one day; it is plain data
   (``to_dict``/``from_dict``, JSON-safe), so tasks can be handed to other workers
   (onepipe.agents.compact.pool) once their inputs are staged in the lake.
 
-Day of a row (UTC, ``YYYY-MM-DD``): from ``partition_time`` - the Kafka timestamp, a
-``timestamp-millis``/``-micros`` field, a plain ``long`` (epoch millis) or an ``int``
-``date``. Instants before 1970 or after 9999 are clamped into 1970-01-01 / 9999-12-31,
-exactly as the raw layout buckets Kafka timestamps (onepipe.sinks.lake.raw_layout.hour_bucket), so a
-producer's odd clock cannot produce an unreadable day name.
+Day of a row (UTC, a ``DATE`` in the day column of the clean table, its partition): from
+``partition_time`` - the Kafka timestamp, a ``timestamp-millis``/``-micros`` field, a
+plain ``long`` (epoch millis) or an ``int`` ``date``. Instants before 1970 or after 9999
+are clamped into 1970-01-01 / 9999-12-31, exactly as the raw layout buckets Kafka
+timestamps (onepipe.sinks.lake.raw_layout.hour_bucket) and onepipe.schemas.partition_day
+places rows for every other system.
 """
 
 from __future__ import annotations
@@ -39,11 +40,9 @@ from onepipe.schemas.merge import OFFSET_COLUMN, PARTITION_COLUMN, MergeRule
 from onepipe.schemas.metadata import KAFKA_TIMESTAMP, TopicMetadata
 from onepipe.sinks.formats.arrow_types import record_fields
 from onepipe.sinks.formats.raw import TIMESTAMP_COLUMN
+from onepipe.sinks.lake.iceberg.schema import DAY_COLUMN
 from onepipe.sinks.lake.raw_layout import RawFile
 
-#: Helper column holding a row's day while merging; the reserved ``_kafka_`` prefix means
-#: no Avro field can have this name. Never written to clean files.
-DAY_COLUMN = "_kafka_clean_day"
 DECODE_ERROR_COLUMN = "_kafka_decode_error"
 _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, as onepipe.sinks.lake.raw_layout
 
@@ -81,7 +80,7 @@ class PartitionSelection:
 
     #: Kafka partition.
     partition: int
-    #: First offset to merge (the manifest's watermark, or the first archived offset).
+    #: First offset to merge (the snapshot's watermark, or the first archived offset).
     start: int
     #: The watermark after the run: the offset after the last merged file.
     end: int
@@ -147,7 +146,7 @@ class Shape:
     keyed: bool
     #: ``ORDER BY`` list ranking a key's versions winner first (MergeRule.sql_order).
     order: str
-    #: Expression: the row's day as ``'YYYY-MM-DD'`` (NULL when partition_time is null).
+    #: Expression: the row's day as a ``DATE`` (NULL when partition_time is null).
     day: str
     #: Condition: the row can be placed in clean (decoded, key and partition time set).
     valid: str
@@ -155,6 +154,8 @@ class Shape:
     incomplete: str
     #: ``ORDER BY`` list of a clean day.
     sort: str
+    #: The columns of ``sort``, in order (the table's declared sort order).
+    sort_columns: tuple[str, ...] = ()
 
     @property
     def key_list(self) -> str:
@@ -171,11 +172,11 @@ def shape_for(meta: TopicMetadata, schema: AvroSchema | None) -> Shape:
     present = " AND ".join([*(f"{quote(k)} IS NOT NULL" for k in key),
                             f"{quote(time_column)} IS NOT NULL"])
     decoded = f"{quote(DECODE_ERROR_COLUMN)} IS NULL"
-    sort = (", ".join(quote(k) for k in key) if keyed else
-            f"{quote(time_column)}, {quote(PARTITION_COLUMN)}, {quote(OFFSET_COLUMN)}")
+    sort_columns = tuple(key) if keyed else (time_column, PARTITION_COLUMN, OFFSET_COLUMN)
     return Shape(key=tuple(key), keyed=keyed, order=MergeRule(meta.order).sql_order(),
                  day=day, valid=f"{decoded} AND {present}",
-                 incomplete=f"{decoded} AND NOT ({present})", sort=sort)
+                 incomplete=f"{decoded} AND NOT ({present})",
+                 sort=", ".join(quote(c) for c in sort_columns), sort_columns=sort_columns)
 
 
 def _time_type(meta: TopicMetadata, schema: AvroSchema | None) -> pa.DataType:
@@ -205,15 +206,30 @@ def _day_expression(column: str, arrow_type: pa.DataType) -> str:
         raise CompactionError(
             f"partition_time column {column!r} has type {arrow_type}; expected a timestamp, "
             "a long (epoch millis) or a date")
-    return f"strftime({date}, '%Y-%m-%d')"
+    return date
 
 
 # ------------------------------------------------------------------ day tasks
 
 
 @dataclass(frozen=True, slots=True)
+class DayVersion:
+    """What one execution of a day task wrote: the day's new data files (unpublished)."""
+
+    #: The table sequence number of the snapshot that may publish them (``DayTask.seq``).
+    seq: int
+    #: Lake paths of its Parquet files, in order (rows are sorted across them); none
+    #: when every key of the day moved to another day.
+    files: tuple[str, ...]
+    #: Rows in all files together.
+    rows: int
+    #: Bytes of all files together.
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class DayTask:
-    """Write version ``version`` of day ``date``: plain data, serialisable as a dict.
+    """Write the new data files of day ``date``: plain data, serialisable as a dict.
 
     New rows = (rows of ``old_files`` whose key is not in ``keys_file``) + (rows of
     ``winners_file`` whose day is ``date``), sorted by ``sort``. ``winners_file`` is
@@ -226,11 +242,11 @@ class DayTask:
     topic: str
     #: The day, ``YYYY-MM-DD``.
     date: str
-    #: Version number (the manifest seq that will publish it).
-    version: int
-    #: Id of the run; output files are ``clean/<topic>/date=<date>/v<version>/<run_id>-<i>``.
+    #: Table sequence number of the snapshot that will publish the files (in their names).
+    seq: int
+    #: Id of the run; output files are named with it (onepipe.sinks.lake.iceberg.layout).
     run_id: str
-    #: Lake paths of the day's current version ('' none when the day is new).
+    #: Lake paths of the day's current data files (none when the day is new).
     old_files: tuple[str, ...]
     #: Parquet file of the run's winners (at least those of ``date``), with the day column.
     winners_file: str
@@ -240,6 +256,8 @@ class DayTask:
     key: tuple[str, ...]
     #: ``ORDER BY`` list of a clean day.
     sort: str
+    #: The table's field ids (onepipe.sinks.lake.iceberg.field_ids), written into the files.
+    field_ids: Mapping[str, Any]
     #: Whether ``winners_file`` and ``keys_file`` are lake paths (else local files).
     staged: bool = False
 
@@ -247,6 +265,7 @@ class DayTask:
         data = asdict(self)
         data["old_files"] = list(self.old_files)
         data["key"] = list(self.key)
+        data["field_ids"] = dict(self.field_ids)
         return data
 
     @classmethod
@@ -255,17 +274,16 @@ class DayTask:
 
     def sql(self, old_local: Sequence[str], winners_local: str | None = None,
             keys_local: str | None = None) -> str:
-        """The query producing the new version; ``*_local`` are local copies of the inputs
-        (``winners_file``/``keys_file`` themselves when not given: unstaged tasks)."""
+        """The query producing the day's rows (with the day column); ``*_local`` are local
+        copies of the inputs (``winners_file``/``keys_file`` themselves when not given)."""
         winners_path = winners_local or self.winners_file
         keys_path = keys_local or self.keys_file
         winners = (f"SELECT * FROM {scan([winners_path])} "
                    f"WHERE {quote(DAY_COLUMN)} = {literal(self.date)}")
         if not old_local:
-            return f"SELECT * EXCLUDE ({quote(DAY_COLUMN)}) FROM ({winners})"
+            return winners
         old = f"SELECT o.* FROM {scan(old_local)} o"
         if keys_path is not None:
             keys = ", ".join(quote(k) for k in self.key)
             old += f" ANTI JOIN (SELECT {keys} FROM {scan([keys_path])}) k USING ({keys})"
-        return (f"SELECT * EXCLUDE ({quote(DAY_COLUMN)}) FROM ({old} UNION ALL BY NAME "
-                f"{winners}) ORDER BY {self.sort}")
+        return f"SELECT * FROM ({old} UNION ALL BY NAME {winners}) ORDER BY {self.sort}"

@@ -12,15 +12,15 @@ Contract:
   results partition this dispatcher reads. It reads that partition from the fetch high
   watermark found at start (a fetch, never ListOffsets, which tansu answers wrongly), so
   it sees every result of every run it sends afterwards, and keeps only results of runs
-  it is waiting for (by run id, then topic, day and version).
+  it is waiting for (by run id, then topic, day and seq).
   * The first successful result of a task whose files are that task's clean files
-    (topic, day, version, run id) is accepted. A failure result, a malformed one, or no
+    (topic, day, seq, run id) is accepted. A failure result, a malformed one, or no
     result within ``timeout`` seconds of the run's last progress (its send, or its last
     accepted result) makes the dispatcher run the task itself with its own
     :class:`~onepipe.agents.compact.day.DayExecutor` - so a run completes even when no pool
     worker is up. A result arriving for a task already accepted or taken over (late,
     duplicate) is ignored; its files are orphans the compactor's sweep deletes once a
-    manifest ``>=`` their version exists (they are never referenced).
+    snapshot with their seq exists (they are never referenced).
   * Sending failures make the dispatcher run every task itself; a failure of a task it
     runs itself fails the run (the compactor publishes nothing; a later run re-plans).
   * Delivery: tasks are produced with acks=all (idempotent where the broker allows);
@@ -59,11 +59,10 @@ from onepipe.agents.compact.messages import (
     new_attempt,
     result_problem,
 )
-from onepipe.agents.compact.plan import DayTask
+from onepipe.agents.compact.plan import DayTask, DayVersion
 from onepipe.agents.compact.worker import DayTaskWorker
 from onepipe.schemas.errors import BrokerError, CompactionError
 from onepipe.schemas.topic_names import compact_results_topic, compact_tasks_topic
-from onepipe.sinks.lake.clean_manifest import DayVersion
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait, close_all
 
@@ -276,7 +275,7 @@ class _Collect:
             except TimeoutError:
                 continue
             task = self.pending.get(result.date)
-            if task is None or result.topic != task.topic or result.version != task.version:
+            if task is None or result.topic != task.topic or result.seq != task.seq:
                 log.info("ignoring a late or duplicate result of day %s of %s (run %s) from "
                          "%s", result.date, result.topic, result.run_id, result.worker)
                 continue

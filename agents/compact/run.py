@@ -10,13 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from onepipe.agents.compact.plan import DayTask
-from onepipe.sinks.lake.clean_manifest import DayVersion
+from onepipe.agents.compact.plan import DayTask, DayVersion
 
 __all__ = ["CompactionReport", "DayTaskDispatcher", "OnDayWritten"]
 
 
-#: Called after each day's files are in the lake, before the manifest commit (tests use
+#: Called after each day's files are in the lake, before the snapshot commit (tests use
 #: it to crash a run at that point).
 OnDayWritten = Callable[[DayTask, tuple[str, ...]], Awaitable[None]]
 
@@ -26,7 +25,7 @@ class DayTaskDispatcher(Protocol):
 
     Returns the :class:`DayVersion` of each task, in task order, whose files are in the
     lake (named with the task's run id and any attempt id); raises if a task could not be
-    executed at all. The compactor publishes exactly the returned files.
+    executed at all. The compactor's snapshot references exactly the returned files.
     """
 
     async def run(self, tasks: list[DayTask]) -> list[DayVersion]: ...
@@ -38,8 +37,11 @@ class CompactionReport:
 
     #: Kafka topic.
     topic: str
-    #: The manifest seq published, or None when there was nothing to do.
+    #: The table sequence number of the snapshot committed, or None when there was
+    #: nothing to do.
     seq: int | None
+    #: The Iceberg snapshot id committed (None: nothing committed).
+    snapshot_id: int | None = None
     #: Days that got a new version, sorted.
     days_written: tuple[str, ...] = ()
     #: Raw records (offsets) merged by this run.
@@ -52,9 +54,11 @@ class CompactionReport:
     incomplete: int = 0
     #: Raw files merged.
     raw_files: int = 0
-    #: Superseded and orphaned clean files (and stale staged inputs) deleted.
+    #: Data files of expired snapshots, orphaned data files and stale staged inputs deleted.
     files_deleted: int = 0
     #: Attempts (1 + commits lost to another compactor).
     attempts: int = 1
     #: Wall-clock seconds.
     duration_seconds: float = 0.0
+    #: Seconds the snapshot commit took (reading the new files' footers included).
+    commit_seconds: float = 0.0

@@ -10,7 +10,7 @@ Contract:
   go on.
 - **One run per topic per interval across workers**, cheaply: before compacting, a worker
   claims the slot with ``put_if_absent`` of ``clean/<topic>/_schedule/<slot>.json`` (slot
-  = ``floor(now / interval)``, onepipe.sinks.lake.clean_layout). Exactly one worker
+  = ``floor(now / interval)``, onepipe.sinks.lake.iceberg.layout). Exactly one worker
   creates each claim (onepipe.sinks.lake.store), so only it runs; the others skip the
   topic until the next slot. The winner deletes older claims. Why a claim in the lake, and
   not a hash share of topics per worker: it needs no membership knowledge (the share would
@@ -18,7 +18,7 @@ Contract:
   wrong during rebalances), works the same on a folder and on S3, and has a natural expiry:
   a winner that crashes holds its slot only until the next one. What it does not
   prevent: clocks that disagree across a slot boundary, or a run longer than the interval,
-  can start a second run of a topic. That is safe (the manifest commit lets one win, the
+  can start a second run of a topic. That is safe (the snapshot commit lets one win, the
   other re-plans: onepipe.agents.compact.compactor) and only wasteful.
 - ``interval`` 0 turns the scheduler off (start does nothing). start/stop are
   idempotent; stop cancels a run in progress (it publishes nothing; its files are swept
@@ -40,7 +40,7 @@ from onepipe.agents.compact.compactor import Compactor
 from onepipe.agents.compact.config import CompactionConfig
 from onepipe.agents.compact.run import CompactionReport, DayTaskDispatcher
 from onepipe.schemas.errors import NotFoundError, OnepipeError
-from onepipe.sinks.lake.clean_layout import claim_path, claim_prefix, parse_claim_path
+from onepipe.sinks.lake.iceberg.layout import claim_path, claim_prefix, parse_claim_path
 from onepipe.sinks.lake.raw_layout import raw_topic_prefix
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.lifecycle import Service, cancel_and_wait
@@ -132,7 +132,7 @@ class CompactionScheduler(Service):
         report = await Compactor(self._lake, meta, schema, self._config,
                                  dispatcher=self._dispatcher).run()
         if report.seq is not None:
-            log.info("scheduled compaction of %s published manifest %d (%d day(s), %d raw "
+            log.info("scheduled compaction of %s committed sequence number %d (%d day(s), %d raw "
                      "record(s))", topic, report.seq, len(report.days_written), report.rows_in)
         return report
 

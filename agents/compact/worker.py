@@ -41,11 +41,10 @@ from onepipe.agents.compact.messages import (
     ensure_pool_topics,
     new_attempt,
 )
-from onepipe.agents.compact.plan import DayTask
+from onepipe.agents.compact.plan import DayTask, DayVersion
 from onepipe.agents.compact.workdir import remove_stale_runs
 from onepipe.schemas.errors import CompactionError, OnepipeError
 from onepipe.schemas.topic_names import compact_group, compact_tasks_topic
-from onepipe.sinks.lake.clean_manifest import DayVersion
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.lifecycle import Service, cancel_and_wait, close_all
 
@@ -183,7 +182,7 @@ class DayTaskWorker(Service):
             await self._executor.forget([*task.old_files, *(
                 p for p in (task.winners_file, task.keys_file) if task.staged and p)])
         self.executed.append((task.run_id, f"{task.topic}/{task.date}", attempt, error))
-        result = DayResult(task.run_id, task.topic, task.date, task.version, attempt,
+        result = DayResult(task.run_id, task.topic, task.date, task.seq, attempt,
                            self.worker_id, day, error)
         try:
             await producer.send_and_wait(message.reply_to, encode_result(result),

@@ -2,8 +2,9 @@
 
 Contract:
 
-- **Systems compared** (each a :class:`VerifySource`, sources.py): the clean lake, the
-  ``<topic>.unique`` stream (stream.py), the published checksum table (checksums.py, read
+- **Systems compared** (each a :class:`VerifySource`, sources.py): the clean lake
+  (clean.py: the Iceberg table at its head or a named snapshot), the ``<topic>.unique``
+  stream (stream.py), the published checksum table (checksums.py, read
   from ``<topic>.checksums``), and any online sink. Each yields per-day figures - rows,
   distinct keys, exact sums, an order-independent row checksum (onepipe.schemas.figures) -
   computed by the same functions over the same Arrow types, so equal data gives equal
@@ -20,6 +21,7 @@ Contract:
   still being written may differ by lag alone; verify a quiet topic to conclude.
 """
 
+from onepipe.agents.verify.clean import CleanLakeSource
 from onepipe.agents.verify.compare import (
     DEFAULT_LIMIT,
     DayReport,
@@ -30,7 +32,7 @@ from onepipe.agents.verify.compare import (
     verify_registered,
     verify_topic,
 )
-from onepipe.agents.verify.sources import CleanLakeSource, DayRange, VerifySource
+from onepipe.agents.verify.sources import DayRange, VerifySource
 
 __all__ = ["DEFAULT_LIMIT", "CleanLakeSource", "DayRange", "DayReport", "DifferingKey",
            "FigureCheck", "VerifyReport", "VerifySource", "day_range", "verify_registered",

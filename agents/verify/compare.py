@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from onepipe.agents.verify.checksums import ChecksumTableSource
+from onepipe.agents.verify.clean import CleanLakeSource
 from onepipe.agents.verify.raw import GapLocator, OffsetFinding, RawDay, RawReport, check_raw
 from onepipe.agents.verify.sink import SinkSource
 from onepipe.agents.verify.sources import (
-    CleanLakeSource,
     DayRange,
     KeyRows,
     VerifySource,
@@ -62,7 +62,6 @@ from onepipe.schemas.figures import DayFigures
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.sinks.db import open_database
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.sinks.lake.clean_manifest import load_latest
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.checksum import RawCount
 from onepipe.tables.kafka.clients import KafkaClients
@@ -283,7 +282,9 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
                             kafka: KafkaClients | None, days: DayRange | None = None,
                             cache_dir: Path | None = None, limit: int = DEFAULT_LIMIT,
                             extra: Sequence[VerifySource] = (),
-                            environ: Mapping[str, str] | None = None) -> VerifyReport:
+                            environ: Mapping[str, str] | None = None,
+                            catalog_uri: str = "", as_of: int | str | None = None
+                            ) -> VerifyReport:
     """Verify a registered topic: clean lake, ``.unique`` stream, checksum table, online
     sinks, raw lake, ``extra``.
 
@@ -297,7 +298,8 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
     meta = state.topic_metadata(topic)
     schema = state.version(f"{topic}-value", "latest").schema
     view = TopicView.build(meta, schema)
-    sources: list[VerifySource] = [CleanLakeSource(view, lake, cache_dir)]
+    sources: list[VerifySource] = [CleanLakeSource(view, lake, cache_dir,
+                                                   catalog_uri=catalog_uri, as_of=as_of)]
     skipped: dict[str, str] = {}
     if not meta.key:
         skipped["stream"] = "the topic has no key, so it is not deduplicated"
@@ -344,9 +346,11 @@ async def verify_topic(view: TopicView, sources: Sequence[VerifySource], *,
     async def raw_check() -> RawReport | None:
         if lake is None:
             return None
-        manifest = await load_latest(lake, view.meta.topic)
+        # "Nothing merged is lost" is checked against the clean lake being verified.
+        clean = next((s for s in sources if isinstance(s, CleanLakeSource)), None)
+        merged = await clean.watermark() if clean is not None else {}
         return await check_raw(lake, view, days, cache_dir, count_keys=bool(view.meta.key),
-                               locate=locate, merged=manifest.raw_merged)
+                               locate=locate, merged=merged)
 
     # Every system at once: their reads are I/O (files, Kafka) and threads (hashing).
     results = await asyncio.gather(raw_check(), *(s.figures(days) for s in sources))

@@ -9,7 +9,7 @@ What must hold instead (:func:`check_raw`):
   archived twice) is a finding, named with its partition, offsets and the day(s) it
   lies in - the partition-time days of the rows on either side of it (a removed file's
   own rows are gone; its neighbours place it).
-- **Nothing merged is lost**: offsets the clean manifest says it merged (``raw_merged``)
+- **Nothing merged is lost**: offsets the clean snapshot says it merged (its watermark)
   are still archived, so a removed *last* file shows too. (A removed *first* file of a
   partition looks like an archive that started later: Kafka retention makes that
   legitimate, and nothing records where the archive started.)
@@ -44,8 +44,8 @@ from onepipe.schemas.checksum import row_hashes
 from onepipe.schemas.errors import LakeObjectNotFound
 from onepipe.schemas.partition_day import day_name, partition_days
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.sinks.lake.clean_reader import fetch_local
 from onepipe.sinks.lake.inventory import raw_inventory
+from onepipe.sinks.lake.local_copy import fetch_local
 from onepipe.sinks.lake.raw_layout import RawFile, offset_gaps
 from onepipe.sinks.lake.store import LakeStore
 
@@ -190,7 +190,7 @@ async def check_raw(lake: LakeStore, view: TopicView, days: DayRange | None = No
 
     ``locate`` names a gap's days from the source topic (onepipe.agents.verify.stream
     .SourceGapLocator); without it, or when Kafka no longer holds the offsets, a gap is
-    named by the days of the rows on either side of it. ``merged`` (the clean manifest's
+    named by the days of the rows on either side of it. ``merged`` (the clean snapshot's
     ``raw_merged``: per partition the next offset the compactor has not merged) catches
     a lost *tail*: offsets the compactor merged must still be archived.
     """

@@ -20,11 +20,13 @@ Contract of a :class:`VerifySource` (one system holding a topic's deduplicated r
 
 Sources here:
 
-- :class:`CleanLakeSource`: the files of the latest manifest (pinned once per call; if a
-  file vanishes - retired and expired mid-read - the call starts over from the new
-  latest), read as Parquet record batches of the needed columns, never a whole day in
-  Python objects. Columns a day's files lack (written before a schema added them) read
-  as nulls, as onepipe.sinks.lake.clean_reader does.
+- onepipe.agents.verify.clean.CleanLakeSource: the topic's Iceberg table
+  (onepipe.sinks.lake.iceberg) pinned to one snapshot - the head, or a named one (id or
+  time) - whose data files of each day come from Iceberg's scan planning; each file is
+  read as Parquet record batches of the needed columns, never a whole day in Python
+  objects. Columns a day's files lack
+  (written before a schema added them) read as nulls. If a file of the head vanishes
+  (its snapshot expired mid-read) the call starts over from the new head.
 - onepipe.agents.verify.stream.StreamSource: the ``.unique`` stream's winners.
 - The checksum table (RocksDB, maintained by the dedup agent) plugs in as another
   :class:`VerifySource` (see the protocol's docstring).
@@ -46,22 +48,17 @@ import pyarrow.parquet as pq
 
 from onepipe.schemas.checksum import row_hashes, select_columns
 from onepipe.schemas.checksum_spec import ChecksumSpec
-from onepipe.schemas.errors import CompactionError, LakeObjectNotFound
 from onepipe.schemas.figures import DayFigures, figures
 from onepipe.schemas.partition_day import day_name, partition_days
 from onepipe.sinks.formats.topic_view import TopicView
-from onepipe.sinks.lake.clean_manifest import Manifest, load_latest
-from onepipe.sinks.lake.clean_reader import fetch_local
-from onepipe.sinks.lake.store import LakeStore
 
-__all__ = ["BATCH_ROWS", "ArrowDays", "BucketSummary", "CleanLakeSource", "DayRange",
+__all__ = ["BATCH_ROWS", "ArrowDays", "BucketSummary", "DayRange",
            "DaysInMemory", "KeyRows", "split_days",
            "VerifySource", "json_safe"]
 
 #: Rows per record batch read from Parquet: big enough that the figures' per-call cost
 #: (~1 ms) vanishes, small enough to bound memory.
 BATCH_ROWS = 64 * 1024
-_READ_ATTEMPTS = 3
 _DAY = "_verify_day"
 _WORD = 64
 A = TypeVar("A", bound="Accumulator")
@@ -314,61 +311,10 @@ def _complete(batch: pa.RecordBatch, view: TopicView) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=list(view.columns))
 
 
-def _scan_parquet(source: Path | pa.Buffer, view: TopicView, into: Accumulator) -> None:
+def scan_parquet(source: Path | pa.Buffer, view: TopicView, into: Accumulator) -> None:
     """Feed each batch of one Parquet file to ``into`` (in a worker thread)."""
     handle = pq.ParquetFile(source if isinstance(source, Path) else pa.BufferReader(source))
     present = set(handle.schema_arrow.names)
     columns = [n for n in view.columns if n in present]
     for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns):
         into.add(_complete(batch, view))
-
-
-# ------------------------------------------------------------------ clean lake
-
-
-class CleanLakeSource(ArrowDays):
-    """The clean lake through its manifest; see the module contract."""
-
-    def __init__(self, view: TopicView, lake: LakeStore, cache_dir: Path | None = None,
-                 name: str = "clean") -> None:
-        super().__init__(view)
-        self.lake, self.cache_dir, self.name = lake, cache_dir, name
-        self._manifest: Manifest | None = None
-
-    async def manifest(self, *, fresh: bool = False) -> Manifest:
-        """The manifest this source reads (loaded once; ``fresh`` loads the latest)."""
-        if self._manifest is None or fresh:
-            self._manifest = await load_latest(self.lake, self.view.meta.topic)
-        return self._manifest
-
-    async def _day_names(self) -> list[str]:
-        return sorted((await self.manifest()).days)
-
-    async def _scan(self, day: str, start: Callable[[], A]) -> A:
-        for attempt in range(_READ_ATTEMPTS):
-            manifest = await self.manifest(fresh=attempt > 0)
-            into = start()
-            version = manifest.days.get(day)
-            if version is None:
-                return into
-            try:
-                for path in version.files:  # one file in memory (or cached) at a time
-                    source = await self._local(path)
-                    try:
-                        await asyncio.to_thread(_scan_parquet, source, self.view, into)
-                    except FileNotFoundError as exc:
-                        raise LakeObjectNotFound(f"{path!r} vanished from {self.lake.url}"
-                                                 ) from exc
-            except LakeObjectNotFound:
-                continue  # retired and expired while we read: start over from the latest
-            return into
-        raise CompactionError(
-            f"the clean files of {self.view.meta.topic!r} day {day} kept disappearing while "
-            f"verify read them from {self.lake.url} ({_READ_ATTEMPTS} attempts); raise "
-            "ONEPIPE_COMPACT_RETENTION_SECONDS")
-
-    async def _local(self, path: str) -> Path | pa.Buffer:
-        local = await fetch_local(self.lake, path, self.cache_dir)
-        if local is not None:
-            return local
-        return pa.py_buffer(await self.lake.get(path))

@@ -50,7 +50,8 @@ async def run_verify(ctx: WorkerContext, topic: str, *, date: str | None = None,
     async with settings.open_lake() as lake:
         report = await verify_registered(
             topic, ctx.registry.state, lake=lake, kafka=settings.kafka, days=days,
-            cache_dir=cache_dir(settings.data_dir), limit=limit)
+            cache_dir=cache_dir(settings.data_dir), limit=limit,
+            catalog_uri=settings.resolved_catalog_uri)
     ctx.last_verify.result = report.summary()
     return report
 

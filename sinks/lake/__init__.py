@@ -9,9 +9,10 @@ Contract:
 - Layouts say where things live and read positions back from names, with no I/O:
   ``raw/<topic>/partition=<p>/date=<D>/hour=<H>/<first>-<last>.parquet`` (raw_layout.py,
   one contiguous offset range per file, so file names alone tell what is archived;
-  inventory.py lists them per partition and day), and the clean lake's versioned days,
-  manifest log and schedule claims (clean_layout.py, clean_manifest.py; read whole
-  versions with clean_reader.py).
+  inventory.py lists them per partition and day; raw_reader.py reads them back). The clean
+  lake is one Apache Iceberg table per topic under ``clean/<topic>/`` (the iceberg/
+  capability: catalog, layout, schema, snapshots, reads); local_copy.py gives readers a
+  local file for any lake object.
 - Stores know nothing of Avro, Arrow or Parquet: the bytes come from onepipe.sinks.formats.
 """
 

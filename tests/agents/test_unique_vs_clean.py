@@ -35,9 +35,8 @@ from onepipe.app.runtime import Runtime
 from onepipe.schemas.codec import frame
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import LakeStore, open_lake
-from onepipe.sinks.lake.clean_manifest import load_latest
-from onepipe.sinks.lake.clean_reader import read_clean
 from onepipe.sinks.lake.inventory import raw_inventory
+from tests.fixtures.compact import catalog_for, clean_state, read_clean
 from tests.fixtures.dedup import make_agent, source_position
 from tests.fixtures.s3 import new_bucket
 from tests.fixtures.services import unique
@@ -252,7 +251,8 @@ async def compact(runtime: Runtime, lake: LakeStore, topic: str, tmp_path: Path)
     state = runtime.registry.state
     meta = state.topic_metadata(topic)
     schema = state.version(f"{topic}-value", "latest").schema
-    config = CompactionConfig(work_dir=tmp_path / "work", memory_limit="256MB", threads=2)
+    config = CompactionConfig(work_dir=tmp_path / "work", memory_limit="256MB", threads=2,
+                              catalog_uri=catalog_for(lake, tmp_path))
     report = await Compactor(lake, meta, schema, config).run()
     assert report.undecodable == 0 and report.incomplete == 0
     return report.seq
@@ -312,8 +312,7 @@ async def check_agreement(rule: str, topic: str, broker: str, lake: LakeStore
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == len(expected), "one clean row per key"
     clean: dict[str, tuple[str, bytes, int, int]] = {}
-    manifest = await load_latest(lake, topic)
-    for day in sorted(manifest.days):
+    for day in sorted((await clean_state(lake, topic)).days):
         rows = await read_clean(lake, topic, [day])
         if rows.num_rows == 0:
             continue

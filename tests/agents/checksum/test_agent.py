@@ -48,7 +48,6 @@ from onepipe.schemas.partition_day import (
 )
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import open_lake
-from onepipe.sinks.lake.clean_reader import read_clean
 from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.tables.checksum import (
     ChecksumStore,
@@ -61,7 +60,7 @@ from onepipe.tables.checksum import (
 )
 from onepipe.tables.kafka import ensure_topic
 from tests.fixtures.archive import agent_for
-from tests.fixtures.compact import DAY0, DAY_MS, config_for, topic_spec
+from tests.fixtures.compact import DAY0, DAY_MS, config_for, read_clean, topic_spec
 from tests.fixtures.dedup import make_agent
 from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import read_topic

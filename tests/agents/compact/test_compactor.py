@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -31,9 +32,7 @@ from onepipe.agents.compact.plan import DayTask, select_raw
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.metadata import TopicMetadata, metadata_from_dict
 from onepipe.sinks.lake import LakeStore, open_lake
-from onepipe.sinks.lake.clean_layout import clean_topic_prefix
-from onepipe.sinks.lake.clean_manifest import load_latest
-from onepipe.sinks.lake.clean_reader import SEQ_KEY, read_clean
+from onepipe.sinks.lake.iceberg.layout import parse_data_path
 from onepipe.sinks.lake.raw_layout import RawFile
 from tests.fixtures.archive import agent_for, count_is, make_topic, order, produce
 from tests.fixtures.compact import (
@@ -42,16 +41,21 @@ from tests.fixtures.compact import (
     PARTITIONS,
     RULES,
     SCHEMA,
+    SEQ_KEY,
     RawWriter,
     assert_no_stray_files,
     assert_same_rows,
+    catalog_for,
     clean_rows,
+    clean_state,
     clean_view,
     config_for,
+    data_files,
     day_of,
     expected_clean,
     from_scratch,
     meta_for,
+    read_clean,
     topic_spec,
     versions,
 )
@@ -89,8 +93,10 @@ def test_select_raw_stops_at_gaps_and_trims_overlaps() -> None:
 
 
 def test_day_task_is_plain_data() -> None:
-    task = DayTask(topic="t", date="2026-11-20", version=3, run_id="ab", old_files=("x",),
-                   winners_file="/w.parquet", keys_file=None, key=("id",), sort='"id"')
+    task = DayTask(topic="t", date="2026-11-20", seq=3, run_id="ab", old_files=("x",),
+                   winners_file="/w.parquet", keys_file=None, key=("id",), sort='"id"',
+                   field_ids={"id": [1, None], "clock": [2, {"key": [3, None],
+                                                            "value": [4, None]}]})
     assert DayTask.from_dict(json.loads(json.dumps(task.to_dict()))) == task
 
 
@@ -112,10 +118,10 @@ async def test_clean_holds_the_winner_of_every_key(rule: str, local_lake: LakeSt
     assert report.seq == 1 and report.undecodable == 2 and report.incomplete == 0
     assert report.rows_in == len(items) and report.rows_out == 60
     assert report.days_written == tuple(sorted(expected))
-    manifest = await load_latest(local_lake, topic)
-    assert {d: v.rows for d, v in manifest.days.items()} == {
+    state = await clean_state(local_lake, topic)
+    assert {d: v.rows for d, v in state.days.items()} == {
         d: len(keys) for d, keys in expected.items()}
-    assert manifest.raw_merged == dict(raw.next_offset)
+    assert state.watermark == dict(raw.next_offset)  # in the snapshot summary
 
 
 async def test_topic_without_key_keeps_every_record_once(local_lake: LakeStore,
@@ -190,8 +196,7 @@ async def test_partition_time_of_every_kind_places_rows_in_utc_days(
     expected: dict[str, list[str]] = defaultdict(list)
     for item in items:
         expected[day(item)].append(item["id"])
-    manifest = await load_latest(local_lake, topic)
-    assert sorted(manifest.days) == sorted(expected)
+    assert sorted((await clean_state(local_lake, topic)).days) == sorted(expected)
     for date, ids in expected.items():
         table = await read_clean(local_lake, topic, [date])
         assert table.column("id").to_pylist() == sorted(ids)
@@ -231,10 +236,10 @@ async def test_incremental_equals_from_scratch(local_lake: LakeStore, tmp_path: 
                      await from_scratch(local_lake, topic, meta, raw.schema, tmp_path))
     table = await read_clean(local_lake, topic)
     assert "extra" in table.column_names
-    # Nothing new: no new manifest, nothing deleted.
+    # Nothing new: no new snapshot, nothing deleted.
     again = await Compactor(local_lake, meta, raw.schema, config_for(tmp_path)).run()
     assert again.seq is None and again.files_deleted == 0
-    assert (await load_latest(local_lake, topic)).seq == 2
+    assert (await clean_state(local_lake, topic)).seq == 2
     await assert_no_stray_files(local_lake, topic)
 
 
@@ -250,16 +255,17 @@ async def test_a_big_day_is_split_into_ordered_files(local_lake: LakeStore,
     await Compactor(local_lake, meta, raw.schema, config).run()
     await raw.write([*versions(rng, range(0, 5000, 7), 1, days=1, duplicates=0.0)])
     await Compactor(local_lake, meta, raw.schema, config).run()
-    (version,) = (await load_latest(local_lake, topic)).days.values()
-    assert version.version == 2 and len(version.files) >= 2 and version.rows == 5000
+    (day,) = (await clean_state(local_lake, topic)).days.values()
+    assert len(day.paths) >= 2 and day.rows == 5000
+    assert {parse_data_path(p).seq for p in day.paths} == {2}  # type: ignore[union-attr]
     assert clean_view(await read_clean(local_lake, topic)) == expected_clean(raw.sent, "max")
 
 
-async def test_retired_files_go_after_the_retention(local_lake: LakeStore,
-                                                    tmp_path: Path) -> None:
+async def test_expired_snapshots_free_their_files_after_the_retention(
+        local_lake: LakeStore, tmp_path: Path) -> None:
     topic = unique("compact-retire")
     meta = meta_for(topic)
-    now = [DAY0 / 1000]
+    now = [time.time()]  # snapshots carry wall-clock times; the test moves on from now
     raw = RawWriter(local_lake, topic)
     rng = random.Random(5)
 
@@ -268,19 +274,18 @@ async def test_retired_files_go_after_the_retention(local_lake: LakeStore,
                          config_for(tmp_path, retention_seconds=600), clock=lambda: now[0])
 
     await raw.write([*versions(rng, range(10), 2, days=1)])
-    await compactor().run()
-    old = (await load_latest(local_lake, topic)).files()
+    first = await compactor().run()
+    old = set((await clean_state(local_lake, topic)).days[day_of(DAY0)].paths)
     await raw.write([*versions(rng, range(10), 2, days=1)])
     await compactor().run()
-    manifest = await load_latest(local_lake, topic)
-    assert {r.path for r in manifest.retired} == old
+    # Replaced, but the first snapshot still references them: time travel reads them.
     assert all(await asyncio.gather(*(local_lake.exists(p) for p in old)))
+    assert (await read_clean(local_lake, topic, as_of=first.snapshot_id)).num_rows == 10
     now[0] += 601
-    report = await compactor().run()  # nothing new, but expired files to drop
-    assert report.seq == 3 and report.files_deleted == len(old) and report.days_written == ()
-    assert (await load_latest(local_lake, topic)).retired == ()
+    report = await compactor().run()  # nothing new, but an expired snapshot to drop
+    assert report.seq is None and report.files_deleted == len(old)
     assert not any(await asyncio.gather(*(local_lake.exists(p) for p in old)))
-    assert (await compactor().run()).seq is None
+    await assert_no_stray_files(local_lake, topic)
 
 
 # ------------------------------------------------------------------ crashes
@@ -304,9 +309,10 @@ async def test_crash_before_commit_then_rerun(local_lake: LakeStore, tmp_path: P
     with pytest.raises(SimulatedCrash):
         await Compactor(local_lake, meta, raw.schema, config_for(tmp_path),
                         on_day_written=crash).run()
-    assert (await load_latest(local_lake, topic)).seq == 1
-    clean = [o.path for o in await local_lake.list(clean_topic_prefix(topic))]
-    assert any("/v2/" in p for p in clean)  # the crashed run's unreferenced day file
+    assert (await clean_state(local_lake, topic)).seq == 1
+    # the crashed run's unreferenced day file
+    assert any(parse_data_path(p).seq == 2  # type: ignore[union-attr]
+               for p in await data_files(local_lake, topic))
     report = await Compactor(local_lake, meta, raw.schema, config_for(tmp_path)).run()
     assert report.seq == 2 and report.files_deleted >= 1
     assert clean_view(await read_clean(local_lake, topic)) == expected_clean(raw.sent, "max")
@@ -367,8 +373,8 @@ async def test_sigkill_before_commit_then_rerun(local_lake: LakeStore, tmp_path:
             process.kill()
             await process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert (await load_latest(local_lake, topic)).seq == 0
-    assert await local_lake.list(clean_topic_prefix(topic))  # a day file, unreferenced
+    assert (await clean_state(local_lake, topic)).seq == 0
+    assert await data_files(local_lake, topic)  # a day file, unreferenced
     runs = tmp_path / "work" / "runs"
     assert len(list(runs.iterdir())) == 2  # the killed run's folder and lock file
     report = await Compactor(local_lake, meta, raw.schema, config_for(tmp_path)).run()
@@ -389,9 +395,9 @@ async def test_readers_only_ever_see_whole_versions(local_lake: LakeStore,
     meta = meta_for(topic)
     raw = RawWriter(local_lake, topic)
     rng = random.Random(21)
-    # Retention 0: superseded files are deleted by the very next commit, so a reader
-    # still pinned to an old manifest must notice and start over rather than mix.
-    config = config_for(tmp_path, retention_seconds=0)
+    # Each read pins one snapshot (kept for the retention while newer ones are committed)
+    # and must see exactly what that snapshot published, never a mix of two.
+    config = config_for(tmp_path, retention_seconds=600)
     published: dict[int, dict[str, dict[str, bytes]]] = {0: {}}
     observed: list[tuple[int, dict[str, dict[str, bytes]]]] = []
     done = asyncio.Event()
@@ -452,7 +458,7 @@ async def test_two_compactors_race_one_commit_per_seq(local_lake: LakeStore,
         .run() for i in range(2)))
     assert sorted(r.seq or 0 for r in reports) == [1, 2]
     assert sorted(r.attempts for r in reports) == [1, 2]
-    assert (await load_latest(local_lake, topic)).seq == 2
+    assert (await clean_state(local_lake, topic)).seq == 2
     assert clean_view(await read_clean(local_lake, topic)) == expected_clean(raw.sent, "max")
     await assert_no_stray_files(local_lake, topic)
 
@@ -481,24 +487,25 @@ async def test_archive_then_compact_end_to_end(runtime: Runtime, http: aiohttp.C
     async with agent_for(runtime, any_lake, topic):
         await wait_for(lambda: count_is(any_lake, topic, 200), timeout=60, what="200 rows")
     meta, schema = topic_spec(runtime, topic)
-    report = await Compactor(any_lake, meta, schema, config_for(tmp_path)).run()
+    config = config_for(tmp_path, catalog_uri=catalog_for(any_lake, tmp_path))
+    report = await Compactor(any_lake, meta, schema, config).run()
     assert report.seq == 1 and report.rows_in == 200 and report.rows_out == 37
-    table = await read_clean(any_lake, topic, cache_dir=tmp_path / "cache")
+    table = await read_clean(any_lake, topic)
     best = {f"o{k}": max(i for i in range(200) if i % 37 == k) for k in range(37)}
     assert {r["order_id"]: r["version"] for r in table.to_pylist()} == best
     assert table.column("order_id").to_pylist() == sorted(best)
     today = datetime.now(tz=UTC).strftime("%Y-%m-%d")
-    assert set((await load_latest(any_lake, topic)).days) == {today}
+    assert set((await clean_state(any_lake, topic)).days) == {today}
     # More versions arrive: only the changed keys get new winners.
     await produce(http, topic, [order(i, note=True) for i in range(200, 250)])
     async with agent_for(runtime, any_lake, topic):
         await wait_for(lambda: count_is(any_lake, topic, 250), timeout=60, what="250 rows")
-    second = await Compactor(any_lake, meta, schema, config_for(tmp_path)).run()
+    second = await Compactor(any_lake, meta, schema, config).run()
     assert second.seq == 2 and second.rows_in == 50
-    table = await read_clean(any_lake, topic, cache_dir=tmp_path / "cache")
+    table = await read_clean(any_lake, topic)
     best = {f"o{k}": max(i for i in range(250) if i % 37 == k) for k in range(37)}
     assert {r["order_id"]: r["version"] for r in table.to_pylist()} == best
-    assert (await Compactor(any_lake, meta, schema, config_for(tmp_path)).run()).seq is None
+    assert (await Compactor(any_lake, meta, schema, config).run()).seq is None
     await assert_no_stray_files(any_lake, topic)
 
 
@@ -525,7 +532,7 @@ async def test_compact_and_lake_read_commands(runtime: Runtime, http: aiohttp.Cl
         asyncio.to_thread(run_cli, env, "compact", unique("nope")),
         asyncio.to_thread(run_cli, env, "lake", "read", unique("nope")))
     assert compacted.returncode == 0, compacted.stderr
-    assert "published manifest 1" in compacted.stdout and "37 row(s)" in compacted.stdout
+    assert "(sequence number 1)" in compacted.stdout and "37 row(s)" in compacted.stdout
     assert unknown.returncode == 2 and "not registered" in unknown.stderr
     assert "Traceback" not in unknown.stderr
     assert empty.returncode == 1 and "onepipe compact" in empty.stderr
@@ -540,7 +547,7 @@ async def test_compact_and_lake_read_commands(runtime: Runtime, http: aiohttp.Cl
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert {r["order_id"]: r["version"] for r in rows} == {
         f"o{k}": max(i for i in range(80) if i % 37 == k) for k in range(37)}
-    assert table.returncode == 0 and f"clean/{topic} (manifest 1): 5 row(s)" in table.stdout
+    assert table.returncode == 0 and "sequence number 1): 5 row(s)" in table.stdout
     assert "order_id" in table.stdout
     assert raw.returncode == 0 and len(raw.stdout.splitlines()) == 7
     assert again.returncode == 0 and "up to date" in again.stdout

@@ -30,24 +30,24 @@ from onepipe.agents.compact.messages import (
     encode_task,
     result_problem,
 )
-from onepipe.agents.compact.plan import DayTask
+from onepipe.agents.compact.plan import DayTask, DayVersion
 from onepipe.agents.compact.pool import DayTaskWorker, KafkaDayDispatcher
 from onepipe.agents.compact.schedule import CompactionScheduler
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.errors import CompactionError
 from onepipe.schemas.topic_names import compact_results_topic
 from onepipe.sinks.lake import LakeStore, S3Options, open_lake
-from onepipe.sinks.lake.clean_layout import (
+from onepipe.sinks.lake.iceberg import NAMESPACE, open_catalog
+from onepipe.sinks.lake.iceberg.layout import (
     claim_prefix,
-    clean_file_path,
-    parse_clean_path,
+    data_file_path,
+    parse_data_path,
     parse_staging_path,
     staging_prefix,
     staging_topic_prefix,
 )
-from onepipe.sinks.lake.clean_manifest import DayVersion, load_latest
-from onepipe.sinks.lake.clean_reader import read_clean
 from tests.fixtures.compact import (
+    CATALOGS,
     DAY0,
     DAY_MS,
     SCHEMA,
@@ -55,14 +55,17 @@ from tests.fixtures.compact import (
     assert_no_stray_files,
     assert_same_rows,
     clean_rows,
+    clean_state,
     clean_view,
     config_for,
     day_of,
     expected_clean,
     from_scratch,
     meta_for,
+    read_clean,
     versions,
 )
+from tests.fixtures.databases import PG_DSN
 from tests.fixtures.services import kafka_for, unique, wait_for
 
 PARTITIONS = 8
@@ -135,22 +138,23 @@ async def assert_like_local(lake: LakeStore, raw: RawWriter, tmp_path: Path) -> 
 
 
 def test_messages_round_trip_and_reject_garbage() -> None:
-    task = DayTask(topic="t", date="2026-11-20", version=3, run_id="ab", old_files=("x",),
+    task = DayTask(topic="t", date="2026-11-20", seq=3, run_id="ab", old_files=("x",),
                    winners_file="clean/t/_runs/v3/ab/winners-2026-11-20.parquet",
-                   keys_file=None, key=("id",), sort='"id"', staged=True)
+                   keys_file=None, key=("id",), sort='"id"', field_ids={"id": [1, None]},
+                   staged=True)
     message = TaskMessage(task, compact_results_topic("app"), 5)
     assert decode_task(encode_task(message)) == message
-    files = (clean_file_path("t", "2026-11-20", 3, "ab", 0, "c0ffee"),)
+    files = (data_file_path("t", "2026-11-20", 3, "ab", 0, "c0ffee"),)
     ok = DayResult("ab", "t", "2026-11-20", 3, "c0ffee", "w1", DayVersion(3, files, 10, 99))
     failed = DayResult("ab", "t", "2026-11-20", 3, "c0ffee", "w1", None, "boom")
     assert decode_result(encode_result(ok)) == ok
     assert decode_result(encode_result(failed)) == failed
     assert result_problem(ok, task) is None
     assert "boom" in (result_problem(failed, task) or "")
-    elsewhere = DayVersion(3, (clean_file_path("t", "2026-11-21", 3, "ab", 0, "c0ffee"),), 1, 1)
-    assert "not a clean file of this task" in (
+    elsewhere = DayVersion(3, (data_file_path("t", "2026-11-21", 3, "ab", 0, "c0ffee"),), 1, 1)
+    assert "not a data file of this task" in (
         result_problem(DayResult("ab", "t", "2026-11-20", 3, "c", "w", elsewhere), task) or "")
-    for garbage in (b"", b"[]", b'{"format": 2}', b'{"format": 1, "task": {}}'):
+    for garbage in (b"", b"[]", b'{"format": 1}', b'{"format": 2, "task": {}}'):
         with pytest.raises(CompactionError, match="not a day task message"):
             decode_task(garbage)
         with pytest.raises(CompactionError, match="not a day result message"):
@@ -158,15 +162,15 @@ def test_messages_round_trip_and_reject_garbage() -> None:
 
 
 def test_attempt_and_staging_names_parse_back() -> None:
-    path = clean_file_path("t.x", "2026-11-26", 12, "abc", 3, "d00d")
-    assert path == "clean/t.x/date=2026-11-26/v12/abc-d00d-00003.parquet"
-    parsed = parse_clean_path(path)
+    path = data_file_path("t.x", "2026-11-26", 12, "abc", 3, "d00d")
+    assert path == "clean/t.x/data/day=2026-11-26/0000000012-abc-d00d-00003.parquet"
+    parsed = parse_data_path(path)
     assert parsed is not None
-    assert (parsed.run_id, parsed.attempt, parsed.index, parsed.version) == ("abc", "d00d", 3, 12)
-    plain = parse_clean_path(clean_file_path("t.x", "2026-11-26", 12, "abc", 3))
+    assert (parsed.run_id, parsed.attempt, parsed.index, parsed.seq) == ("abc", "d00d", 3, 12)
+    plain = parse_data_path(data_file_path("t.x", "2026-11-26", 12, "abc", 3))
     assert plain is not None and (plain.run_id, plain.attempt, plain.index) == ("abc", "", 3)
     staged = staging_prefix("t.x", 12, "abc") + "winners-2026-11-26.parquet"
-    assert parse_clean_path(staged) is None  # no reader or sweep takes it for clean data
+    assert parse_data_path(staged) is None  # no reader or sweep takes it for clean data
     assert parse_staging_path(staged) == (12, "abc")
     assert parse_staging_path(path) is None
 
@@ -182,7 +186,7 @@ async def test_sweep_removes_staging_and_attempt_files_of_dead_runs(tmp_path: Pa
         day = day_of(DAY0)
         crashed = staging_prefix(topic, 1, "dead") + f"winners-{day}.parquet"  # planned seq 1
         live = staging_prefix(topic, 2, "live") + f"winners-{day}.parquet"  # plans seq 2
-        late = clean_file_path(topic, day, 1, "dead", 0, "abcd")  # a late duplicate's file
+        late = data_file_path(topic, day, 1, "dead", 0, "abcd")  # a late duplicate's file
         for path in (crashed, live, late):
             await lake.put(path, b"x")
         report = await Compactor(lake, meta_for(topic), raw.schema, config_for(tmp_path)).run()
@@ -214,7 +218,7 @@ async def test_a_failing_dispatch_unstages_its_inputs(tmp_path: Path) -> None:
                             dispatcher=broken).run()
         assert len(broken.seen) == 3
         assert await lake.list(staging_topic_prefix(topic)) == []
-        assert (await load_latest(lake, topic)).seq == 0
+        assert (await clean_state(lake, topic)).seq == 0
 
 
 async def test_a_run_whose_staging_a_winner_swept_replans(tmp_path: Path) -> None:
@@ -268,8 +272,8 @@ async def test_two_workers_compact_like_a_local_run(pool: Pool, broker: str,
     by_workers = {f"{run}/{key.split('/')[1]}": w.worker_id for w in pool.workers
                   for run, key, _, error in w.executed if error is None}
     assert {k: v for k, v in by_workers.items() if k in ran} == ran
-    manifest = await load_latest(pool.lake, topic)
-    names = [parse_clean_path(p) for d in manifest.days.values() for p in d.files]
+    state = await clean_state(pool.lake, topic)
+    names = [parse_data_path(p) for d in state.days.values() for p in d.paths]
     assert all(n is not None and n.attempt for n in names)  # pooled files carry attempts
     await assert_like_local(pool.lake, raw, tmp_path)
 
@@ -328,7 +332,9 @@ async def test_a_worker_on_s3_compacts_like_a_local_run(
         raw = RawWriter(lake, topic)
         rng = random.Random(61)
         await raw.write([*versions(rng, range(60), 2, days=4)])
-        config = config_for(tmp_path)
+        # Production's shape: an S3 lake and its catalog in PostgreSQL (psycopg 3).
+        catalog = CATALOGS[lake.url] = PG_DSN.replace("postgresql://", "postgresql+psycopg://")
+        config = config_for(tmp_path, catalog_uri=catalog)
         async with DayTaskWorker(kafka=kafka_for(broker), app_id=app_id, worker_id="s3w",
                                  executor=DayExecutor(lake, worker_config(tmp_path / "s3w")),
                                  partitions=PARTITIONS) as worker, \
@@ -346,6 +352,9 @@ async def test_a_worker_on_s3_compacts_like_a_local_run(
         cached = [p for p in (tmp_path / "s3w" / "cache").rglob("*.parquet")]
         assert cached == []
         await assert_like_local(lake, raw, tmp_path)
+        opened = open_catalog(catalog, lake)
+        opened.catalog.drop_table((NAMESPACE, topic))  # the database outlives the test
+        opened.close()
 
 
 # ------------------------------------------------------------------ scheduler
@@ -378,7 +387,7 @@ async def test_schedulers_of_two_workers_compact_a_topic_once_per_slot(
         runs = await asyncio.gather(*(s.tick() for s in schedulers))
         assert sorted(len(r) for r in runs) == [0, 1]
         assert sum(s.skipped for s in schedulers) == 1
-        assert (await load_latest(lake, topic)).seq == 1
+        assert (await clean_state(lake, topic)).seq == 1
         # Same slot again: already claimed, nobody runs.
         assert [await s.tick() for s in schedulers] == [[], []]
         # Next slot: one runs, and the old claim is gone.
@@ -386,7 +395,7 @@ async def test_schedulers_of_two_workers_compact_a_topic_once_per_slot(
         await raw.write([*bumped(versions(rng, range(10, 40), 2))])
         runs = await asyncio.gather(*(s.tick() for s in schedulers))
         assert sorted(len(r) for r in runs) == [0, 1]
-        assert (await load_latest(lake, topic)).seq == 2
+        assert (await clean_state(lake, topic)).seq == 2
         assert len(await lake.list(claim_prefix(topic))) == 1
         assert clean_view(await read_clean(lake, topic)) == expected_clean(raw.sent, "max")
         # A topic without raw files is not claimed at all.

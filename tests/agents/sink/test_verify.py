@@ -26,6 +26,7 @@ from onepipe.schemas.metadata import SinkSpec
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.db import open_database
 from onepipe.sinks.lake import open_lake
+from onepipe.sinks.lake.iceberg import embedded_catalog_uri
 from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.archive import agent_for
 from tests.fixtures.compact import DAY0, DAY_MS, config_for, topic_spec
@@ -123,6 +124,7 @@ async def test_verify_compares_the_sink_and_names_the_keys_it_changed(
         env.update(ONEPIPE_BROKER=broker, ONEPIPE_LAKE_URL=lake_url,
                    ONEPIPE_REGISTRY_TOPIC=runtime.settings.registry_topic,
                    ONEPIPE_REGISTRY_FETCH_WAIT_MS="10", ONEPIPE_DATA_DIR=str(tmp_path / "d"),
+                   ONEPIPE_ICEBERG_CATALOG_URI=embedded_catalog_uri(lake),
                    COLUMNS="250", **environ)
         cli = await asyncio.to_thread(
             subprocess.run, [ONEPIPE, "verify", topic], env=env, capture_output=True,

@@ -29,21 +29,24 @@ import pyarrow.compute as pc
 import pytest
 
 from onepipe.agents.compact import Compactor
+from onepipe.agents.verify.clean import CleanLakeSource
 from onepipe.agents.verify.compare import day_range, verify_registered, verify_topic
-from onepipe.agents.verify.sources import CleanLakeSource, DayRange, TopicView
+from onepipe.agents.verify.sources import DayRange, TopicView
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.metadata import Checks, TopicMetadata
 from onepipe.sinks.lake import LakeStore, open_lake
-from onepipe.sinks.lake.clean_reader import read_clean
 from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.archive import agent_for
 from tests.fixtures.compact import (
+    CATALOGS,
     DAY0,
     DAY_MS,
     RawWriter,
+    catalog_for,
     config_for,
     copy_raw,
     meta_for,
+    read_clean,
     topic_spec,
     versions,
 )
@@ -111,7 +114,7 @@ async def test_two_clean_lakes_agree_then_the_drill_down_names_the_keys(tmp_path
         # The limit caps the keys listed, and says more exist.
         changed_all = lambda t: t.set_column(  # noqa: E731
             t.schema.get_field_index("note"), t.schema.field("note"),
-            pa.array(["x"] * t.num_rows, pa.string()))
+            pa.array(["x"] * t.num_rows, t.schema.field("note").type))
         await publish_day(b, topic, day1, changed_all)
         report = await verify_topic(view, sources(), limit=3)
         assert len(day_report(report, day1).differing_keys) == 3
@@ -164,25 +167,31 @@ async def test_a_removed_raw_file_is_a_gap_named_by_partition_and_day(
         writer = RawWriter(lake, topic)
         await writer.write(versions(random.Random(3), range(60), per_key=2, days=1),
                            per_file=5)
-        await Compactor(lake, meta, writer.schema, config_for(tmp_path)).run()
+        catalog = catalog_for(lake, tmp_path)  # an S3 lake names its Iceberg catalog
+        await Compactor(lake, meta, writer.schema,
+                        config_for(tmp_path, catalog_uri=catalog)).run()
         view = TopicView.build(meta, writer.schema)
         cache = tmp_path / "cache"  # an S3 lake's files are read through a local cache
-        assert (await verify_topic(view, [CleanLakeSource(view, lake, cache)], lake=lake,
-                                   cache_dir=cache)).ok
+        assert (await verify_topic(view, [CleanLakeSource(view, lake, cache,
+                                                          catalog_uri=catalog)],
+                                   lake=lake, cache_dir=cache)).ok
         files = [f for f in (await raw_inventory(lake, topic)).files if f.partition == 1]
         removed = files[len(files) // 2]
         await lake.delete(removed.path)
-        report = await verify_topic(view, [CleanLakeSource(view, lake)], lake=lake)
+        report = await verify_topic(
+            view, [CleanLakeSource(view, lake, catalog_uri=catalog)], lake=lake)
         assert not report.ok
         (gap,) = report.raw_findings
         assert (gap.kind, gap.partition, gap.first, gap.last) == (
             "gap", 1, removed.first, removed.last)
         assert gap.days == (day_of(DAY0),)
         assert not day_report(report, day_of(DAY0)).ok
-        # The last file of a partition: no gap between files, but the manifest merged it.
+        # The last file of a partition: no gap between files, but the snapshot's watermark
+        # says it was merged.
         last = [f for f in (await raw_inventory(lake, topic)).files if f.partition == 2][-1]
         await lake.delete(last.path)
-        report = await verify_topic(view, [CleanLakeSource(view, lake)], lake=lake)
+        report = await verify_topic(
+            view, [CleanLakeSource(view, lake, catalog_uri=catalog)], lake=lake)
         assert [(f.kind, f.partition, f.first, f.last) for f in report.raw_findings] == [
             ("gap", 1, removed.first, removed.last), ("gap", 2, last.first, last.last)]
 
@@ -248,10 +257,13 @@ async def test_verify_end_to_end_then_three_corruptions(
                 await wait_for(archived, timeout=60, what=f"{count} records archived")
             await asyncio.wait_for(dedup.wait_consumed(len(sent)), 60)
         meta, schema = topic_spec(runtime, topic)
-        await Compactor(lake, meta, schema, config_for(tmp_path)).run()
+        # The worker's own catalog: its /verify view reads the clean lake through it.
+        catalog = CATALOGS[lake.url] = runtime.settings.resolved_catalog_uri
+        await Compactor(lake, meta, schema, config_for(tmp_path, catalog_uri=catalog)).run()
         state = runtime.registry.state
 
-        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker),
+                                         catalog_uri=catalog)
         assert report.ok, report.to_json()
         assert report.systems == ("clean", "stream") and report.skipped == {}
         days = [d.day for d in report.days]
@@ -263,6 +275,7 @@ async def test_verify_end_to_end_then_three_corruptions(
         env.update(ONEPIPE_BROKER=broker, ONEPIPE_LAKE_URL=lake_url,
                    ONEPIPE_REGISTRY_TOPIC=runtime.settings.registry_topic,
                    ONEPIPE_REGISTRY_FETCH_WAIT_MS="10", ONEPIPE_DATA_DIR=str(tmp_path / "d"),
+                   ONEPIPE_ICEBERG_CATALOG_URI=catalog,
                    COLUMNS="250")
         good, usage, unknown = await asyncio.gather(
             asyncio.to_thread(run_cli, env, "verify", topic),
@@ -278,7 +291,8 @@ async def test_verify_end_to_end_then_three_corruptions(
         victim_day = days[0]
         ids0 = (await read_clean(lake, topic, [victim_day])).column("id").to_pylist()
         await publish_day(lake, topic, victim_day, without_key(ids0[3]))
-        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker),
+                                         catalog_uri=catalog)
         bad = day_report(report, victim_day)
         assert not report.ok and [d.day for d in report.days if not d.ok] == [victim_day]
         assert {"rows", "keys", "sum:amount", "sum:qty", "checksum"} == set(bad.disagreeing)
@@ -289,7 +303,8 @@ async def test_verify_end_to_end_then_three_corruptions(
         changed_day = days[1]
         ids1 = (await read_clean(lake, topic, [changed_day])).column("id").to_pylist()
         await publish_day(lake, topic, changed_day, with_note(ids1[0], "tampered"))
-        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker),
+                                         catalog_uri=catalog)
         bad = day_report(report, changed_day)
         assert bad.disagreeing == ("checksum",)
         assert [k.key for k in bad.differing_keys] == [{"id": ids1[0]}]
@@ -305,7 +320,8 @@ async def test_verify_end_to_end_then_three_corruptions(
         await lake.delete(removed.path)
         removed_days = {item["updated_at"].strftime("%Y-%m-%d") for item in await _source_rows(
             broker, topic, partition, removed.first, removed.last, schema)}
-        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker))
+        report = await verify_registered(topic, state, lake=lake, kafka=kafka_for(broker),
+                                         catalog_uri=catalog)
         (gap,) = report.raw_findings
         assert (gap.kind, gap.partition, gap.first, gap.last) == (
             "gap", partition, removed.first, removed.last)
