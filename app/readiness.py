@@ -21,12 +21,12 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from onepipe.app.auth.store import TokenStore
 from onepipe.tables.registry_store import RegistryStore
 
 __all__ = ["BrokerProbe", "Check", "Readiness", "Waiting"]
@@ -104,6 +104,18 @@ class BrokerProbe:
             await asyncio.gather(probe, return_exceptions=True)
 
 
+class TokenSource(Protocol):
+    """What readiness asks of the API's token store (onepipe.app.auth.store.TokenStore)."""
+
+    path: Path
+    problem: str | None
+
+    @property
+    def tokens(self) -> Sequence[object]: ...
+
+    def reload_if_changed(self) -> bool: ...
+
+
 class Readiness:
     """The worker's readiness checks, read by ``GET /readyz``."""
 
@@ -114,7 +126,7 @@ class Readiness:
         self.broker = broker
         self._agents = agents
         #: The API's token store, when the worker has one (the web server sets it).
-        self.tokens: TokenStore | None = None
+        self.tokens: TokenSource | None = None
 
     async def checks(self) -> Sequence[Check]:
         checks = [self._registry_check(), await self.broker.check(), self._partitions_check()]

@@ -319,9 +319,11 @@ async def test_slow_clients_cannot_hold_connections(impatient: Runtime) -> None:
     assert head.startswith((b"HTTP/1.1 408", b"HTTP/1.1 404")), head[:200]
 
 
-async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
-    base = f"http://127.0.0.1:{impatient.web.port}"
-    topic = unique("stream")
+async def open_v3_stream(runtime: Runtime, topic: str) -> tuple[
+        str, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Register ``topic`` on ``runtime``, then open a chunked v3 produce stream to it that
+    has sent one record; (cluster id, reader, writer) of the raw connection."""
+    base = f"http://127.0.0.1:{runtime.web.port}"
     async with aiohttp.ClientSession(base_url=base) as http:
         status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
                                   {"schema": SIMPLE, "key": ["id"], "partitions": 1})
@@ -329,17 +331,28 @@ async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
         async with http.get("/v3/clusters") as resp:
             cluster = (await resp.json())["data"][0]["cluster_id"]
     record = json.dumps({"value": {"data": {"id": "a", "n": 1}}}).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.web.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", runtime.web.port)
     writer.write(f"POST /v3/clusters/{cluster}/topics/{topic}/records HTTP/1.1\r\n"
                  "Host: x\r\nContent-Type: application/json\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n".encode()
                  + f"{len(record):x}\r\n".encode() + record + b"\r\n")
-    await writer.drain()  # one record, then silence
+    await writer.drain()
+    return cluster, reader, writer
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
+    """What the connection sends up to and including ``marker`` (30 s at most)."""
     reply = b""
-    while b"ONEPIPE_REQUEST_READ_SECONDS" not in reply:
+    while marker not in reply:
         more = await asyncio.wait_for(reader.read(4096), timeout=30)
         assert more, reply
         reply += more
+    return reply
+
+
+async def test_an_idle_v3_stream_is_ended(impatient: Runtime) -> None:
+    _, reader, writer = await open_v3_stream(impatient, unique("stream"))
+    reply = await read_until(reader, b"ONEPIPE_REQUEST_READ_SECONDS")  # after the silence
     writer.close()
     assert b'"error_code":200' in reply  # the record before the silence was produced
     assert b'"error_code":408' in reply
@@ -351,36 +364,21 @@ def _stream_readers() -> list[asyncio.Task[Any]]:
 
 
 async def test_a_v3_stream_whose_client_leaves_ends(impatient: Runtime) -> None:
-    base = f"http://127.0.0.1:{impatient.web.port}"
     topic = unique("gone")
-    async with aiohttp.ClientSession(base_url=base) as http:
-        status, body = await send(http, "PUT", f"/topics/{topic}/metadata",
-                                  {"schema": SIMPLE, "key": ["id"], "partitions": 1})
-        assert status == 200, body
-        async with http.get("/v3/clusters") as resp:
-            cluster = (await resp.json())["data"][0]["cluster_id"]
-        # A timestamp before 1970 or far ahead is refused, the stream goes on.
+    cluster, reader, writer = await open_v3_stream(impatient, topic)
+    await read_until(reader, b'"error_code":200')
+    assert _stream_readers()  # the stream is being read
+    writer.transport.abort()  # the client leaves mid-stream
+    await wait_for(lambda: not _stream_readers(), timeout=30,
+                   what="the stream's reader to end after its client left")
+    # A timestamp before 1970 or far ahead is refused.
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{impatient.web.port}") as http:
         for stamp in ("1969-12-31T23:59:59Z", "2999-01-01T00:00:00Z"):
             status, body = await send(
                 http, "POST", f"/v3/clusters/{cluster}/topics/{topic}/records",
                 {"value": {"data": {"id": "t", "n": 1}}, "timestamp": stamp})
             assert status == 422 and "hour ahead" in body["message"], body
-    record = json.dumps({"value": {"data": {"id": "a", "n": 1}}}).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.web.port)
-    writer.write(f"POST /v3/clusters/{cluster}/topics/{topic}/records HTTP/1.1\r\n"
-                 "Host: x\r\nContent-Type: application/json\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n".encode()
-                 + f"{len(record):x}\r\n".encode() + record + b"\r\n")
-    await writer.drain()
-    reply = b""
-    while b'"error_code":200' not in reply:  # the headers may come first, alone
-        more = await asyncio.wait_for(reader.read(4096), timeout=30)
-        assert more, reply
-        reply += more
-    assert _stream_readers()  # the stream is being read
-    writer.transport.abort()  # the client leaves mid-stream
-    await wait_for(lambda: not _stream_readers(), timeout=30,
-                   what="the stream's reader to end after its client left")
+
 
 
 async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(
