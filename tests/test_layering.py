@@ -73,11 +73,30 @@ def imports_of(name: str, source: str, known: Mapping[str, Path]) -> set[str]:
 
 
 def graph(sources: Mapping[str, str] | None = None) -> dict[str, set[str]]:
-    """module -> the onepipe modules it imports (``sources`` replaces file contents)."""
+    """module -> the onepipe modules it imports (``sources`` replaces file contents).
+
+    Importing ``a.b.c`` first runs the ``__init__`` of ``a.b``: that package counts as
+    imported too (unless the importer lives inside it, where it is already running), so
+    a cycle through a package's ``__init__`` is found like any other.
+    """
     known = modules()
     texts = {name: path.read_text() for name, path in known.items()}
     texts.update(sources or {})
-    return {name: imports_of(name, text, known) for name, text in texts.items()}
+    edges = {name: imports_of(name, text, known) for name, text in texts.items()}
+    for name, targets in edges.items():
+        targets |= {package for target in list(targets)
+                    for package in _packages_of(target, known)
+                    if package != name and not name.startswith(package + ".")}
+    return edges
+
+
+def _packages_of(module: str, known: Mapping[str, Path]) -> Iterator[str]:
+    """The packages whose ``__init__`` an import of ``module`` runs (below onepipe)."""
+    parts = module.split(".")
+    for end in range(2, len(parts)):
+        package = ".".join(parts[:end])
+        if package in known:
+            yield package
 
 
 def room(module: str) -> str:
@@ -242,6 +261,17 @@ def test_a_planted_cycle_is_found() -> None:
               "    from onepipe.schemas.codec import frame\n")
     found = cycles(graph({module: path.read_text() + "\n" + hidden}))
     assert any(module in component for component in found)
+
+
+def test_a_cycle_through_a_package_init_is_found() -> None:
+    """context -> readiness -> app.auth.store ran app.auth's __init__, whose gate
+    imported app.web.http, which imports context: a cycle only import order showed."""
+    module = "onepipe.app.readiness"
+    path = modules()[module]
+    planted = "\nfrom onepipe.app.auth.store import TokenStore\n"
+    found = cycles(graph({module: path.read_text() + planted}))
+    assert any(module in component and "onepipe.app.auth" in component
+               for component in found), found
 
 
 def test_a_planted_bare_import_is_found() -> None:
