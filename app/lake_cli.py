@@ -123,7 +123,7 @@ async def run_lake_migrate(settings: Settings, args: argparse.Namespace) -> int:
         failed = 0
         for topic in topics:
             meta = state.topic_metadata(topic)
-            schema = state.version(f"{topic}-value", "latest").schema
+            schema = state.reader_schema(topic)
             config = _config(settings)
             report = await migrate_topic(lake, meta, schema, config)
             print(report.describe())

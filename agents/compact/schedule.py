@@ -126,7 +126,7 @@ class CompactionScheduler(Service):
         state = self._registry.state
         meta = state.topic_metadata(topic)
         try:
-            schema = state.version(f"{topic}-value", "latest").schema
+            schema = state.reader_schema(topic)
         except NotFoundError:
             schema = None  # no typed columns; partition_time must then be `kafka`
         report = await Compactor(self._lake, meta, schema, self._config,

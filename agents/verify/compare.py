@@ -296,7 +296,7 @@ async def verify_registered(topic: str, state: RegistryState, *, lake: LakeStore
     process's environment), skipped with the reason otherwise.
     """
     meta = state.topic_metadata(topic)
-    schema = state.version(f"{topic}-value", "latest").schema
+    schema = state.reader_schema(topic)
     view = TopicView.build(meta, schema)
     sources: list[VerifySource] = [CleanLakeSource(view, lake, cache_dir,
                                                    catalog_uri=catalog_uri, as_of=as_of)]
