@@ -8,8 +8,12 @@
     onepipe compact TOPIC     merge the raw lake of TOPIC into its clean lake (see --help)
     onepipe lake read TOPIC   preview clean rows (or --raw rows) of TOPIC, --as-of a snapshot
     onepipe lake migrate TOPIC|--all   convert a manifest-format clean lake to Iceberg
+    onepipe sql "QUERY"       DuckDB over the lake: views "<topic>" (clean, --as-of) and
+                              "raw_<topic>"; --format table|csv|json|parquet
+    onepipe warehouse load TOPIC --dsn DSN   clean days into PostgreSQL (--incremental)
     onepipe status            consumer lag per partition from a running worker (exit 1: stuck)
-    onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ)
+    onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ;
+                              --warehouse DSN adds a loaded warehouse table)
     onepipe tokens add NAME   create an API token (--publish PATTERN, --admin); also ls, rm
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
@@ -31,7 +35,9 @@ from onepipe.app.log_format import configure_logging
 from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker
 from onepipe.app.settings import Settings, load_settings
 from onepipe.app.sinks_cli import add_sink_commands, run_dlq, run_sinks
+from onepipe.app.sql_cli import add_sql_command
 from onepipe.app.status_cli import add_status_command, run_status
+from onepipe.app.warehouse_cli import add_warehouse_command
 from onepipe.schemas.errors import ConfigError, OnepipeError
 from onepipe.tables.registry_store import RegistryStore
 
@@ -86,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     add_status_command(sub)
     add_sink_commands(sub)
     add_tokens_command(sub)
+    add_sql_command(sub)
+    add_warehouse_command(sub)
     verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
     verify.add_argument("topic")
     verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
@@ -97,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--as-of", dest="as_of", default=None,
                         help="verify the clean lake's snapshot with this id, or the one "
                         "current at this ISO time (default: the current snapshot)")
+    verify.add_argument("--warehouse", default=None, metavar="DSN",
+                        help="also compare the table `onepipe warehouse load` filled there")
+    verify.add_argument("--warehouse-table", dest="warehouse_table", default=None,
+                        help="that table's name (default: the topic with . and - as _)")
     return parser
 
 
@@ -150,6 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_verify(settings, args))
         if args.command == "tokens":
             return run_tokens(settings, args)
+        if args.command == "sql":
+            from onepipe.app.sql_cli import run_sql
+
+            return asyncio.run(run_sql(settings, args))
+        if args.command == "warehouse":
+            from onepipe.app.warehouse_cli import run_warehouse
+
+            return asyncio.run(run_warehouse(settings, args))
         if args.command == "dev":
             return run_dev(settings, args.catalog)
         return run_worker(settings)
@@ -260,6 +280,7 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
     from onepipe.agents.verify import day_range, verify_registered
+    from onepipe.app.warehouse_cli import warehouse_sources
     from onepipe.app.web.verify import cache_dir, print_report
 
     try:
@@ -274,11 +295,13 @@ async def _verify(settings: Settings, args: argparse.Namespace) -> int:
         if args.topic not in store.state.topics:
             raise ConfigError(f"topic {args.topic!r} is not registered; `onepipe apply` "
                               "registers a catalog folder")
+        extra = warehouse_sources(store.state, args.topic, args.warehouse,
+                                  args.warehouse_table)
         async with settings.open_lake() as lake:
             report = await verify_registered(
                 args.topic, store.state, lake=lake, kafka=settings.kafka, days=days,
                 cache_dir=cache_dir(settings.data_dir), limit=args.limit,
-                catalog_uri=settings.resolved_catalog_uri, as_of=args.as_of)
+                catalog_uri=settings.resolved_catalog_uri, as_of=args.as_of, extra=extra)
     if args.json:
         print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -28,8 +28,11 @@ retry loops ask the error instead of matching messages::
     │   └── LakeObjectNotFound      a path that is not in the lake
     ├── BrokerError                 Kafka did not accept or answer; retriable
     ├── CatalogError                the Iceberg catalog is unreachable or holds another lake's table
-    └── CompactionError             the compactor cannot publish a clean version
-        └── CompactionConflict      another compactor committed a snapshot first; retriable
+    ├── CompactionError             the compactor cannot publish a clean version
+    │   └── CompactionConflict      another compactor committed a snapshot first; retriable
+    ├── QueryError                  DuckDB refused an ``onepipe sql`` query
+    └── WarehouseError              a warehouse load failed; the days it did not finish keep
+                                    their previous rows
 
 This module is a leaf: it imports nothing from onepipe, so every package can use it.
 """
@@ -322,3 +325,19 @@ class CompactionConflict(CompactionError):
     code = "compaction_conflict"
     status = 409
     retriable = True
+
+
+class QueryError(OnepipeError):
+    """DuckDB refused an ``onepipe sql`` query; the message is DuckDB's (it says where)."""
+
+    code = "query_error"
+    status = 400
+
+
+class WarehouseError(OnepipeError):
+    """A warehouse load failed (the database refused a row, a table, a connection); every
+    day it had not committed keeps its previous rows. Retriable when the database did not
+    answer."""
+
+    code = "warehouse_error"
+    status = 502

@@ -40,7 +40,7 @@ from onepipe.schemas.errors import InvalidCompatibilityError, MetadataError
 from onepipe.schemas.sizes import parse_byte_size
 
 __all__ = ["KAFKA_TIMESTAMP", "SINK_KINDS", "ArchivePolicy", "Checks", "OrderRule", "OrderRuleName",
-           "SinkKind", "SinkSpec",
+           "SinkKind", "SinkSpec", "TABLE_NAME",
            "TopicMetadata", "check_relations", "fail", "metadata_from_dict", "metadata_to_dict"]
 
 OrderRuleName = Literal["max", "first", "vector_clock"]
@@ -58,6 +58,8 @@ _SINK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Environment variable names (POSIX portable) and table names every dialect takes unquoted.
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+#: Table names every dialect takes unquoted: sinks' tables, and the warehouse load's.
+TABLE_NAME = _TABLE
 SinkKind = Literal["sqlite", "postgres", "mysql"]
 SINK_KINDS: tuple[str, ...] = get_args(SinkKind)
 _TOP_KEYS = ("topic", "schema", "compatibility", "partitions", "key", "order",

@@ -20,7 +20,8 @@ Contract (the public API; the compactor, ``verify``, ``onepipe lake`` and any la
   (``CompactionConflict`` when another commit came first), :func:`expire` the retention.
 - **Reading** (read.py): :func:`resolve_snapshot` (head, id, or a time),
   :func:`day_files`, :func:`scan_days` (record batches, one file in memory at a time),
-  :func:`read_days` (bounded reads).
+  :func:`read_days` (bounded reads); :func:`day_versions` (versions.py) names the snapshot
+  that last wrote each day (what an incremental copy compares).
 
 Errors: :class:`~onepipe.schemas.errors.CatalogError` (the catalog's database, a table
 in another lake, an unknown snapshot), ``CompactionConflict`` (a lost commit),
@@ -49,9 +50,10 @@ from onepipe.sinks.lake.iceberg.snapshots import (
     table_seq,
     watermark_of,
 )
+from onepipe.sinks.lake.iceberg.versions import day_versions
 
 __all__ = ["DAY_COLUMN", "NAMESPACE", "RUN_KEY", "WATERMARK_KEY", "CleanCatalog", "DayFiles",
-           "TableState", "clean_table", "day_files", "embedded_catalog_uri", "ensure_table",
-           "expire", "field_ids", "field_ids_sql", "open_catalog", "read_days", "read_state",
-           "referenced_paths", "replace_days", "resolve_snapshot", "scan_days", "table_seq",
-           "watermark_of"]
+           "TableState", "clean_table", "day_files", "day_versions", "embedded_catalog_uri",
+           "ensure_table", "expire", "field_ids", "field_ids_sql", "open_catalog", "read_days",
+           "read_state", "referenced_paths", "replace_days", "resolve_snapshot", "scan_days",
+           "table_seq", "watermark_of"]
