@@ -161,12 +161,14 @@ def _show_progress(con: duckdb.DuckDBPyConnection, thread: threading.Thread) -> 
     columns = (TextColumn("query"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("query", total=100)
+        # No total until DuckDB estimates one: a pulsing bar (it never does for scans of
+        # pyarrow datasets - an S3 lake - which then pulse to the end).
+        task = progress.add_task("query", total=None)
         while thread.is_alive():
             thread.join(_POLL_SECONDS)
             done = con.query_progress()
-            if done >= 0:  # -1: no estimate (e.g. scans of pyarrow datasets)
-                progress.update(task, completed=done)
+            if done >= 0:
+                progress.update(task, total=100, completed=done)
 
 
 # ------------------------------------------------------------------ formats
