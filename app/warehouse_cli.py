@@ -96,6 +96,6 @@ def warehouse_sources(state: RegistryState, topic: str, dsn: str | None,
     from onepipe.sinks.warehouse import check_table, warehouse_table
 
     view = TopicView.build(state.topic_metadata(topic),
-                           state.version(f"{topic}-value", "latest").schema)
+                           state.reader_schema(topic))
     name = check_table(table) if table else warehouse_table(topic)
     return [WarehouseSource(view, _dsn(dsn), name)]
