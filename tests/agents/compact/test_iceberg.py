@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,17 @@ import pytest
 
 from onepipe.agents.compact import Compactor, migrate
 from onepipe.agents.compact.migrate import MIGRATED_KEY, migrate_topic
+from onepipe.app.catalog import apply_topic
+from onepipe.app.lake_cli import run_lake_migrate
+from onepipe.app.runtime import Runtime
+from onepipe.app.settings import Settings
 from onepipe.sinks.lake import LakeStore, open_lake
 from onepipe.sinks.lake.iceberg import WATERMARK_KEY, embedded_catalog_uri
 from onepipe.sinks.lake.iceberg.catalog import io_properties, lake_base_url
 from tests.fixtures.compact import (
     DAY0,
+    PARTITIONS,
+    SCHEMA,
     RawWriter,
     assert_same_rows,
     catalog_for,
@@ -230,3 +237,29 @@ async def test_a_migration_whose_figures_differ_changes_nothing(
         assert "NOT migrated" in report.describe()
         assert sorted(o.path for o in await b.list(f"clean/{topic}/")) == old  # untouched
         assert (await clean_state(b, topic)).table is None  # the new table was dropped
+
+
+async def test_the_migrate_command_converts_every_registered_manifest_lake(
+        tmp_path: Path, runtime: Runtime, make_settings: Callable[..., Settings],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``onepipe lake migrate --all`` end to end: the topics come from the registry and
+    the manifest lakes found; a second run finds nothing left to migrate."""
+    topic = unique("ice-cli")
+    entry = {"schema": SCHEMA, "key": ["id"], "order": {"rule": "max", "field": "version"},
+             "partition_time": "updated_at", "partitions": PARTITIONS}
+    await apply_topic(runtime.registry, topic, SCHEMA, entry)
+    async with open_lake((tmp_path / "a").as_uri()) as a, \
+            open_lake((tmp_path / "b").as_uri()) as b:
+        raw = RawWriter(a, topic)
+        await raw.write([*versions(random.Random(31), range(40), 2)])
+        await Compactor(a, meta_for(topic), raw.schema, config_for(tmp_path / "wa")).run()
+        await copy_raw(a, b, topic)
+        rows = await write_manifest_lake(a, b, topic)
+    settings = make_settings(registry_topic=runtime.settings.registry_topic,
+                             lake_url=(tmp_path / "b").as_uri(), data_dir=tmp_path / "data")
+    args = argparse.Namespace(topic=None, all_topics=True)
+    assert await run_lake_migrate(settings, args) == 0
+    out = capsys.readouterr().out
+    assert f"{topic}: manifest 1 -> Iceberg snapshot" in out and f"{rows} row(s)" in out
+    assert await run_lake_migrate(settings, args) == 0
+    assert "nothing to migrate" in capsys.readouterr().out
