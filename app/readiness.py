@@ -116,6 +116,16 @@ class TokenSource(Protocol):
     def reload_if_changed(self) -> bool: ...
 
 
+def tokens_check(tokens: TokenSource) -> Check:
+    """Whether the API's tokens file is in force: a file that stopped parsing leaves the
+    tokens read before, so a token removed since may still work."""
+    tokens.reload_if_changed()
+    if tokens.problem is not None:
+        return Check("tokens", False, f"{tokens.problem}; the tokens read before still apply, "
+                     "so a token removed since may still work: fix the file")
+    return Check("tokens", True, f"{len(tokens.tokens)} token(s) from {tokens.path}")
+
+
 class Readiness:
     """The worker's readiness checks, read by ``GET /readyz``."""
 
@@ -125,22 +135,9 @@ class Readiness:
         self._registry = registry
         self.broker = broker
         self._agents = agents
-        #: The API's token store, when the worker has one (the web server sets it).
-        self.tokens: TokenSource | None = None
 
     async def checks(self) -> Sequence[Check]:
-        checks = [self._registry_check(), await self.broker.check(), self._partitions_check()]
-        return [*checks, self._tokens_check()] if self.tokens is not None else checks
-
-    def _tokens_check(self) -> Check:
-        assert self.tokens is not None
-        self.tokens.reload_if_changed()
-        problem = self.tokens.problem
-        if problem is not None:
-            return Check("tokens", False, f"{problem}; the tokens read before still apply, "
-                         "so a token removed since may still work: fix the file")
-        return Check("tokens", True, f"{len(self.tokens.tokens)} token(s) from "
-                     f"{self.tokens.path}")
+        return [self._registry_check(), await self.broker.check(), self._partitions_check()]
 
     def _registry_check(self) -> Check:
         if not self._started():

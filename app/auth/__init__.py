@@ -23,7 +23,7 @@ Contract:
 """
 
 from onepipe.app.auth.exposure import announce, check_exposure, is_loopback
-from onepipe.app.auth.gate import AuthGate, auth_middleware, credential
+from onepipe.app.auth.gate import GATE, AuthGate, auth_middleware, credential
 from onepipe.app.auth.ratelimit import TokenBuckets
 from onepipe.app.auth.rights import ROUTE_RIGHTS, Right, right_for
 from onepipe.app.auth.store import TokenStore
@@ -31,6 +31,7 @@ from onepipe.app.auth.token_file import add_token, read_tokens, remove_token, wr
 from onepipe.app.auth.tokens import TokenEntry, new_token
 
 __all__ = [
+    "GATE",
     "ROUTE_RIGHTS",
     "AuthGate",
     "Right",

@@ -164,3 +164,7 @@ def refusal(request: web.Request, exc: OnepipeError) -> web.Response:
         log.info("refused %s %s from %s: %s", request.method, request.path, request.remote,
                  exc.message)
     return response
+
+
+#: The web app's gate, for views that report on it (``/readyz``: is the tokens file in force?).
+GATE = web.AppKey("onepipe-auth-gate", AuthGate)

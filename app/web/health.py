@@ -4,10 +4,9 @@
   or the agents, so a broker outage never makes an orchestrator restart healthy workers
   (which would only add rebalances to the outage).
 - ``/readyz`` - readiness: 200 when the broker answers, the worker has started (registry
-  replayed) and the batch agents have their partitions (onepipe.app.readiness); 503
-  otherwise, with a JSON body naming each failed check and why. Never waits on Kafka for
-  more than the probe's bound.
-
+  replayed), the batch agents have their partitions (onepipe.app.readiness) and, with API
+  tokens, the tokens file is in force (onepipe.app.auth); 503 otherwise, with a JSON body
+  naming each failed check and why. Never waits on Kafka for more than the probe's bound.
 - ``/health`` - figures for people and tests: the registry offset, the archive's
   counters and positions (stalled partitions with the reason), dedup's counters.
 """
@@ -16,7 +15,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from onepipe.app.auth.gate import GATE
 from onepipe.app.context import WorkerContext
+from onepipe.app.readiness import tokens_check
 from onepipe.app.web.http import CTX, json_response
 
 
@@ -28,7 +29,10 @@ async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[CTX].readiness
     if readiness is None:  # a bare web app (tests of single views) has no parts to check
         return json_response({"status": "ready", "failed": [], "checks": {}})
-    checks = await readiness.checks()
+    checks = [*await readiness.checks()]
+    store = request.app[GATE].store
+    if store is not None:  # a worker with API tokens: is the tokens file in force?
+        checks.append(tokens_check(store))
     failed = [check.name for check in checks if not check.ok]
     body = {"status": "not_ready" if failed else "ready", "failed": failed,
             "checks": {check.name: {"ok": check.ok, "detail": check.detail}

@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from onepipe.app.auth import AuthGate, announce, auth_middleware, check_exposure
+from onepipe.app.auth import GATE, AuthGate, announce, auth_middleware, check_exposure
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.health import add_health_routes
 from onepipe.app.web.http import CTX, error_middleware
@@ -36,6 +36,7 @@ def build_web_app(ctx: WorkerContext, gate: AuthGate | None = None) -> web.Appli
     app = web.Application(middlewares=[error_middleware, auth_middleware(gate)],
                           client_max_size=ctx.settings.max_request_bytes + 1)
     app[CTX] = ctx
+    app[GATE] = gate
     add_health_routes(app)
     add_registry_routes(app)
     add_topic_routes(app)
@@ -61,8 +62,6 @@ class WebServer:
         settings = self._ctx.settings
         check_exposure(settings)  # no open API beyond loopback unless allowed (ConfigError)
         gate = AuthGate.from_settings(settings)
-        if self._ctx.readiness is not None:
-            self._ctx.readiness.tokens = gate.store
         announce(settings, None if gate.store is None else len(gate.store.tokens))
         # keepalive_timeout also closes a connection still sending its headers after that
         # long (aiohttp arms it at connect), so slow clients cannot pile up.

@@ -60,7 +60,9 @@ def _sql_days(kind: str, values: Sequence[int | None]) -> list[str | None]:
     try:
         con.execute("SET TimeZone = 'America/Los_Angeles'")  # the day must not depend on it
         con.register("rows_in", table)
-        return [r[0] for r in con.execute(f"SELECT {day} FROM rows_in").fetchall()]
+        # The compactor's day is a DATE column (the Iceberg table's partition source).
+        return [None if r[0] is None else r[0].isoformat()
+                for r in con.execute(f"SELECT {day} FROM rows_in").fetchall()]
     finally:
         con.close()
 
