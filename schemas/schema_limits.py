@@ -91,7 +91,6 @@ class SchemaLimits:
             stack.extend((value, depth + 1) for value in node.values()
                          if isinstance(value, dict | list))
 
-
     def _union(self, branches: list[Any]) -> int:
         """What a union counts toward :attr:`max_fields`."""
         if len(branches) > self.max_union:
