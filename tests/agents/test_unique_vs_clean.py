@@ -34,11 +34,11 @@ from onepipe.agents.dedup.agent import DedupAgent
 from onepipe.app.runtime import Runtime
 from onepipe.schemas.codec import frame
 from onepipe.schemas.topic_names import unique_topic
-from onepipe.sinks.lake import LakeStore, open_lake
+from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.compact import catalog_for, clean_state, read_clean
 from tests.fixtures.dedup import make_agent, source_position
-from tests.fixtures.s3 import new_bucket
+from tests.fixtures.s3 import local_or_s3_lake
 from tests.fixtures.services import unique
 from tests.fixtures.topics import read_topic
 
@@ -195,13 +195,7 @@ def canonical_of(versions: dict[str, list[Version]]) -> dict[str, tuple[bytes, i
 
 @pytest.fixture
 async def lake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LakeStore]:
-    if request.param == "local":
-        url, options = (tmp_path / "lake").as_uri(), None
-    else:
-        # Sync fixtures only: an async fixture cannot be requested from a running loop.
-        options = request.getfixturevalue("s3_options")
-        url = f"s3://{await new_bucket(request.getfixturevalue('_s3_session'), options)}/lake"
-    async with open_lake(url, options) as store:
+    async with local_or_s3_lake(request, tmp_path) as store:
         yield store
 
 

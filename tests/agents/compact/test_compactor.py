@@ -60,7 +60,7 @@ from tests.fixtures.compact import (
     versions,
 )
 from tests.fixtures.paths import REPO
-from tests.fixtures.s3 import new_bucket
+from tests.fixtures.s3 import local_or_s3_lake
 from tests.fixtures.services import unique, wait_for
 
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
@@ -468,13 +468,7 @@ async def test_two_compactors_race_one_commit_per_seq(local_lake: LakeStore,
 
 @pytest.fixture(params=["local", "s3"])
 async def any_lake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LakeStore]:
-    if request.param == "local":
-        url, options = (tmp_path / "lake").as_uri(), None
-    else:
-        # Sync fixtures only: an async fixture cannot be requested from a running loop.
-        options = request.getfixturevalue("s3_options")
-        url = f"s3://{await new_bucket(request.getfixturevalue('_s3_session'), options)}/lake"
-    async with open_lake(url, options) as store:
+    async with local_or_s3_lake(request, tmp_path) as store:
         yield store
 
 

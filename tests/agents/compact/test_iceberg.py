@@ -56,7 +56,7 @@ from tests.fixtures.compact import (
     read_clean,
     versions,
 )
-from tests.fixtures.s3 import new_bucket
+from tests.fixtures.s3 import local_or_s3_lake
 from tests.fixtures.services import unique
 
 #: Runs in a child: plain pyiceberg + DuckDB, the catalog settings only (its name is
@@ -91,12 +91,7 @@ print(json.dumps({
 
 @pytest.fixture(params=["local", "s3"])
 async def lake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LakeStore]:
-    if request.param == "local":
-        url, options = (tmp_path / "lake").as_uri(), None
-    else:
-        options = request.getfixturevalue("s3_options")
-        url = f"s3://{await new_bucket(request.getfixturevalue('_s3_session'), options)}/lake"
-    async with open_lake(url, options) as store:
+    async with local_or_s3_lake(request, tmp_path) as store:
         yield store
 
 

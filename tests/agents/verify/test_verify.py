@@ -51,7 +51,7 @@ from tests.fixtures.compact import (
     versions,
 )
 from tests.fixtures.dedup import make_agent
-from tests.fixtures.s3 import new_bucket
+from tests.fixtures.s3 import local_or_s3_lake
 from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.verify import SCHEMA, day_of, day_report, publish_day, with_note
 
@@ -149,13 +149,7 @@ async def test_a_topic_without_key_is_compared_by_partition_and_offset(tmp_path:
 @pytest.fixture(params=["local", "s3"])
 async def some_lake(request: pytest.FixtureRequest, tmp_path: Path
                     ) -> AsyncIterator[LakeStore]:
-    if request.param == "local":
-        url, options = (tmp_path / "lake").as_uri(), None
-    else:
-        # Sync fixtures only: an async fixture cannot be requested from a running loop.
-        options = request.getfixturevalue("s3_options")
-        url = f"s3://{await new_bucket(request.getfixturevalue('_s3_session'), options)}/lake"
-    async with open_lake(url, options) as store:
+    async with local_or_s3_lake(request, tmp_path) as store:
         yield store
 
 

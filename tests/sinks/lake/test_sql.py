@@ -23,19 +23,14 @@ from onepipe.sinks.lake import LakeStore, open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.sinks.lake.sql import open_views, quote, raw_view_name
 from tests.fixtures.clean_lake import CleanTopic, build_clean, snapshot_ids
-from tests.fixtures.s3 import new_bucket
+from tests.fixtures.s3 import local_or_s3_lake
 from tests.fixtures.services import unique
 from tests.fixtures.verify import publish_day
 
 
 @pytest.fixture(params=["local", "s3"])
 async def lake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LakeStore]:
-    if request.param == "local":
-        url, options = (tmp_path / "lake").as_uri(), None
-    else:
-        options = request.getfixturevalue("s3_options")
-        url = f"s3://{await new_bucket(request.getfixturevalue('_s3_session'), options)}/lake"
-    async with open_lake(url, options) as store:
+    async with local_or_s3_lake(request, tmp_path) as store:
         yield store
 
 
