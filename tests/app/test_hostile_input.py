@@ -220,6 +220,8 @@ class LoopWatch:
     async def _tick(self) -> None:
         last = time.perf_counter()
         while True:
+            # The sampling period of the measurement, not a wait for a condition: the
+            # gap between two ticks is one loop step (plus this millisecond) at most.
             await asyncio.sleep(0.001)
             now = time.perf_counter()
             self.longest = max(self.longest, now - last)
