@@ -51,12 +51,8 @@ from onepipe.schemas.registry_state import (
 )
 
 
-def _ctx(request: web.Request) -> WorkerContext:
-    return request.app[CTX]
-
-
 async def _schema_from_body(request: web.Request) -> AvroSchema:
-    body = await read_json(request, max_bytes=_ctx(request).settings.max_request_bytes,
+    body = await read_json(request, max_bytes=request.app[CTX].settings.max_request_bytes,
                            require_type=False)
     if not isinstance(body, dict) or "schema" not in body:
         raise SchemaError('expected a JSON object {"schema": "<Avro schema as a string>"}')
@@ -69,7 +65,7 @@ async def _schema_from_body(request: web.Request) -> AvroSchema:
     if not isinstance(text, str):
         raise SchemaError(
             f"`schema` must be the schema as a JSON string, got {type(text).__name__}")
-    return await parse_submitted(text, _ctx(request).settings)
+    return await parse_submitted(text, request.app[CTX].settings)
 
 
 def _check_topic_subject(ctx: WorkerContext, subject: str, schema: AvroSchema) -> None:
@@ -108,7 +104,7 @@ def _page(request: web.Request, items: list[Any]) -> list[Any]:
 
 async def list_subjects(request: web.Request) -> web.Response:
     """``GET /subjects[?subjectPrefix=&deleted=&deletedOnly=&offset=&limit=]``."""
-    names = _ctx(request).registry.state.subject_names(deleted=_deleted(request),
+    names = request.app[CTX].registry.state.subject_names(deleted=_deleted(request),
                                                        deleted_only=_deleted_only(request))
     prefix = request.query.get("subjectPrefix", "")
     return registry_response(_page(request, [n for n in names if n.startswith(prefix)]))
@@ -116,14 +112,14 @@ async def list_subjects(request: web.Request) -> web.Response:
 
 async def list_versions(request: web.Request) -> web.Response:
     """``GET /subjects/{s}/versions[?deleted=&deletedOnly=&offset=&limit=]``."""
-    versions = _ctx(request).registry.state.versions(
+    versions = request.app[CTX].registry.state.versions(
         request.match_info["subject"], deleted=_deleted(request),
         deleted_only=_deleted_only(request))
     return registry_response(_page(request, versions))
 
 
 def _version(request: web.Request) -> SchemaVersion:
-    return _ctx(request).registry.state.version(
+    return request.app[CTX].registry.state.version(
         request.match_info["subject"], request.match_info["version"], deleted=_deleted(request))
 
 
@@ -142,7 +138,7 @@ async def referenced_by(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     subject = request.match_info["subject"]
     schema = await _schema_from_body(request)
     _check_topic_subject(ctx, subject, schema)
@@ -153,7 +149,7 @@ async def register(request: web.Request) -> web.Response:
 
 async def lookup(request: web.Request) -> web.Response:
     """``POST /subjects/{s}[?deleted=&normalize=]``: the version holding the schema."""
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     subject = request.match_info["subject"]
     schema = await _schema_from_body(request)
     state = ctx.registry.state
@@ -169,7 +165,7 @@ async def lookup(request: web.Request) -> web.Response:
 async def list_schemas(request: web.Request) -> web.Response:
     """``GET /schemas[?subjectPrefix=&deleted=&latestOnly=&offset=&limit=]``: every
     (subject, version) as ``{"subject", "version", "id", "schema"}``."""
-    state = _ctx(request).registry.state
+    state = request.app[CTX].registry.state
     deleted, prefix = _deleted(request), request.query.get("subjectPrefix", "")
     items = []
     for subject in state.subject_names(deleted=deleted):
@@ -184,20 +180,20 @@ async def list_schemas(request: web.Request) -> web.Response:
 
 async def get_schema(request: web.Request) -> web.Response:
     schema_id = _int_id(request.match_info["id"])
-    schema = _ctx(request).registry.state.schema_by_id(schema_id)
+    schema = request.app[CTX].registry.state.schema_by_id(schema_id)
     return registry_response({"schema": schema.text})
 
 
 async def get_schema_text(request: web.Request) -> web.Response:
     """``GET /schemas/ids/{id}/schema``: the schema text alone."""
-    schema = _ctx(request).registry.state.schema_by_id(_int_id(request.match_info["id"]))
+    schema = request.app[CTX].registry.state.schema_by_id(_int_id(request.match_info["id"]))
     return web.Response(text=schema.text, content_type=REGISTRY_CONTENT_TYPE)
 
 
 async def get_schema_versions(request: web.Request) -> web.Response:
     """``GET /schemas/ids/{id}/versions[?deleted=]``; ``[]`` when every version holding
     the id was deleted (the id itself stays, see the module docstring)."""
-    state = _ctx(request).registry.state
+    state = request.app[CTX].registry.state
     schema_id = _int_id(request.match_info["id"])
     state.schema_by_id(schema_id)
     pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
@@ -206,7 +202,7 @@ async def get_schema_versions(request: web.Request) -> web.Response:
 
 async def get_schema_subjects(request: web.Request) -> web.Response:
     """``GET /schemas/ids/{id}/subjects[?deleted=]``: the subjects holding the id."""
-    state = _ctx(request).registry.state
+    state = request.app[CTX].registry.state
     schema_id = _int_id(request.match_info["id"])
     state.schema_by_id(schema_id)
     pairs = state.subjects_of_id(schema_id, deleted=_deleted(request))
@@ -225,20 +221,20 @@ def _int_id(raw: str) -> int:
 
 async def get_global_config(request: web.Request) -> web.Response:
     """``GET /config``; ``defaultToGlobal`` changes nothing at the global level."""
-    level = _ctx(request).registry.state.compatibility(None)
+    level = request.app[CTX].registry.state.compatibility(None)
     return registry_response({"compatibilityLevel": level.value})
 
 
 async def delete_global_config(request: web.Request) -> web.Response:
     """``DELETE /config``: back to the default level; answers the level it had."""
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     previous = ctx.registry.state.compatibility(None)
     await ctx.registry.set_config(None, None)
     return registry_response({"compatibilityLevel": previous.value})
 
 
 async def put_config(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     subject = request.match_info.get("subject")
     body = await read_json(request, max_bytes=ctx.settings.max_request_bytes, require_type=False)
     if not isinstance(body, dict) or "compatibility" not in body:
@@ -250,7 +246,7 @@ async def put_config(request: web.Request) -> web.Response:
 
 
 async def get_subject_config(request: web.Request) -> web.Response:
-    state = _ctx(request).registry.state
+    state = request.app[CTX].registry.state
     subject = request.match_info["subject"]
     if subject in state.configs:
         return registry_response({"compatibilityLevel": state.configs[subject].value})
@@ -263,7 +259,7 @@ async def get_subject_config(request: web.Request) -> web.Response:
 
 
 async def delete_subject_config(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     subject = request.match_info["subject"]
     previous = ctx.registry.state.configs.get(subject)
     if previous is None:
@@ -283,7 +279,7 @@ async def check_compatibility(request: web.Request) -> web.Response:
     directions the subject's mode names; without, against the versions the mode names
     (all of them when transitive), exactly as registration would.
     """
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     state = ctx.registry.state
     subject = request.match_info["subject"]
     raw_version = request.match_info.get("version")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import (
     CTX,
     query_flag,
@@ -30,20 +29,16 @@ from onepipe.schemas.registry.modes import Mode
 from onepipe.schemas.registry_state import SUBJECT_MODE_NOT_FOUND, SUBJECT_NOT_FOUND
 
 
-def _ctx(request: web.Request) -> WorkerContext:
-    return request.app[CTX]
-
-
 async def delete_subject(request: web.Request) -> web.Response:
     """``DELETE /subjects/{subject}[?permanent=true]``: the versions deleted."""
-    versions = await _ctx(request).registry.delete_subject(
+    versions = await request.app[CTX].registry.delete_subject(
         request.match_info["subject"], permanent=query_flag(request, "permanent"))
     return registry_response(versions)
 
 
 async def delete_version(request: web.Request) -> web.Response:
     """``DELETE /subjects/{subject}/versions/{version}[?permanent=true]``: its number."""
-    version = await _ctx(request).registry.delete_version(
+    version = await request.app[CTX].registry.delete_version(
         request.match_info["subject"], request.match_info["version"],
         permanent=query_flag(request, "permanent"))
     return registry_response(version)
@@ -51,7 +46,7 @@ async def delete_version(request: web.Request) -> web.Response:
 
 async def get_mode(request: web.Request) -> web.Response:
     """``GET /mode`` and ``GET /mode/{subject}[?defaultToGlobal=true]``."""
-    state = _ctx(request).registry.state
+    state = request.app[CTX].registry.state
     subject = request.match_info.get("subject")
     if subject is None or subject in state.modes or query_flag(request, "defaultToGlobal"):
         return registry_response({"mode": state.mode(subject).value})
@@ -61,7 +56,7 @@ async def get_mode(request: web.Request) -> web.Response:
 
 async def put_mode(request: web.Request) -> web.Response:
     """``PUT /mode[/{subject}]`` with ``{"mode": "READONLY"}``; echoes the mode."""
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     body = await read_json(request, max_bytes=ctx.settings.max_request_bytes, require_type=False)
     if not isinstance(body, dict) or "mode" not in body:
         raise InvalidModeError('expected a JSON object {"mode": "READWRITE" | "READONLY"}')
@@ -72,7 +67,7 @@ async def put_mode(request: web.Request) -> web.Response:
 
 async def delete_mode(request: web.Request) -> web.Response:
     """``DELETE /mode/{subject}``: the mode it had; 40401 when it had none (Confluent)."""
-    ctx = _ctx(request)
+    ctx = request.app[CTX]
     subject = request.match_info["subject"]
     previous = ctx.registry.state.modes.get(subject)
     if previous is None:
