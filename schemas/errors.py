@@ -6,6 +6,7 @@ retry loops ask the error instead of matching messages::
 
     OnepipeError
     ├── ConfigError                 a setting or catalog file is wrong (names the variable/field)
+    │   └── RecordTypeError         a typed record class does not fit its topic's schema
     ├── SchemaError                 an Avro schema is unusable            (HTTP 422, 42201)
     │   └── IncompatibleSchemaError a new version breaks the subject's mode (HTTP 409)
     ├── MetadataError               topic metadata contradicts the schema (HTTP 422, 42202)
@@ -73,6 +74,21 @@ class ConfigError(OnepipeError):
 
     code = "config_error"
     status = 400
+
+
+class RecordTypeError(ConfigError):
+    """A typed record class (onepipe.schemas.typed) does not fit its topic's reader schema.
+
+    The message names the topic, the class, every field path that does not fit
+    (``Order.address.city``, ``Widget.tags[]``) with the reason, and how to regenerate the
+    class; ``problems`` holds the same as ``(path, reason)`` pairs.
+    """
+
+    code = "record_type_mismatch"
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class SchemaError(OnepipeError):
