@@ -32,6 +32,8 @@ retry loops ask the error instead of matching messages::
     ├── CompactionError             the compactor cannot publish a clean version
     │   └── CompactionConflict      another compactor committed a snapshot first; retriable
     ├── QueryError                  DuckDB refused an ``onepipe sql`` query
+    ├── StateError                  an agent's table state cannot be read, written or recovered
+    │   └── StaleStateError         a local state store claims more of its changelog than it holds
     └── WarehouseError              a warehouse load failed; the days it did not finish keep
                                     their previous rows
 
@@ -341,6 +343,22 @@ class CompactionConflict(CompactionError):
     code = "compaction_conflict"
     status = 409
     retriable = True
+
+
+class StateError(OnepipeError):
+    """An agent's table state (onepipe.tables.state) cannot be used: a closed store, a key
+    or value that cannot be stored, a window table used without a record time."""
+
+    code = "state_error"
+    status = 500
+
+
+class StaleStateError(StateError):
+    """A local state store claims more of its changelog than the changelog holds: it
+    belongs to another log (a topic deleted and recreated, a broker that lost its memory)
+    and is rebuilt from the changelog."""
+
+    code = "stale_state"
 
 
 class QueryError(OnepipeError):

@@ -20,7 +20,10 @@ Per worker application ``<app_id>`` (consumer groups and internal topics):
 - groups ``<app_id>-archive``, ``<app_id>-dedup``, ``<app_id>-checksums`` (the batch
   agents), ``<app_id>-compact`` (the compaction worker pool) and
   ``<app_id>-sink-<t>-<sink>`` (one per online sink: its own position);
-- topics ``<app_id>-compact-tasks`` and ``<app_id>-compact-results`` (the pool's work).
+- topics ``<app_id>-compact-tasks`` and ``<app_id>-compact-results`` (the pool's work);
+- topics ``<app_id>-<agent>-changelog``: the table state of a developer's agent (compacted,
+  one partition per input partition), the agent name mapped to Kafka-legal characters
+  (:func:`kafka_safe`).
 
 Kafka allows dots, so a registered topic could itself be named like a derived one
 (``a.unique``) and would then share its name with ``a``'s output. Nothing refuses such a
@@ -33,13 +36,15 @@ what could only be a mistake or an attack there (control characters, path separa
 
 from __future__ import annotations
 
+import re
+
 from onepipe.schemas.errors import InvalidSubjectError
 
 __all__ = ["CHECKSUMS_SUFFIX", "DLQ_SUFFIX", "MAX_SUBJECT_LENGTH", "REPARTITION_SUFFIX",
-           "UNIQUE_SUFFIX", "VALUE_SUFFIX", "archive_group", "check_subject",
+           "UNIQUE_SUFFIX", "VALUE_SUFFIX", "archive_group", "changelog_topic", "check_subject",
            "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
-           "compact_tasks_topic", "dedup_group", "dlq_topic", "repartition_topic", "sink_group",
-           "source_of_repartition", "source_of_unique", "source_of_value_subject",
+           "compact_tasks_topic", "dedup_group", "dlq_topic", "kafka_safe", "repartition_topic",
+           "sink_group", "source_of_repartition", "source_of_unique", "source_of_value_subject",
            "unique_topic", "value_subject"]
 
 VALUE_SUFFIX = "-value"
@@ -142,3 +147,20 @@ def compact_tasks_topic(app_id: str) -> str:
 def compact_results_topic(app_id: str) -> str:
     """Results of day tasks, read by the compactor that sent them."""
     return f"{app_id}-compact-results"
+
+
+#: What Kafka refuses in a topic name (legal: ASCII letters, digits, ``.``, ``_``, ``-``).
+_NOT_KAFKA = re.compile(r"[^a-zA-Z0-9._-]")
+
+
+def kafka_safe(name: str) -> str:
+    """``name`` with every character Kafka refuses in a topic name replaced by ``_``
+    (an agent's default name ``acme.rollups.<locals>.f`` becomes ``acme.rollups._locals_.f``).
+    """
+    return _NOT_KAFKA.sub("_", name)
+
+
+def changelog_topic(app_id: str, agent: str) -> str:
+    """``<app_id>-<agent>-changelog``: the changelog of ``agent``'s tables (compacted,
+    partition ``p`` holding the state of input partition ``p``)."""
+    return f"{app_id}-{kafka_safe(agent)}-changelog"
