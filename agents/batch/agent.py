@@ -248,8 +248,7 @@ class BatchAgent(Service, Generic[M]):
                 await asyncio.sleep(_IDLE)  # nothing to read yet; look at the registry again
                 continue
             try:
-                batches = await consumer.getmany(timeout_ms=250,
-                                                 max_records=self._fetch_budget())
+                batches = await self._fetch(consumer)
             except KafkaError:
                 log.exception("%s failed to fetch; retrying", self.name)
                 await asyncio.sleep(_FETCH_RETRY)  # back off before asking the broker again
@@ -261,6 +260,10 @@ class BatchAgent(Service, Generic[M]):
                 await self._process(consumer, batches)
             del batches  # not alive during the next fetch (fewer objects for the GC)
             await self._notify()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> Batches:
+        """One fetch; an agent may gather several into one batch (its own bounds)."""
+        return await consumer.getmany(timeout_ms=250, max_records=self._fetch_budget())
 
     def _fetch_budget(self) -> int:
         """How many records the next fetch may return."""
