@@ -15,6 +15,7 @@
     onepipe verify TOPIC      compare a topic's figures across systems per day (exit 1: differ;
                               --warehouse DSN adds a loaded warehouse table)
     onepipe tokens add NAME   create an API token (--publish PATTERN, --admin); also ls, rm
+    onepipe codegen TOPIC     typed record classes for TOPIC's schema (--version N, --output F)
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
 catalog) or 1 (anything else onepipe refused), never a stack trace.
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from onepipe.app.auth.cli import add_tokens_command, run_tokens
+from onepipe.app.codegen_cli import add_codegen_command, run_codegen
 from onepipe.app.log_format import configure_logging
 from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker
 from onepipe.app.settings import Settings, load_settings
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     add_tokens_command(sub)
     add_sql_command(sub)
     add_warehouse_command(sub)
+    add_codegen_command(sub)
     verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
     verify.add_argument("topic")
     verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
@@ -166,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from onepipe.app.sql_cli import run_sql
 
             return asyncio.run(run_sql(settings, args))
+        if args.command == "codegen":
+            return asyncio.run(run_codegen(settings, args))
         if args.command == "warehouse":
             from onepipe.app.warehouse_cli import run_warehouse
 
