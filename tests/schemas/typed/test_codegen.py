@@ -11,10 +11,13 @@ import importlib.util
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.errors import SchemaError
@@ -131,3 +134,64 @@ def test_awkward_names_defaults_and_docs(tmp_path: Path) -> None:
 def test_a_schema_that_is_not_a_record_is_refused() -> None:
     with pytest.raises(SchemaError, match="not a record"):
         generate_module("plain", parse_schema('"string"'))
+
+
+#: Field and type names that are Python keywords, builtins the annotations use, names the
+#: module imports, mangled names, or each other's: what the renaming must survive.
+_NAMES = st.sampled_from(["a", "b", "class", "str", "int", "field", "datetime", "__x", "x",
+                          "Line", "None", "bytes", "value", "Any", "Literal"])
+_LEAVES = st.sampled_from([
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    {"type": "long", "logicalType": "timestamp-millis"},
+    {"type": "int", "logicalType": "date"},
+    {"type": "string", "logicalType": "uuid"},
+    {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 1},
+])
+
+
+@st.composite
+def _record_schemas_st(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    count = draw(st.integers(1, 4))
+    names = draw(st.lists(_NAMES, min_size=count, max_size=count, unique=True))
+    fields = []
+    for name in names:
+        kind = draw(st.integers(0, 5 if depth < 2 else 3))
+        if kind == 0:
+            ftype: Any = draw(_LEAVES)
+        elif kind == 1:
+            ftype = ["null", draw(_LEAVES.filter(lambda t: t != "null"))]
+        elif kind == 2:
+            leaf = draw(_LEAVES)
+            ftype = draw(st.sampled_from([{"type": "array", "items": leaf},
+                                          {"type": "map", "values": leaf}]))
+        elif kind == 3:
+            ftype = {"type": "enum", "name": f"E{depth}{name.strip('_')}",
+                     "symbols": draw(st.lists(_NAMES.filter(lambda n: n.isidentifier()),
+                                              min_size=1, max_size=3, unique=True))}
+        else:
+            ftype = draw(_record_schemas_st(depth + 1))
+            if kind == 5:
+                ftype = ["null", ftype]
+        fields.append({"name": name, "type": ftype})
+    return {"type": "record", "name": draw(_NAMES.filter(lambda n: not n.startswith("_"))),
+            "namespace": f"ns{depth}", "fields": fields}
+
+
+@settings(max_examples=60, deadline=None)
+@given(_record_schemas_st())
+def test_any_record_schema_generates_a_module_that_fits_it(data: dict[str, Any]) -> None:
+    try:
+        schema = parse_schema(data)
+    except SchemaError:
+        assume(False)  # a name drawn twice for two types of one schema, say
+        return
+    name = f"_typed_property_{abs(hash(schema.identity))}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    try:
+        exec(compile(generate_module("t", schema), name, "exec"), module.__dict__)  # noqa: S102 - the code under test
+        root = [v for v in vars(module).values()
+                if isinstance(v, type) and v.__module__ == name][-1]
+        check_record_type(root, schema, topic="t")
+    finally:
+        del sys.modules[name]
