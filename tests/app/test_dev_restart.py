@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.dev_process import DevProcess, dev_env
+from tests.fixtures.paths import REPO
 from tests.fixtures.services import wait_for
 
 DEMO = {"type": "record", "name": "Demo", "fields": [{"name": "id", "type": "string"}]}
@@ -71,6 +74,18 @@ def _figures(report: dict[str, Any]) -> Any:
             for day in report["days"]]
 
 
+def _catalog_flushing_every_second(tmp_path: Path) -> None:
+    """The repository's catalog as ``onepipe dev`` reads it, but ``widgets`` archived
+    after 1 s instead of its 60 s: the test waits for every record in the lake, and an
+    earlier flush changes nothing else it looks at (the same records, ids and figures)."""
+    catalog = tmp_path / "catalog"  # DevProcess uses it instead of copying the original
+    shutil.copytree(REPO / "catalog", catalog)
+    path = catalog / "widgets.yaml"
+    entry = yaml.safe_load(path.read_text())
+    entry["archive"]["flush_seconds"] = 1
+    path.write_text(yaml.safe_dump(entry, sort_keys=False))
+
+
 async def _stop(dev: DevProcess) -> None:
     os.killpg(dev.proc.pid, signal.SIGINT)
     code = await asyncio.to_thread(dev.proc.wait, 30)
@@ -80,6 +95,7 @@ async def _stop(dev: DevProcess) -> None:
 async def test_a_restarted_dev_stack_keeps_every_record_and_id(tmp_path: Path) -> None:
     # The clean lake is one of the systems verify compares: compact often.
     env = {**dev_env(tmp_path), "ONEPIPE_COMPACT_INTERVAL_SECONDS": "3"}
+    _catalog_flushing_every_second(tmp_path)
     data = Path(env["ONEPIPE_DATA_DIR"])
     sqlite, lake_url = data / "widgets.db", (data / "lake").as_uri()
     dev = DevProcess(tmp_path, env, "dev-1")
