@@ -22,16 +22,16 @@ import orjson
 
 from onepipe.schemas.errors import StateError
 
-__all__ = ["Key", "decode_key", "decode_value", "encode_key", "encode_value"]
+__all__ = ["VALUE_OPTIONS", "Key", "decode_key", "decode_value", "encode_key", "encode_value"]
 
 #: A table key (see the module docstring).
 Key = str | int | float | bool | None | tuple[Any, ...]
 
 _dumps = orjson.dumps
 _loads = orjson.loads
-# Refuse what would not come back as it went in (a datetime as a string, a dataclass as
-# a dict) instead of storing it.
-_VALUE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+#: orjson options of values: refuse what would not come back as it went in (a datetime
+#: as a string, a dataclass as a dict) instead of storing it.
+VALUE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _SCALARS = (str, int, bool, type(None))
 
 
@@ -79,7 +79,7 @@ def decode_key(data: bytes) -> Key:
 def encode_value(value: Any) -> bytes:
     """The bytes of a table value (JSON)."""
     try:
-        return _dumps(value, option=_VALUE_OPTIONS)
+        return _dumps(value, option=VALUE_OPTIONS)
     except orjson.JSONEncodeError as exc:
         raise StateError(f"table value {value!r} cannot be stored: {exc}; a value is "
                          "a JSON value (str, int, float, bool, None, list, dict with "
