@@ -8,8 +8,9 @@
 - ``compact``: the raw lake into the clean lake's versioned days; atomic per run.
 - ``verify``: every system holding a topic compared day by day; read only.
 - ``replay``: the raw lake back into a topic; at least once.
-- ``streams``: developers' agents over registered topics (Faust), sends through the
-  registry; at least once.
+- ``framework``: developers' agents over registered topics (``@onepipe.agent``,
+  ``@onepipe.batch_agent``), state in changelogged tables, sends through the registry's
+  validation; state exactly once, outputs at least once.
 
 ``batch`` is the skeleton the hot-path agents (archive, dedup, checksum) fill in. A room
 imports its own modules and ``batch``, never another room; what two rooms share lives a

@@ -7,10 +7,10 @@ Contract:
   ``reads`` says.
 - onepipe's own groups in a worker (:func:`worker_groups`): archive (archived topics, grace
   = the topic's ``flush_seconds``), dedup (keyed topics and their ``.repartition``),
-  checksums (keyed topics and their ``.unique``), the Faust app's group (the app id:
-  developers' agents; it reads what it committed until the worker names the topics its
-  agents declared, onepipe.app.worker) and one group per declared sink (its topic's
-  ``.unique``). Each is followed while its agent is enabled in this worker.
+  checksums (keyed topics and their ``.unique``) and one group per declared sink (its
+  topic's ``.unique``). Each is followed while its agent is enabled in this worker. The
+  developers' agents' groups (``<app_id>-agent-<name>``, on their topics) are added by the
+  worker once it loaded them (onepipe.app.developer_agents).
 - Every other group (:class:`GroupDiscovery`): the groups the brokers list (ListGroups;
   tansu answers it, groups that only committed through ``assign`` included), other than
   the ones followed already, that have committed offsets on a candidate topic. The list
@@ -178,7 +178,4 @@ def worker_groups(settings: Settings, registry: RegistryStore
         groups.append(MonitoredGroup(dedup_group(settings.app_id), deduplicated))
     if settings.checksums_enabled:
         groups.append(MonitoredGroup(checksums_group(settings.app_id), checksummed))
-    # Faust's consumer group is the app id; its agents are declared after the worker's
-    # runtime (and this monitor) is built, so create_app narrows ``reads`` to their topics.
-    groups.append(MonitoredGroup(settings.app_id, committed_only))
     return groups, sinks

@@ -1,9 +1,10 @@
 """The parts one worker runs besides Faust's own: producer, registry, web server, agents.
 
 Start order matters: the producer first (the registry appends with it), then the registry
-replays its log to the end, then the web server opens, so no request is ever answered
-from a half-replayed registry; then the batch agents (archive, dedup) join their groups.
-``ready`` is set last; developer agents wait for it. Stop runs in reverse, so the
+replays its log to the end and the developers' agents are checked against it
+(onepipe.app.developer_agents), then the web server opens, so no request is ever answered
+from a half-replayed registry; then the batch agents (archive, dedup) join their groups,
+the developers' agents last. ``ready`` is set last. Stop runs in reverse, so the
 archive agent flushes its buffers while the registry can still resolve schemas.
 """
 
@@ -29,13 +30,14 @@ from onepipe.agents.compact import (
 from onepipe.agents.dedup import DedupAgent, DedupMetrics
 from onepipe.agents.sink import SinkRunner
 from onepipe.app.context import WorkerContext
+from onepipe.app.developer_agents import DeveloperAgents
 from onepipe.app.lag_monitor import worker_monitor
 from onepipe.app.readiness import BrokerProbe, Readiness, Waiting
 from onepipe.app.settings import Settings
 from onepipe.app.web.metrics import DEDUP_COUNTERS, CounterSource
 from onepipe.app.web.server import WebServer
 from onepipe.app.web.sinks import SinkCollector
-from onepipe.schemas.errors import BrokerError
+from onepipe.schemas.errors import BrokerError, ConfigError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
 from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.publish.publisher import Publisher
@@ -127,6 +129,11 @@ class Runtime:
         if settings.checksums_enabled:
             self.context.metric_sources.append(
                 CounterSource("checksums", self._checksum_metrics, _CHECKSUM_EXPORTED))
+        #: The developers' agents (their modules are imported now: one that does not
+        #: import stops the worker before anything connects).
+        self.agents = DeveloperAgents(settings, self.registry, self.lag_monitor, self.context)
+        #: Why the last start failed, when it was the settings' or the agents' fault.
+        self.start_error: ConfigError | None = None
         self.ready = asyncio.Event()
         self._started = False
         self._agents_stopping: asyncio.Future[None] | None = None
@@ -160,7 +167,7 @@ class Runtime:
         self._start_done.clear()
         self.publisher.bind(self.producer)
         steps: list[Callable[[], Awaitable[None]]] = [
-            lambda: self.registry.start(self.producer), self.web.start]
+            lambda: self.registry.start(self.producer), self.agents.check, self.web.start]
         if self.settings.archive_enabled:
             steps.append(self._start_archive)
         if self.settings.dedup_enabled:
@@ -173,6 +180,7 @@ class Runtime:
             steps.append(self.sinks.start)
         if self.lag_monitor is not None:
             steps.append(self.lag_monitor.start)
+        steps.append(self.agents.start)
         try:
             for step in steps:
                 # A stop that arrives while starting (Ctrl-C right after launch) ends the
@@ -181,7 +189,8 @@ class Runtime:
                     log.info("stop requested while starting: the remaining parts stay off")
                     break
                 await step()
-        except BaseException:
+        except BaseException as exc:
+            self.start_error = exc if isinstance(exc, ConfigError) else None
             self._start_done.set()
             await self.stop()
             raise
@@ -204,6 +213,7 @@ class Runtime:
         agents: list[Waiting] = [a for a in (self.archive, self.dedup, self.checksums) if a]
         if self.sinks is not None:
             agents.extend(self.sinks.agents.values())
+        agents.extend(self.agents.runners)
         return agents
 
     def _archive_metrics(self) -> ArchiveMetrics:
@@ -333,6 +343,8 @@ class Runtime:
                             ("archive agent (flushing its buffers)", self.archive)):
             if agent is not None:
                 parts[name] = agent.stop
+        if self.agents.runners:
+            parts["developer agents"] = self.agents.stop
 
         async def stop_one(name: str, stop: Callable[[], Awaitable[None]]) -> None:
             self.stopping.add(name)

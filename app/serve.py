@@ -66,9 +66,14 @@ def run_worker(settings: Settings) -> int:
         say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
         print_results(asyncio.run(apply_folder(settings, settings.catalog_dir, journal=True)), say)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app, runtime, _streams = create_app(settings)
+    app, runtime = create_app(settings)
     worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
+    try:
+        worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
+    except SystemExit:
+        if runtime.start_error is not None:  # e.g. an agent that does not fit the registry:
+            raise runtime.start_error from None  # `error: <message>`, not Faust's crash log
+        raise
     return 0
 
 

@@ -89,11 +89,10 @@ class Settings(BaseSettings):
         "SQLite/PostgreSQL/MySQL tables); each sink's DSN comes from its dsn_env variable.")
     checksum_retention_days: int = Field(
         400, ge=1, description="Days of checksum-table figures kept; older days are dropped.")
-    example_agents: bool = Field(
-        False,
-        description="Run agents/example.py (on by `onepipe dev`): it reads `widgets`, and a "
-        "subscription to a missing topic makes brokers with auto-creation create it.",
-    )
+    example_agents: bool = Field(False, description="Run the example agent (on by `onepipe "
+                                 "dev`): price alerts from `widgets`, both in catalog/.")
+    agents: str = Field("", description="Modules of developers' agents to run, comma-"
+                        "separated (and entry points of the group onepipe.agents).")
     registry_topic: str = Field("_onepipe_registry", description="Compacted registry log topic.")
     registry_fetch_wait_ms: int = Field(
         100, ge=1, le=5000,

@@ -1,9 +1,10 @@
 """The Faust worker application that hosts every onepipe part.
 
 One app per process; ops scale out by starting more processes with the same settings.
-Faust carries the worker lifecycle, consumer-group membership for developer agents,
-timers and the CLI; onepipe's :class:`~onepipe.app.runtime.Runtime` (registry, producer, HTTP API)
-runs as the app's web-server service, which Faust starts after table recovery.
+Faust carries the worker lifecycle, timers and the CLI (developers' agents run in
+onepipe's own runners, onepipe.agents.framework); onepipe's
+:class:`~onepipe.app.runtime.Runtime` (registry, producer, HTTP API, every agent) runs as
+the app's web-server service, which Faust starts after table recovery.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 import faust
 import mode
 
-from onepipe.agents.streams import StreamApi, example
-from onepipe.app.lag_monitor import MonitoredGroup
 from onepipe.app.log_format import worker_logging_config
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
@@ -55,8 +54,9 @@ def faust_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT 
     return None
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
-    """Build the worker app; nothing connects until the worker starts."""
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    """Build the worker app; nothing connects until the worker starts (the developers'
+    agents' modules are imported: AgentLoadError)."""
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.servers],
@@ -82,14 +82,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime, StreamApi]:
     )
     runtime = Runtime(settings)
     app.web_server(RuntimeService(runtime))
-    streams = StreamApi(app, runtime.registry.state, runtime.publisher, runtime.ready)
-    if settings.example_agents:
-        example.register(streams)
-    if runtime.lag_monitor is not None:
-        # Faust's group is the app id; it reads the topics of the agents declared on
-        # ``streams``, here and by the caller after this returns (the predicate is live).
-        runtime.lag_monitor.follow(MonitoredGroup(settings.app_id, streams.subscribes_to))
-    return app, runtime, streams
+    return app, runtime
 
 
 class Worker(faust.Worker):

@@ -5,9 +5,11 @@ deeper. The names in ``__all__`` are kept stable (tests/test_public_api.py lists
 the subpackages (``onepipe.agents``, ``onepipe.tables``, ...) are the implementation and
 may change between releases.
 
-- Writing agents over registered topics: :class:`StreamApi` (``@streams.agent(topic)``,
-  ``await streams.send(topic, record)``), the :class:`Record` each agent receives, and the
-  :class:`Delivery` a send returns.
+- Writing agents over registered topics: :func:`agent` (per record, ``async for value in
+  stream``: a :class:`Stream`) and :func:`batch_agent` (one call per partition batch: a
+  :class:`Batch`), the :class:`Record` envelope of each value, state in :class:`Table`
+  and :class:`WindowTable` (windows :func:`tumbling`, :func:`hopping`, each a
+  :class:`Window`), and the :class:`Delivery` of a produced record.
 - The catalog model: :class:`TopicMetadata` (key, order rule, partition time, checks) and
   the derived topic names (:func:`unique_topic` is where each key's winning version is).
 - Reaching the platform: :class:`Settings` (read from ``ONEPIPE_*`` variables by
@@ -17,7 +19,7 @@ may change between releases.
   in its module, ``onepipe.schemas.errors``.
 
 Names are loaded on first use, so ``import onepipe`` stays cheap for the CLI and for
-tools that need one name (the stream API pulls in Faust).
+tools that need one name (the agents pull in aiokafka and RocksDB).
 """
 
 from __future__ import annotations
@@ -30,8 +32,16 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     # developers' agents
-    "StreamApi": "onepipe.agents.streams.api",
-    "Record": "onepipe.agents.streams.api",
+    "agent": "onepipe.agents.framework.declare",
+    "batch_agent": "onepipe.agents.framework.declare",
+    "Stream": "onepipe.agents.framework.stream",
+    "Batch": "onepipe.agents.framework.stream",
+    "Record": "onepipe.agents.framework.stream",
+    "Table": "onepipe.tables.state",
+    "WindowTable": "onepipe.tables.state",
+    "Window": "onepipe.tables.state",
+    "tumbling": "onepipe.tables.state",
+    "hopping": "onepipe.tables.state",
     "Delivery": "onepipe.sinks.publish.publisher",
     # the catalog
     "TopicMetadata": "onepipe.schemas.metadata",
@@ -61,14 +71,16 @@ _EXPORTS = {
 
 #: Written out (not derived from _EXPORTS) so linters and readers see it; a test keeps
 #: the two equal.
-__all__ = ["ArchivePolicy", "BrokerError", "Checks", "CodecError", "ConfigError", "Delivery",
-           "KafkaClients", "LakeError", "LakeStore", "MetadataError", "NotFoundError",
-           "OnepipeError", "OrderRule", "Record", "RecordValidationError", "SchemaError",
-           "Settings", "StreamApi", "TopicMetadata", "__version__", "checksums_topic",
-           "load_settings", "open_lake", "repartition_topic", "unique_topic"]
+__all__ = ["ArchivePolicy", "Batch", "BrokerError", "Checks", "CodecError", "ConfigError",
+           "Delivery", "KafkaClients", "LakeError", "LakeStore", "MetadataError",
+           "NotFoundError", "OnepipeError", "OrderRule", "Record", "RecordValidationError",
+           "SchemaError", "Settings", "Stream", "Table", "TopicMetadata", "Window",
+           "WindowTable", "__version__", "agent", "batch_agent", "checksums_topic", "hopping",
+           "load_settings", "open_lake", "repartition_topic", "tumbling", "unique_topic"]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from onepipe.agents.streams.api import Record, StreamApi
+    from onepipe.agents.framework.declare import agent, batch_agent
+    from onepipe.agents.framework.stream import Batch, Record, Stream
     from onepipe.app.settings import Settings, load_settings
     from onepipe.schemas.errors import (
         BrokerError,
@@ -87,6 +99,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from onepipe.sinks.lake.store import LakeStore
     from onepipe.sinks.publish.publisher import Delivery
     from onepipe.tables.kafka.clients import KafkaClients
+    from onepipe.tables.state import Table, Window, WindowTable, hopping, tumbling
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ import onepipe
 
 PUBLIC = [
     "ArchivePolicy",
+    "Batch",
     "BrokerError",
     "Checks",
     "CodecError",
@@ -33,13 +34,20 @@ PUBLIC = [
     "RecordValidationError",
     "SchemaError",
     "Settings",
-    "StreamApi",
+    "Stream",
+    "Table",
     "TopicMetadata",
+    "Window",
+    "WindowTable",
     "__version__",
+    "agent",
+    "batch_agent",
     "checksums_topic",
+    "hopping",
     "load_settings",
     "open_lake",
     "repartition_topic",
+    "tumbling",
     "unique_topic",
 ]
 
@@ -73,7 +81,7 @@ def test_unknown_names_say_where_to_look() -> None:
 
 
 def test_import_onepipe_is_cheap() -> None:
-    """The CLI imports onepipe on every call: the stream API's Faust loads on first use."""
+    """The CLI imports onepipe on every call: the agents' clients load on first use."""
     code = ("import sys, onepipe; heavy = [m for m in ('faust', 'aiokafka', 'pyarrow', "
             "'duckdb', 'polars') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

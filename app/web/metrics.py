@@ -18,6 +18,7 @@ Contract:
     onepipe_archive_flush_latency_seconds (histogram)
     onepipe_archive_stalled_partitions                         partitions not archived
     onepipe_archive_partition_stalled{topic,partition}         1 per such partition
+    onepipe_agent_*_total{agent}                               developers' agents' counters
 
 - Another agent plugs in with one line at start-up, e.g. the dedup agent::
 
@@ -89,6 +90,31 @@ class CounterSource:
         for name, help_text in self._counters.items():
             yield CounterMetricFamily(f"onepipe_{self._prefix}_{name}", help_text,
                                       value=float(getattr(current, name)))
+
+
+class LabelledCounterSource:
+    """Exports the same integer attributes of several metrics objects as one family per
+    counter, ``onepipe_<prefix>_<name>_total{<label>=...}`` (developers' agents by name).
+
+    ``items`` is called at every scrape: ``(label value, metrics object)`` pairs.
+    """
+
+    def __init__(self, prefix: str, label: str,
+                 items: Callable[[], Iterable[tuple[str, object]]],
+                 counters: Mapping[str, str]) -> None:
+        self._prefix = prefix
+        self._label = label
+        self._items = items
+        self._counters = dict(counters)
+
+    def collect(self) -> Iterator[Metric]:
+        items = list(self._items())
+        for name, help_text in self._counters.items():
+            family = CounterMetricFamily(f"onepipe_{self._prefix}_{name}", help_text,
+                                         labels=[self._label])
+            for value, metrics in items:
+                family.add_metric([value], float(getattr(metrics, name)))
+            yield family
 
 
 def lag_families(monitor: LagMonitor) -> Iterator[Metric]:

@@ -1,6 +1,6 @@
 """Lag for every consumer group that reads a registered topic, against the real broker.
 
-onepipe's own groups beyond archive and dedup (the checksum agent's, the Faust app's) and
+onepipe's own groups beyond archive and dedup (the checksum agent's, the developers' agents') and
 the groups of other applications, found on the broker (ListGroups, which tansu answers)
 every few samples. Stuck detection uses an injected clock; nothing sleeps.
 """
@@ -28,9 +28,8 @@ from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import Settings
 from onepipe.app.web.server import WebServer
-from onepipe.app.worker import create_app
 from onepipe.schemas.errors import BrokerError
-from onepipe.schemas.topic_names import checksums_group, dedup_group, unique_topic
+from onepipe.schemas.topic_names import agent_group, checksums_group, dedup_group, unique_topic
 from onepipe.tables.kafka.topics import ensure_topic
 from onepipe.tables.offsets import OffsetReader
 from tests.app.test_monitoring import FakeClock, by_partition, produce_batches
@@ -174,25 +173,19 @@ async def test_a_broker_refusing_list_groups_is_logged_once_and_asked_again(
     assert discovery.asks == 4
 
 
-def test_the_faust_groups_reads_follow_the_developers_agents(
+def test_each_developer_agents_group_is_followed_on_its_topics(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(app_id=unique("faust"), example_agents=True, web_port=free_port(),
+    settings = make_settings(app_id=unique("agents"), example_agents=True, web_port=free_port(),
                              checksums_enabled=True, monitor_interval_seconds=5.0)
-    _app, runtime, streams = create_app(settings)
-
-    @streams.agent("readings")  # declared by the developer after create_app
-    async def count(records: Any) -> None:
-        async for _ in records:
-            pass
-
+    runtime = Runtime(settings)
     monitor = runtime.lag_monitor
     assert monitor is not None
     specs = {g.group_id: g for g in monitor.groups}
-    assert set(specs) == {settings.app_id, checksums_group(settings.app_id)}
-    faust_group = specs[settings.app_id]
-    assert [t for t in ("widgets", "readings", "other") if faust_group.reads(t)] == [
-        "widgets", "readings"]
+    example = agent_group(settings.app_id, "onepipe.example.price_alerts")
+    assert set(specs) == {example, checksums_group(settings.app_id)}
+    assert [t for t in ("widgets", "widget_price_alerts", "other") if specs[example].reads(t)
+            ] == ["widgets"]
 
 
 def metric_values(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -281,7 +274,6 @@ async def test_a_worker_monitors_the_checksum_group_and_other_applications(
         await wait_for(lambda: sum(p.lag for p in monitor.snapshot.of_group(other)) == 6,
                        timeout=60, what="the other application's group and its lag")
         assert {p.topic for p in monitor.snapshot.of_group(other)} == {topic}
-        assert settings.app_id in monitor.snapshot.groups  # Faust's group, followed too
         await views_show(url, other, {topic: 6}, stuck=False)
         await views_show(url, checksums, {topic: 0, unique_topic(topic): 0}, stuck=False)
 

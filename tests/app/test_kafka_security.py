@@ -108,7 +108,7 @@ def test_faust_connects_with_the_same_settings(env: pytest.MonkeyPatch, tmp_path
     for name, value in values.items():
         env.setenv(name, value.format(cert=cert, key=key))
     settings = load_settings()
-    app, _runtime, _streams = create_app(settings)
+    app, _runtime = create_app(settings)
     faust_options = credentials_to_aiokafka_auth(app.conf.broker_credentials)
     # Faust passes ssl_context=None for SASL_PLAINTEXT, which aiokafka takes as no TLS.
     set_options = {k: v for k, v in faust_options.items() if v is not None}

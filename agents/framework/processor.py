@@ -1,0 +1,208 @@
+"""One agent's step over one partition batch, without a broker: the runner's and the test
+kit's common core.
+
+Per batch: decode every record with the topic's reader schema (onepipe.schemas.codec;
+what does not decode is counted and logged with ``topic[partition]@offset``, never
+handed over), convert it to the agent's ``record=`` type, compute its partition time,
+make the partition's state current (onepipe.tables.state ``CURRENT``), run the user code
+(a batch agent: one call; a per-record agent: its long-lived coroutine is fed until it
+asks for the value after the batch's last one), close the windows stream time passed,
+and hand back an :class:`Outcome`: the encoded sends and the state changes the caller
+commits (onepipe.agents.framework.runner), in that order. A failure drops the batch's
+pending state and sends and is raised: the caller restarts from durable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from onepipe.agents.framework.declare import AgentSpec
+from onepipe.agents.framework.metrics import AgentMetrics
+from onepipe.agents.framework.stream import Batch, Item, Outbox, Record, Stream
+from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import decode, schema_id_of
+from onepipe.schemas.errors import CodecError, NotFoundError
+from onepipe.schemas.metadata import KAFKA_TIMESTAMP
+from onepipe.schemas.registry_state import RegistryState
+from onepipe.schemas.typed import record_converter
+from onepipe.sinks.publish.publisher import TopicWriter
+from onepipe.tables.state import CURRENT, PartitionState, activate
+
+__all__ = ["AgentProcessor", "Outcome", "RawRecord", "partition_time_ms"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+class RawRecord(Protocol):
+    """What the processor reads of a Kafka record (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one partition batch leaves to commit."""
+
+    #: The next input offset once this batch commits.
+    next_offset: int
+    #: Encoded records per topic: sends and closed windows' emits, produced first.
+    sends: dict[str, list[tuple[bytes | None, bytes]]] = field(default_factory=dict)
+    #: The state changes (changelog key, value or None for a delete), produced second.
+    changes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+
+
+def partition_time_ms(value: Any) -> int | None:
+    """A ``partition_time`` field's value as epoch ms: a datetime (naive counts as UTC),
+    a date (its midnight UTC), or a long of epoch ms; anything else has no time."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    if isinstance(value, date):
+        return (value - _EPOCH_DAY).days * 86_400_000
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+class AgentProcessor:
+    """Runs one agent's batches; one per agent and worker (or test kit)."""
+
+    def __init__(self, spec: AgentSpec, state: RegistryState,
+                 writer: Callable[[str], TopicWriter], metrics: AgentMetrics, *,
+                 wait_for_schema: Callable[[int], Awaitable[bool]] | None = None) -> None:
+        self.spec = spec
+        self._state = state
+        self.outbox = Outbox(spec.name, spec.sends, writer)
+        self.metrics = metrics
+        self._wait_for_schema = wait_for_schema
+        self._converters: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {}
+        self._stream: Stream[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def process(self, topic: str, partition: int, records: Sequence[RawRecord],
+                      state: PartitionState | None) -> Outcome:
+        """Run the agent over ``records`` (one partition, offset order); see the module."""
+        first = state.position.next_offset if state is not None else 0
+        records = [r for r in records if r.offset >= first]  # already in the state
+        next_offset = records[-1].offset + 1 if records else first
+        items = await self._decode(topic, records)
+        self.metrics.batches += 1
+        self.metrics.records += len(items)
+        late = state.late if state is not None else 0
+        self.outbox.take()
+        try:
+            if items:
+                await self._run(topic, partition, items, state)
+            if state is not None:
+                for to, emitted in state.close_windows():
+                    self.outbox.add(to, emitted)
+        except BaseException:
+            self.outbox.take()
+            if state is not None:
+                state.discard()
+            raise
+        outcome = Outcome(next_offset, self.outbox.take(),
+                          state.changes() if state is not None else [])
+        if state is not None:
+            self.metrics.late += state.late - late
+        return outcome
+
+    async def close(self) -> None:
+        """End the per-record coroutine (a restart starts a new one); harmless twice."""
+        task, self._task, self._stream = self._task, None, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("agent %s ended on an error while it was closed",
+                              self.spec.name)
+
+    async def _run(self, topic: str, partition: int, items: list[Item],
+                   state: PartitionState | None) -> None:
+        if self.spec.kind == "batch":
+            token = activate(state) if state is not None else None
+            try:
+                await self.spec.fn(Batch(topic, partition, items, self.outbox, state))
+            finally:
+                if token is not None:
+                    CURRENT.reset(token)
+            return
+        if self._task is None or self._stream is None:
+            self._stream = Stream(self.outbox)
+            self._task = asyncio.create_task(self.spec.fn(self._stream),
+                                             name=f"agent-{self.spec.slug}")
+        await self._stream.feed(items, state, self._task)
+
+    async def _decode(self, topic: str, records: Sequence[RawRecord]) -> list[Item]:
+        state = self._state
+        meta = state.topic_metadata(topic)
+        reader = state.reader_schema(topic)
+        convert = self._converter(topic, reader.identity, reader)
+        time_field = None if meta.partition_time == KAFKA_TIMESTAMP else meta.partition_time
+        items: list[Item] = []
+        for r in records:
+            try:
+                schema_id, value = await self._decode_one(r.value, reader)
+                converted = convert(value)
+            except (CodecError, NotFoundError) as exc:
+                self.metrics.undecodable += 1
+                log.warning("agent %s skips undecodable record %s[%d]@%d: %s",
+                            self.spec.name, r.topic, r.partition, r.offset, exc.message,
+                            extra={"topic": r.topic, "partition": r.partition,
+                                   "offset": r.offset})
+                continue
+            time_ms = (r.timestamp if time_field is None
+                       else partition_time_ms(value.get(time_field)))
+            items.append(Item(Record(r.topic, r.partition, r.offset, r.timestamp, r.key, value,
+                                     schema_id), converted, time_ms))
+        return items
+
+    async def _decode_one(self, data: bytes | None, reader: AvroSchema) -> tuple[int, Any]:
+        if data is None:
+            raise CodecError("a tombstone (no value)")
+        try:
+            return decode(data, self._state.schema_by_id, reader)
+        except NotFoundError:
+            # Registered on another worker a moment ago: give the registry a few seconds
+            # to replay it before the record counts as undecodable.
+            schema_id = schema_id_of(data)
+            wait = self._wait_for_schema
+            if schema_id is None or wait is None or not await wait(schema_id):
+                raise
+            return decode(data, self._state.schema_by_id, reader)
+
+    def _converter(self, topic: str, identity: str, reader: AvroSchema
+                   ) -> Callable[[dict[str, Any]], Any]:
+        cls = self.spec.record
+        if cls is None:
+            return _same
+        found = self._converters.get((topic, identity))
+        if found is None:
+            found = self._converters[(topic, identity)] = record_converter(
+                cls, reader, topic=topic)
+        return found
+
+
+def _same(value: dict[str, Any]) -> dict[str, Any]:
+    return value
