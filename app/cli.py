@@ -16,6 +16,7 @@
                               --warehouse DSN adds a loaded warehouse table)
     onepipe tokens add NAME   create an API token (--publish PATTERN, --admin); also ls, rm
     onepipe codegen TOPIC     typed record classes for TOPIC's schema (--version N, --output F)
+    onepipe agents            the developers' agents a worker would run (ONEPIPE_AGENTS)
 
 Errors a user can fix print as ``error: <message>`` with exit status 2 (settings,
 catalog) or 1 (anything else onepipe refused), never a stack trace.
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     add_sql_command(sub)
     add_warehouse_command(sub)
     add_codegen_command(sub)
+    sub.add_parser("agents", help="list the developers' agents a worker would run")
     verify = sub.add_parser("verify", help="compare a topic's figures in every system per day")
     verify.add_argument("topic")
     verify.add_argument("--date", default=None, help="only this UTC day, YYYY-MM-DD")
@@ -169,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from onepipe.app.sql_cli import run_sql
 
             return asyncio.run(run_sql(settings, args))
+        if args.command == "agents":
+            from onepipe.app.agents_cli import run_agents  # imports the agents' modules
+
+            return run_agents(settings)
         if args.command == "codegen":
             return asyncio.run(run_codegen(settings, args))
         if args.command == "warehouse":
