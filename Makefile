@@ -38,7 +38,8 @@ lint: $(STAMP)  ## ruff
 TYPECHECK_TREE := .mypy_tree
 typecheck: $(STAMP)  ## mypy over the package, the tests and the benchmarks
 	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/onepipe
-	ln -s ../../onepipe/__init__.py ../../onepipe/py.typed $(TYPECHECK_TREE)/onepipe/
+	ln -s ../../onepipe/__init__.py ../../onepipe/testing.py ../../onepipe/py.typed \
+		$(TYPECHECK_TREE)/onepipe/
 	for package in $(PACKAGES); do ln -s ../../$$package $(TYPECHECK_TREE)/onepipe/$$package; done
 	$(BIN)/mypy
 

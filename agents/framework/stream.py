@@ -77,7 +77,7 @@ class Outbox:
     def add(self, topic: str, values: Any) -> None:
         """Validate and encode ``values`` (one value or a list) for ``topic`` now."""
         batch = list(values) if isinstance(values, list | tuple) else [values]
-        records = [v if isinstance(v, dict) else to_record(v) for v in batch]
+        records = [to_record(v) for v in batch]  # typed values (datetimes too) to JSON form
         encoded = self._writer(topic).encode(records)
         self.pending.setdefault(topic, []).extend(encoded)
 

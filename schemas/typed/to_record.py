@@ -23,15 +23,17 @@ __all__ = ["to_record"]
 
 
 def to_record(value: Any) -> dict[str, Any]:
-    """The JSON-form dict of a dataclass instance; a dict is returned as it is.
+    """The JSON-form dict of a dataclass instance, or of a dict holding typed values.
 
     Field names become their Avro names (``AVRO_NAME`` metadata); nested dataclasses,
-    lists, tuples and dicts are converted all the way down. A naive ``datetime`` stays
+    lists, tuples and dicts are converted all the way down. A dict is copied with its
+    values converted (an agent's ``{"hour": window.start}`` holds a datetime), so a dict
+    of JSON values comes back equal. A naive ``datetime`` stays
     naive (ISO text without offset): right for ``local-timestamp-*``, refused by the
     validation for ``timestamp-*``, which needs an instant.
     """
     if type(value) is dict:
-        return value
+        return {k: _json(x) for k, x in value.items()}
     if not dataclasses.is_dataclass(value) or isinstance(value, type):
         raise TypeError(f"to_record takes a dataclass instance or a dict; got "
                         f"{type(value).__name__}")

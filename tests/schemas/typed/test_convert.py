@@ -169,9 +169,9 @@ def test_a_class_with_post_init_is_built_by_its_constructor() -> None:
     assert plain == Plain("o1", "PAID", "o1/PAID")
 
 
-def test_to_record_takes_dicts_as_they_are_and_refuses_others() -> None:
-    record = {"a": datetime.date(2024, 1, 1)}
-    assert to_record(record) is record
+def test_to_record_converts_the_typed_values_of_dicts_and_refuses_others() -> None:
+    record = {"a": datetime.date(2024, 1, 1), "b": [datetime.date(2024, 1, 2)], "c": 1}
+    assert to_record(record) == {"a": "2024-01-01", "b": ["2024-01-02"], "c": 1}
     with pytest.raises(TypeError, match="dataclass instance or a dict"):
         to_record(Order)
 
