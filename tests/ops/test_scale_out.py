@@ -34,7 +34,9 @@ async def test_workers_joining_and_leaving_move_work_and_lose_nothing(
                                                              "the first worker started")
         for name in ("w2", "w3"):
             since = time.monotonic()
-            pipeline.worker(name)
+            # A joiner that died at start would leave the work spread over the others:
+            # healthy() fails the test if it exited (the recovery still counts from since).
+            await wait_for(pipeline.worker(name).healthy, timeout=90, what=name)
             recovery[f"{name} joins"] = await measure_recovery(pipeline, since,
                                                                f"{name} joined")
             await producer.wait_acked(200)
