@@ -54,8 +54,9 @@ async def test_sigkill_of_one_of_two_workers_and_its_restart_lose_nothing(
     pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS)
     producer = producer_for(pipeline)
     try:
-        for name in ("w1", "w2"):
-            await wait_for(pipeline.worker(name).healthy, timeout=90, what=name)
+        workers = {name: pipeline.worker(name) for name in ("w1", "w2")}  # both start now
+        for name, worker in workers.items():
+            await wait_for(worker.healthy, timeout=90, what=name)
         producer.start()
         await measure_recovery(pipeline, time.monotonic(), "two workers started")
         await producer.wait_acked(300)
