@@ -41,7 +41,7 @@ import re
 from onepipe.schemas.errors import InvalidSubjectError
 
 __all__ = ["CHECKSUMS_SUFFIX", "DLQ_SUFFIX", "MAX_SUBJECT_LENGTH", "REPARTITION_SUFFIX",
-           "UNIQUE_SUFFIX", "VALUE_SUFFIX", "agent_changelog_topic", "agent_group",
+           "UNIQUE_SUFFIX", "VALUE_SUFFIX", "agent_group",
            "archive_group", "changelog_topic", "check_subject",
            "checksums_group", "checksums_topic", "compact_group", "compact_results_topic",
            "compact_tasks_topic", "dedup_group", "dlq_topic", "kafka_safe", "repartition_topic",
@@ -138,11 +138,6 @@ def sink_group(app_id: str, topic: str, sink: str) -> str:
 def agent_group(app_id: str, agent: str) -> str:
     """The consumer group of one developer agent (``agent``: its Kafka-safe name)."""
     return f"{app_id}-agent-{agent}"
-
-
-def agent_changelog_topic(app_id: str, agent: str) -> str:
-    """The changelog of one developer agent's state: partition p holds input partition p's."""
-    return f"{app_id}-{agent}-changelog"
 
 
 def compact_group(app_id: str) -> str:

@@ -10,13 +10,13 @@ does, after the start checks passed.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
 from onepipe.schemas.errors import ConfigError
+from onepipe.schemas.topic_names import kafka_safe
 from onepipe.tables.state import Table, WindowTable
 
 __all__ = ["AgentFn", "AgentSpec", "agent", "batch_agent", "declared", "slug"]
@@ -25,8 +25,6 @@ __all__ = ["AgentFn", "AgentSpec", "agent", "batch_agent", "declared", "slug"]
 AgentFn = Callable[[Any], Coroutine[Any, Any, None]]
 Kind = Literal["record", "batch"]
 
-#: What Kafka allows in a topic name; everything else in an agent name maps to ``_``.
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: Leaves room for ``<app_id>-`` and ``-changelog`` within Kafka's 249 characters.
 _MAX_NAME = 180
 
@@ -83,7 +81,7 @@ class AgentSpec:
 
 def slug(name: str) -> str:
     """``name`` with every character Kafka refuses in a topic name replaced by ``_``."""
-    return _UNSAFE.sub("_", name)
+    return kafka_safe(name)
 
 
 #: Every agent declared in this process, by slug (names that differ only in unsafe

@@ -37,7 +37,7 @@ from onepipe.agents.framework.metrics import AgentMetrics
 from onepipe.agents.framework.processor import AgentProcessor, Outcome
 from onepipe.schemas.errors import NotFoundError, OnepipeError
 from onepipe.schemas.registry_state import RegistryState
-from onepipe.schemas.topic_names import agent_changelog_topic, agent_group
+from onepipe.schemas.topic_names import agent_group, changelog_topic
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
@@ -73,7 +73,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
                          registry=registry, metrics=AgentMetrics(),
                          max_records=spec.max_records)
         self.spec = spec
-        self.changelog = agent_changelog_topic(app_id, spec.slug)
+        self.changelog = changelog_topic(app_id, spec.slug)
         self._root = data_dir / "state" / spec.slug
         self._replication_factor = replication_factor
         self._publisher = Publisher(registry.state, None, produce_timeout,

@@ -26,7 +26,7 @@ import fastavro
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from onepipe.schemas.codec import unframe
-from onepipe.schemas.topic_names import agent_changelog_topic, agent_group, unique_topic
+from onepipe.schemas.topic_names import agent_group, changelog_topic, unique_topic
 from onepipe.tables.state import (
     CURRENT,
     PartitionState,
@@ -229,7 +229,7 @@ async def recovered_state(setup: Setup) -> tuple[dict[str, list[int]],
             store = StateStore(setup.tmp / "recovered" / str(p))
             try:
                 position = await recover(
-                    reader, TopicPartition(agent_changelog_topic(setup.app_id, AGENT), p), store)
+                    reader, TopicPartition(changelog_topic(setup.app_id, AGENT), p), store)
                 assert position.next_offset == sum(1 for q, _ in setup.acked if q == p), (
                     f"partition {p}: the changelog's last position is {position}")
                 parts.append(read_store(store))
@@ -254,29 +254,32 @@ def disk_state(setup: Setup, worker: str, partitions: range) -> tuple[
 
 async def rollups(setup: Setup) -> dict[tuple[int, str, int], list[int]]:
     """The derived topic's records after dedup, by key; a key twice would fail."""
-    records, _ = await read_topic(setup.broker, unique_topic(setup.rollup), 2)
-    parsed = fastavro.parse_schema(ROLLUP_SCHEMA)
     found: dict[tuple[int, str, int], list[int]] = {}
-    for record in (r for part in records.values() for r in part):
-        _, body = unframe(record.value)
-        value = fastavro.schemaless_reader(io.BytesIO(body), parsed, None,
-                                           return_record_name=False)
-        key = (value["partition"], value["kind"], to_ms(value["minute"]))
+    for key, figures in await read_rollups(setup.broker, unique_topic(setup.rollup)):
         assert key not in found, f"{key} is twice in {unique_topic(setup.rollup)}"
-        found[key] = [value["records"], value["amount"]]
+        found[key] = figures
     return found
 
 
 async def raw_rollups(setup: Setup) -> dict[tuple[int, str, int], list[list[int]]]:
     """Every record of the derived topic, by key (repeats allowed: at-least-once)."""
-    records, _ = await read_topic(setup.broker, setup.rollup, 2)
-    parsed = fastavro.parse_schema(ROLLUP_SCHEMA)
     found: dict[tuple[int, str, int], list[list[int]]] = defaultdict(list)
+    for key, figures in await read_rollups(setup.broker, setup.rollup):
+        found[key].append(figures)
+    return found
+
+
+async def read_rollups(broker: str, topic: str
+                       ) -> list[tuple[tuple[int, str, int], list[int]]]:
+    """Every rollup record of ``topic``: its key and its ``[records, amount]``."""
+    records, _ = await read_topic(broker, topic, 2)
+    parsed = fastavro.parse_schema(ROLLUP_SCHEMA)
+    found = []
     for record in (r for part in records.values() for r in part):
         _, body = unframe(record.value)
-        value = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
-        found[(value["partition"], value["kind"], to_ms(value["minute"]))].append(
-            [value["records"], value["amount"]])
+        value: Any = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
+        found.append(((value["partition"], value["kind"], to_ms(value["minute"])),
+                      [value["records"], value["amount"]]))
     return found
 
 
