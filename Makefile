@@ -31,7 +31,7 @@ dev: $(STAMP)  ## run the embedded broker, apply catalog/, and one worker with i
 	$(BIN)/onepipe dev --catalog catalog
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check onepipe $(PACKAGES) tests bench
+	$(BIN)/ruff check onepipe $(PACKAGES) tests bench examples
 
 # mypy cannot follow the editable install's import hook, so it reads `onepipe` through a
 # tree of links laid out as the installed package is (onepipe/app -> app, ...).
