@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -35,6 +36,18 @@ from tests.fixtures.tcp_proxy import ProxiedBroker, TcpProxy
 PARTITIONS = 4
 #: ONEPIPE_PRODUCE_TIMEOUT of the workers (make_pipeline): the bound of a produce request.
 PRODUCE_TIMEOUT = 5.0
+#: Consumer-group session and rebalance timeouts of these workers (make_pipeline's 6 s
+#: halved; heartbeats every second). tansu holds a join for half the session and drops a
+#: SIGKILLed member (or one a failed agent left behind) only after it, so every rebalance
+#: a fault causes settles in half the time; what the checks require is the same.
+GROUP_TIMEOUT = "3"
+
+
+def faults_pipeline(bootstrap: str, tmp_path: Path, **options: Any) -> Pipeline:
+    """make_pipeline with :data:`PARTITIONS` and :data:`GROUP_TIMEOUT`."""
+    return make_pipeline(bootstrap, tmp_path, partitions=PARTITIONS,
+                         ONEPIPE_SESSION_TIMEOUT=GROUP_TIMEOUT,
+                         ONEPIPE_REBALANCE_TIMEOUT=GROUP_TIMEOUT, **options)
 
 
 def producer_for(pipeline: Pipeline) -> ProducerLoop:
@@ -51,7 +64,7 @@ async def archived(pipeline: Pipeline) -> bool:
 
 async def test_sigkill_of_one_of_two_workers_and_its_restart_lose_nothing(
         broker: str, tmp_path: Path) -> None:
-    pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS)
+    pipeline = faults_pipeline(broker, tmp_path)
     producer = producer_for(pipeline)
     try:
         workers = {name: pipeline.worker(name) for name in ("w1", "w2")}  # both start now
@@ -81,7 +94,7 @@ async def test_sigkill_of_one_of_two_workers_and_its_restart_lose_nothing(
 async def test_broker_connections_cut_give_503_with_retry_after_and_lose_nothing(
         proxied_broker: ProxiedBroker, tmp_path: Path) -> None:
     proxy = proxied_broker.proxy
-    pipeline = make_pipeline(proxied_broker.bootstrap, tmp_path, partitions=PARTITIONS)
+    pipeline = faults_pipeline(proxied_broker.bootstrap, tmp_path)
     producer = producer_for(pipeline)
     try:
         await wait_for(pipeline.worker("w1").healthy, timeout=90, what="worker")
@@ -121,8 +134,8 @@ async def test_broker_connections_cut_give_503_with_retry_after_and_lose_nothing
 async def test_s3_failing_then_stalling_loses_nothing(
         broker: str, tmp_path: Path, s3_proxy: S3FaultProxy, s3_lake_url: str,
         s3_options: S3Options) -> None:
-    pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS, lake_url=s3_lake_url,
-                             s3=s3_options, ONEPIPE_S3_ENDPOINT_URL=s3_proxy.url)
+    pipeline = faults_pipeline(broker, tmp_path, lake_url=s3_lake_url, s3=s3_options,
+                               ONEPIPE_S3_ENDPOINT_URL=s3_proxy.url)
     producer = producer_for(pipeline)
     try:
         await wait_for(pipeline.worker("w1").healthy, timeout=90, what="worker")
@@ -164,9 +177,8 @@ async def sink_state(pipeline: Pipeline) -> str:
 
 async def test_sink_database_going_away_loses_nothing(broker: str, tmp_path: Path) -> None:
     async with TcpProxy("127.0.0.1", 5432) as pg_proxy:
-        pipeline = make_pipeline(
-            broker, tmp_path, partitions=PARTITIONS,
-            sink_dsn=f"postgresql://postgres@{pg_proxy.address}/test")
+        pipeline = faults_pipeline(
+            broker, tmp_path, sink_dsn=f"postgresql://postgres@{pg_proxy.address}/test")
         producer = producer_for(pipeline)
         try:
             await wait_for(pipeline.worker("w1").healthy, timeout=90, what="worker")
