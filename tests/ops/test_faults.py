@@ -50,10 +50,10 @@ def faults_pipeline(bootstrap: str, tmp_path: Path, **options: Any) -> Pipeline:
                          ONEPIPE_REBALANCE_TIMEOUT=GROUP_TIMEOUT, **options)
 
 
-def producer_for(pipeline: Pipeline) -> ProducerLoop:
+def producer_for(pipeline: Pipeline, produce_timeout: float = PRODUCE_TIMEOUT) -> ProducerLoop:
     # A reply later than twice the produce timeout (plus scheduling slack on a busy
-    # machine) is a hang; the endpoint itself gives up after PRODUCE_TIMEOUT.
-    return ProducerLoop(pipeline.topic, pipeline.urls, request_timeout=2 * PRODUCE_TIMEOUT + 5)
+    # machine) is a hang; the endpoint itself gives up after the workers' produce timeout.
+    return ProducerLoop(pipeline.topic, pipeline.urls, request_timeout=2 * produce_timeout + 5)
 
 
 async def archived(pipeline: Pipeline) -> bool:
@@ -94,8 +94,12 @@ async def test_sigkill_of_one_of_two_workers_and_its_restart_lose_nothing(
 async def test_broker_connections_cut_give_503_with_retry_after_and_lose_nothing(
         proxied_broker: ProxiedBroker, tmp_path: Path) -> None:
     proxy = proxied_broker.proxy
-    pipeline = faults_pipeline(proxied_broker.bootstrap, tmp_path)
-    producer = producer_for(pipeline)
+    # Each request refused during the cut takes the produce timeout, then the producer
+    # honours Retry-After (2 s): the three awaited cost 3 x (timeout + 2) s of cut.
+    produce_timeout = 2.0
+    pipeline = faults_pipeline(proxied_broker.bootstrap, tmp_path,
+                               ONEPIPE_PRODUCE_TIMEOUT=str(produce_timeout))
+    producer = producer_for(pipeline, produce_timeout)
     try:
         await wait_for(pipeline.worker("w1").healthy, timeout=90, what="worker")
         producer.start()
