@@ -21,8 +21,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from onepipe.agents.batch.produce import build_partition
 from onepipe.agents.dedup.plan import Outgoing, PartitionWork
-from onepipe.schemas.errors import BrokerError, OnepipeError
+from onepipe.schemas.errors import BrokerError
 from onepipe.schemas.topic_names import repartition_topic, unique_topic
 
 __all__ = ["Built", "await_acks", "build_batches", "send_batches"]
@@ -87,27 +88,5 @@ async def await_acks(built: Sequence[Built], applied: Sequence[int], timeout: fl
 def _build(producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing],
            built: Built) -> None:
     """Append ``records`` to as many batches for one partition as they need."""
-    batch = producer.create_batch()
-    append = batch.append
-    count = 0
-    for key, value, timestamp, headers in records:
-        if append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
-            if count == 0:
-                raise _too_large(value, topic, partition)
-            batch.close()
-            built.batches.append((topic, partition, batch, count))
-            batch = producer.create_batch()
-            append = batch.append
-            count = 0
-            if append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
-                raise _too_large(value, topic, partition)
-        count += 1
-    if count:
-        batch.close()
-        built.batches.append((topic, partition, batch, count))
-
-
-def _too_large(value: bytes, topic: str, partition: int) -> OnepipeError:
-    return OnepipeError(f"a record of {len(value)} bytes does not fit in an empty producer "
-                        f"batch for {topic}[{partition}]; raise the producer's "
-                        "max_batch_size above the largest record")
+    built.batches.extend((topic, partition, batch, count)
+                         for batch, count in build_partition(producer, topic, partition, records))

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from onepipe.agents.batch.agent import BatchAgent, Batches
+from onepipe.agents.batch.produce import build_partition
 from onepipe.agents.framework.declare import AgentSpec
 from onepipe.agents.framework.metrics import AgentMetrics
 from onepipe.agents.framework.processor import AgentProcessor, Outcome
@@ -257,18 +258,20 @@ class AgentRunner(BatchAgent[AgentMetrics]):
     async def _log_changes(self, producer: AIOKafkaProducer, tp: TopicPartition,
                            outcome: Outcome, state: PartitionState) -> int | None:
         """Steps 2 and 3: the changes, then a marker; the next changelog offset or None."""
-        partition = tp.partition
-        futures = [await producer.send(self.changelog, value=value, key=key,
-                                       partition=partition)
-                   for key, value in outcome.changes]
+        partition, topic = tp.partition, self.changelog
+        # Built batches, not send() per change (~5 µs of Python each; agents.batch.produce).
+        records = [(key, value, None, None) for key, value in outcome.changes]
+        futures = [await producer.send_batch(batch, topic, partition=partition)
+                   for batch, _ in build_partition(producer, topic, partition, records)]
         for future in futures:
             await future
         now = time.monotonic()
         if not outcome.changes and now - self._marked.get(tp, now) < MARKER_EVERY:
             return None
+        # Only after every change is acknowledged: a marker must never be written after
+        # a change that failed (recovery would apply the position without the change).
         marker = encode_marker(Position(outcome.next_offset, 0, state.stream_time_ms))
-        sent = await producer.send(self.changelog, value=marker, key=MARKER_KEY,
-                                   partition=partition)
+        sent = await producer.send(topic, value=marker, key=MARKER_KEY, partition=partition)
         metadata = await sent
         self._marked[tp] = now
         return int(metadata.offset) + 1
