@@ -101,7 +101,7 @@ class AgentProcessor:
                       state: PartitionState | None) -> Outcome:
         """Run the agent over ``records`` (one partition, offset order); see the module."""
         first = state.position.next_offset if state is not None else 0
-        records = [r for r in records if r.offset >= first]  # already in the state
+        records = _fresh(records, first)
         next_offset = records[-1].offset + 1 if records else first
         items = await self._decode(topic, records)
         self.metrics.batches += 1
@@ -148,7 +148,9 @@ class AgentProcessor:
                 if token is not None:
                     CURRENT.reset(token)
             return
-        if self._task is None or self._stream is None:
+        if self._task is None or self._stream is None or self._task.done():
+            # A coroutine that ended (on an exception a test kit reported) is started anew,
+            # as the worker's restart does.
             self._stream = Stream(self.outbox)
             self._task = asyncio.create_task(self.spec.fn(self._stream),
                                              name=f"agent-{self.spec.slug}")
@@ -206,3 +208,20 @@ class AgentProcessor:
 
 def _same(value: dict[str, Any]) -> dict[str, Any]:
     return value
+
+
+def _fresh(records: Sequence[RawRecord], first: int) -> list[RawRecord]:
+    """The records not yet in the state, each offset once, in order.
+
+    A batch is gathered over several fetches (the runner's ``max_wait``); a rebalance in
+    between that hands a partition back seeks it to its stored position, so the next
+    fetch repeats offsets already gathered. Only strictly increasing offsets from
+    ``first`` (the state's next offset) are kept: a record is never applied twice.
+    """
+    fresh = []
+    expected = first
+    for r in records:
+        if r.offset >= expected:
+            fresh.append(r)
+            expected = r.offset + 1
+    return fresh

@@ -1,0 +1,81 @@
+"""The processor's guards: each offset applied once, and a per-record agent restarted after
+it raised (review findings, each a regression test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import onepipe
+from onepipe.sinks.publish.publisher import Publisher
+from onepipe.tables.state import CURRENT, PartitionState, StateStore, activate
+from onepipe.testing import AgentTest
+
+SCHEMA: dict[str, Any] = {"type": "record", "name": "Tick", "namespace": "test.proc",
+                          "fields": [{"name": "id", "type": "string"},
+                                     {"name": "kind", "type": "string"}]}
+TOPICS = {"proc-ticks": (SCHEMA, {"partitions": 1, "key": ["id"], "order": {"rule": "first"}})}
+
+ticks = onepipe.Table("ticks", default=0)
+
+
+@onepipe.batch_agent("proc-ticks", name="test-proc-count", tables=[ticks])
+async def count(batch: onepipe.Batch[dict[str, Any]]) -> None:
+    for tick in batch:
+        ticks[tick["kind"]] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def test_a_batch_repeating_offsets_applies_each_record_once(tmp_path: Path) -> None:
+    # What a runner gathers when a rebalance hands the partition back mid-fetch: the
+    # partition is sought back to its stored position and the next fetch repeats offsets.
+    async with AgentTest(count, topics=TOPICS) as t:
+        encoded = Publisher(t.registry, None, 5.0).writer("proc-ticks").encode(
+            [{"id": f"t{i}", "kind": "a" if i % 2 else "b"} for i in range(10)])
+        raw = [Raw("proc-ticks", 0, i, 0, k, v) for i, (k, v) in enumerate(encoded)]
+        state = PartitionState(StateStore(tmp_path / "store"), [ticks], agent="test")
+        try:
+            outcome = await t.processor.process("proc-ticks", 0, raw[:6] + raw + raw[8:],
+                                                state)
+            assert outcome.next_offset == 10
+            state.commit(outcome.next_offset, None)
+            again = await t.processor.process("proc-ticks", 0, raw[4:], state)  # all stale
+            assert again.next_offset == 10 and not again.changes
+            token = activate(state)
+            try:
+                assert dict(ticks.items()) == {"a": 5, "b": 5}
+            finally:
+                CURRENT.reset(token)
+        finally:
+            state.close()
+
+
+failures = {"left": 1}
+
+
+@onepipe.agent("proc-ticks", name="test-proc-flaky")
+async def flaky(stream: onepipe.Stream[dict[str, Any]]) -> None:
+    async for tick in stream:
+        if tick["kind"] == "boom" and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("boom")
+
+
+async def test_a_per_record_agent_that_raised_runs_again_on_the_next_batch() -> None:
+    async with AgentTest(flaky, topics=TOPICS) as t:
+        with pytest.raises(RuntimeError, match="boom"):
+            await t.feed("proc-ticks", {"id": "t1", "kind": "boom"})
+        await t.feed("proc-ticks", {"id": "t2", "kind": "fine"})  # a new coroutine takes it
+        assert t.metrics.records == 2
