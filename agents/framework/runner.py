@@ -56,6 +56,9 @@ __all__ = ["MARKER_EVERY", "AgentRunner"]
 
 log = logging.getLogger(__name__)
 
+#: Share of the rebalance timeout after which a batch in flight when the group asked for
+#: its partitions back no longer commits (AgentRunner._check_still_owner).
+_FENCE_SHARE = 0.75
 #: Seconds of a partition's processing after which a batch that changed no state still
 #: writes a position marker (so recovery from a fresh data dir re-reads at most that).
 MARKER_EVERY = 5.0
@@ -88,6 +91,8 @@ class AgentRunner(BatchAgent[AgentMetrics]):
         self.states: dict[TopicPartition, PartitionState] = {}
         #: Monotonic time of each partition's last position marker.
         self._marked: dict[TopicPartition, float] = {}
+        #: Monotonic time the group asked for partitions back, while a batch holds them.
+        self._revoke_asked: float | None = None
         #: Input topic -> partition count (and changelog created), once seen.
         self._partitions: dict[str, int] = {}
 
@@ -270,8 +275,44 @@ class AgentRunner(BatchAgent[AgentMetrics]):
             return None
         # Only after every change is acknowledged: a marker must never be written after
         # a change that failed (recovery would apply the position without the change).
+        self._check_still_owner(tp)
         marker = encode_marker(Position(outcome.next_offset, 0, state.stream_time_ms))
         sent = await producer.send(topic, value=marker, key=MARKER_KEY, partition=partition)
         metadata = await sent
         self._marked[tp] = now
         return int(metadata.offset) + 1
+
+    # ---------------------------------------------------------------- fencing
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Note when the group asked for the partitions back (the batch in flight holds
+        them until it commits), then release them as every batch agent does."""
+        self._revoke_asked = time.monotonic()
+        try:
+            await super().on_revoked(revoked)
+        finally:
+            self._revoke_asked = None
+
+    def _check_still_owner(self, tp: TopicPartition) -> None:
+        """Refuse to make a batch count (its marker) once the group may have given its
+        partition to another member.
+
+        Without transactions (tansu has no InitProducerId) nothing fences a member out:
+        Apache Kafka removes a member that has not rejoined within the rebalance timeout
+        of a rebalance, and its partitions go to others, who recover from the changelog.
+        A batch that was still running then must not add a marker after theirs. So when
+        the group asked for the partitions back longer ago than most of that timeout, the
+        batch fails instead (its entries, with no marker after them, are discarded by
+        recovery) and the agent restarts from durable state. Keep batches well within
+        ``ONEPIPE_REBALANCE_TIMEOUT`` (fewer ``max_records``, or a larger timeout).
+        """
+        asked = self._revoke_asked
+        bound = _FENCE_SHARE * self._kafka.rebalance_timeout
+        if asked is not None and time.monotonic() - asked > bound:
+            raise OnepipeError(
+                f"{self.name}: the group asked for {tp.topic}[{tp.partition}] back "
+                f"{time.monotonic() - asked:.1f}s ago while a batch was still being committed "
+                f"(more than {bound:.1f}s of the {self._kafka.rebalance_timeout:.0f}s "
+                "rebalance timeout): another member may own it now, so this batch does not "
+                "count and the agent restarts from its state; give batches less work "
+                "(max_records) or raise ONEPIPE_REBALANCE_TIMEOUT")
+
