@@ -54,7 +54,8 @@ DEFAULT_CACHE_ENTRIES = 65_536
 class PartitionState:
     """One agent's tables of one input partition; one batch at a time (module docstring)."""
 
-    __slots__ = ("_by_spec", "_late_at_commit", "_late_record", "_record_time", "_repairs",
+    __slots__ = ("_by_spec", "_late_at_commit", "_late_record", "_record_stream",
+                 "_record_time", "_repairs",
                  "_serialized", "agent", "cache_entries", "late", "position", "store",
                  "stream_time_ms", "tables")
 
@@ -77,6 +78,8 @@ class PartitionState:
         self.late = 0
         self._late_at_commit = 0
         self._record_time: int | None = None
+        #: Stream time as of the current record (the late rule's reference).
+        self._record_stream: int | None = self.stream_time_ms
         self._late_record = False
         self._by_spec: dict[int, TableState] = {id(t): TableState(t, store) for t in tables}
         self._repairs: dict[bytes, bytes | None] = {
@@ -95,30 +98,44 @@ class PartitionState:
 
     # --- time -----------------------------------------------------------------------
 
-    def set_record_time(self, time_ms: int | None) -> None:
-        """The current record's partition time (epoch ms; None: it has none)."""
+    def set_record_time(self, time_ms: int | None, stream_ms: int | None = None) -> None:
+        """The current record's partition time (epoch ms; None: it has none).
+
+        ``stream_ms`` is the partition's stream time as of this record (the highest
+        partition time up to and including it), when the caller knows it: a batch taken
+        twice, or out of order, then judges each record as it arrived. Without it, stream
+        time is the highest time set so far.
+        """
         self._record_time = time_ms
         self._late_record = False
-        if time_ms is not None and (self.stream_time_ms is None or time_ms > self.stream_time_ms):
-            self.stream_time_ms = time_ms
+        if stream_ms is None and time_ms is not None:
+            stream_ms = time_ms if self.stream_time_ms is None else max(time_ms,
+                                                                         self.stream_time_ms)
+        if stream_ms is not None and (self.stream_time_ms is None
+                                      or stream_ms > self.stream_time_ms):
+            self.stream_time_ms = stream_ms
+        self._record_stream = stream_ms if stream_ms is not None else self.stream_time_ms
 
     def advance(self, time_ms: int) -> None:
         """Stream time to at least ``time_ms`` (the test kit's clock)."""
         if self.stream_time_ms is None or time_ms > self.stream_time_ms:
-            self.stream_time_ms = time_ms
+            self.stream_time_ms = self._record_stream = time_ms
 
-    def open_window_keys(self, ts: TableState, key: bytes) -> list[bytes]:
-        """Cache keys of the open windows of ``ts`` holding the current record's time;
+    def open_window_keys(self, ts: TableState, key: bytes, time_ms: int | None = None
+                         ) -> list[bytes]:
+        """Cache keys of the open windows of ``ts`` holding ``time_ms`` (default: the
+        current record's time), judged against the stream time as of the current record;
         none (and the record counted late, once) when all of them are closed."""
         spec = ts.spec
         window = spec.window
         assert window is not None
-        time_ms = self._record_time
+        if time_ms is None:
+            time_ms = self._record_time
         if time_ms is None:
             raise StateError(f"window table {spec.name!r} of agent {self.agent} was used "
                              "without a record time: its topic needs a partition_time (or "
                              "the record a Kafka timestamp)")
-        grace, stream = spec.grace_ms, self.stream_time_ms
+        grace, stream = spec.grace_ms, self._record_stream
         found = [window_key(s, key) for s in window.starts(time_ms)
                  if window.is_open(s, grace, stream)]
         if not found and not self._late_record:
@@ -196,7 +213,7 @@ class PartitionState:
         for ts in self._by_spec.values():
             ts.discarded()
         self._serialized = dict(self._repairs)
-        self.stream_time_ms = self.position.stream_time_ms
+        self.stream_time_ms = self._record_stream = self.position.stream_time_ms
         self.late = self._late_at_commit
         self._record_time = None
 

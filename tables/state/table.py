@@ -183,11 +183,13 @@ class WindowTable(_Declared):
         self.to = to
         self.emit = emit
 
-    def _open(self, key: Any) -> tuple[TableState, list[bytes]]:
+    def _open(self, key: Any, at: datetime | int | None = None
+              ) -> tuple[TableState, list[bytes]]:
         state = CURRENT.get()
         ts = self._ts if state is self._bound else self._bind(state)
         assert ts is not None and state is not None
-        return ts, state.open_window_keys(ts, encode_key(key))
+        time_ms = to_ms(at) if isinstance(at, datetime) else at
+        return ts, state.open_window_keys(ts, encode_key(key), time_ms)
 
     def _value(self, ts: TableState, ck: bytes) -> Any:
         value = ts.read(ck)
@@ -197,15 +199,22 @@ class WindowTable(_Declared):
                 ts.write(ck, value)
         return value
 
-    def add(self, key: Any, amount: Any) -> None:
-        """Add ``amount`` to ``key`` in every open window holding the record's time."""
-        ts, cks = self._open(key)
+    def add(self, key: Any, amount: Any, *, at: datetime | int | None = None) -> None:
+        """Add ``amount`` to ``key`` in every open window holding the record's time.
+
+        The record's time is that of the value taken last from the batch or stream (so
+        update windows while iterating); ``at`` (a datetime, or epoch ms) places the
+        update at another time, judged late against the stream time as of that value.
+        """
+        ts, cks = self._open(key, at)
         for ck in cks:
             ts.write(ck, self._value(ts, ck) + amount)
 
-    def update(self, key: Any, fn: Callable[[Any], Any]) -> None:
-        """Set ``key`` to ``fn(value)`` in every open window holding the record's time."""
-        ts, cks = self._open(key)
+    def update(self, key: Any, fn: Callable[[Any], Any], *,
+               at: datetime | int | None = None) -> None:
+        """Set ``key`` to ``fn(value)`` in every open window holding the record's time
+        (or ``at``, as :meth:`add`)."""
+        ts, cks = self._open(key, at)
         for ck in cks:
             ts.write(ck, fn(self._value(ts, ck)))
 
