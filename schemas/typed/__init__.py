@@ -50,7 +50,9 @@ Contract:
   ``object.__setattr__`` per field). The generated 7-field ``widgets`` class costs
   0.5-0.7 µs a record, where ``dict(record)`` alone costs 0.45 µs and going through a
   frozen ``__init__`` 1.25 µs (``.venv/bin/python bench/typed_records.py``, CPython
-  3.11, a shared 2-core machine).
+  3.11, a shared 2-core machine). :func:`columns_converter` builds a batch's instances
+  from its columns (onepipe.schemas.avro_columns), with no dict per record: ~0.45 µs a
+  record for a 3-field slotted class.
 - **Sending goes through the produce validation.** :func:`to_record` turns an instance
   back into Avro's JSON form, which
   :func:`~onepipe.schemas.validation.validate_records` accepts exactly as it accepts a
@@ -66,7 +68,12 @@ Contract:
 from __future__ import annotations
 
 from onepipe.schemas.errors import RecordTypeError
-from onepipe.schemas.typed.check import check_record_type, converter_many, record_converter
+from onepipe.schemas.typed.check import (
+    check_record_type,
+    columns_converter,
+    converter_many,
+    record_converter,
+)
 from onepipe.schemas.typed.codegen import generate_module
 from onepipe.schemas.typed.model import AVRO_NAME
 from onepipe.schemas.typed.to_record import to_record
@@ -75,6 +82,7 @@ __all__ = [
     "AVRO_NAME",
     "RecordTypeError",
     "check_record_type",
+    "columns_converter",
     "converter_many",
     "generate_module",
     "record_converter",
