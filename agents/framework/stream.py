@@ -11,7 +11,6 @@ was made; the encoded records wait in the outbox until the batch commits
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
@@ -21,7 +20,7 @@ from onepipe.schemas.typed import to_record
 from onepipe.sinks.publish.publisher import TopicWriter
 from onepipe.tables.state import CURRENT, PartitionState
 
-__all__ = ["Batch", "Item", "Outbox", "Record", "Stream"]
+__all__ = ["Batch", "Decoded", "Outbox", "Record", "Stream"]
 
 T = TypeVar("T")
 
@@ -46,15 +45,46 @@ class Record:
     schema_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One decoded record as the processor hands it over (not public)."""
+class Decoded:
+    """One partition batch as the processor hands it over (not public): what the agent's
+    code receives, in offset order, with each value's partition time; the envelopes are
+    built only when asked for (``batch.records``, ``stream.current``: rarely used)."""
 
-    record: Record
-    #: What the agent's code receives: the dict, or the ``record=`` type's instance.
-    value: Any
-    #: The record's partition time, epoch ms (None: the record has none).
-    time_ms: int | None
+    __slots__ = ("_dicts", "_envelopes", "_read", "_schema_ids", "raws", "times", "values")
+
+    def __init__(self, raws: Sequence[Any], values: list[Any], times: list[int | None],
+                 schema_ids: list[int] | int, dicts: list[dict[str, Any]] | None,
+                 read: Callable[[Any], dict[str, Any]] | None = None) -> None:
+        #: The records the values come from (the processor's RawRecord).
+        self.raws = raws
+        #: What the agent's code receives: the dicts, or the ``record=`` type's instances.
+        self.values = values
+        #: The partition time of each value, epoch ms (None: the record has none).
+        self.times = times
+        self._schema_ids = schema_ids
+        #: The values as decoded dicts when known; else ``read(raw)`` decodes one.
+        self._dicts = dicts
+        self._read = read
+        self._envelopes: dict[int, Record] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def record(self, index: int) -> Record:
+        """The envelope of value ``index`` (the same object each time)."""
+        found = self._envelopes.get(index)
+        if found is None:
+            r = self.raws[index]
+            if self._dicts is not None:
+                value = self._dicts[index]
+            else:
+                assert self._read is not None
+                value = self._read(r)
+            ids = self._schema_ids
+            found = self._envelopes[index] = Record(
+                r.topic, r.partition, r.offset, r.timestamp, r.key, value,
+                ids if isinstance(ids, int) else ids[index])
+        return found
 
 
 class Outbox:
@@ -97,24 +127,28 @@ class Batch(Sequence[T], Generic[T]):
     tables place what the code adds next at that record's partition time.
     """
 
-    __slots__ = ("_items", "_outbox", "_state", "partition", "topic")
+    __slots__ = ("_decoded", "_outbox", "_state", "_timed", "partition", "topic")
 
-    def __init__(self, topic: str, partition: int, items: Sequence[Item], outbox: Outbox,
-                 state: PartitionState | None) -> None:
+    def __init__(self, topic: str, partition: int, decoded: Decoded, outbox: Outbox,
+                 state: PartitionState | None, *, timed: bool = True) -> None:
         #: The topic and partition every value of the batch comes from.
         self.topic = topic
         self.partition = partition
-        self._items = items
+        self._decoded = decoded
         self._outbox = outbox
         self._state = state
+        # Record times matter to window tables only; without one the processor raises
+        # stream time once for the batch and values are taken as they are.
+        self._timed = timed and state is not None
 
     @property
     def records(self) -> list[Record]:
         """The envelopes of the values, in the same order."""
-        return [item.record for item in self._items]
+        decoded = self._decoded
+        return [decoded.record(i) for i in range(len(decoded))]
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._decoded.values)
 
     @overload
     def __getitem__(self, index: int) -> T: ...
@@ -123,27 +157,31 @@ class Batch(Sequence[T], Generic[T]):
     def __getitem__(self, index: slice) -> Sequence[T]: ...
 
     def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        values = self._decoded.values
         if isinstance(index, slice):
-            return [item.value for item in self._items[index]]
-        item = self._items[index]
-        if self._state is not None:
-            self._state.set_record_time(item.time_ms)
-        value: T = item.value
+            return values[index]
+        value: T = values[index]
+        if self._timed:
+            self._state.set_record_time(self._decoded.times[index])  # type: ignore[union-attr]  # timed: a state
         return value
 
     def __iter__(self) -> Iterator[T]:
-        state = self._state
-        for item in self._items:
-            if state is not None:
-                state.set_record_time(item.time_ms)
-            yield item.value
+        if not self._timed:
+            return iter(self._decoded.values)
+        return self._timed_iter()
+
+    def _timed_iter(self) -> Iterator[T]:
+        set_time = self._state.set_record_time  # type: ignore[union-attr]  # timed: a state
+        for value, time_ms in zip(self._decoded.values, self._decoded.times, strict=True):
+            set_time(time_ms)
+            yield value
 
     async def send(self, topic: str, values: Any) -> None:
         """Validate and encode now; produced when the batch commits. Returns None."""
         self._outbox.send(topic, values)
 
     def __repr__(self) -> str:
-        return f"<Batch {self.topic}[{self.partition}] of {len(self._items)} value(s)>"
+        return f"<Batch {self.topic}[{self.partition}] of {len(self)} value(s)>"
 
 
 class Stream(Generic[T]):
@@ -154,47 +192,66 @@ class Stream(Generic[T]):
     code waits for the next batch).
     """
 
-    __slots__ = ("_drained", "_items", "_outbox", "_state", "_wake", "current")
+    __slots__ = ("_at", "_batch", "_current", "_drained", "_next", "_outbox", "_set",
+                 "_state", "_timed", "_wake")
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
-        self._items: deque[Item] = deque()
+        self._batch: Decoded | None = None
+        self._next = 0
+        #: The batch and index of the value last taken.
+        self._current: Decoded | None = None
+        self._at = 0
         self._state: PartitionState | None = None
+        self._timed = True
+        #: The state last made CURRENT in the agent's task.
+        self._set: PartitionState | None = None
         self._wake: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
-        #: The envelope of the value last taken (None before the first).
-        self.current: Record | None = None
+
+    @property
+    def current(self) -> Record | None:
+        """The envelope of the value last taken (None before the first)."""
+        current = self._current
+        return None if current is None else current.record(self._at)
 
     def __aiter__(self) -> Stream[T]:
         return self
 
     async def __anext__(self) -> T:
-        while not self._items:
+        batch, i = self._batch, self._next
+        while batch is None or i >= len(batch.values):
             drained = self._drained
             if drained is not None and not drained.done():
                 drained.set_result(None)
             self._wake = asyncio.get_running_loop().create_future()
             await self._wake
-        item = self._items.popleft()
+            batch, i = self._batch, self._next
+        self._next = i + 1
+        self._current, self._at = batch, i
         state = self._state
         if state is not None:
-            # Set in the agent's own task: its table calls act on this partition.
-            CURRENT.set(state)
-            state.set_record_time(item.time_ms)
-        self.current = item.record
-        value: T = item.value
+            if state is not self._set:
+                # Set in the agent's own task (its table calls act on this partition);
+                # only this stream sets it there, so once per partition change is enough.
+                CURRENT.set(state)
+                self._set = state
+            if self._timed:
+                state.set_record_time(batch.times[i])
+        value: T = batch.values[i]
         return value
 
     async def send(self, topic: str, values: Any) -> None:
         """Validate and encode now; produced when the batch commits. Returns None."""
         self._outbox.send(topic, values)
 
-    async def feed(self, items: Sequence[Item], state: PartitionState | None,
-                   task: asyncio.Task[None]) -> None:
+    async def feed(self, decoded: Decoded, state: PartitionState | None,
+                   task: asyncio.Task[None], *, timed: bool = True) -> None:
         """Hand a batch to the agent's coroutine (``task``); return once it asked for the
         value after the batch's last one. What the task raised is raised here."""
-        self._items.extend(items)
+        self._batch, self._next = decoded, 0
         self._state = state
+        self._timed = timed
         drained = self._drained = asyncio.get_running_loop().create_future()
         wake = self._wake
         if wake is not None and not wake.done():
@@ -202,7 +259,7 @@ class Stream(Generic[T]):
         await asyncio.wait({drained, task}, return_when=asyncio.FIRST_COMPLETED)
         if drained.done():
             return
-        self._items.clear()
+        self._batch = None
         task.result()  # raises what the agent raised
         raise ConfigError("a per-record agent's function returned; it must iterate its "
                           "stream (`async for value in stream`) for as long as it runs")
