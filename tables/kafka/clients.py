@@ -116,6 +116,10 @@ class KafkaClients:
             "message.max.bytes": batch_bytes,
             # aiokafka's buffer is bounded in bytes only; a 100k-record request must fit.
             "queue.buffering.max.messages": 1_000_000,
+            # Nagle's algorithm holds a small produce request behind an unacknowledged one
+            # (up to the peer's delayed ACK, ~40 ms): asyncio's sockets, aiokafka's, have
+            # TCP_NODELAY; librdkafka's do not by default.
+            "socket.nagle.disable": True,
         }
         config.update(overrides or {})
         config.update(self.security.librdkafka_options())
