@@ -68,18 +68,10 @@ _CHECKSUM_EXPORTED = {
 
 def make_producer(settings: Settings, client_id: str = "onepipe") -> Producer:
     """The produce endpoint's producer: the factory's, batching as the settings say, on
-    the client ONEPIPE_KAFKA_CLIENT names (librdkafka unless aiokafka is asked for)."""
-    max_request = max(settings.max_request_bytes, 1024 * 1024)
-    if settings.kafka_client == "librdkafka":
-        return settings.kafka.rdkafka_producer(
-            client_id, linger_ms=settings.linger_ms,
-            overrides={"message.max.bytes": max_request})
-    return settings.kafka.producer(
-        client_id,
-        linger_ms=settings.linger_ms,
-        max_batch_size=1024 * 1024,
-        max_request_size=max_request,
-    )
+    the client ONEPIPE_KAFKA_CLIENT names."""
+    return settings.kafka.batching_producer(
+        client_id, settings.kafka_client, linger_ms=settings.linger_ms,
+        max_request_bytes=max(settings.max_request_bytes, 1024 * 1024))
 
 
 class Runtime:

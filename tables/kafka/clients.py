@@ -16,7 +16,8 @@ The kinds, and the settings each carries for a reason:
 - :meth:`KafkaClients.rdkafka_producer`: the same producer on librdkafka (confluent-kafka)
   behind an asyncio adapter (onepipe.tables.kafka.rdkafka_producer), for the hot paths:
   the same acks, idempotence, timeout and security, in librdkafka's names. :data:`Producer`
-  is either kind; :func:`broker_count` asks either whether the cluster answers.
+  is either kind; :meth:`KafkaClients.batching_producer` builds the kind a setting names;
+  :func:`broker_count` asks either whether the cluster answers.
 - :meth:`KafkaClients.group_consumer`: a member of a consumer group that commits only when
   its owner says so (manual commits: the batch agents commit after their own durable
   write), with the short group timeouts brokers that hold joins need, heartbeats at a
@@ -124,6 +125,16 @@ class KafkaClients:
         config.update(overrides or {})
         config.update(self.security.librdkafka_options())
         return RdkafkaProducer(config, timeout=self.request_timeout)
+
+    def batching_producer(self, client_id: str, client: str, *, linger_ms: int,
+                          max_request_bytes: int) -> Producer:
+        """The produce endpoint's producer: 1 MiB batches, requests up to
+        ``max_request_bytes``, on ``client`` (``librdkafka`` or ``aiokafka``)."""
+        if client == "librdkafka":
+            return self.rdkafka_producer(client_id, linger_ms=linger_ms,
+                                         overrides={"message.max.bytes": max_request_bytes})
+        return self.producer(client_id, linger_ms=linger_ms, max_batch_size=1024 * 1024,
+                             max_request_size=max_request_bytes)
 
     def group_consumer(self, group_id: str, *, client_id: str | None = None,
                        **overrides: Any) -> AIOKafkaConsumer:
