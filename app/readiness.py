@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from onepipe.tables.kafka.clients import Producer, broker_count
 from onepipe.tables.registry_store import RegistryStore
 
 __all__ = ["BrokerProbe", "Check", "Readiness", "Waiting"]
@@ -53,7 +53,7 @@ class Waiting(Protocol):
 class BrokerProbe:
     """Whether the broker answers a metadata request; cached and bounded (see module)."""
 
-    def __init__(self, producer: Callable[[], AIOKafkaProducer | None], bootstrap: str, *,
+    def __init__(self, producer: Callable[[], Producer | None], bootstrap: str, *,
                  max_age: float = 5.0, timeout: float = 1.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._producer = producer
@@ -81,15 +81,15 @@ class BrokerProbe:
             return Check("broker", False, f"no metadata answer from Kafka at "
                          f"{self._bootstrap} within {self._timeout:g}s (ONEPIPE_BROKER)")
 
-    async def _ask(self, producer: AIOKafkaProducer) -> Check:
+    async def _ask(self, producer: Producer) -> Check:
         try:
             # The producer's own client: the connection produce requests travel on.
-            cluster = await producer.client.fetch_all_metadata()
+            brokers = await broker_count(producer)
         except KafkaError as exc:
             return Check("broker", False,
                          f"Kafka at {self._bootstrap} (ONEPIPE_BROKER) did not answer: {exc}")
         return Check("broker", True,
-                     f"{len(cluster.brokers())} broker(s) of {self._bootstrap} answered")
+                     f"{brokers} broker(s) of {self._bootstrap} answered")
 
     def _done(self, task: asyncio.Task[Check]) -> None:
         self._probe = None

@@ -15,7 +15,6 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from onepipe.agents.archive import ArchiveAgent, ArchiveMetrics
@@ -41,6 +40,7 @@ from onepipe.schemas.errors import BrokerError, ConfigError
 from onepipe.schemas.topic_names import archive_group, checksums_group, dedup_group
 from onepipe.sinks.lake import LakeStore
 from onepipe.sinks.publish.publisher import Publisher
+from onepipe.tables.kafka.clients import Producer
 from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
 from onepipe.tables.state_memory import set_budget
@@ -68,14 +68,12 @@ _CHECKSUM_EXPORTED = {
 }
 
 
-def make_producer(settings: Settings, client_id: str = "onepipe") -> AIOKafkaProducer:
-    """The produce endpoint's producer: the factory's, batching as the settings say."""
-    return settings.kafka.producer(
-        client_id,
-        linger_ms=settings.linger_ms,
-        max_batch_size=1024 * 1024,
-        max_request_size=max(settings.max_request_bytes, 1024 * 1024),
-    )
+def make_producer(settings: Settings, client_id: str = "onepipe") -> Producer:
+    """The produce endpoint's producer: the factory's, batching as the settings say, on
+    the client ONEPIPE_KAFKA_CLIENT names."""
+    return settings.kafka.batching_producer(
+        client_id, settings.kafka_client, linger_ms=settings.linger_ms,
+        max_request_bytes=max(settings.max_request_bytes, 1024 * 1024))
 
 
 class Runtime:
@@ -84,7 +82,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # Kafka clients bind to the running event loop: the producer is made in start().
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: Producer | None = None
         self.registry = RegistryStore(
             settings.kafka,
             settings.registry_topic,
@@ -297,7 +295,7 @@ class Runtime:
             await self.compact_scheduler.start()
 
     @staticmethod
-    async def _start_producer(producer: AIOKafkaProducer) -> None:
+    async def _start_producer(producer: Producer) -> None:
         try:
             await producer.start()
         except BaseException:

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds a produce request waits for broker acks."
     )
     linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
+    kafka_client: Literal["librdkafka", "aiokafka"] = Field(
+        "librdkafka", description="Client of the produce endpoint, registry and replay.")
     session_timeout: float = Field(
         10.0, gt=0, description="Consumer-group session timeout in seconds (short on tansu)."
     )

@@ -1,25 +1,32 @@
-"""Produce-path benchmark: the HTTP endpoint against raw aiokafka on the same broker.
+"""Produce-path benchmark: the HTTP endpoint against raw librdkafka and raw aiokafka.
 
     .venv/bin/python bench/produce.py [--records N] [--duration S] [--quick] [--tokens] [--json]
+    ONEPIPE_KAFKA_CLIENT=aiokafka .venv/bin/python bench/produce.py   # the old producer
 
 One run starts an embedded tansu broker on a free port and one ``onepipe worker``
 subprocess on it (catalog/ applied, so topic ``widgets`` exists), then measures from this
 process (the load generator):
 
-1. ceiling   - raw ``AIOKafkaProducer`` built by ``onepipe.app.runtime.make_producer`` (acks=all,
-               same linger and batch size as the endpoint), pre-encoded records identical
-               to what the endpoint writes (Confluent-framed Avro of ``widgets``, keyed),
-               ``send()`` futures gathered per chunk of 500, like the endpoint. Best of
-               1 and N concurrent chunk loops, measured before and again after phase 2.
-               Written to a separate 4-partition topic, so the worker's agents (which
-               consume ``widgets``) stay idle meanwhile.
+1. ceilings - both measured in this run (bench/ceilings.py), with the factory's settings
+               (acks=all, the worker's linger, 1 MiB batches), pre-encoded records
+               identical to what the endpoint writes (Confluent-framed Avro of
+               ``widgets``, keyed): raw ``confluent_kafka.Producer`` in a plain loop (the
+               librdkafka ceiling), and raw ``AIOKafkaProducer`` with ``send()`` futures
+               gathered per chunk of 500, best of 1 and N chunk loops (the old ceiling,
+               kept for continuity). Each measured before and again after phase 2, best
+               counts. Written to a separate 4-partition topic, so the worker's agents
+               (which consume ``widgets``) stay idle meanwhile.
 2. batched   - POST /topics/widgets/records, 500 records per request, N clients.
-               Target: >= 0.50 of the ceiling's records/s.
+               Targets: >= 0.15 of the librdkafka ceiling, and above raw aiokafka.
 3. single    - one record per request, closed loop over C keep-alive connections.
-               Target: >= 3,000 req/s.
-4. fixed     - open loop at a fixed offered rate (1,000 req/s): request i is scheduled
+               Target: >= 5,000 req/s.
+4. fixed     - open loop at a fixed offered rate (2,000 req/s): request i is scheduled
                at t0 + i/rate and its latency is measured from that time, so queueing
                in the client counts (no coordinated omission). Target: p99 <= 25 ms.
+
+Per-record CPU of each stage the endpoint runs (JSON parse, JSON->datum, Avro encoding,
+produce through the worker's producer kind) is measured in this process on the same
+records and printed as budgets.
 
 Run order is 4, 3, 1, 2, 1: tansu's memory storage slows down as it holds more data, so
 the latency phases run before the bulk phases store ~1M records (see ``bench()``).
@@ -55,6 +62,7 @@ import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
 
+from bench.ceilings import adapter_ceiling, aiokafka_ceiling, rdkafka_ceiling  # noqa: E402
 from bench.common import (  # noqa: E402
     ProcStat,
     Row,
@@ -72,7 +80,6 @@ from bench.common import (  # noqa: E402
     wait_groups_stable,
 )
 from onepipe.app.auth import add_token  # noqa: E402
-from onepipe.app.runtime import make_producer  # noqa: E402
 from onepipe.app.settings import Settings, load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
@@ -85,8 +92,9 @@ CEILING_TOPIC = "bench-ceiling"
 CHUNK = 500
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-TARGET_RATIO = 0.50
-TARGET_SINGLE_RPS = 3000.0
+TARGET_RATIO = 0.15  # of the librdkafka ceiling
+TARGET_AIOKAFKA_RATIO = 1.0  # above raw aiokafka with pre-encoded bytes
+TARGET_SINGLE_RPS = 5000.0
 TARGET_FIXED_P99_MS = 25.0
 
 #: CPU% of one core used by processes other than bench, worker and broker during a phase
@@ -113,7 +121,7 @@ def make_record(i: int) -> dict[str, Any]:
 
 
 def settings_like_worker(worker: Worker) -> Settings:
-    """The settings the worker runs with (same env), so make_producer matches exactly."""
+    """The settings the worker runs with (same env), so the ceilings use its values."""
     fields = Settings.model_fields
     overrides = {name: v for k, v in worker.env.items()
                  if k.startswith("ONEPIPE_") and (name := k.removeprefix("ONEPIPE_").lower())
@@ -163,27 +171,39 @@ def ms(seconds: float) -> float:
 
 
 async def run_ceiling(settings: Settings, encoded: Sequence[tuple[bytes | None, bytes]],
-                      concurrency: int) -> float:
-    """Seconds to produce ``encoded`` with send() futures gathered per chunk of 500."""
-    producer = make_producer(settings, client_id="bench-ceiling")
-    await producer.start()
-    try:
-        chunks = [encoded[i:i + CHUNK] for i in range(0, len(encoded), CHUNK)]
-        warm = [await producer.send(CEILING_TOPIC, value=v, key=k) for k, v in chunks[0]]
-        await asyncio.gather(*warm)
-        it = iter(chunks)
-        send = producer.send
+                      kind: str, concurrency: int) -> float:
+    """Seconds for a raw client of ``kind`` to produce ``encoded`` (bench/ceilings.py)."""
+    if kind == "rdkafka":
+        return await asyncio.to_thread(rdkafka_ceiling, settings.kafka, CEILING_TOPIC,
+                                       encoded, settings.linger_ms)
+    return await aiokafka_ceiling(settings.kafka, CEILING_TOPIC, encoded, concurrency,
+                                  settings.linger_ms)
 
-        async def loop() -> None:
-            for chunk in it:
-                futures = [await send(CEILING_TOPIC, value=v, key=k) for k, v in chunk]
-                await asyncio.gather(*futures)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-        return time.perf_counter() - t0
-    finally:
-        await producer.stop()
+async def stage_budgets(settings: Settings, schema: Any, schema_id: int, key_fields: list[str],
+                  bodies: Sequence[bytes], encoded: Sequence[tuple[bytes | None, bytes]],
+                  ) -> dict[str, float]:
+    """CPU µs per record of each stage of the endpoint, run here on the same records."""
+    converter = compile_converter(schema)
+    key_encoder = KeyEncoder(schema, key_fields)
+    n = sum(len(orjson.loads(b)["records"]) for b in bodies)
+    t = time.process_time()
+    parsed = [orjson.loads(b)["records"] for b in bodies]
+    t_json = time.process_time() - t
+    t = time.process_time()
+    datums = [converter.convert_many(records)[0] for records in parsed]
+    t_convert = time.process_time() - t
+    t = time.process_time()
+    for chunk in datums:
+        [(key_encoder.encode(d), frame(schema_id, encode_body(schema, d))) for d in chunk]
+    t_encode = time.process_time() - t
+    produce = adapter_ceiling if settings.kafka_client == "librdkafka" else aiokafka_ceiling
+    t = time.process_time()
+    await produce(settings.kafka, CEILING_TOPIC, encoded[:n], 1, settings.linger_ms)
+    t_produce = time.process_time() - t
+    return {"json_parse": 1e6 * t_json / n, "json_to_datum": 1e6 * t_convert / n,
+            "avro_encode": 1e6 * t_encode / n, f"produce_{settings.kafka_client}":
+            1e6 * t_produce / n}
 
 
 async def run_batched(url: str, bodies: Sequence[bytes], clients: int) -> tuple[float, int]:
@@ -311,8 +331,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="concurrent clients of the batched phase (default 4)")
     p.add_argument("--connections", type=int, default=32,
                    help="connections of the single-record max-rate phase (default 32)")
-    p.add_argument("--rate", type=float, default=1000.0,
-                   help="offered req/s of the fixed-rate phase (default 1000)")
+    p.add_argument("--rate", type=float, default=2000.0,
+                   help="offered req/s of the fixed-rate phase (default 2000)")
     p.add_argument("--quick", action="store_true",
                    help="short smoke run: 20000 records, 3 s phases")
     p.add_argument("--tokens", action="store_true",
@@ -437,21 +457,22 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
         f"{trend[0]:,.0f}, last third {trend[1]:,.0f}), p50 {s50:.1f} ms, p99 {s99:.1f} ms "
         f"({st.brief()})", quiet=quiet)
 
-    # ---- 1. ceiling, 2. batched, 1. ceiling again
-    async def ceiling(conc: int, label: str) -> float:
+    # ---- 1. ceilings, 2. batched, 1. ceilings again
+    async def ceiling(kind: str, conc: int, label: str) -> float:
         """Run one ceiling measurement; return how long the worker was busy before it."""
         waited = quiesce()
         with ProcStat(pids) as st:
-            secs = await run_ceiling(settings, encoded, conc)
+            secs = await run_ceiling(settings, encoded, kind, conc)
         rps = len(encoded) / secs
         phases[label] = {"seconds": round(secs, 3), "records_per_s": round(rps),
                          "chunk_loops": conc, "cpu_pct": cpu_json(st)}
-        log(f"1. ceiling ({label.removeprefix('ceiling_')}), {conc} chunk loop(s): "
-            f"{rps:,.0f} rec/s ({st.brief()})", quiet=quiet)
+        log(f"1. ceiling {kind} ({label.split('_')[-1]}), {conc} loop(s): {rps:,.0f} rec/s "
+            f"({st.brief()})", quiet=quiet)
         return waited
 
+    await ceiling("rdkafka", 1, "ceiling_rdkafka_before")
     for conc in sorted({1, args.clients}):
-        await ceiling(conc, f"ceiling_c{conc}")
+        await ceiling("aiokafka", conc, f"ceiling_aiokafka_c{conc}")
 
     quiesce()
     with ProcStat(pids) as st:
@@ -462,19 +483,29 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
     log(f"2. batched, {args.clients} clients x {CHUNK} records: {batched_rps:,.0f} rec/s "
         f"({st.brief()})", quiet=quiet)
 
-    first = max((k for k in phases if k.startswith("ceiling_")),
-                key=lambda k: phases[k]["records_per_s"])
-    busy = await ceiling(phases[first]["chunk_loops"], "ceiling_after")
+    def best(kind: str) -> str:
+        return max((k for k in phases if k.startswith(f"ceiling_{kind}")),
+                   key=lambda k: phases[k]["records_per_s"])
+
+    busy = await ceiling("rdkafka", 1, "ceiling_rdkafka_after")
+    await ceiling("aiokafka", phases[best("aiokafka")]["chunk_loops"], "ceiling_aiokafka_after")
     phases["batched"]["worker_busy_after_s"] = round(busy, 1)
     log(f"   (the worker was busy {busy:.1f}s after the batched phase: its agents catching up)",
         quiet=quiet)
-    best = max((k for k in phases if k.startswith("ceiling_")),
-               key=lambda k: phases[k]["records_per_s"])
-    ceiling_rps = float(phases[best]["records_per_s"])
-    ceiling_mbs = ceiling_rps * payload / 1e6
-    ratio = batched_rps / ceiling_rps
-    extra["ceiling"] = {"best_of": best, "records_per_s": round(ceiling_rps)}
-    log(f"   ratio {ratio:.2f} (batched / best ceiling, {best})", quiet=quiet)
+    rd_best, aio_best = best("rdkafka"), best("aiokafka")
+    rd_rps = float(phases[rd_best]["records_per_s"])
+    aio_rps = float(phases[aio_best]["records_per_s"])
+    ratio, aio_ratio = batched_rps / rd_rps, batched_rps / aio_rps
+    extra["ceiling"] = {"rdkafka": round(rd_rps), "aiokafka": round(aio_rps),
+                        "best_of": [rd_best, aio_best], "worker_client": settings.kafka_client}
+    log(f"   ratio {ratio:.3f} of librdkafka ({rd_best}), {aio_ratio:.2f} of aiokafka "
+        f"({aio_best}); worker producer: {settings.kafka_client}", quiet=quiet)
+    quiesce()
+    budgets = await stage_budgets(settings, schema, schema_id, meta["key"], batch_bodies[:100],
+                            encoded)
+    extra["cpu_us_per_record"] = {k: round(v, 2) for k, v in budgets.items()}
+    log("   CPU per record: " + ", ".join(f"{k} {v:.2f} µs" for k, v in budgets.items()),
+        quiet=quiet)
 
     _, rss, hwm = read_proc(worker.pid)
     pool = [read_proc(p) for p in descendants(worker.pid)]
@@ -488,16 +519,27 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
         return (f"cpu% bench {c['bench']} / worker {c['worker']} / broker {c['broker']}"
                 f" / other {c['other']}{noisy}")
 
-    ceilings = ", ".join(f"{k.removeprefix('ceiling_')} {phases[k]['records_per_s']:,}"
-                         for k in phases if k.startswith("ceiling_"))
+    def ceilings(kind: str) -> str:
+        return ", ".join(f"{k.removeprefix(f'ceiling_{kind}_')} {phases[k]['records_per_s']:,}"
+                         for k in phases if k.startswith(f"ceiling_{kind}"))
+
     return [
-        Row("1. ceiling: raw aiokafka", f"{ceiling_rps:,.0f} rec/s, {ceiling_mbs:.1f} MB/s",
-            note=f"best of {ceilings}; {cpu(best)}"),
+        Row("1a. ceiling: raw librdkafka",
+            f"{rd_rps:,.0f} rec/s, {rd_rps * payload / 1e6:.1f} MB/s",
+            note=f"best of {ceilings('rdkafka')}; {cpu(rd_best)}"),
+        Row("1b. ceiling: raw aiokafka",
+            f"{aio_rps:,.0f} rec/s, {aio_rps * payload / 1e6:.1f} MB/s",
+            note=f"best of {ceilings('aiokafka')}; {cpu(aio_best)}"),
         Row("2. endpoint, batched", f"{batched_rps:,.0f} rec/s, "
             f"{batched_rps * payload / 1e6:.1f} MB/s",
-            note=f"{args.clients} clients x {CHUNK} rec; {cpu('batched')}"),
-        Row("   ratio to ceiling", f"{ratio:.2f}", f">= {TARGET_RATIO:.2f}",
+            note=f"{args.clients} clients x {CHUNK} rec, producer {settings.kafka_client}; "
+                 f"{cpu('batched')}"),
+        Row("   ratio to librdkafka", f"{ratio:.3f}", f">= {TARGET_RATIO:.2f}",
             ratio >= TARGET_RATIO and b_errs == 0),
+        Row("   ratio to aiokafka", f"{aio_ratio:.2f}", f"> {TARGET_AIOKAFKA_RATIO:.2f}",
+            aio_ratio > TARGET_AIOKAFKA_RATIO and b_errs == 0),
+        Row("   CPU µs/record", " / ".join(f"{v:.1f}" for v in budgets.values()),
+            note=" / ".join(budgets) + " (bench process, same records)"),
         Row("3. single-record, max", f"{single_rps:,.0f} req/s", f">= {TARGET_SINGLE_RPS:,.0f}",
             single_rps >= TARGET_SINGLE_RPS and s_errs == 0,
             f"{args.connections} connections; {cpu('single')}"),

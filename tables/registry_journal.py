@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from onepipe.schemas.errors import BrokerError
+from onepipe.tables.kafka.clients import Producer
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class RegistryJournal:
                 "is given to another schema. Delete the topic to restore it from the journal "
                 f"at the next start, or delete {self.path} to accept the log as it is.")
 
-    async def restore(self, producer: AIOKafkaProducer, topic: str, bound: float) -> None:
+    async def restore(self, producer: Producer, topic: str, bound: float) -> None:
         """Write every journaled record back into the empty log ``topic``[0], ids and
         versions unchanged."""
         records = self.read()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from onepipe.schemas.avro_schema import AvroSchema
@@ -37,7 +37,7 @@ from onepipe.schemas.registry import decide
 from onepipe.schemas.registry.modes import Mode
 from onepipe.schemas.registry.normalize import normalized
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion
-from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.clients import KafkaClients, Producer
 from onepipe.tables.kafka.topics import ensure_topic, read_to_end
 from onepipe.tables.registry_journal import JournalRecord, RegistryJournal
 
@@ -80,7 +80,7 @@ class RegistryStore:
         self.state = RegistryState()
         self._replication_factor = replication_factor
         self._tp = TopicPartition(topic, 0)
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
         self._own_producer = False
         self._consumer: AIOKafkaConsumer | None = None
         self._tail: asyncio.Task[None] | None = None
@@ -96,7 +96,7 @@ class RegistryStore:
         self._outcomes: OrderedDict[int, bool] = OrderedDict()
 
     # -------------------------------------------------------------- lifecycle
-    async def start(self, producer: AIOKafkaProducer | None = None) -> None:
+    async def start(self, producer: Producer | None = None) -> None:
         """Create the log topic if needed, replay it to its end, then tail it.
 
         ``producer`` is a started producer to share (the worker's); without one the store
@@ -161,7 +161,7 @@ class RegistryStore:
         await self.journal.restore(self._producer, self.topic, self._write_timeout)
         return await read_to_end(self._consumer, self._tp, self._apply_batch)
 
-    async def _own(self) -> AIOKafkaProducer:
+    async def _own(self) -> Producer:
         """The store's own producer, started at the first write."""
         producer = self.kafka.producer("onepipe-registry")
         try:

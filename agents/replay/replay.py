@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from onepipe.schemas.errors import BrokerError, ConfigError
 from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.sinks.lake.raw_layout import RawFile
 from onepipe.sinks.lake.store import LakeStore
+from onepipe.tables.kafka.clients import Producer
 
 _COLUMNS = ["_kafka_offset", "_kafka_timestamp", "_kafka_key", "_kafka_value", "_kafka_headers"]
 _IN_FLIGHT = 2000
@@ -51,7 +52,7 @@ def select_files(files: Sequence[RawFile], partitions: set[int] | None,
 
 async def replay(
     lake: LakeStore,
-    producer: AIOKafkaProducer,
+    producer: Producer,
     topic: str,
     *,
     to_topic: str,
@@ -72,7 +73,7 @@ async def replay(
     total = sum(f.records for f in files)
     target_partitions = await producer.partitions_for(to_topic)
     summary = ReplaySummary(topic, to_topic)
-    pending: list[asyncio.Future[object]] = []
+    pending: list[asyncio.Future[Any]] = []
     start_ms = int(start.timestamp() * 1000) if start else None
     end_ms = int(end.timestamp() * 1000) if end else None
     try:

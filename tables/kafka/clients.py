@@ -13,6 +13,11 @@ The kinds, and the settings each carries for a reason:
 - :meth:`KafkaClients.producer`: ``acks=all`` and idempotence where the broker supports
   it (``idempotent``; tansu answers InitProducerId with an error, DESIGN.md), bounded by
   ``request_timeout`` so a dead broker fails a write instead of hanging it.
+- :meth:`KafkaClients.rdkafka_producer`: the same producer on librdkafka (confluent-kafka)
+  behind an asyncio adapter (onepipe.tables.kafka.rdkafka_producer), for the hot paths:
+  the same acks, idempotence, timeout and security, in librdkafka's names. :data:`Producer`
+  is either kind; :meth:`KafkaClients.batching_producer` builds the kind a setting names;
+  :func:`broker_count` asks either whether the cluster answers.
 - :meth:`KafkaClients.group_consumer`: a member of a consumer group that commits only when
   its owner says so (manual commits: the batch agents commit after their own durable
   write), with the short group timeouts brokers that hold joins need, heartbeats at a
@@ -31,15 +36,28 @@ SASL settings than the rest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from onepipe.tables.kafka.rdkafka_producer import RdkafkaProducer
 from onepipe.tables.kafka.security import KafkaSecurity
 
-__all__ = ["KafkaClients"]
+__all__ = ["KafkaClients", "Producer", "broker_count"]
+
+#: A producer of either kind; both take the same calls (send, send_and_wait, flush, ...).
+Producer: TypeAlias = AIOKafkaProducer | RdkafkaProducer
+
+
+async def broker_count(producer: Producer) -> int:
+    """How many brokers answer a metadata request on ``producer``'s own connections
+    (a request for the whole cluster: it creates no topic)."""
+    if isinstance(producer, RdkafkaProducer):
+        return await producer.broker_count()
+    return len((await producer.client.fetch_all_metadata()).brokers())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +94,47 @@ class KafkaClients:
         options.update(overrides)
         options.update(self.security.client_options())
         return AIOKafkaProducer(**options)
+
+    def rdkafka_producer(self, client_id: str, *, linger_ms: int = 5,
+                         batch_bytes: int = 1024 * 1024,
+                         overrides: Mapping[str, Any] | None = None) -> RdkafkaProducer:
+        """:meth:`producer`'s settings on librdkafka; ``overrides`` in librdkafka's names."""
+        timeout_ms = int(self.request_timeout * 1000)
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": client_id,
+            "acks": "all",
+            "enable.idempotence": self.idempotent,
+            # Java's (and aiokafka's) murmur2 of the key: a key lands in the same partition
+            # whichever client wrote it (librdkafka's default hashes with CRC32).
+            "partitioner": "murmur2_random",
+            "request.timeout.ms": timeout_ms,
+            # aiokafka bounds a batch's wait by request_timeout_ms; librdkafka's bound on a
+            # record (retries included) is this one.
+            "message.timeout.ms": timeout_ms,
+            "linger.ms": linger_ms,
+            "batch.size": batch_bytes,
+            "message.max.bytes": batch_bytes,
+            # aiokafka's buffer is bounded in bytes only; a 100k-record request must fit.
+            "queue.buffering.max.messages": 1_000_000,
+            # Nagle's algorithm holds a small produce request behind an unacknowledged one
+            # (up to the peer's delayed ACK, ~40 ms): asyncio's sockets, aiokafka's, have
+            # TCP_NODELAY; librdkafka's do not by default.
+            "socket.nagle.disable": True,
+        }
+        config.update(overrides or {})
+        config.update(self.security.librdkafka_options())
+        return RdkafkaProducer(config, timeout=self.request_timeout)
+
+    def batching_producer(self, client_id: str, client: str, *, linger_ms: int,
+                          max_request_bytes: int) -> Producer:
+        """The produce endpoint's producer: 1 MiB batches, requests up to
+        ``max_request_bytes``, on ``client`` (``librdkafka`` or ``aiokafka``)."""
+        if client == "librdkafka":
+            return self.rdkafka_producer(client_id, linger_ms=linger_ms,
+                                         overrides={"message.max.bytes": max_request_bytes})
+        return self.producer(client_id, linger_ms=linger_ms, max_batch_size=1024 * 1024,
+                             max_request_size=max_request_bytes)
 
     def group_consumer(self, group_id: str, *, client_id: str | None = None,
                        **overrides: Any) -> AIOKafkaConsumer:
