@@ -47,24 +47,35 @@ class Rebalance(ConsumerRebalanceListener):
 
 
 async def supervise(consume: Callable[[], Awaitable[None]],
-                    recover: Callable[[], Awaitable[None]], what: str, how: str) -> None:
+                    recover: Callable[[], Awaitable[None]], what: str, how: str, *,
+                    clock: Callable[[], float] | None = None,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """Run an agent's consume loop forever, recovering after any failure.
 
     A failure must neither stop the agent for good nor let it go on past what it lost:
     ``recover`` drops what the agent holds and makes it rejoin its group (so every
     partition restarts from its source of truth), then the loop runs again, after a
-    backoff that doubles up to a minute so a persistent failure does not spin.
+    backoff that doubles up to a minute so a persistent failure does not spin, and starts
+    again from a second after a minute without failure. ``clock`` and ``sleep`` are the
+    loop's unless a test gives its own.
     """
     backoff = 1.0
+    now = clock or asyncio.get_running_loop().time
     while True:
+        started = now()
         try:
             await consume()
         except asyncio.CancelledError:
             raise
         except Exception:
+            if now() - started >= _MAX_BACKOFF:
+                # It worked for a while before this failure: a new failure, not the same
+                # one persisting, so it waits as a first one does (a backoff that never
+                # came down left agents idle up to a minute after a broker came back).
+                backoff = 1.0
             log.exception("%s failed; %s in %.0fs", what, how, backoff)
             await recover()
-            await asyncio.sleep(backoff)  # do not spin on a failure that persists
+            await sleep(backoff)  # do not spin on a failure that persists
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
 
