@@ -325,12 +325,18 @@ class BatchAgent(Service, Generic[M]):
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
                       ) -> None:
+        await self._commit_offsets(consumer, {tp: offset})
+
+    async def _commit_offsets(self, consumer: AIOKafkaConsumer,
+                              offsets: dict[TopicPartition, int]) -> None:
+        """Commit the group offsets of several partitions in one request."""
         try:
-            await consumer.commit({tp: offset})
+            await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # The agent's own state is the source of truth; a lost commit only makes the
             # lag figure stale until the next one.
-            log.warning("%s: commit of %s[%d]@%d failed: %r", self.name, tp.topic,
-                        tp.partition, offset, exc,
-                        extra={"topic": tp.topic, "partition": tp.partition,
-                               "offset": offset})
+            for tp, offset in offsets.items():
+                log.warning("%s: commit of %s[%d]@%d failed: %r", self.name, tp.topic,
+                            tp.partition, offset, exc,
+                            extra={"topic": tp.topic, "partition": tp.partition,
+                                   "offset": offset})
