@@ -4,13 +4,13 @@ kit's common core.
 Per batch: decode every record with the topic's reader schema, convert it to the agent's
 ``record=`` type and compute its partition time - in columns, in one polars call, when
 the whole batch is values of the reader schema itself (onepipe.agents.framework.columns:
-~0.4 µs a record for the bench's 200-byte records with a 3-field record type, instead
-of ~4 µs), else value by value (onepipe.schemas.codec; what does not decode is counted
-and logged with ``topic[partition]@offset``, never handed over) - make the partition's
-state current (onepipe.tables.state ``CURRENT``), run the user code
-(a batch agent: one call; a per-record agent: its long-lived coroutine is fed until it
-asks for the value after the batch's last one; without a window table stream time rises
-once per batch instead of per value), close the windows stream time passed,
+~0.7 µs a record for bench/agents.py's 200-byte records and 3-field record type, typed
+records included, instead of ~3.7 µs), else value by value (onepipe.schemas.codec; what
+does not decode is counted and logged with ``topic[partition]@offset``, never handed
+over) - make the partition's state current (onepipe.tables.state ``CURRENT``), run the
+user code (a batch agent: one call; a per-record agent: its long-lived coroutine is fed
+until it asks for the value after the batch's last one; without a window table stream
+time rises once per batch instead of per value), close the windows stream time passed,
 and hand back an :class:`Outcome`: the encoded sends and the state changes the caller
 commits (onepipe.agents.framework.runner), in that order. A failure drops the batch's
 pending state and sends and is raised: the caller restarts from durable state.

@@ -51,8 +51,8 @@ Contract:
   0.5-0.7 µs a record, where ``dict(record)`` alone costs 0.45 µs and going through a
   frozen ``__init__`` 1.25 µs (``.venv/bin/python bench/typed_records.py``, CPython
   3.11, a shared 2-core machine). :func:`columns_converter` builds a batch's instances
-  from its columns (onepipe.schemas.avro_columns), with no dict per record: ~0.45 µs a
-  record for a 3-field slotted class.
+  from its columns (onepipe.schemas.avro_columns), with no dict per record: ~0.2 µs a
+  record for a 3-field slotted class (bench/agents.py's).
 - **Sending goes through the produce validation.** :func:`to_record` turns an instance
   back into Avro's JSON form, which
   :func:`~onepipe.schemas.validation.validate_records` accepts exactly as it accepts a

@@ -47,7 +47,8 @@ def columns_converter(cls: type[T], schema: AvroSchema, *, topic: str | None = N
                       ) -> tuple[tuple[str, ...], Callable[[list[list[Any]], int], list[T]]]:
     """Like :func:`record_converter`, column-wise: the Avro fields ``cls`` reads, and the
     function from their columns of decoded values (in that order) and the row count to
-    the instances. No dict per record (~0.2 µs a record less for a few fields)."""
+    the instances. No dict per record: ~0.2 µs a record for 3 fields, where a dict and
+    :func:`record_converter` cost ~0.5."""
     _plan(_hashable(cls), schema.identity, topic)  # the check, with its errors
     return _columns(_hashable(cls), schema.identity)
 
