@@ -117,11 +117,16 @@ class AgentProcessor:
         items = await self._decode(topic, records)
         self.metrics.batches += 1
         self.metrics.records += len(items)
-        if state is not None and not self._timed and items:
-            # No window table reads record times: stream time rises once per batch.
-            latest = max((t for t in items.times if t is not None), default=None)
-            if latest is not None:
-                state.advance(latest)
+        if state is not None and items:
+            if self._timed:
+                # Each value judged by the late rule against the stream time as of it,
+                # however the code takes the values (twice, by index).
+                items.streams = _stream_times(items.times, state.stream_time_ms)
+            else:
+                # No window table reads record times: stream time rises once per batch.
+                latest = max((t for t in items.times if t is not None), default=None)
+                if latest is not None:
+                    state.advance(latest)
         late = state.late if state is not None else 0
         self.outbox.take()
         try:
@@ -235,6 +240,17 @@ class AgentProcessor:
 
 def _same(value: dict[str, Any]) -> dict[str, Any]:
     return value
+
+
+def _stream_times(times: Sequence[int | None], start: int | None) -> list[int | None]:
+    """The stream time as of each record: the highest of ``start`` and the times up to it."""
+    out: list[int | None] = []
+    high = start
+    for t in times:
+        if t is not None and (high is None or t > high):
+            high = t
+        out.append(high)
+    return out
 
 
 def _fresh(records: Sequence[RawRecord], first: int) -> list[RawRecord]:

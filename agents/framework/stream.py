@@ -50,7 +50,8 @@ class Decoded:
     code receives, in offset order, with each value's partition time; the envelopes are
     built only when asked for (``batch.records``, ``stream.current``: rarely used)."""
 
-    __slots__ = ("_dicts", "_envelopes", "_read", "_schema_ids", "raws", "times", "values")
+    __slots__ = ("_dicts", "_envelopes", "_read", "_schema_ids", "raws", "streams", "times",
+                 "values")
 
     def __init__(self, raws: Sequence[Any], values: list[Any], times: list[int | None],
                  schema_ids: list[int] | int, dicts: list[dict[str, Any]] | None,
@@ -61,6 +62,9 @@ class Decoded:
         self.values = values
         #: The partition time of each value, epoch ms (None: the record has none).
         self.times = times
+        #: The stream time as of each value (the highest partition time up to it), for
+        #: window tables' late rule; set by the processor when a window table reads it.
+        self.streams: list[int | None] | None = None
         self._schema_ids = schema_ids
         #: The values as decoded dicts when known; else ``read(raw)`` decodes one.
         self._dicts = dicts
@@ -162,7 +166,9 @@ class Batch(Sequence[T], Generic[T]):
             return values[index]
         value: T = values[index]
         if self._timed:
-            self._state.set_record_time(self._decoded.times[index])  # type: ignore[union-attr]  # timed: a state
+            decoded = self._decoded
+            self._state.set_record_time(  # type: ignore[union-attr]  # timed: a state
+                decoded.times[index], decoded.streams[index] if decoded.streams else None)
         return value
 
     def __iter__(self) -> Iterator[T]:
@@ -172,8 +178,11 @@ class Batch(Sequence[T], Generic[T]):
 
     def _timed_iter(self) -> Iterator[T]:
         set_time = self._state.set_record_time  # type: ignore[union-attr]  # timed: a state
-        for value, time_ms in zip(self._decoded.values, self._decoded.times, strict=True):
-            set_time(time_ms)
+        decoded = self._decoded
+        streams = decoded.streams or [None] * len(decoded.times)
+        for value, time_ms, stream_ms in zip(decoded.values, decoded.times, streams,
+                                             strict=True):
+            set_time(time_ms, stream_ms)
             yield value
 
     async def send(self, topic: str, values: Any) -> None:
@@ -237,7 +246,8 @@ class Stream(Generic[T]):
                 CURRENT.set(state)
                 self._set = state
             if self._timed:
-                state.set_record_time(batch.times[i])
+                state.set_record_time(batch.times[i],
+                                      batch.streams[i] if batch.streams else None)
         value: T = batch.values[i]
         return value
 
