@@ -34,7 +34,7 @@ from onepipe.schemas.codec import decode, schema_id_of
 from onepipe.schemas.errors import CodecError, NotFoundError
 from onepipe.schemas.metadata import KAFKA_TIMESTAMP
 from onepipe.schemas.registry_state import RegistryState
-from onepipe.schemas.typed import record_converter
+from onepipe.schemas.typed import check_record_type, record_converter
 from onepipe.sinks.publish.publisher import TopicWriter
 from onepipe.tables.state import CURRENT, PartitionState, activate
 
@@ -103,6 +103,9 @@ class AgentProcessor:
         self.metrics = metrics
         self._wait_for_schema = wait_for_schema
         self._converters: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {}
+        #: The reader schema of each topic a ``record=`` type reads (see _reader).
+        self._pinned: dict[str, AvroSchema] = {}
+        self._told: set[str] = set()
         self._stream: Stream[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         #: Whether a window table reads each record's time (else stream time rises per batch).
@@ -181,7 +184,7 @@ class AgentProcessor:
     async def _decode(self, topic: str, records: Sequence[RawRecord]) -> Decoded:
         state = self._state
         meta = state.topic_metadata(topic)
-        reader = state.reader_schema(topic)
+        reader = self._reader(topic)
         time_field = None if meta.partition_time == KAFKA_TIMESTAMP else meta.partition_time
         fast = decode_columns(records, reader, state.schema_by_id, self.spec.record,
                               time_field, partition_time_ms, topic)
@@ -225,6 +228,34 @@ class AgentProcessor:
             if schema_id is None or wait is None or not await wait(schema_id):
                 raise
             return decode(data, self._state.schema_by_id, reader)
+
+    def _reader(self, topic: str) -> AvroSchema:
+        """The schema records of ``topic`` are read with.
+
+        Dicts follow the topic's latest schema. A ``record=`` type was checked against
+        the latest schema when this worker started, so its agent keeps reading with that
+        one until the worker restarts: a version registered meanwhile (compatible, but
+        perhaps without a field the type needs) is read through Avro resolution into the
+        shape the type fits, instead of failing every batch from then on.
+        """
+        latest = self._state.reader_schema(topic)
+        cls = self.spec.record
+        if cls is None:
+            return latest
+        pinned = self._pinned.get(topic)
+        if pinned is None:
+            # The start checks passed against this schema, unless a version was
+            # registered in between: checked again, once.
+            check_record_type(cls, latest, topic=topic)
+            pinned = self._pinned[topic] = latest
+        elif pinned.identity != latest.identity and topic not in self._told:
+            self._told.add(topic)
+            log.warning("agent %s reads %s with the schema its record type %s was checked "
+                        "against at start; a newer version is registered, read as that one "
+                        "(new fields are not seen): update the type (onepipe codegen %s) "
+                        "and restart the worker to read them", self.spec.name, topic,
+                        cls.__qualname__, topic)
+        return pinned
 
     def _converter(self, topic: str, identity: str, reader: AvroSchema
                    ) -> Callable[[dict[str, Any]], Any]:

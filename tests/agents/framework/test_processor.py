@@ -79,3 +79,35 @@ async def test_a_per_record_agent_that_raised_runs_again_on_the_next_batch() -> 
             await t.feed("proc-ticks", {"id": "t1", "kind": "boom"})
         await t.feed("proc-ticks", {"id": "t2", "kind": "fine"})  # a new coroutine takes it
         assert t.metrics.records == 2
+
+
+V1: dict[str, Any] = {"type": "record", "name": "Ev", "namespace": "test.evolve", "fields": [
+    {"name": "id", "type": "string"}, {"name": "note", "type": "string", "default": "-"}]}
+V2: dict[str, Any] = {"type": "record", "name": "Ev", "namespace": "test.evolve", "fields": [
+    {"name": "id", "type": "string"}]}  # BACKWARD-compatible: drops a field with a default
+EVOLVING = {"proc-evolving": ([V1], {"partitions": 1, "key": ["id"],
+                                     "order": {"rule": "first"}})}
+
+
+@dataclass(frozen=True, slots=True)
+class Ev:
+    id: str
+    note: str  # the type needs it; version 2 no longer has it
+
+
+notes: list[str] = []
+
+
+@onepipe.batch_agent("proc-evolving", name="test-proc-evolving", record=Ev)
+async def evolving(batch: onepipe.Batch[Ev]) -> None:
+    notes.extend(f"{e.id}:{e.note}" for e in batch)
+
+
+async def test_a_typed_agent_keeps_reading_with_the_schema_it_was_checked_against() -> None:
+    # Review finding: a compatible version registered while the worker ran made every
+    # later batch fail its type check, restarting the agent forever.
+    async with AgentTest(evolving, topics=EVOLVING) as t:
+        await t.feed("proc-evolving", {"id": "a", "note": "first"})
+        t._register("proc-evolving", [V1, V2], EVOLVING["proc-evolving"][1])
+        await t.feed("proc-evolving", {"id": "b"})  # written with version 2
+        assert notes == ["a:first", "b:-"]  # read as version 1: its default fills `note`
