@@ -187,7 +187,15 @@ class _Writer:
             return f"list[{self.annotation(node.items)}]"
         if isinstance(node, MapNode):
             return f"dict[str, {self.annotation(node.values)}]"
-        parts = list(dict.fromkeys(self.annotation(b) for b in node.others))
+        # Records of one union with the same field names cannot be told apart once
+        # decoded (fastavro gives no branch name): those branches stay dicts.
+        fields = [frozenset(f.name for f in b.fields) if isinstance(b, RecordNode) else None
+                  for b in node.others]
+        twins = {f for f in fields if f is not None and fields.count(f) > 1}
+        if twins:
+            self.imports.add("Any")
+        parts = list(dict.fromkeys("dict[str, Any]" if f in twins else self.annotation(b)
+                                   for b, f in zip(node.others, fields, strict=True)))
         if not parts and not node.nullable:  # the empty union: no value can be written
             self.imports.add("Any")
             return "Any"

@@ -228,7 +228,25 @@ class Planner:
                     break
             else:
                 self._wrong(_join(rest), branch, path, "a member for every branch")
+        self._ambiguous(pairs, path)
         return _dispatch(pairs)
+
+    def _ambiguous(self, pairs: list[tuple[Node, Conv | None]], path: str) -> None:
+        """Refuse record branches a decoded value cannot tell apart: fastavro returns a
+        record as a dict without its name, so two records with the same field names
+        would both convert to the first one's class (and be sent back as it)."""
+        seen: dict[frozenset[str], Node] = {}
+        for node, conv in pairs:
+            if not isinstance(node, RecordNode):
+                continue
+            names = frozenset(f.name for f in node.fields)
+            first = seen.setdefault(names, node)
+            if first is not node and (conv is not None or any(
+                    c is not None for n, c in pairs if n is first)):
+                self.fail(path, f"ambiguous union: {first.label} and {node.label} have the "
+                          "same field names, and a decoded value does not say which it "
+                          "was; annotate the field dict[str, Any], or rename a field in "
+                          "one of the records")
 
     def _wrong(self, tp: Any, node: Node, path: str, wanted: str) -> None:
         self.fail(path, f"wrong type: annotated {describe(tp)}, but the schema's "
