@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from onepipe.app.runtime import Runtime
+from tests.fixtures.loop_watch import LoopWatch
 from tests.fixtures.services import unique, wait_for
 
 T = TypeVar("T")
@@ -208,34 +208,6 @@ async def test_topic_names_cannot_leave_the_lake(http: aiohttp.ClientSession) ->
 
 
 # ------------------------------------------------------ the event loop stays free
-
-
-class LoopWatch:
-    """The longest step of the running event loop while it is watched."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        last = time.perf_counter()
-        while True:
-            # The sampling period of the measurement, not a wait for a condition: the
-            # gap between two ticks is one loop step (plus this millisecond) at most.
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.longest = max(self.longest, now - last)
-            last = now
-
-    async def during(self, work: Awaitable[T]) -> tuple[T, float]:
-        """``work``'s result and how long it took, the loop watched meanwhile."""
-        self._task = asyncio.create_task(self._tick())
-        started = time.perf_counter()
-        try:
-            result = await work
-        finally:
-            self._task.cancel()
-        return result, time.perf_counter() - started
 
 
 @pytest.fixture

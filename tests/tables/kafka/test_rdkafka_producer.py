@@ -7,7 +7,6 @@ broker comes back, and an event loop left free while 50,000 records go out.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.kafka import KafkaClients, ensure_topic, read_topic
 from onepipe.tables.kafka.clients import broker_count
 from onepipe.tables.kafka.rdkafka_producer import RdkafkaProducer
+from tests.fixtures.loop_watch import LoopWatch
 from tests.fixtures.services import kafka_for, unique
 
 
@@ -202,23 +202,6 @@ async def test_idempotence_is_a_setting_and_tansu_answers_librdkafkas(broker: st
         await producer.stop()
 
 
-class LoopWatch:
-    """The longest step of the running event loop while it is watched (the pattern of
-    tests/app/test_hostile_input.py)."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-
-    async def tick(self) -> None:
-        last = time.perf_counter()
-        while True:
-            # The sampling period of the measurement, not a wait for a condition.
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.longest = max(self.longest, now - last)
-            last = now
-
-
 async def test_150000_records_leave_the_loop_free(broker: str,
                                                  producer: RdkafkaProducer) -> None:
     """Sent as the endpoint sends them (the Publisher yields every 1,000 records); the
@@ -229,14 +212,8 @@ async def test_150000_records_leave_the_loop_free(broker: str,
     # machine deschedules the process for a step.
     records = [(f"k{i}".encode(), b"v" * 200) for i in range(150_000)]
     watch = LoopWatch()
-    ticker = asyncio.create_task(watch.tick())
-    started = time.perf_counter()
-    try:
-        deliveries = await Publisher(RegistryState(), producer, timeout=60).send_encoded(
-            topic, records)
-    finally:
-        ticker.cancel()
-    took = time.perf_counter() - started
+    deliveries, took = await watch.during(
+        Publisher(RegistryState(), producer, timeout=60).send_encoded(topic, records))
     assert len(deliveries) == 150_000
     print(f"\n150,000 records in {took:.2f} s; longest loop step {watch.longest * 1000:.0f} ms")
     assert watch.longest < took / 4, (watch.longest, took)
