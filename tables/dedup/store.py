@@ -27,16 +27,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import WriteBatch
 
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.merge import Rank
-from onepipe.tables.state_memory import bounded
+from onepipe.tables.unlogged_store import UnloggedStore
 
 __all__ = ["DedupStore", "Entry", "StoreClosedError", "Winner", "decode_winner",
            "encode_winner"]
 
-_META = "meta"
 _APPLIED = b"applied"
 # kind, source partition, source offset. Kinds: 1: rank (int64, value); 2: rank (int64,
 # int64); 3: rank (big int, value); 4: rank (big int, big int) -- big ints length-prefixed.
@@ -130,47 +129,22 @@ class DedupStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        table = BlockBasedOptions()
-        # Most keys of a deduplicated stream are new: a bloom filter answers "absent"
-        # without reading blocks from disk.
-        table.set_bloom_filter(10, False)
-        # ... and one on the memtable too: a miss in a 16 MiB skiplist otherwise costs
-        # ~20 key comparisons (measured at 1M keys: multi-get 0.82 -> 0.35 µs a key).
-        options.set_memtable_prefix_bloom_ratio(0.1)
-        options.set_memtable_whole_key_filtering(True)
-        # Writes skip the WAL (module docstring), so the winners and the ``meta`` family
-        # must reach disk together: without atomic flush a memtable flush of one family
-        # alone could persist an applied offset ahead of the winners it covers, and after
-        # a crash recovery would skip changelog messages the table never got.
-        options.set_atomic_flush(True)
-        self._db: Rdict | None = Rdict(str(path), bounded(options, table,
-                                                            write_buffer_bytes=_MEMTABLE))
-        try:
-            self._meta = self._db.get_column_family(_META)
-        except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
-            self._meta = self._db.create_column_family(_META, bounded(Options(raw_mode=True)))
-        self._meta_handle = self._db.get_column_family_handle(_META)
-        self._write_options = WriteOptions()
-        # See the module docstring. (rocksdict's stub declares a method; it is a property.)
-        self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
-        raw = self._meta.get(_APPLIED)
+        self._store: UnloggedStore | None = UnloggedStore(path, memtable_bytes=_MEMTABLE)
+        raw = self._store.meta.get(_APPLIED)
         #: The next ``<topic>.unique`` offset to fold in: everything below is applied.
         self.applied_offset: int = _APPLIED_FORMAT.unpack(raw)[0] if raw is not None else 0
 
-    def _open(self) -> Rdict:
-        if self._db is None:
+    def _open(self) -> UnloggedStore:
+        if self._store is None:
             raise StoreClosedError(f"dedup store {self.path} is closed; its partition was "
                                    "revoked or the agent stopped")
-        return self._db
+        return self._store
 
     def get_many(self, keys: Sequence[bytes]) -> list[Winner | None]:
         """The current winner of each key (None for keys never seen); one multi-get."""
         if not keys:
             return []
-        found: list[bytes | None] = self._open()[keys]  # type: ignore[assignment,index]  # a list index multi-gets
+        found: list[bytes | None] = self._open().db[keys]  # type: ignore[assignment,index]  # a list index multi-gets
         if found.count(None) == len(found):  # all new keys, the common case: no loop
             return found  # type: ignore[return-value]  # only None in it
         return [decode_winner(v) if v is not None else None for v in found]
@@ -178,7 +152,7 @@ class DedupStore:
     def apply(self, winners: Iterable[tuple[bytes, Winner | Entry]], applied_offset: int
               ) -> None:
         """Store new winners and the changelog offset they bring the table to, atomically."""
-        db = self._open()
+        store = self._open()
         batch = WriteBatch(raw_mode=True)
         put = batch.put
         pack, int64 = _HEAD_1.pack, _INT64
@@ -188,8 +162,8 @@ class DedupStore:
                 put(key, pack(1, partition, offset, first) + value)
             else:
                 put(key, encode_winner(Winner(rank, value, partition, offset)))
-        put(_APPLIED, _APPLIED_FORMAT.pack(applied_offset), self._meta_handle)
-        db.write(batch, self._write_options)
+        put(_APPLIED, _APPLIED_FORMAT.pack(applied_offset), store.meta_handle)
+        store.db.write(batch, store.write_options)
         self.applied_offset = applied_offset
 
     def disk_bytes(self) -> int:
@@ -198,16 +172,9 @@ class DedupStore:
 
     def close(self) -> None:
         """Flush and close; harmless twice."""
-        db, self._db = self._db, None
-        if db is not None:
-            # Winners first: a table ahead of its applied offset only re-folds changelog
-            # messages (idempotent), an offset ahead of the winners would skip them.
-            db.flush()
-            self._meta.flush()
-            # The family objects hold the database open (and its LOCK file) until
-            # they are dropped.
-            del self._meta, self._meta_handle
-            db.close()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()  # winners, then the applied offset (onepipe.tables.unlogged_store)
 
     def __enter__(self) -> DedupStore:
         return self

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Rdict, WriteBatch
 
 from onepipe.schemas.errors import StateError
-from onepipe.tables.state_memory import bounded
+from onepipe.tables.unlogged_store import UnloggedStore
 
 __all__ = ["Position", "StateStore"]
 
-_META = "meta"
 _POSITION = b"position"
 #: Memtable of the entries: a batch's reads of recently written keys stay in memory.
 _MEMTABLE = 8 * 1024 * 1024
@@ -65,7 +64,7 @@ def _decode_position(data: bytes) -> Position:
 class StateStore:
     """The entries and position of one agent + input partition; open on construction."""
 
-    __slots__ = ("_db", "_meta", "_meta_handle", "_write_options", "discarded", "path",
+    __slots__ = ("_store", "discarded", "path",
                  "position")
 
     def __init__(self, path: Path) -> None:
@@ -74,42 +73,24 @@ class StateStore:
         #: (a batch whose commit did not finish); onepipe.tables.state.partition writes
         #: them again with their committed values at the next commit (recovery.py says why).
         self.discarded: tuple[bytes, ...] = ()
-        self._db: Rdict | None = None
+        self._store: UnloggedStore | None = None
         self._open_db()
 
     def _open_db(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        table = BlockBasedOptions()
-        # Most misses are keys a table never saw: the bloom filter answers without reading
-        # blocks from disk.
-        table.set_bloom_filter(10, False)
-        options.set_memtable_prefix_bloom_ratio(0.1)
-        options.set_memtable_whole_key_filtering(True)
-        # Writes skip the WAL (module docstring), so entries and ``meta`` must reach disk
-        # together: without atomic flush a flush of one family alone could persist a
-        # position ahead of the entries it covers, and recovery would skip them.
-        options.set_atomic_flush(True)
-        db = Rdict(str(self.path), bounded(options, table, write_buffer_bytes=_MEMTABLE))
-        try:
-            self._meta = db.get_column_family(_META)
-        except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
-            self._meta = db.create_column_family(_META, bounded(Options(raw_mode=True)))
-        self._meta_handle = db.get_column_family_handle(_META)
-        self._write_options = WriteOptions()
-        # See the module docstring. (rocksdict's stub declares a method; it is a property.)
-        self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
-        raw = self._meta.get(_POSITION)
+        store = UnloggedStore(self.path, memtable_bytes=_MEMTABLE)
+        raw = store.meta.get(_POSITION)
         #: The durable position (what the entries in the store add up to).
         self.position: Position = _decode_position(raw) if raw is not None else Position()
-        self._db = db
+        self._store = store
 
     def _open(self) -> Rdict:
-        if self._db is None:
+        return self._open_store().db
+
+    def _open_store(self) -> UnloggedStore:
+        if self._store is None:
             raise StateError(f"state store {self.path} is closed; its partition was revoked "
                              "or the agent stopped")
-        return self._db
+        return self._store
 
     def get(self, key: bytes) -> bytes | None:
         """The stored value of ``key``; None when it has none."""
@@ -134,7 +115,7 @@ class StateStore:
 
     def apply(self, changes: Iterable[tuple[bytes, bytes | None]], position: Position) -> None:
         """Write ``changes`` (None: delete) and ``position`` in one ``WriteBatch``."""
-        db = self._open()
+        store = self._open_store()
         batch = WriteBatch(raw_mode=True)
         put, delete = batch.put, batch.delete
         for key, value in changes:
@@ -142,8 +123,8 @@ class StateStore:
                 delete(key)
             else:
                 put(key, value)
-        put(_POSITION, _encode_position(position), self._meta_handle)
-        db.write(batch, self._write_options)
+        put(_POSITION, _encode_position(position), store.meta_handle)
+        store.db.write(batch, store.write_options)
         self.position = position
 
     def reset(self) -> None:
@@ -155,15 +136,9 @@ class StateStore:
 
     def close(self) -> None:
         """Flush and close; harmless twice."""
-        db, self._db = self._db, None
-        if db is not None:
-            # Entries first: entries ahead of the position are only applied again by
-            # recovery (idempotent); a position ahead of them would skip them.
-            db.flush()
-            self._meta.flush()
-            # The family objects hold the database open (and its LOCK file) until dropped.
-            del self._meta, self._meta_handle
-            db.close()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()  # entries, then the position (onepipe.tables.unlogged_store)
 
     def destroy(self) -> None:
         """Close and delete the folder (a stale store); harmless on a closed store."""
