@@ -9,6 +9,9 @@ Contract:
 - For ``SSL`` and ``SASL_SSL`` an :class:`ssl.SSLContext` is built with aiokafka's
   ``create_ssl_context`` (server certificates verified, host names checked; the system's
   CAs unless a CA file is given) and shared by every client built with the same files.
+- :meth:`KafkaSecurity.librdkafka_options` says the same in librdkafka's configuration
+  names (the hot paths' confluent-kafka clients): the same files, the same checks (server
+  certificates verified against the CA file or the system's CAs, host names checked).
 - The password never appears in a ``repr`` (so not in a log line or a traceback either).
 - Combinations are checked where the values are read (onepipe.app.settings), so the error
   can name the environment variable; :meth:`KafkaSecurity.ssl_context` raises
@@ -81,6 +84,30 @@ class KafkaSecurity:
             options.update(sasl_mechanism=self.sasl_mechanism or "PLAIN",
                            sasl_plain_username=self.sasl_username,
                            sasl_plain_password=self.sasl_password)
+        return options
+
+    def librdkafka_options(self) -> dict[str, str]:
+        """The same settings as librdkafka configuration properties."""
+        options: dict[str, str] = {"security.protocol": self.protocol}
+        if self.uses_tls:
+            options.update({
+                # "probe": the system's CA bundle, wherever this OS keeps it (the wheel's
+                # OpenSSL does not know the distribution's default path).
+                "ssl.ca.location": self.ssl_cafile or "probe",
+                "ssl.endpoint.identification.algorithm": "https",
+            })
+            if self.ssl_certfile:
+                options["ssl.certificate.location"] = self.ssl_certfile
+                # The key may sit inside the certificate file, as aiokafka accepts.
+                options["ssl.key.location"] = self.ssl_keyfile or self.ssl_certfile
+            if self.ssl_key_password:
+                options["ssl.key.password"] = self.ssl_key_password
+        if self.uses_sasl:
+            options["sasl.mechanism"] = self.sasl_mechanism or "PLAIN"
+            if self.sasl_username is not None:
+                options["sasl.username"] = self.sasl_username
+            if self.sasl_password is not None:
+                options["sasl.password"] = self.sasl_password
         return options
 
 
