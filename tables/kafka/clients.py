@@ -63,7 +63,7 @@ class KafkaClients:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: The client of :meth:`group_consumer` (librdkafka not yet the default: a member
     #: leaving during a rebalance leaves tansu's group without a leader; BENCHMARKS.md).
-    consumer_client: Literal["librdkafka", "aiokafka"] = "aiokafka"
+    consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @property
     def servers(self) -> list[str]:

@@ -1,64 +1,54 @@
 """The batch agents' group consumer on librdkafka: aiokafka's consumer API over
 ``confluent_kafka.Consumer``.
 
-Contract (:class:`RdkafkaConsumer`): the subset of ``AIOKafkaConsumer`` the batch agents
-and the compaction workers use - ``start``/``stop``, ``subscribe(topics, listener=...)``,
-``unsubscribe``, ``getmany(timeout_ms=, max_records=)``, ``pause``/``resume``/``paused``,
-``seek``, ``seek_to_beginning``, ``seek_to_committed``, ``commit``, ``committed``,
-``position``, ``assignment``, ``highwater`` and ``topics`` - with the same types
-(aiokafka ``TopicPartition`` keys, :class:`~onepipe.tables.kafka.rdkafka_records.RdkafkaRecord`
-records, aiokafka's errors) and the same guarantees:
+Contract (:class:`RdkafkaConsumer`): the part of ``AIOKafkaConsumer`` the batch agents
+and the compaction workers call (onepipe.tables.kafka.types.GroupConsumer), with the same
+types - aiokafka ``TopicPartition`` keys, records that are aiokafka ``ConsumerRecord``
+(onepipe.tables.kafka.rdkafka_records), aiokafka's errors - and the same guarantees:
 
 - ``getmany`` waits up to ``timeout_ms`` for the first record, then returns at once with
-  everything already fetched (up to ``max_records``), as aiokafka does; never a record of
-  a partition that is paused, sought or revoked after the call that fetched it.
-- **Assignment before any fetch.** A listener's ``on_partitions_assigned`` runs before
-  librdkafka is given the partitions at all: its ``pause``, ``seek`` and
-  ``seek_to_beginning`` become the offsets of the ``assign()`` and the partitions it left
-  paused are paused in the same breath, so nothing is fetched from the group's committed
-  offset unless the listener asked for it (it sought nothing: then the committed offset,
-  else the earliest - ``auto.offset.reset=earliest``).
-- **Revoke before release.** ``on_partitions_revoked`` runs to its end (flushes, durable
-  writes, commits) while librdkafka still holds the partitions; only then are they
-  unassigned, so the next owner cannot read them before this member made them durable.
-- ``highwater(tp)`` is the high watermark of the last *fetch response* (librdkafka's cached
-  watermark), never ListOffsets: tansu answers ListOffsets(latest) wrongly (DESIGN.md).
-- ``stop()`` leaves the group without calling the listener (aiokafka calls none on
-  close either); ``unsubscribe()`` also leaves the group at once and calls no listener.
-  Stopping twice is harmless.
+  what is already fetched (up to ``max_records``), as aiokafka does; never a record of a
+  partition paused, sought or revoked after the call that fetched it.
+- **Positioned before any fetch.** A listener's ``on_partitions_assigned`` runs before
+  librdkafka is given the partitions at all: its ``seek``/``seek_to_beginning`` become
+  the offsets of the ``assign()``, and the partitions it left paused are paused in the
+  same breath, so nothing is fetched from the group's committed offset unless the
+  listener positioned nothing (then the committed offset, else the earliest).
+- **Revoked after the listener.** ``on_partitions_revoked`` runs to its end (flushes,
+  durable writes, commits) while librdkafka still holds the partitions; only then are
+  they unassigned, so the next owner cannot read them before this member made its work
+  durable. A listener failure is logged (as aiokafka does); the agents record their own.
+- ``highwater(tp)`` is the high watermark of the partition's last *fetch response*
+  (librdkafka's cached one), never ListOffsets, which tansu answers wrongly (DESIGN.md).
+- ``stop()`` and ``unsubscribe()`` leave the group at once and call no listener, as
+  aiokafka's; first they let the coordinator tell of a join round in flight (one
+  heartbeat) and finish it: tansu keeps a member that leaves inside a round as that
+  round's leader for good, and the group never assigns again (every later member waits
+  in SyncGroup). Stopping twice is harmless.
 
-Threading: one thread per consumer owns the librdkafka handle. confluent-kafka >= 2.16
-serialises every call on a handle behind a gate (a ``pause()`` from the event loop waits
-for a ``consume()`` in flight: measured 1.8 s of a 2 s consume), so *every* call runs on
-that thread, as a job: the sync calls (pause, resume, seek, subscribe, unsubscribe) are
-queued and return at once, in order with the next fetch; the async ones (getmany, commit,
-committed, topics) await their job's result, delivered by one ``call_soon_threadsafe``
-per job - one per ``consume()`` batch, never one per record. A fetch waits in slices of
-50 ms and runs the jobs queued meanwhile between slices, so a commit never waits for a
-whole fetch timeout. librdkafka calls the rebalance callbacks on that thread from inside
-``consume()``: the callback hands the listener's coroutine to the event loop
-(``run_coroutine_threadsafe``) and, until it is done, keeps running the jobs the
-coroutine queues (its pauses, seeks, commits): the thread blocks, the loop never does.
+Threading: one thread owns the handle and runs every call on it
+(onepipe.tables.kafka.rdkafka_thread), because confluent-kafka >= 2.16 serialises the
+calls on a handle: the sync calls (pause, resume, seek, subscribe) are queued and return
+at once, the async ones await their result, one ``call_soon_threadsafe`` per call - per
+``consume()`` batch for a fetch, never per record. librdkafka runs the rebalance callbacks
+on that thread inside ``consume()``; the callback runs the listener's coroutine on the
+event loop and the calls it makes meanwhile on the thread. Time in a callback does not
+count against ``max.poll.interval.ms`` (librdkafka is inside ``consume()``; measured: a
+12 s callback with a 6 s interval kept the assignment).
 
 Eager, not cooperative, assignment: the dedup agent needs the range assignor (partition
-p of a topic and of its repartition topic on one member), which librdkafka cannot
-combine with cooperative-sticky; eager with aiokafka's assignor names (``roundrobin``,
-``range``) lets aiokafka and librdkafka members share a group during a rolling upgrade;
-and the agents' revoke/assign contract (the listener sees every partition move) is the
-one their crash and rebalance tests prove. Cooperative would keep unmoved partitions
-flowing during a rebalance, but a rebalance is rare next to the batches between.
+p of a topic and of its repartition topic on one member), which librdkafka cannot combine
+with cooperative-sticky; eager with aiokafka's assignor names (``roundrobin``, ``range``)
+lets aiokafka and librdkafka members share a group during a rolling upgrade; and the
+agents' revoke/assign contract (the listener sees every partition move) is the one their
+crash and rebalance tests prove. Cooperative would keep unmoved partitions flowing
+during a rebalance, which is rare next to the batches between.
 
-Poll thread versus ``confluent_kafka.aio.AIOConsumer`` (2.16.2; BENCHMARKS.md, "Batch
-consumers on librdkafka", measured in the same run, 200-byte records, one tansu broker, two
-cores): raw ``Consumer.consume(10000)`` read 1.46M rec/s; this adapter's ``getmany``
-(records built) 0.93M; ``AIOConsumer.consume(10000)`` 1.30M handing over bare
-``Message`` objects (no records built, 1.28 s of loop time per million records waiting
-in a thread pool call per batch). AIOConsumer was not chosen: it runs each call in a
-pool of up to 100 threads and its rebalance callbacks as loop coroutines that must call
-its *async* ``assign``/``pause`` back through that pool, with no way to pause before
-``assign`` (the gate is per call chain, so a listener's sync ``pause`` would block); and
-every consumer call is serialised behind ``consume()``, so a commit waits a whole fetch
-timeout. The adapter's cost over raw librdkafka is the records it builds (~0.4 us each).
+librdkafka's JoinGroup states ``max.poll.interval.ms`` (aiokafka's generous 300 s, kept)
+as the rebalance timeout: on Apache Kafka a member that does not rejoin holds a rebalance
+up to that long, where aiokafka said ``rebalance_timeout`` (10 s) and was evicted sooner.
+
+FIGURES
 """
 
 from __future__ import annotations
@@ -66,10 +56,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import queue
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -78,6 +65,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError
 
 from onepipe.tables.kafka.rdkafka_records import Batches, group_batch, to_kafka_error
+from onepipe.tables.kafka.rdkafka_thread import HandleThread
 
 __all__ = ["RdkafkaConsumer"]
 
@@ -85,27 +73,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds one wait for records lasts before the jobs queued meanwhile run.
 _SLICE = 0.05
-#: Seconds between looks at whether the event loop still runs, while a listener runs.
-_LISTENER_CHECK = 1.0
 #: Seconds an unsubscribe waits for librdkafka to take the partitions back.
 _UNSUBSCRIBE_WAIT = 10.0
-
-
-class _Job:
-    """A call to run on the consumer's thread; ``future`` (on the loop) gets its result."""
-
-    __slots__ = ("call", "future", "top_level")
-
-    def __init__(self, call: Callable[[], Any], future: asyncio.Future[Any] | None,
-                 top_level: bool) -> None:
-        self.call = call
-        self.future = future
-        #: Runs only outside a fetch (a fetch, an unsubscribe, the close).
-        self.top_level = top_level
-
-
-#: Queued when a listener's coroutine is done: wakes the thread waiting for it.
-_WAKE = _Job(lambda: None, None, False)
 
 
 class RdkafkaConsumer:
@@ -116,14 +85,14 @@ class RdkafkaConsumer:
         #: Seconds a metadata or committed-offsets request may take.
         self._timeout = timeout
         self._consumer: confluent_kafka.Consumer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._deferred: deque[_Job] = deque()
+        self._thread: HandleThread | None = None
         self._state = "new"
         # Written by the thread only; the loop reads whole (immutable) values.
         self._listener: ConsumerRebalanceListener | None = None
         self._closing = False
+        self._subscribed = False
+        #: Revoked by a rebalance and not assigned again yet: in a join round.
+        self._rejoining = False
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._paused: frozenset[TopicPartition] = frozenset()
         self._highwaters: dict[TopicPartition, int] = {}
@@ -140,27 +109,28 @@ class RdkafkaConsumer:
     async def start(self) -> None:
         """Create the handle and check that the cluster answers (as aiokafka's start)."""
         if self._state != "new":
-            raise IllegalStateError(f"consumer already {self._state}")
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._main, daemon=True,
-                                        name=f"rdkafka-{self._config.get('client.id')}")
+            raise IllegalStateError(f"the librdkafka consumer is {self._state} already")
+        self._thread = HandleThread(f"rdkafka-{self._config.get('client.id')}",
+                                    asyncio.get_running_loop())
         self._state = "started"
-        self._thread.start()
-        await self._call(self._open, top_level=True)
+        try:
+            await self._thread.call(self._open, top_level=True)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Leave the group (no listener call) and close; harmless twice."""
-        if self._state != "started":
+        thread = self._thread
+        if self._state != "started" or thread is None:
             self._state = "closed"
             return
         self._state = "closing"
-        thread = self._thread
         try:
-            await asyncio.shield(self._call(self._close, top_level=True, closing=True))
+            await asyncio.shield(thread.call(self._close, last=True))
         finally:
             self._state = "closed"
-            if thread is not None:
-                await asyncio.to_thread(thread.join)
+            await thread.join()
 
     # ---------------------------------------------------------- subscription
     def subscribe(self, topics: Iterable[str],
@@ -168,7 +138,7 @@ class RdkafkaConsumer:
         wanted = sorted(topics)
 
         def subscribe() -> None:
-            self._listener = listener
+            self._listener, self._subscribed = listener, True
             self._rd().subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         self._submit(subscribe)
@@ -260,71 +230,20 @@ class RdkafkaConsumer:
 
     # ------------------------------------------------------ the loop's side
     def _submit(self, call: Callable[[], Any], *, top_level: bool = False) -> None:
-        """Queue ``call``; it runs on the thread in order with every other call."""
-        self._check("closing")
-        self._jobs.put(_Job(call, None, top_level))
-
-    async def _call(self, call: Callable[[], Any], *, top_level: bool = False,
-                    closing: bool = False) -> Any:
-        """Run ``call`` on the thread and return (or raise) what it did."""
-        self._check("closing" if closing else "started")
-        assert self._loop is not None  # set by start(), which _check implies
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._jobs.put(_Job(call, future, top_level))
-        return await future
-
-    def _check(self, allowed: str) -> None:
-        if self._state not in ("started", allowed):
+        """Queue ``call`` on the handle's thread, in order with every other call."""
+        if self._state != "started" or self._thread is None:
             raise IllegalStateError(f"the librdkafka consumer is {self._state}; "
                                     "start() it first")
+        self._thread.submit(call, top_level=top_level)
+
+    async def _call(self, call: Callable[[], Any], *, top_level: bool = False) -> Any:
+        """Run ``call`` on the handle's thread and return (or raise) what it did."""
+        if self._state != "started" or self._thread is None:
+            raise IllegalStateError(f"the librdkafka consumer is {self._state}; "
+                                    "start() it first")
+        return await self._thread.call(call, top_level=top_level)
 
     # ---------------------------------------------------- the thread's side
-    def _main(self) -> None:
-        while self._state != "closed" or self._deferred:
-            job = self._deferred.popleft() if self._deferred else self._jobs.get()
-            if job is not _WAKE:
-                self._run(job, nested=False)
-            if job.call == self._close:
-                return
-
-    def _run(self, job: _Job, *, nested: bool) -> None:
-        if nested and job.top_level:
-            self._deferred.append(job)  # after the fetch (or callback) that runs now
-            return
-        try:
-            result = job.call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-            if job.future is None:
-                log.warning("librdkafka consumer: a queued call failed: %r", exc)
-            else:
-                self._deliver(job.future, None, exc)
-        else:
-            if job.future is not None:
-                self._deliver(job.future, result, None)
-
-    def _deliver(self, future: asyncio.Future[Any], result: Any,
-                 exc: BaseException | None) -> None:
-        def settle() -> None:
-            if future.done():
-                return  # the caller was cancelled
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(settle)
-
-    def _run_queued(self) -> None:
-        """Run the jobs queued meanwhile (inside a fetch or a callback)."""
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if job is not _WAKE:
-                self._run(job, nested=True)
-
     def _rd(self) -> confluent_kafka.Consumer:
         if self._consumer is None:
             raise IllegalStateError("the librdkafka consumer is closed")
@@ -335,22 +254,49 @@ class RdkafkaConsumer:
         try:
             self._consumer.list_topics(timeout=self._timeout)
         except confluent_kafka.KafkaException as exc:
-            self._close()
             raise KafkaConnectionError(
                 f"no Kafka broker answered at {self._config.get('bootstrap.servers')} "
                 f"within {self._timeout:.0f}s: {exc}") from exc
 
     def _close(self) -> None:
-        consumer, self._consumer = self._consumer, None
+        consumer = self._consumer
         self._closing, self._listener = True, None
-        if consumer is not None:
-            consumer.close()  # leaves the group; _on_revoke calls no listener now
-        self._state = "closed"
+        try:
+            if consumer is not None:
+                self._finish_rounds(consumer)
+                self._subscribed = False
+                consumer.close()  # leaves the group; _on_revoke calls no listener now
+        finally:
+            self._consumer = None
+
+    def _finish_rounds(self, consumer: confluent_kafka.Consumer) -> None:
+        """Before leaving the group: let the coordinator tell of a join round in flight
+        (one heartbeat), and finish the round this member is in.
+
+        Why: tansu keeps a member that sends LeaveGroup while it is in a join round as
+        the round's leader for good - every later member waits in SyncGroup for an
+        assignment that never comes (measured: a group stalled for minutes, until the
+        broker restarted). aiokafka escapes it by finishing its round before it leaves.
+        Records fetched meanwhile are dropped: this member is leaving.
+        """
+        if not self._subscribed:
+            return
+        heartbeat = self._config.get("heartbeat.interval.ms", 3000) / 1000
+        bound = 2 * self._config.get("session.timeout.ms", 45_000) / 1000
+        started = time.monotonic()
+        while (waited := time.monotonic() - started) < bound:
+            if waited >= heartbeat + _SLICE and not self._rejoining:
+                return
+            consumer.poll(_SLICE)
+        log.warning("group %s: a join round did not end within %.0fs; leaving anyway",
+                    self._config.get("group.id"), bound)
 
     def _unsubscribe(self) -> None:
         consumer = self._rd()
         self._listener = None
         self._assigned = frozenset()
+        self._finish_rounds(consumer)
+        self._subscribed = self._rejoining = False
         consumer.unsubscribe()
         # librdkafka hands the partitions back through the revoke callback, served by a
         # poll: serve it now, so the group rebalances without waiting for a next fetch.
@@ -365,7 +311,7 @@ class RdkafkaConsumer:
         try:
             messages = consumer.consume(count, 0)
             while not messages:
-                self._run_queued()
+                self._thread_of().run_queued()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -373,7 +319,7 @@ class RdkafkaConsumer:
                 if first is not None:
                     messages = [first, *consumer.consume(count - 1, 0)] if count > 1 \
                         else [first]
-            self._run_queued()  # pauses and seeks queued meanwhile apply to this batch
+            self._thread_of().run_queued()  # pauses and seeks queued meanwhile apply to this batch
             batches = group_batch(messages, self._handed_over, self._on_error)
         except confluent_kafka.KafkaException as exc:
             raise to_kafka_error(exc) from exc
@@ -453,6 +399,7 @@ class RdkafkaConsumer:
     def _on_assign(self, consumer: confluent_kafka.Consumer,
                    partitions: list[confluent_kafka.TopicPartition]) -> None:
         tps = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._rejoining = False
         log.info("group %s assigned %s to this member", self._config.get("group.id"),
                  _names(tps))
         self._assigned, self._paused = frozenset(tps), frozenset()
@@ -477,13 +424,14 @@ class RdkafkaConsumer:
         finally:
             # Only now does librdkafka give them up: the listener made them durable first.
             consumer.unassign()
+            self._rejoining = self._subscribed  # it joins again (unless it is leaving)
             self._assigned, self._paused, self._highwaters = frozenset(), frozenset(), {}
             self._positions.clear()
 
     def _call_listener(self, method: str, tps: set[TopicPartition]) -> None:
-        """Run the listener's ``method`` on the event loop; serve its jobs meanwhile."""
-        listener, loop = self._listener, self._loop
-        if listener is None or self._closing or loop is None or loop.is_closed():
+        """Run the listener's ``method`` on the event loop; serve its calls meanwhile."""
+        listener = self._listener
+        if listener is None or self._closing:
             return
         callback = getattr(listener, method)
 
@@ -492,26 +440,15 @@ class RdkafkaConsumer:
             if inspect.isawaitable(result):
                 await result
 
-        try:
-            future = asyncio.run_coroutine_threadsafe(call(), loop)
-        except RuntimeError:  # the loop closed meanwhile
-            return
-        future.add_done_callback(lambda _: self._jobs.put(_WAKE))
-        while not future.done():
-            try:
-                job = self._jobs.get(timeout=_LISTENER_CHECK)
-            except queue.Empty:
-                if loop.is_closed():
-                    future.cancel()
-                    return
-                continue
-            if job is not _WAKE:
-                self._run(job, nested=True)
-        if not future.cancelled() and future.exception() is not None:
+        failure = self._thread_of().wait_for(call())
+        if failure is not None:
             # aiokafka logs what a listener raises, too; the agents record their own.
-            log.error("%s of %s failed for %s", method, self._config.get("group.id"),
-                      sorted(tps), exc_info=future.exception())
+            log.error("%s of group %s failed for %s", method, self._config.get("group.id"),
+                      _names(tps), exc_info=failure)
 
+    def _thread_of(self) -> HandleThread:
+        assert self._thread is not None  # jobs run only on a started thread
+        return self._thread
 
 
 def _names(tps: Iterable[TopicPartition]) -> str:

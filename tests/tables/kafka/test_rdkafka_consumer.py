@@ -252,7 +252,7 @@ async def produced_more(kafka: KafkaClients, topic: str, per_partition: int) -> 
 async def test_stop_and_unsubscribe_leave_the_group_without_a_listener_call(
         broker: str, started: list[RdkafkaConsumer], leave: str) -> None:
     """The remaining member gets every partition in a rebalance, not after the leaver's
-    session timed out (20 s here, longer than the deadline; a join takes ~10 s)."""
+    session timed out (20 s here: then 30 s with the join tansu holds for half of it)."""
     kafka = dataclasses.replace(kafka_for(broker), session_timeout=20.0)
     topic, group = await produced(kafka, partitions=2, per_partition=1), unique("group")
     events: list[tuple[Any, ...]] = []
@@ -274,7 +274,7 @@ async def test_stop_and_unsubscribe_leave_the_group_without_a_listener_call(
         await leaver.stop()
     else:
         leaver.unsubscribe()
-    await wait_for(lambda: len(stayer.assignment()) == 2, 15.0,
+    await wait_for(lambda: len(stayer.assignment()) == 2, 20.0,
                    what="the other member to get every partition")
     assert not [e for e in events[before:] if e[0] == "A"]  # no listener call on leaving
     stops[1].set()
@@ -283,9 +283,9 @@ async def test_stop_and_unsubscribe_leave_the_group_without_a_listener_call(
 
 async def test_consuming_leaves_the_event_loop_free(
         broker: str, started: list[RdkafkaConsumer]) -> None:
-    """A ticker's longest gap while 100,000 records are consumed is a small part of it."""
+    """A ticker's longest gap while 300,000 records are consumed is a small part of it."""
     kafka = kafka_for(broker)
-    topic = await produced(kafka, partitions=2, per_partition=50_000)
+    topic = await produced(kafka, partitions=2, per_partition=150_000)
     c = consumer(kafka, unique("group"))
     await c.start()
     started.append(c)
@@ -305,7 +305,7 @@ async def test_consuming_leaves_the_event_loop_free(
     ticker = asyncio.create_task(tick())
     began, count = time.perf_counter(), 0
     try:
-        while count < 99_000:  # the first batch was read before the ticker started
+        while count < 299_000:  # the first batch was read before the ticker started
             batches = await c.getmany(timeout_ms=500, max_records=5000)
             count += sum(map(len, batches.values()))
     finally:
