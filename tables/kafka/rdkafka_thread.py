@@ -52,10 +52,6 @@ class _Job:
         self.last = last
 
 
-#: Queued when a coroutine the thread waits for is done: wakes the thread.
-_WAKE = _Job(lambda: None, None, False, False)
-
-
 class HandleThread:
     """Runs the jobs of one librdkafka handle; see the module docstring."""
 
@@ -101,8 +97,12 @@ class HandleThread:
         except RuntimeError:  # the loop closed meanwhile
             coroutine.close()
             return None
-        future.add_done_callback(lambda _: self._jobs.put(_WAKE))
-        while not future.done():
+        # Every call the coroutine queued is ahead of this marker (FIFO): run them all,
+        # not only until the future is done, or a last seek would run after the caller
+        # went on (for a rebalance callback: after librdkafka was given the partitions).
+        done = _Job(lambda: None, None, False, False)
+        future.add_done_callback(lambda _: self._jobs.put(done))
+        while True:
             try:
                 job = self._jobs.get(timeout=_LOOP_CHECK)
             except queue.Empty:
@@ -110,6 +110,8 @@ class HandleThread:
                     future.cancel()
                     return None
                 continue
+            if job is done:
+                break
             self._run(job, nested=True)
         return None if future.cancelled() else future.exception()
 
@@ -122,8 +124,6 @@ class HandleThread:
                 return
 
     def _run(self, job: _Job, *, nested: bool) -> None:
-        if job is _WAKE:
-            return
         if nested and (job.top_level or job.last):
             self._deferred.append(job)  # after the fetch or callback that runs now
             return

@@ -187,6 +187,37 @@ async def test_assigned_partitions_are_positioned_before_anything_is_fetched(
     assert seen[p1][0] == 3  # resumed without a seek: from the group's committed offset
 
 
+async def test_every_call_a_listener_made_before_it_returned_is_applied(
+        broker: str, started: list[RdkafkaConsumer]) -> None:
+    """Seeks queued as the listener's last statements (no await after them) still
+    position the assignment: none runs after librdkafka was given the partitions."""
+    kafka = kafka_for(broker)
+    topic = await produced(kafka, partitions=8, per_partition=10)
+    c = consumer(kafka, unique("group"))
+
+    class SeekLast(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            await c.committed(TopicPartition(topic, 0))  # an await first, as agents do
+            for tp in sorted(assigned):
+                c.seek(tp, 6)
+
+    await c.start()
+    started.append(c)
+    c.subscribe([topic], listener=SeekLast())
+    seen: dict[TopicPartition, list[int]] = {}
+
+    async def until_all_read() -> None:
+        while sum(map(len, seen.values())) < 8 * 4:
+            for tp, records in (await c.getmany(timeout_ms=200)).items():
+                seen.setdefault(tp, []).extend(r.offset for r in records)
+    await asyncio.wait_for(until_all_read(), JOIN)
+    assert {tp.partition: offsets for tp, offsets in seen.items()} == {
+        p: [6, 7, 8, 9] for p in range(8)}
+
+
 async def test_a_revoke_finishes_before_the_next_member_reads(
         broker: str, started: list[RdkafkaConsumer]) -> None:
     """Member A's revoke is held open, then commits where A got to; member B reads
