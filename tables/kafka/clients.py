@@ -61,8 +61,7 @@ class KafkaClients:
     rebalance_timeout: float = 10.0
     #: TLS and SASL of every connection (PLAINTEXT by default).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    #: The client of :meth:`group_consumer` (librdkafka not yet the default: a member
-    #: leaving during a rebalance leaves tansu's group without a leader; BENCHMARKS.md).
+    #: The client of :meth:`group_consumer`: librdkafka (the hot paths) or aiokafka.
     consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @property
@@ -149,6 +148,10 @@ def rdkafka_consumer_config(options: dict[str, Any], security: KafkaSecurity
         # librdkafka prefetches up to this much in its own threads (the RSS budget).
         "queued.max.messages.kbytes": 32 * 1024,
         "fetch.max.bytes": 64 * 1024 * 1024,
+        # Once a partition's queue passed queued.min.messages, its next fetch waits this
+        # long (default 1 s): a consumer catching up drained its queue and idled for the
+        # rest of the second (measured: 240k rec/s at 1 s, 730k at 10 ms, 200-byte records).
+        "fetch.queue.backoff.ms": 10,
     }
     for name, value in options.items():
         if name == "rebalance_timeout_ms":
