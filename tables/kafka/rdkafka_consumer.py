@@ -414,6 +414,11 @@ class RdkafkaConsumer:
             paused = [self._ctp(tp) for tp in tps if tp in self._paused]
             if paused:
                 consumer.pause(paused)
+            # librdkafka keeps a partition's pause across unassign and assign: one paused
+            # in an earlier assignment (a failed listener's) would never be fetched again.
+            resumed = [self._ctp(tp) for tp in tps if tp not in self._paused]
+            if resumed:
+                consumer.resume(resumed)
 
     def _on_revoke(self, consumer: confluent_kafka.Consumer,
                    partitions: list[confluent_kafka.TopicPartition]) -> None:

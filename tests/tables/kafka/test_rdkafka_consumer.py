@@ -218,6 +218,47 @@ async def test_every_call_a_listener_made_before_it_returned_is_applied(
         p: [6, 7, 8, 9] for p in range(8)}
 
 
+async def test_a_partition_left_paused_is_read_after_the_next_assignment(
+        broker: str, started: list[RdkafkaConsumer]) -> None:
+    """A listener that fails after pausing (an agent's failed assignment) leaves its
+    partitions paused; after unsubscribe and subscribe they are read again (librdkafka
+    itself keeps a pause across unassign and assign)."""
+    kafka = kafka_for(broker)
+    topic = await produced(kafka, partitions=2, per_partition=5)
+    c = consumer(kafka, unique("group"))
+    failures = [RuntimeError("injected: the first assignment fails")]
+
+    class FailOnce(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            c.pause(*assigned)
+            if failures:
+                raise failures.pop()
+            c.resume(*assigned)
+
+    await c.start()
+    started.append(c)
+    c.subscribe([topic], listener=FailOnce())
+
+    async def until_assigned() -> None:
+        while not c.assignment():
+            assert not await c.getmany(timeout_ms=200)  # paused: nothing is read
+    await asyncio.wait_for(until_assigned(), JOIN)
+    assert not failures and c.paused() == c.assignment()
+    c.unsubscribe()
+    c.subscribe([topic], listener=FailOnce())
+    seen: dict[TopicPartition, list[int]] = {}
+
+    async def until_all_read() -> None:
+        while sum(map(len, seen.values())) < 10:
+            for tp, records in (await c.getmany(timeout_ms=200)).items():
+                seen.setdefault(tp, []).extend(r.offset for r in records)
+    await asyncio.wait_for(until_all_read(), JOIN)
+    assert sorted(seen[TopicPartition(topic, 0)]) == list(range(5))
+
+
 async def test_a_revoke_finishes_before_the_next_member_reads(
         broker: str, started: list[RdkafkaConsumer]) -> None:
     """Member A's revoke is held open, then commits where A got to; member B reads
