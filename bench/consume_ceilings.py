@@ -44,7 +44,8 @@ __all__ = ["adapter_ceiling", "aio_ceiling", "aiokafka_ceiling", "librdkafka_cei
 #: alike: librdkafka's default fetch.queue.backoff.ms of 1 s idles a consumer that drains
 #: its queue faster than that (the raw ceiling read 150-230k rec/s of 60-byte records).
 RAW_CONFIG = {"enable.auto.commit": False, "auto.offset.reset": "earliest",
-              "fetch.max.bytes": 64 * 1024 * 1024, "fetch.queue.backoff.ms": 10}
+              "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 16 * 1024,
+              "fetch.queue.backoff.ms": 10}
 
 
 def librdkafka_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
