@@ -167,6 +167,8 @@ class Settings(BaseSettings):
         "text", description="Worker log lines: text for people, json for log collectors "
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
+    kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
+        "librdkafka", description="Client of the batch agents' group consumers.")
     kafka_security_protocol: Protocol = Field(
         "PLAINTEXT", description="The brokers' listener protocol: PLAINTEXT, SSL, "
         "SASL_PLAINTEXT or SASL_SSL; reaches every Kafka client, Faust's included.")
@@ -273,6 +275,7 @@ class Settings(BaseSettings):
             session_timeout=self.session_timeout,
             rebalance_timeout=self.rebalance_timeout,
             security=self.kafka_security,
+            consumer_client=self.kafka_consumer_client,
         )
 
     @property

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from onepipe.agents.archive.metrics import FLUSH_LATENCY_BUCKETS, ArchiveMetrics, PartitionFlush
 from onepipe.agents.archive.writer import SegmentWriter
@@ -26,6 +26,7 @@ from onepipe.sinks.lake.raw_layout import next_offset, parse_raw_path, raw_parti
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import high_watermarks
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         self._held_bytes = 0
         self.metrics.positions.clear()
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         self._policies = {topic: meta.archive for topic, meta in state.topics.items()
                           if self._wants(topic) and meta.archive.enabled}
@@ -131,7 +132,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         room = self._max_buffer_bytes - self._held_bytes
         return max(1, min(self._max_records, room // max(self._record_size, 1)))
 
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         self._buffer(batches)
         await self._flush_due()
 
@@ -240,7 +241,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             self.metrics.positions.pop(tp, None)
             self._expected.pop(tp, None)
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         ordered = sorted(assigned)
         positions = await asyncio.gather(*(self.resume_position(tp) for tp in ordered))

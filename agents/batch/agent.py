@@ -45,13 +45,14 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from onepipe.agents.batch.supervise import Rebalance, end_loop, supervise
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.lifecycle import Service
 from onepipe.tables.registry_store import RegistryStore
 
@@ -92,7 +93,7 @@ class BatchAgent(Service, Generic[M]):
         #: When given, only these topics are read (tests, benchmarks).
         self._only_topics = frozenset(topics) if topics is not None else None
         self._consumer_options = dict(consumer_options or {})
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: GroupConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._subscribed: frozenset[str] = frozenset()
         self._generation = -1
@@ -122,7 +123,7 @@ class BatchAgent(Service, Generic[M]):
     async def _close(self) -> None:
         """At stop, after leaving the group: close what :meth:`_open` started."""
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         """The topics to read given the registry ``state`` (filtered by ``topics``)."""
         raise NotImplementedError
@@ -132,7 +133,7 @@ class BatchAgent(Service, Generic[M]):
         (an agent waiting for topics to exist)."""
         return False
 
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         """One fetch's records (possibly none: the loop also ticks when idle)."""
         raise NotImplementedError
 
@@ -142,7 +143,7 @@ class BatchAgent(Service, Generic[M]):
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
         """Make the revoked partitions' work durable and release them."""
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         """Position the (paused) assigned partitions from the agent's own state."""
 
@@ -261,7 +262,7 @@ class BatchAgent(Service, Generic[M]):
             del batches  # not alive during the next fetch (fewer objects for the GC)
             await self._notify()
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> Batches:
+    async def _fetch(self, consumer: GroupConsumer) -> Batches:
         """One fetch; an agent may gather several into one batch (its own bounds)."""
         return await consumer.getmany(timeout_ms=250, max_records=self._fetch_budget())
 
@@ -269,7 +270,7 @@ class BatchAgent(Service, Generic[M]):
         """How many records the next fetch may return."""
         return self._max_records
 
-    async def _follow_registry(self, consumer: AIOKafkaConsumer) -> None:
+    async def _follow_registry(self, consumer: GroupConsumer) -> None:
         """Subscribe to the topics :meth:`_wanted` names, when the registry changed."""
         state = self._registry.state
         if state.generation == self._generation and not self._look_again():
@@ -301,7 +302,7 @@ class BatchAgent(Service, Generic[M]):
                 for tp in revoked:
                     self.stalled.pop(tp, None)
 
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def on_assigned(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                           ) -> None:
         # Paused before the first await: nothing may be fetched from the group's position
         # while the agent looks up its own.
@@ -323,11 +324,11 @@ class BatchAgent(Service, Generic[M]):
         self.assigned.set()
         await self._notify()
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
+    async def _commit(self, consumer: GroupConsumer, tp: TopicPartition, offset: int
                       ) -> None:
         await self._commit_offsets(consumer, {tp: offset})
 
-    async def _commit_offsets(self, consumer: AIOKafkaConsumer,
+    async def _commit_offsets(self, consumer: GroupConsumer,
                               offsets: dict[TopicPartition, int]) -> None:
         """Commit the group offsets of several partitions in one request."""
         try:

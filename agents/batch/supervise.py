@@ -14,7 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from onepipe.tables.kafka.types import GroupConsumer
 
 __all__ = ["Rebalance", "RebalanceOwner", "end_loop", "supervise"]
 
@@ -28,14 +30,14 @@ class RebalanceOwner(Protocol):
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
 
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def on_assigned(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                           ) -> None: ...
 
 
 class Rebalance(ConsumerRebalanceListener):
     """Hands the group's partition moves to the agent that owns the consumer."""
 
-    def __init__(self, agent: RebalanceOwner, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, agent: RebalanceOwner, consumer: GroupConsumer) -> None:
         self._agent = agent
         self._consumer = consumer
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from onepipe.agents.batch.agent import BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
@@ -40,6 +40,7 @@ from onepipe.tables.checksum import (
 )
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic, high_watermarks
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         waiting = len(self._topics) < self._keyed_count()
         return waiting and self._clock() - self._missing_since >= _LOOK_AGAIN
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         """The ``.unique`` and source topics of the keyed topics that exist."""
         self._missing_since = self._clock()
@@ -155,14 +156,14 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
                    if self._wants(topic) and meta.key)
 
     # ------------------------------------------------------------------ batch
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         for tp, records in batches.items():
             if source_of_unique(tp.topic) is not None:
                 await self._fold(consumer, tp, records)
             else:
                 await self._count(consumer, tp, records)
 
-    async def _fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+    async def _fold(self, consumer: GroupConsumer, tp: TopicPartition,
                     records: list[ConsumerRecord[Any, Any]]) -> None:
         store = self._tables.folds.get(tp)
         topic = source_of_unique(tp.topic)
@@ -190,7 +191,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
                                                  result.dropped_hours))
         await self._commit(consumer, tp, next_offset)
 
-    async def _count(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+    async def _count(self, consumer: GroupConsumer, tp: TopicPartition,
                      records: list[ConsumerRecord[Any, Any]]) -> None:
         store = self._tables.raws.get(tp)
         described = self._topics.get(tp.topic)
@@ -237,7 +238,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
         self._close_stores(revoked)
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         """Open each partition's store (rebuilt when ahead of its log), seek, republish."""
         opened = [tp for tp in sorted(assigned) if await self._open_store(tp)]
@@ -301,7 +302,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.rebuilt += 1
         return days, hours
 
-    async def _resume_fold(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+    async def _resume_fold(self, consumer: GroupConsumer, tp: TopicPartition,
                            gone_days: list[int], gone_hours: list[int]) -> None:
         topic = source_of_unique(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
@@ -323,7 +324,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
             [*expired.dropped_hours, *(h for h in gone_hours if h not in store.hours)]))
         self._positions_changed(tp, store.applied_offset)
 
-    async def _resume_raw(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+    async def _resume_raw(self, consumer: GroupConsumer, tp: TopicPartition,
                           gone_days: list[int]) -> None:
         store = self._tables.raws[tp]
         consumer.seek(tp, store.applied_offset)

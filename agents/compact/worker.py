@@ -28,7 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from onepipe.agents.compact.day import DayExecutor
@@ -46,6 +46,7 @@ from onepipe.agents.compact.workdir import remove_stale_runs
 from onepipe.schemas.errors import CompactionError, OnepipeError
 from onepipe.schemas.topic_names import compact_group, compact_tasks_topic
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.lifecycle import Service, cancel_and_wait, close_all
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class DayTaskWorker(Service):
         self._max_task_seconds = max_task_seconds
         self._before_task = before_task
         self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: GroupConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         #: Task partitions assigned to this worker now.
         self.assignment: frozenset[TopicPartition] = frozenset()
@@ -115,7 +116,7 @@ class DayTaskWorker(Service):
         self.assignment = frozenset()
         await close_all(consumer, producer)
 
-    async def _run(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _run(self, consumer: GroupConsumer, producer: AIOKafkaProducer) -> None:
         """The consume loop; after a failure it resumes from the committed offsets (the
         task in hand is executed again: at least once)."""
         while True:
@@ -133,7 +134,7 @@ class DayTaskWorker(Service):
                     log.warning("compaction worker %s cannot seek yet: %r", self.worker_id,
                                 again)
 
-    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _consume(self, consumer: GroupConsumer, producer: AIOKafkaProducer) -> None:
         while True:
             # One task at a time: the others stay on their partitions, where a rebalance
             # can still move them to an idle worker.

@@ -27,6 +27,7 @@ from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.topic_names import repartition_topic
 from onepipe.tables.dedup.store import DedupStore
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class DedupAgent(BatchAgent[DedupMetrics]):
         self._tables.close_all()
         self.metrics.positions.clear()
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         """The keyed topics the registry knows, and their repartition topics."""
         topics = await keyed_topics(state, self._only_topics, self._topics, self._kafka,
@@ -136,7 +137,7 @@ class DedupAgent(BatchAgent[DedupMetrics]):
         return frozenset([*topics, *self._sources])
 
     # ------------------------------------------------------------------ batch
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         """Plan a batch per table; its output and completion go to the pipeline.
 
         The next batch is planned while this one's acks are pending, against the table
@@ -177,7 +178,7 @@ class DedupAgent(BatchAgent[DedupMetrics]):
         for tp in revoked:
             self.metrics.positions.pop(tp, None)
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         """Recover the assigned partitions' tables from ``.unique`` before consuming."""
         recovery = self._recovery

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from onepipe.agents.dedup.metrics import DedupMetrics, WinnerHook
 from onepipe.agents.dedup.output import Built, await_acks, build_batches, send_batches
 from onepipe.agents.dedup.plan import PartitionWork
 from onepipe.tables.dedup.store import DedupStore, Entry, Winner
+from onepipe.tables.kafka.types import GroupConsumer
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class BatchPipeline:
         self._pending.clear()
 
     # ------------------------------------------------------------- completion
-    async def submit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+    async def submit(self, consumer: GroupConsumer, producer: AIOKafkaProducer,
                      works: list[tuple[PartitionWork, DedupStore]]) -> None:
         """Build the batch's output and chain its completion (module docstring).
 
@@ -110,7 +111,7 @@ class BatchPipeline:
         while len(self._completions) > _MAX_IN_FLIGHT:
             await self._completions[0].task  # bounded: back-pressure on the broker's acks
 
-    async def _complete(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+    async def _complete(self, consumer: GroupConsumer, producer: AIOKafkaProducer,
                         previous: _Completion | None,
                         works: list[tuple[PartitionWork, DedupStore]], built: list[Built],
                         handed: asyncio.Event) -> None:
@@ -195,7 +196,7 @@ def _with_pending(get_many: Callable[[list[bytes]], list[Winner | None]],
     return lookup
 
 
-async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+async def _commit(consumer: GroupConsumer, offsets: dict[TopicPartition, int]) -> None:
     if not offsets:
         return
     try:

@@ -46,6 +46,7 @@ from onepipe.schemas.topic_names import agent_group, changelog_topic
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.kafka.clients import KafkaClients
 from onepipe.tables.kafka.topics import ensure_topic
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
 from onepipe.tables.state import (
     MARKER_KEY,
@@ -147,7 +148,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
             if state is not None:
                 state.close()
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         """The agent's topics that are registered (with a changelog when stateful)."""
         wanted = set()
@@ -179,7 +180,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
                       self.changelog, count, self._root)
         return count == partitions
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         """Recover each assigned partition's store from the changelog, then seek to the
         next offset it has not applied (0 for a new agent: the topic from its start)."""
@@ -208,7 +209,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
             consumer.seek(tp, position.next_offset)
 
     # ------------------------------------------------------------------ batch
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> Batches:
+    async def _fetch(self, consumer: GroupConsumer) -> Batches:
         """Gather fetches until ``max_records`` or ``max_wait`` (getmany returns early)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.max_wait.total_seconds()
@@ -234,7 +235,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
                 count += len(records)
         return gathered
 
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         assignment = consumer.assignment()
         done: list[tuple[TopicPartition, Outcome, PartitionState | None]] = []
         for tp, records in batches.items():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from onepipe.agents.batch import BatchAgent, Batches
 from onepipe.agents.sink.rows import build_rows
@@ -34,6 +34,7 @@ from onepipe.sinks.db import (
 from onepipe.sinks.db.sql import POSITIONS
 from onepipe.sinks.formats.raw import typed_schema
 from onepipe.tables.kafka import KafkaClients, ensure_topic
+from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         finally:
             await self.database.stop()
 
-    async def _wanted(self, consumer: AIOKafkaConsumer, state: RegistryState
+    async def _wanted(self, consumer: GroupConsumer, state: RegistryState
                       ) -> frozenset[str]:
         """``<topic>.unique`` while the sink is declared and its table fits the schema."""
         meta = state.topics.get(self.topic)
@@ -201,7 +202,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         self.metrics.restarts += 1
         self._next.clear()
 
-    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
         """Seek each partition to the position committed in the database."""
         table = self._table
@@ -229,7 +230,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             self._next.pop(tp.partition, None)
 
     # ------------------------------------------------------------------ batch
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         self._check_positions(consumer)
         if not batches:
             return
@@ -283,7 +284,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             await self._commit(consumer, TopicPartition(unique_topic(self.topic), partition),
                                offset)
 
-    def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
+    def _check_positions(self, consumer: GroupConsumer) -> None:
         """A position beyond the log's end means the log is not the one the database
         followed (``.unique`` deleted and recreated, a broker that lost its log): stop and
         say so, never wait silently for offsets that will not come. It must hold for

@@ -26,8 +26,10 @@ SASL_SSL = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
 
 @contextlib.asynccontextmanager
 async def every_client(kafka: KafkaClients) -> AsyncIterator[dict[str, Any]]:
-    """One client of each kind (never started), closed afterwards."""
-    clients = {"producer": kafka.producer("p"), "group_consumer": kafka.group_consumer("g"),
+    """One aiokafka client of each kind (never started), closed afterwards (the librdkafka
+    group consumer's settings: tests/tables/kafka/test_rdkafka_consumer.py)."""
+    aio = dataclasses.replace(kafka, consumer_client="aiokafka")
+    clients = {"producer": kafka.producer("p"), "group_consumer": aio.group_consumer("g"),
                "reader": kafka.reader("r"), "admin": kafka.admin("a")}
     try:
         yield clients
