@@ -48,7 +48,20 @@ librdkafka's JoinGroup states ``max.poll.interval.ms`` (aiokafka's generous 300 
 as the rebalance timeout: on Apache Kafka a member that does not rejoin holds a rebalance
 up to that long, where aiokafka said ``rebalance_timeout`` (10 s) and was evicted sooner.
 
-FIGURES
+Why a thread of our own and not ``confluent_kafka.aio.AIOConsumer`` (2.16.2): both hop
+to a thread per call and run rebalance callbacks as loop coroutines while ``consume()``
+blocks, but AIOConsumer's API is async only (aiokafka's pause, seek, subscribe and
+unsubscribe are sync, called inside the agents' listeners and batches: each would become
+an awaited pool call), it serialises every call behind the one in flight (a commit waits
+out a whole ``consume(timeout)``; here a fetch polls in 50 ms slices and runs the calls
+queued between), and it hands over bare ``Message`` objects that the agents would still
+turn into records. Measured in six runs of ``bench/consume_ceilings.py 500000`` (200-byte
+records, 4 partitions, one tansu broker, two shared cores, load 0.9-3.0; BENCHMARKS.md):
+raw ``Consumer.consume(10000)`` 0.91-1.50M rec/s; this adapter's ``getmany`` 0.59-0.82M
+(0.48-0.83 of raw, median 0.58; 1.0-2.0x aiokafka's ``getmany``, 0.37-0.57M);
+``AIOConsumer.consume(10000)`` 0.61-1.53M with no records built. What the adapter adds
+to raw librdkafka is mostly grouping messages into records (0.5-0.7 us each, measured
+inside getmany; onepipe.tables.kafka.rdkafka_records).
 """
 
 from __future__ import annotations
@@ -275,8 +288,9 @@ class RdkafkaConsumer:
 
         Why: tansu keeps a member that sends LeaveGroup while it is in a join round as
         the round's leader for good - every later member waits in SyncGroup for an
-        assignment that never comes (measured: a group stalled for minutes, until the
-        broker restarted). aiokafka escapes it by finishing its round before it leaves.
+        assignment that never comes (measured: a new member rejoined every 8 s for the
+        whole 60 s deadline of the archive's handover test). aiokafka escapes it: it
+        finishes its round before it leaves, and leaves not at all from generation 0.
         Records fetched meanwhile are dropped: this member is leaving.
         """
         if not self._subscribed:
