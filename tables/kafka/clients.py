@@ -79,8 +79,11 @@ class KafkaClients:
     rebalance_timeout: float = 10.0
     #: TLS and SASL of every connection (PLAINTEXT by default).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    #: The client of :meth:`group_consumer`: librdkafka (the hot paths) or aiokafka.
-    consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
+    #: The client of :meth:`group_consumer`: aiokafka, or librdkafka. Not librdkafka by
+    #: default: measured, it did not speed up the archive, dedup or checksum agents (their
+    #: own per-record work bounds them) and it held 50-90 MiB more (BENCHMARKS.md, "Batch
+    #: consumers on librdkafka").
+    consumer_client: Literal["librdkafka", "aiokafka"] = "aiokafka"
 
     @property
     def servers(self) -> list[str]:

@@ -26,48 +26,31 @@ types - aiokafka ``TopicPartition`` keys, records that are aiokafka ``ConsumerRe
   round's leader for good, and the group never assigns again (every later member waits
   in SyncGroup). Stopping twice is harmless.
 
-Threading: one thread owns the handle and runs every call on it
-(onepipe.tables.kafka.rdkafka_thread), because confluent-kafka >= 2.16 serialises the
-calls on a handle: the sync calls (pause, resume, seek, subscribe) are queued and return
-at once, the async ones await their result, one ``call_soon_threadsafe`` per call - per
-``consume()`` batch for a fetch, never per record. librdkafka runs the rebalance callbacks
-on that thread inside ``consume()``; the callback runs the listener's coroutine on the
-event loop and the calls it makes meanwhile on the thread. Time in a callback does not
-count against ``max.poll.interval.ms`` (librdkafka is inside ``consume()``; measured: a
-12 s callback with a 6 s interval kept the assignment).
+Threading: one thread owns the handle and runs every call on it (rdkafka_thread:
+confluent-kafka >= 2.16 serialises the calls on a handle); sync calls (pause, resume,
+seek, subscribe) are queued and return at once, async ones await their result - one
+``call_soon_threadsafe`` per call, per ``consume()`` batch for a fetch, never per record.
+Rebalance callbacks run on that thread inside ``consume()`` and run the listener's
+coroutine on the loop (time in a callback does not count against
+``max.poll.interval.ms``: a 12 s callback with a 6 s interval kept the assignment).
 
-Eager, not cooperative, assignment: the dedup agent needs the range assignor (partition
-p of a topic and of its repartition topic on one member), which librdkafka cannot combine
-with cooperative-sticky; eager with aiokafka's assignor names (``roundrobin``, ``range``)
-lets aiokafka and librdkafka members share a group during a rolling upgrade; and the
-agents' revoke/assign contract (the listener sees every partition move) is the one their
-crash and rebalance tests prove. Cooperative would keep unmoved partitions flowing
-during a rebalance, which is rare next to the batches between.
+Eager, not cooperative: the dedup agent needs the range assignor (partition p of a topic
+and of its repartition topic on one member), which librdkafka cannot combine with
+cooperative-sticky; aiokafka's assignor names let both clients share a group during a
+rolling upgrade; and the agents' crash and rebalance tests prove the eager contract.
+JoinGroup states ``max.poll.interval.ms`` (300 s, as aiokafka's) as the rebalance
+timeout, where aiokafka said ``rebalance_timeout``.
 
-librdkafka's JoinGroup states ``max.poll.interval.ms`` (aiokafka's generous 300 s, kept)
-as the rebalance timeout: on Apache Kafka a member that does not rejoin holds a rebalance
-up to that long, where aiokafka said ``rebalance_timeout`` (10 s) and was evicted sooner.
-
-Why a thread of our own and not ``confluent_kafka.aio.AIOConsumer`` (2.16.2): both hop
-to a thread per call and run rebalance callbacks as loop coroutines while ``consume()``
-blocks, but AIOConsumer's API is async only (aiokafka's pause, seek, subscribe and
-unsubscribe are sync, called inside the agents' listeners and batches: each would become
-an awaited pool call), it serialises every call behind the one in flight (a commit waits
-out a whole ``consume(timeout)``; here a fetch polls in 50 ms slices and runs the calls
-queued between), and it hands over bare ``Message`` objects that the agents would still
-turn into records. Measured in six runs of ``bench/consume_ceilings.py 500000`` (200-byte
-records, 4 partitions, one tansu broker, two shared cores, load 0.9-3.0; BENCHMARKS.md):
-raw ``Consumer.consume(10000)`` 0.91-1.50M rec/s; this adapter's ``getmany`` 0.59-0.82M
-(0.48-0.83 of raw, median 0.58; 1.0-2.0x aiokafka's ``getmany``, 0.37-0.57M);
-``AIOConsumer.consume(10000)`` 0.61-1.53M with no records built. What the adapter adds
-to raw librdkafka is mostly grouping messages into records (0.5-0.7 us each, measured
-inside getmany; onepipe.tables.kafka.rdkafka_records).
+Not ``confluent_kafka.aio.AIOConsumer``: its API is async only (aiokafka's pause, seek,
+subscribe are sync, called inside the agents' listeners), it serialises every call behind
+a whole ``consume(timeout)``, and it hands over bare ``Message`` objects. Figures
+(``bench/consume_ceilings.py``: this adapter 0.48-0.83 of raw ``consume()``, 1.0-2.0x
+aiokafka's ``getmany``; building records 0.5-0.7 µs each) are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -77,6 +60,7 @@ import confluent_kafka
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError
 
+from onepipe.tables.kafka.rdkafka_rebalance import RebalanceCallbacks
 from onepipe.tables.kafka.rdkafka_records import Batches, group_batch, to_kafka_error
 from onepipe.tables.kafka.rdkafka_thread import HandleThread
 
@@ -90,7 +74,7 @@ _SLICE = 0.05
 _UNSUBSCRIBE_WAIT = 10.0
 
 
-class RdkafkaConsumer:
+class RdkafkaConsumer(RebalanceCallbacks):
     """A group member on librdkafka with aiokafka's API; see the module docstring."""
 
     def __init__(self, config: Mapping[str, Any], *, timeout: float = 30.0) -> None:
@@ -404,71 +388,6 @@ class RdkafkaConsumer:
             raise to_kafka_error(exc) from exc
         return {TopicPartition(c.topic, c.partition): c.offset for c in found}
 
-    @staticmethod
-    def _ctp(tp: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID
-             ) -> confluent_kafka.TopicPartition:
-        return confluent_kafka.TopicPartition(tp.topic, tp.partition, offset)
-
-    # ------------------------------------------- librdkafka's rebalance callbacks
-    def _on_assign(self, consumer: confluent_kafka.Consumer,
-                   partitions: list[confluent_kafka.TopicPartition]) -> None:
-        tps = {TopicPartition(p.topic, p.partition) for p in partitions}
-        self._rejoining = False
-        log.info("group %s assigned %s to this member", self._config.get("group.id"),
-                 _names(tps))
-        self._assigned, self._paused = frozenset(tps), frozenset()
-        self._assigning = dict.fromkeys(tps, confluent_kafka.OFFSET_STORED)
-        try:
-            self._call_listener("on_partitions_assigned", tps)
-        finally:
-            offsets, self._assigning = self._assigning, None
-            # Not assigned until the listener positioned them; the ones it left paused are
-            # paused before librdkafka's fetcher ever sees them unpaused.
-            consumer.assign([self._ctp(tp, offset) for tp, offset in offsets.items()])
-            paused = [self._ctp(tp) for tp in tps if tp in self._paused]
-            if paused:
-                consumer.pause(paused)
-            # librdkafka keeps a partition's pause across unassign and assign: one paused
-            # in an earlier assignment (a failed listener's) would never be fetched again.
-            resumed = [self._ctp(tp) for tp in tps if tp not in self._paused]
-            if resumed:
-                consumer.resume(resumed)
-
-    def _on_revoke(self, consumer: confluent_kafka.Consumer,
-                   partitions: list[confluent_kafka.TopicPartition]) -> None:
-        log.info("group %s revokes %s from this member%s", self._config.get("group.id"),
-                 _names(self._assigned), " (closing)" if self._closing else "")
-        try:
-            self._call_listener("on_partitions_revoked", set(self._assigned))
-        finally:
-            # Only now does librdkafka give them up: the listener made them durable first.
-            consumer.unassign()
-            self._rejoining = self._subscribed  # it joins again (unless it is leaving)
-            self._assigned, self._paused, self._highwaters = frozenset(), frozenset(), {}
-            self._positions.clear()
-
-    def _call_listener(self, method: str, tps: set[TopicPartition]) -> None:
-        """Run the listener's ``method`` on the event loop; serve its calls meanwhile."""
-        listener = self._listener
-        if listener is None or self._closing:
-            return
-        callback = getattr(listener, method)
-
-        async def call() -> None:
-            result = callback(tps)
-            if inspect.isawaitable(result):
-                await result
-
-        failure = self._thread_of().wait_for(call())
-        if failure is not None:
-            # aiokafka logs what a listener raises, too; the agents record their own.
-            log.error("%s of group %s failed for %s", method, self._config.get("group.id"),
-                      _names(tps), exc_info=failure)
-
     def _thread_of(self) -> HandleThread:
         assert self._thread is not None  # jobs run only on a started thread
         return self._thread
-
-
-def _names(tps: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "nothing"
