@@ -42,11 +42,11 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer  # noqa: E402
-from confluent_kafka import TopicPartition as CTopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
 import onepipe  # noqa: E402
 from bench.common import machine_facts  # noqa: E402
+from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
 from onepipe.agents.framework import AgentMetrics, AgentProcessor, AgentRunner, AgentSpec  # noqa: E402
 from onepipe.agents.framework.declare import declared  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -140,46 +140,6 @@ def produce(bootstrap: str, topic: str, schema_id: int, records: int, keys: int,
     if producer.flush(120):
         raise SystemExit("librdkafka did not deliver every record within 120 s")
     return kinds, total
-
-
-def librdkafka_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
-    """Seconds a raw librdkafka consumer takes to read every record (first fetch on)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{topic}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "fetch.max.bytes": 64 * 1024 * 1024})
-    try:
-        consumer.assign([CTopicPartition(topic, p, OFFSET_BEGINNING)
-                         for p in range(partitions)])
-        seen = 0
-        started = None
-        while seen < count:
-            messages = consumer.consume(num_messages=10_000, timeout=1.0)
-            if messages and started is None:
-                started = time.perf_counter()
-            seen += sum(1 for m in messages if m.error() is None)
-        return time.perf_counter() - (started or time.perf_counter())
-    finally:
-        consumer.close()
-
-
-async def aiokafka_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
-    """Seconds a raw aiokafka batch consumer takes to read every record."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=200,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen = 0
-        started = time.perf_counter()
-        while seen < count:
-            batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            seen += sum(len(b) for b in batches.values())
-        return time.perf_counter() - started
-    finally:
-        await consumer.stop()
 
 
 async def run_agent(runtime: Runtime, kind: str, count: int, kinds: Counter[str],
