@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from onepipe.tables.kafka import KafkaClients, ensure_topic
 from onepipe.tables.kafka.rdkafka_consumer import RdkafkaConsumer
 from onepipe.tables.kafka.rdkafka_records import RdkafkaRecord
 from onepipe.tables.kafka.security import KafkaSecurity
+from tests.fixtures.loop_watch import LoopWatch
 from tests.fixtures.services import kafka_for, unique, wait_for
 
 #: Seconds a group may take to (re)assign partitions on tansu (a join: ~half the session).
@@ -363,26 +363,17 @@ async def test_consuming_leaves_the_event_loop_free(
     started.append(c)
     c.subscribe([topic])
     await asyncio.wait_for(_first_batch(c), JOIN)
-    longest = 0.0
+    watch = LoopWatch()
 
-    async def tick() -> None:
-        nonlocal longest
-        last = time.perf_counter()
-        while True:
-            # The sampling period of the measurement, not a wait for a condition.
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            longest, last = max(longest, now - last), now
-
-    ticker = asyncio.create_task(tick())
-    began, count = time.perf_counter(), 0
-    try:
-        while count < 299_000:  # the first batch was read before the ticker started
+    async def consume_rest() -> int:
+        count = 0
+        while count < 299_000:  # the first batch was read before the watch started
             batches = await c.getmany(timeout_ms=500, max_records=5000)
             count += sum(map(len, batches.values()))
-    finally:
-        ticker.cancel()
-    took = time.perf_counter() - began
+        return count
+
+    count, took = await watch.during(consume_rest())
+    longest = watch.longest
     print(f"\n{count:,} records in {took:.2f} s; longest loop step {longest * 1000:.1f} ms")
     assert longest < took / 4, (longest, took)
 
