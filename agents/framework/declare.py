@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from onepipe.schemas.errors import ConfigError
@@ -58,6 +59,13 @@ class AgentSpec:
     def slug(self) -> str:
         """The name as Kafka topics and folders take it (see :func:`slug`)."""
         return slug(self.name)
+
+    def state_folder(self, data_dir: Path, topic: str | None = None,
+                     partition: int | None = None) -> Path:
+        """Where its state lives: ``<data_dir>/state/<slug>``, and the store of one input
+        partition in it, ``<topic>-<partition>``."""
+        folder = data_dir / "state" / self.slug
+        return folder if topic is None else folder / f"{topic}-{partition}"
 
     @property
     def stateful(self) -> bool:

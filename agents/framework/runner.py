@@ -83,7 +83,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
                          max_records=spec.max_records)
         self.spec = spec
         self.changelog = changelog_topic(app_id, spec.slug)
-        self._root = data_dir / "state" / spec.slug
+        self._data_dir = data_dir
         self._replication_factor = replication_factor
         self._publisher = Publisher(registry.state, None, produce_timeout,
                                     max_record_bytes=max_record_bytes)
@@ -177,7 +177,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
             log.error("%s does not read %s: it has %d partition(s) but the changelog %s "
                       "has %d; they must match (delete the changelog and the agent's "
                       "state folder %s to rebuild it)", self.name, topic, partitions,
-                      self.changelog, count, self._root)
+                      self.changelog, count, self.spec.state_folder(self._data_dir))
         return count == partitions
 
     async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
@@ -192,7 +192,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
         for tp in sorted(assigned):
             if tp in self.states:
                 continue
-            store = StateStore(self._root / f"{tp.topic}-{tp.partition}")
+            store = StateStore(self.spec.state_folder(self._data_dir, tp.topic, tp.partition))
             try:
                 position = await recover(reader, TopicPartition(self.changelog, tp.partition),
                                          store)

@@ -128,7 +128,7 @@ class AgentTest:
             return None
         found = self.states.get((topic, partition))
         if found is None:
-            store = StateStore(self.data_dir / "state" / self.spec.slug / f"{topic}-{partition}")
+            store = StateStore(self.spec.state_folder(self.data_dir, topic, partition))
             found = self.states[(topic, partition)] = PartitionState(
                 store, self.spec.tables, agent=self.spec.name)
         return found
