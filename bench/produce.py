@@ -62,7 +62,7 @@ import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
 
-from bench.ceilings import adapter_ceiling, aiokafka_ceiling, rdkafka_ceiling  # noqa: E402
+from bench.ceilings import aiokafka_ceiling, rdkafka_ceiling  # noqa: E402
 from bench.common import (  # noqa: E402
     ProcStat,
     Row,
@@ -80,12 +80,15 @@ from bench.common import (  # noqa: E402
     wait_groups_stable,
 )
 from onepipe.app.auth import add_token  # noqa: E402
+from onepipe.app.runtime import make_producer  # noqa: E402
 from onepipe.app.settings import Settings, load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
 from onepipe.schemas.errors import OnepipeError  # noqa: E402
+from onepipe.schemas.registry_state import RegistryState  # noqa: E402
 from onepipe.schemas.topic_names import archive_group  # noqa: E402
 from onepipe.schemas.validation import compile_converter  # noqa: E402
+from onepipe.sinks.publish.publisher import Publisher  # noqa: E402
 
 TOPIC = "widgets"
 CEILING_TOPIC = "bench-ceiling"
@@ -197,10 +200,23 @@ async def stage_budgets(settings: Settings, schema: Any, schema_id: int, key_fie
     for chunk in datums:
         [(key_encoder.encode(d), frame(schema_id, encode_body(schema, d))) for d in chunk]
     t_encode = time.process_time() - t
-    produce = adapter_ceiling if settings.kafka_client == "librdkafka" else aiokafka_ceiling
-    t = time.process_time()
-    await produce(settings.kafka, CEILING_TOPIC, encoded[:n], 1, settings.linger_ms)
-    t_produce = time.process_time() - t
+    # The worker's producer behind the Publisher, 500-record calls from 4 tasks: the
+    # endpoint's produce step exactly (send_many on librdkafka, send() on aiokafka).
+    producer = make_producer(settings, "bench-stage")
+    await producer.start()
+    try:
+        publisher = Publisher(RegistryState(), producer, timeout=60)
+        chunks = iter([encoded[i:i + CHUNK] for i in range(0, n, CHUNK)])
+
+        async def client() -> None:
+            for chunk in chunks:
+                await publisher.send_encoded(CEILING_TOPIC, chunk)
+
+        t = time.process_time()
+        await asyncio.gather(*(client() for _ in range(4)))
+        t_produce = time.process_time() - t
+    finally:
+        await producer.stop()
     return {"json_parse": 1e6 * t_json / n, "json_to_datum": 1e6 * t_convert / n,
             "avro_encode": 1e6 * t_encode / n, f"produce_{settings.kafka_client}":
             1e6 * t_produce / n}
@@ -338,6 +354,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", action="store_true",
                    help="run the worker with a tokens file; every request carries a publish "
                         "token (the auth gate's cost on the hot path)")
+    p.add_argument("--endpoint-only", action="store_true",
+                   help="run the worker without its agents (archive, dedup, checksums, "
+                        "sinks): a worker that only serves the endpoint, as a deployment "
+                        "that scales produce and agents apart runs it")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
@@ -580,7 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             services.start_broker()
             log(f"broker: tansu on {services.bootstrap} (pid {services.broker_pid})",
                 quiet=quiet)
-            worker = services.start_worker(_tokens(services.dir) if args.tokens else None)
+            env = _tokens(services.dir) if args.tokens else {}
+            if args.endpoint_only:
+                env.update({f"ONEPIPE_{name}_ENABLED": "false"
+                            for name in ("ARCHIVE", "DEDUP", "CHECKSUMS", "SINKS")})
+            worker = services.start_worker(env)
             log(f"worker: pid {worker.pid}, {worker.url}, healthy after "
                 f"{time.monotonic() - t:.1f}s; logs in {services.dir}", quiet=quiet)
             settle(worker.pid)
@@ -593,7 +617,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}\n(broker and worker stopped; --keep keeps their logs)",
               file=sys.stderr)
         return 2
-    print_results("onepipe produce benchmark (tansu, memory storage, one worker)", rows, facts,
+    worker_kind = "endpoint only, no agents" if args.endpoint_only else "with its agents"
+    print_results(f"onepipe produce benchmark (tansu, memory storage, one worker {worker_kind})",
+                  rows, facts,
                   extra, as_json=args.json, markdown=args.markdown)
     if not args.json:
         r = extra["record"]

@@ -199,6 +199,11 @@ class Publisher:
             # long as the broker is away, so a deadline on the acks alone let a request
             # to an unreachable broker hang for minutes.
             async with asyncio.timeout(self._timeout):
+                send_many = getattr(sender, "send_many", None)
+                if send_many is not None and headers is None and timestamps_ms is None:
+                    # librdkafka: one future for the call, no per-record coroutine.
+                    futures.append(await send_many(topic, encoded))
+                    return [Delivery(p, o, t) for p, o, t in await futures[0]]
                 if headers is None and timestamps_ms is None:
                     for i, (k, v) in enumerate(encoded, 1):
                         futures.append(await sender.send(topic, value=v, key=k))

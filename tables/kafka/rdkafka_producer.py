@@ -8,7 +8,10 @@ Contract (:class:`RdkafkaProducer`):
   ``partition``, ``offset``, ``timestamp``) once the broker acknowledged the record
   (``acks=all``), ``send_and_wait`` and ``partitions_for``. So the Publisher
   (onepipe.sinks.publish's ``RecordSender``), the registry, replay and readiness take
-  either client; :class:`onepipe.tables.kafka.clients.KafkaClients` builds both.
+  either client; :class:`onepipe.tables.kafka.clients.KafkaClients` builds both. Beyond
+  aiokafka: ``await send_many(topic, [(key, value), ...])``, one future for a whole call,
+  resolving to ``(partition, offset, timestamp)`` per record in order (the Publisher uses
+  it when the sender has it).
 - Errors are aiokafka's exception classes, so every caller's existing handling (and the
   HTTP mapping: 413 for a record too large, 503 with Retry-After for the rest) applies
   unchanged: ``MSG_SIZE_TOO_LARGE`` -> ``MessageSizeTooLargeError``; a record not
@@ -43,8 +46,8 @@ raw aiokafka                      86,197       0.12   5.67 / 6.81 ms
 cost is Python's, per record: the coroutine of ``send``, a future, the delivery callback
 and its metadata - 6.5-6.9 µs of CPU a record, send to ack, against aiokafka's 9.8-10.9 µs
 (bench/produce.py's stage figures, default GC thresholds; produce() itself is ~1.5 µs).
-A batch ``send_many`` (one coroutine and one future per request) is the next step if the
-endpoint needs more.
+So the endpoint's path is :meth:`RdkafkaProducer.send_many`: one future per request and
+one delivery callback per record, 2.7 µs a record in the same stage figure.
 
 AIOProducer (confluent-kafka 2.16; ``confluent_kafka.experimental.aio`` before 2.13)
 buffers sends in Python until 1,000 records or ``buffer_timeout`` (1 s) and serves
@@ -59,6 +62,7 @@ to the loop in one ``call_soon_threadsafe`` - one loop callback per poll, not pe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -66,13 +70,18 @@ from typing import Any
 
 import confluent_kafka
 from aiokafka.errors import (
-    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    MessageSizeTooLargeError,
     ProducerClosed,
 )
 from confluent_kafka.admin import ClusterMetadata
+
+from onepipe.tables.kafka.rdkafka_reports import (
+    BatchReports,
+    RecordMetadata,
+    Report,
+    to_aiokafka_error,
+)
 
 __all__ = ["RdkafkaProducer", "RecordMetadata", "to_aiokafka_error"]
 
@@ -82,45 +91,6 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.1
 #: Most delivery reports settled in one step of the event loop.
 _HANDOVER = 2_000
-
-_KE = confluent_kafka.KafkaError
-_TIMEOUTS = {_KE._MSG_TIMED_OUT, _KE._TIMED_OUT, _KE.REQUEST_TIMED_OUT}
-_UNREACHABLE = {_KE._TRANSPORT, _KE._ALL_BROKERS_DOWN, _KE._RESOLVE, _KE.NETWORK_EXCEPTION}
-_TOO_LARGE = {_KE.MSG_SIZE_TOO_LARGE, _KE.RECORD_LIST_TOO_LARGE}
-
-
-class RecordMetadata:
-    """Where one record landed (the fields of aiokafka's RecordMetadata onepipe reads)."""
-
-    __slots__ = ("offset", "partition", "timestamp", "topic")
-
-    def __init__(self, topic: str, partition: int, offset: int, timestamp: int | None) -> None:
-        #: Topic, partition and offset of the record.
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        #: Epoch ms as the broker stored it; None when the broker reported none.
-        self.timestamp = timestamp
-
-    def __repr__(self) -> str:
-        return f"RecordMetadata({self.topic}[{self.partition}]@{self.offset})"
-
-
-def to_aiokafka_error(error: confluent_kafka.KafkaError) -> KafkaError:
-    """librdkafka's error as the aiokafka exception the rest of onepipe handles."""
-    code, text = error.code(), f"{error.name()}: {error.str()} (librdkafka)"
-    if code in _TOO_LARGE:
-        return MessageSizeTooLargeError(text)
-    if code in _TIMEOUTS:
-        return KafkaTimeoutError(text)
-    if code in _UNREACHABLE:
-        return KafkaConnectionError(text)
-    return KafkaError(text)
-
-
-_Report = tuple["asyncio.Future[RecordMetadata]", "confluent_kafka.KafkaError | None",
-                "RecordMetadata | None"]
-
 
 class RdkafkaProducer:
     """An asyncio producer on librdkafka; see the module docstring."""
@@ -135,9 +105,9 @@ class RdkafkaProducer:
         self._running = False
         self._closed = False
         # Delivery reports of the poll in progress; appended to inside poll() only.
-        self._reports: list[_Report] = []
+        self._reports: list[Report] = []
         # Futures not yet settled: stop() fails whatever librdkafka never reported.
-        self._pending: set[asyncio.Future[RecordMetadata]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
         # Woken by the next reports (a send waiting for room) / when nothing is pending.
         self._room: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -270,6 +240,48 @@ class RdkafkaProducer:
                 raise to_aiokafka_error(exc.args[0]) from exc
             return
 
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]],
+    ) -> asyncio.Future[list[tuple[int, int, int | None]]]:
+        """Enqueue ``(key, value)`` records; one future for all of them.
+
+        It resolves to ``(partition, offset, timestamp)`` per record, in the order given,
+        once the broker acknowledged every one, or fails with the first error (records
+        after a failed one may still be written; the caller retries, dedup absorbs it).
+        Why beside :meth:`send`: a future, a coroutine and a metadata object per record
+        cost the produce endpoint more than librdkafka's ``produce()`` itself (measured in
+        BENCHMARKS.md, "Produce endpoint"); here a record costs one ``produce()`` and one
+        delivery callback.
+        """
+        producer = self._producer
+        if producer is None or self._closed:
+            raise ProducerClosed
+        if self._fatal is not None:
+            raise self._fatal
+        assert self._loop is not None
+        future: asyncio.Future[list[tuple[int, int, int | None]]] = self._loop.create_future()
+        if not records:
+            future.set_result([])
+            return future
+        done = BatchReports(future, len(records), self._reports.append)
+        produce, on_delivery = producer.produce, done.delivered
+        self._pending.add(future)
+        for i, (key, value) in enumerate(records):
+            try:
+                produce(topic, value, key, on_delivery=functools.partial(on_delivery, i))
+            except BufferError:
+                await self._produce_when_room(topic, value, key, None, None, None,
+                                              functools.partial(on_delivery, i))
+            except confluent_kafka.KafkaException as exc:
+                # The records before it are enqueued; their reports count down a batch
+                # that can no longer complete (nothing is handed over for it).
+                self._pending.discard(future)
+                future.cancel()
+                raise to_aiokafka_error(exc.args[0]) from exc
+            if not (i + 1) % _HANDOVER:
+                await asyncio.sleep(0)  # a 60,000-record request: the loop turns meanwhile
+        return future
+
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None,
         partition: int | None = None, timestamp_ms: int | None = None,
@@ -326,17 +338,17 @@ class RdkafkaProducer:
                 except RuntimeError:  # the loop closed under a leaked producer
                     return
 
-    def _resolve(self, reports: list[_Report]) -> None:
+    def _resolve(self, reports: list[Report]) -> None:
         """On the loop: settle one poll's futures."""
         pending = self._pending
         for future, error, metadata in reports:
             pending.discard(future)
             if future.done():  # cancelled by a caller that gave up
                 continue
-            if metadata is not None:
-                future.set_result(metadata)
-            elif error is not None:
+            if error is not None:
                 future.set_exception(to_aiokafka_error(error))
+            elif metadata is not None:
+                future.set_result(metadata)
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
         if not pending and self._drained is not None and not self._drained.done():

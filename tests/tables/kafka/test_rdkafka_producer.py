@@ -66,6 +66,38 @@ async def test_records_land_where_the_futures_say(broker: str,
         assert meta.topic == topic and meta.timestamp == record.timestamp
 
 
+async def test_send_many_reports_each_record_where_it_landed(
+        broker: str, producer: RdkafkaProducer) -> None:
+    """The endpoint's path: one future for a request, one (partition, offset, timestamp)
+    per record in the order sent."""
+    topic = await topic_on(broker, 3)
+    records = [(f"k{i % 7}".encode(), f"v{i}".encode()) for i in range(3_000)]
+    landed = await (await producer.send_many(topic, records))
+    by_place = {(r.partition, r.offset): r for r in await read_all(broker, topic)}
+    assert len(landed) == len(by_place) == 3_000
+    for (key, value), (partition, offset, stamp) in zip(records, landed, strict=True):
+        record = by_place[(partition, offset)]
+        assert (record.key, record.value, record.timestamp) == (key, value, stamp)
+    assert await (await producer.send_many(topic, [])) == []
+
+
+async def test_send_many_with_a_record_too_large_fails_and_leaves_nothing_pending(
+        broker: str) -> None:
+    producer = kafka_for(broker).rdkafka_producer(
+        "test-many-too-large", batch_bytes=1_000, overrides={"message.max.bytes": 1_000})
+    await producer.start()
+    try:
+        topic = await topic_on(broker, 2)
+        with pytest.raises(MessageSizeTooLargeError):
+            await producer.send_many(topic, [(b"a", b"x"), (b"b", b"x" * 2_000), (b"c", b"x")])
+        # The producer goes on, and a flush (as at stop) does not wait for the failed call.
+        [(_, offset, _)] = await (await producer.send_many(topic, [(b"a", b"y")]))
+        assert offset >= 1  # after the first record of the failed call, which was sent
+        assert not producer._pending
+    finally:
+        await producer.stop()
+
+
 async def test_a_key_lands_where_aiokafka_puts_it(broker: str,
                                                   producer: RdkafkaProducer) -> None:
     """Java's murmur2, as aiokafka: every version of a key in one partition, whichever
