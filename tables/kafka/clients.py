@@ -157,7 +157,13 @@ class KafkaClients:
             "rebalance_timeout_ms": int(self.rebalance_timeout * 1000),
             "heartbeat_interval_ms": int(min(3.0, self.session_timeout / 3) * 1000),
             "max_poll_interval_ms": 300_000,
+            # A member tailing a topic fetches at most every fetch_max_wait_ms unless 256 KiB
+            # are ready: with 1 byte (the default) every record produced woke every tailing
+            # agent, one fetch, one tiny batch and one commit each. Measured with the
+            # produce bench's single-record phase (one worker, its agents tailing): 1,401
+            # -> 3,022 req/s, fixed-rate p99 152 -> 39 ms; the broker's CPU 87% -> 56%.
             "fetch_max_wait_ms": 200,
+            "fetch_min_bytes": 256 * 1024,
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
         }
         options.update(overrides)
@@ -195,6 +201,7 @@ _RDKAFKA_NAMES = {
     "heartbeat_interval_ms": "heartbeat.interval.ms",
     "max_poll_interval_ms": "max.poll.interval.ms", "fetch_max_wait_ms": "fetch.wait.max.ms",
     "max_partition_fetch_bytes": "max.partition.fetch.bytes",
+    "fetch_min_bytes": "fetch.min.bytes",
 }
 
 
