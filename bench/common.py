@@ -361,7 +361,8 @@ class ProcStat:
     named pids): other load on a shared machine shows up there instead of as noise.
     """
 
-    pids: dict[str, int | None]
+    #: Name -> pid, or several pids counted together (the workers of a scale-out run).
+    pids: Mapping[str, int | Sequence[int] | None]
     wall: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     other_seconds: float = 0.0
@@ -370,9 +371,11 @@ class ProcStat:
     _machine: tuple[float, float] = (0.0, 0.0)
     _t0: float = 0.0
 
-    def _cpu(self, name: str, pid: int | None) -> float:
+    def _cpu(self, name: str, pid: int | Sequence[int] | None) -> float:
         if pid is None:
             return 0.0
+        if not isinstance(pid, int):
+            return sum(self._cpu(name, p) for p in pid)
         if pid == os.getpid():
             return time.process_time()  # not tree_cpu: the broker and workers are children
         return tree_cpu(pid)

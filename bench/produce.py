@@ -222,43 +222,47 @@ async def stage_budgets(settings: Settings, schema: Any, schema_id: int, key_fie
             1e6 * t_produce / n}
 
 
-async def run_batched(url: str, bodies: Sequence[bytes], clients: int) -> tuple[float, int]:
-    """Seconds to POST every body with ``clients`` concurrent connections; (secs, errors)."""
+async def run_batched(urls: Sequence[str], bodies: Sequence[bytes], clients: int
+                      ) -> tuple[float, int]:
+    """Seconds to POST every body with ``clients`` concurrent connections, client i to
+    worker i mod N; (secs, errors)."""
     connector = aiohttp.TCPConnector(limit=clients)
     errors = 0
     async with aiohttp.ClientSession(connector=connector) as session:
-        async def post(body: bytes) -> None:
+        async def post(body: bytes, url: str = urls[0]) -> None:
             nonlocal errors
             async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
                 await resp.read()
                 if resp.status != 200:
                     errors += 1
 
-        await asyncio.gather(*(post(bodies[0]) for _ in range(clients)))  # open connections
+        await asyncio.gather(*(post(bodies[0], urls[i % len(urls)])  # open connections
+                               for i in range(clients)))
         it = iter(bodies)
 
-        async def client() -> None:
+        async def client(url: str) -> None:
             for body in it:
-                await post(body)
+                await post(body, url)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(urls[i % len(urls)]) for i in range(clients)))
         return time.perf_counter() - t0, errors
 
 
-async def run_closed(url: str, bodies: Sequence[bytes], connections: int,
+async def run_closed(urls: Sequence[str], bodies: Sequence[bytes], connections: int,
                      duration: float) -> tuple[float, list[float], int, tuple[float, float]]:
     """Closed loop for ``duration`` s: (elapsed, latencies in s, errors, trend).
 
     ``trend`` is (req/s in the first third, req/s in the last third): a falling rate means
     something slows down as data accumulates (on tansu: the broker, see BENCHMARKS.md).
+    Connection c posts to worker c mod N.
     """
     connector = aiohttp.TCPConnector(limit=connections)
     latencies: list[float] = []
     done_at: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=connector) as session:
-        async def post(body: bytes) -> None:
+        async def post(body: bytes, url: str) -> None:
             nonlocal errors
             t = time.perf_counter()
             async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
@@ -270,7 +274,8 @@ async def run_closed(url: str, bodies: Sequence[bytes], connections: int,
             done_at.append(now)
 
         # Warm up: open every connection and let the worker's producer find its batches.
-        await asyncio.gather(*(post(bodies[i % len(bodies)]) for i in range(connections * 4)))
+        await asyncio.gather(*(post(bodies[i % len(bodies)], urls[i % len(urls)])
+                               for i in range(connections * 4)))
         latencies.clear()
         done_at.clear()
         counter = iter(range(10**12))
@@ -278,11 +283,11 @@ async def run_closed(url: str, bodies: Sequence[bytes], connections: int,
         t0 = time.perf_counter()
         end = t0 + duration
 
-        async def client() -> None:
+        async def client(url: str) -> None:
             while time.perf_counter() < end:
-                await post(bodies[next(counter) % n])
+                await post(bodies[next(counter) % n], url)
 
-        await asyncio.gather(*(client() for _ in range(connections)))
+        await asyncio.gather(*(client(urls[c % len(urls)]) for c in range(connections)))
         elapsed = time.perf_counter() - t0
         third = elapsed / 3
         first = sum(1 for t in done_at if t > t0 and t <= t0 + third) / third
@@ -290,12 +295,13 @@ async def run_closed(url: str, bodies: Sequence[bytes], connections: int,
         return elapsed, latencies, errors, (first, last)
 
 
-async def run_open(url: str, bodies: Sequence[bytes], rate: float, duration: float,
+async def run_open(urls: Sequence[str], bodies: Sequence[bytes], rate: float, duration: float,
                    connections: int) -> tuple[float, list[float], int, float]:
     """Open loop at ``rate`` req/s: (elapsed, latencies from scheduled time, errors, lag).
 
     ``lag`` is the largest delay between a request's scheduled time and the moment the
-    scheduler created it: a large value means the client itself fell behind.
+    scheduler created it: a large value means the client itself fell behind. Request i
+    goes to worker i mod N.
     """
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=connections)
@@ -303,7 +309,7 @@ async def run_open(url: str, bodies: Sequence[bytes], rate: float, duration: flo
     errors = 0
     max_lag = 0.0
     async with aiohttp.ClientSession(connector=connector) as session:
-        async def post(body: bytes, scheduled: float) -> None:
+        async def post(body: bytes, scheduled: float, url: str) -> None:
             nonlocal errors
             try:
                 async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
@@ -314,7 +320,8 @@ async def run_open(url: str, bodies: Sequence[bytes], rate: float, duration: flo
                 errors += 1
             latencies.append(loop.time() - scheduled)
 
-        await asyncio.gather(*(post(bodies[i], loop.time()) for i in range(min(8, connections))))
+        await asyncio.gather(*(post(bodies[i], loop.time(), urls[i % len(urls)])
+                               for i in range(min(8, connections))))
         latencies.clear()
         total = int(rate * duration)
         n = len(bodies)
@@ -329,7 +336,8 @@ async def run_open(url: str, bodies: Sequence[bytes], rate: float, duration: flo
                 max_lag = max(max_lag, -delay)
                 if i % 16 == 0:
                     await asyncio.sleep(0)  # behind schedule: still let responses run
-            tasks.append(asyncio.ensure_future(post(bodies[i % n], scheduled)))
+            tasks.append(asyncio.ensure_future(post(bodies[i % n], scheduled,
+                                                    urls[i % len(urls)])))
         await asyncio.gather(*tasks)
         return loop.time() - t0, latencies, errors, max_lag
 
@@ -358,6 +366,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="run the worker without its agents (archive, dedup, checksums, "
                         "sinks): a worker that only serves the endpoint, as a deployment "
                         "that scales produce and agents apart runs it")
+    p.add_argument("--workers", type=int, default=1,
+                   help="workers on the broker; clients and connections spread over them "
+                        "(as a load balancer would): how the endpoint scales out")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
@@ -373,10 +384,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def bench(args: argparse.Namespace, services: Services, worker: Worker,
+async def bench(args: argparse.Namespace, services: Services, workers: Sequence[Worker],
                 extra: dict[str, Any]) -> list[Row]:
     quiet = args.json
-    pids = {"bench": os.getpid(), "worker": worker.pid, "broker": services.broker_pid}
+    worker = workers[0]
+    pids: dict[str, int | Sequence[int] | None] = {
+        "bench": os.getpid(), "worker": [w.pid for w in workers],
+        "broker": services.broker_pid}
     settings = settings_like_worker(worker)
     latest = await get_json(f"{worker.url}/subjects/{TOPIC}-value/versions/latest")
     meta = await get_json(f"{worker.url}/topics/{TOPIC}/metadata")
@@ -416,15 +430,16 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
     # endpoint latency. Freeze them out of the collector's sight.
     gc.collect()
     gc.freeze()
-    url = f"{worker.url}/topics/{TOPIC}/records"
+    url = [f"{w.url}/topics/{TOPIC}/records" for w in workers]
     phases: dict[str, Any] = {}
     extra["phases"] = phases
 
     def quiesce() -> float:
         """Before a phase: the worker idle (agents caught up), then optionally the machine."""
-        waited = settle(worker.pid)
+        waited = max(settle(w.pid) for w in workers)
         if args.wait_idle > 0:
-            wait_for_idle(args.wait_idle, exclude=[p for p in pids.values() if p])
+            wait_for_idle(args.wait_idle, exclude=[os.getpid(), services.broker_pid or 0,
+                                                   *(w.pid for w in workers)])
         return waited
 
     # Run order: the latency phases first, then the bulk ones. tansu's memory storage gets
@@ -527,7 +542,7 @@ async def bench(args: argparse.Namespace, services: Services, worker: Worker,
     log("   CPU per record: " + ", ".join(f"{k} {v:.2f} µs" for k, v in budgets.items()),
         quiet=quiet)
 
-    _, rss, hwm = read_proc(worker.pid)
+    _, rss, hwm = read_proc(worker.pid)  # the first worker's
     pool = [read_proc(p) for p in descendants(worker.pid)]
     pool_rss = sum(r[1] for r in pool)
     extra["worker_rss_mib"] = {"now": round(rss), "peak": round(hwm),
@@ -604,11 +619,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.endpoint_only:
                 env.update({f"ONEPIPE_{name}_ENABLED": "false"
                             for name in ("ARCHIVE", "DEDUP", "CHECKSUMS", "SINKS")})
-            worker = services.start_worker(env)
-            log(f"worker: pid {worker.pid}, {worker.url}, healthy after "
-                f"{time.monotonic() - t:.1f}s; logs in {services.dir}", quiet=quiet)
-            settle(worker.pid)
-            rows = asyncio.run(bench(args, services, worker, extra))
+            workers = []
+            for _ in range(args.workers):  # one after the other: each joins the groups
+                worker = services.start_worker(env)
+                log(f"worker: pid {worker.pid}, {worker.url}, healthy after "
+                    f"{time.monotonic() - t:.1f}s; logs in {services.dir}", quiet=quiet)
+                workers.append(worker)
+            for worker in workers:
+                settle(worker.pid)
+            rows = asyncio.run(bench(args, services, workers, extra))
     except KeyboardInterrupt:
         print("interrupted; broker and worker stopped", file=sys.stderr)
         return 130
@@ -617,8 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}\n(broker and worker stopped; --keep keeps their logs)",
               file=sys.stderr)
         return 2
-    worker_kind = "endpoint only, no agents" if args.endpoint_only else "with its agents"
-    print_results(f"onepipe produce benchmark (tansu, memory storage, one worker {worker_kind})",
+    kind = "endpoint only, no agents" if args.endpoint_only else "with its agents"
+    count = "one worker" if args.workers == 1 else f"{args.workers} workers"
+    print_results(f"onepipe produce benchmark (tansu, memory storage, {count} {kind})",
                   rows, facts,
                   extra, as_json=args.json, markdown=args.markdown)
     if not args.json:
