@@ -19,6 +19,8 @@ Contract:
     onepipe_archive_stalled_partitions                         partitions not archived
     onepipe_archive_partition_stalled{topic,partition}         1 per such partition
     onepipe_agent_*_total{agent}                               developers' agents' counters
+    onepipe_event_loop_lag_seconds (histogram), onepipe_event_loop_lag_max_seconds
+                                                               (onepipe.app.web.loop_lag)
 
 - Another agent plugs in with one line at start-up, e.g. the dedup agent::
 

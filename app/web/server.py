@@ -15,6 +15,7 @@ from onepipe.app.auth import GATE, AuthGate, announce, auth_middleware, check_ex
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.health import add_health_routes
 from onepipe.app.web.http import CTX, error_middleware
+from onepipe.app.web.loop_lag import LoopLag
 from onepipe.app.web.metrics import add_metrics_routes
 from onepipe.app.web.openapi import add_openapi_routes
 from onepipe.app.web.produce import add_produce_routes
@@ -57,6 +58,9 @@ class WebServer:
         self._ctx = ctx
         self._runner: web.AppRunner | None = None
         self.port: int = ctx.settings.web_port
+        #: onepipe_event_loop_lag_* in /metrics: how long the worker's loop was held.
+        self.loop_lag = LoopLag()
+        ctx.metric_sources.append(self.loop_lag)
 
     async def start(self) -> None:
         settings = self._ctx.settings
@@ -77,8 +81,10 @@ class WebServer:
             self.port = int(address[1])
             break
         log.info("HTTP API on http://%s:%d", self._ctx.settings.web_host, self.port)
+        self.loop_lag.start()
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

@@ -7,6 +7,7 @@ agent drains a topic while its lag monitor samples it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,3 +296,27 @@ async def test_metrics_and_health_show_the_dedup_agents_counters(
     assert health == expected
     for name, value in expected.items():
         assert values[(f"onepipe_dedup_{name}_total", frozenset())] == value, name
+
+
+async def test_metrics_show_how_long_the_event_loop_was_held(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A step that holds the worker's loop (here a blocking call of 0.5 s, the stimulus)
+    is counted in onepipe_event_loop_lag_seconds above 0.25 s and sets the max gauge: the
+    sample asleep meanwhile wakes 0.4-0.5 s late (it sleeps 0.1 s)."""
+    settings = make_settings(registry_topic=unique("_reg"), app_id=unique("lag"))
+    async with Runtime(settings) as runtime, aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{runtime.web.port}") as http:
+        lag = runtime.web.loop_lag
+        await wait_for(lambda: lag.samples >= 2, what="two loop-lag samples")
+        before = lag.samples
+        time.sleep(0.5)  # noqa: ASYNC251 - holding the loop is what is measured
+        await wait_for(lambda: lag.samples > before + 1, what="the next loop-lag samples")
+        async with http.get("/metrics") as resp:
+            values = samples(await resp.text())
+    held = {le: v for (name, labels), v in values.items()
+            if name == "onepipe_event_loop_lag_seconds_bucket"
+            for key, le in labels if key == "le"}
+    assert held["+Inf"] - held["0.25"] >= 1  # the held step, in the bucket above 0.25 s
+    assert held["0.25"] >= 1  # the ordinary samples, far below
+    assert values[("onepipe_event_loop_lag_max_seconds", frozenset())] >= 0.4
