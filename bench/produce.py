@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import sys
 import time
@@ -63,6 +64,7 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.ceilings import aiokafka_ceiling, rdkafka_ceiling  # noqa: E402
 from bench.common import (  # noqa: E402
@@ -267,6 +269,31 @@ class HealthProbe:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+async def loop_lag_buckets(worker_url: str) -> dict[float, float]:
+    """The worker's onepipe_event_loop_lag_seconds buckets (upper bound -> cumulative)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{worker_url}/metrics") as r:
+        text = await r.text()
+    return {float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "onepipe_event_loop_lag_seconds"
+            for sample in family.samples if sample.name.endswith("_bucket")}
+
+
+def loop_lag_between(before: dict[float, float], after: dict[float, float]) -> str:
+    """What the worker's loop-lag samples of one phase say: how many waited > 25 ms, and
+    the bucket of the worst."""
+    if not after:
+        return "loop lag: not exported"
+    new = {le: after[le] - before.get(le, 0.0) for le in after}
+    total = new[math.inf]
+    if not total:
+        return "loop lag: no sample"
+    over = total - max((v for le, v in new.items() if le <= 0.025), default=0.0)
+    worst = min(le for le, v in new.items() if v == total)
+    return (f"loop lag: {over:.0f} of {total:.0f} samples > 25 ms, worst "
+            f"{'> 2.5 s' if worst == math.inf else f'<= {worst * 1000:.0f} ms'}")
 
 
 async def run_batched(urls: Sequence[str], bodies: Sequence[bytes], clients: int
@@ -509,9 +536,11 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
 
     # ---- 4. fixed offered rate (open loop)
     quiesce()
+    held = await loop_lag_buckets(worker.url)
     with ProcStat(pids) as st:
         secs, lat, errs, lag = await run_open(url, single_bodies, args.rate, args.duration,
                                               connections=64)
+    held_fixed = loop_lag_between(held, await loop_lag_buckets(worker.url))
     f50, f99 = ms(percentile(lat, 50)), ms(percentile(lat, 99))
     fmax = ms(max(lat)) if lat else float("nan")
     achieved = len(lat) / secs
@@ -520,13 +549,15 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
                        "max_ms": round(fmax, 2), "errors": errs,
                        "client_max_lag_ms": round(ms(lag), 2), "cpu_pct": cpu_json(st)}
     log(f"4. fixed {args.rate:.0f} req/s: p50 {f50:.1f} ms, p99 {f99:.1f} ms, max {fmax:.1f} ms, "
-        f"client lag max {ms(lag):.1f} ms ({st.brief()})", quiet=quiet)
+        f"client lag max {ms(lag):.1f} ms ({st.brief()}); {held_fixed}", quiet=quiet)
 
     # ---- 3. single-record max rate (closed loop)
     quiesce()
+    held = await loop_lag_buckets(worker.url)
     with ProcStat(pids) as st:
         secs, lat, s_errs, trend = await run_closed(url, single_bodies, args.connections,
                                                     args.duration)
+    held_single = loop_lag_between(held, await loop_lag_buckets(worker.url))
     single_rps = len(lat) / secs
     s50, s99 = ms(percentile(lat, 50)), ms(percentile(lat, 99))
     phases["single"] = {"seconds": round(secs, 3), "requests": len(lat),
@@ -537,7 +568,7 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
                         "req_per_s_last_third": round(trend[1])}
     log(f"3. single, {args.connections} connections: {single_rps:,.0f} req/s (first third "
         f"{trend[0]:,.0f}, last third {trend[1]:,.0f}), p50 {s50:.1f} ms, p99 {s99:.1f} ms "
-        f"({st.brief()})", quiet=quiet)
+        f"({st.brief()}); {held_single}", quiet=quiet)
 
     # ---- 1. ceilings, 2. batched, 1. ceilings again
     async def ceiling(kind: str, conc: int, label: str) -> float:
@@ -557,15 +588,17 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
         await ceiling("aiokafka", conc, f"ceiling_aiokafka_c{conc}")
 
     quiesce()
+    held = await loop_lag_buckets(worker.url)
     with ProcStat(pids) as st:
         async with HealthProbe(f"{worker.url}/health") as health:
             secs, b_errs = await run_batched(url, batch_bodies, args.clients)
+    held_batched = loop_lag_between(held, await loop_lag_buckets(worker.url))
     batched_rps = n_records / secs
     phases["batched"] = {"seconds": round(secs, 3), "records_per_s": round(batched_rps),
                          "errors": b_errs, "clients": args.clients, "cpu_pct": cpu_json(st),
                          "health_ms": health.summary()}
     log(f"2. batched, {args.clients} clients x {CHUNK} records: {batched_rps:,.0f} rec/s "
-        f"({st.brief()}); /health {health.brief()}", quiet=quiet)
+        f"({st.brief()}); /health {health.brief()}; {held_batched}", quiet=quiet)
 
     def best(kind: str) -> str:
         return max((k for k in phases if k.startswith(f"ceiling_{kind}")),
@@ -625,7 +658,7 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
         Row("   /health under that load", f"max {health.longest * 1000:.0f} ms",
             f"<= {TARGET_HEALTH_MS:.0f} ms", health.longest * 1000 <= TARGET_HEALTH_MS,
             f"{health.brief()} (a GET every {HealthProbe.PERIOD * 1000:.0f} ms on its own "
-            "connection)"),
+            f"connection); worker {held_batched}"),
         Row("   CPU µs/record", " / ".join(f"{v:.1f}" for v in budgets.values()),
             note=" / ".join(budgets) + " (bench process, same records)"),
         Row("3. single-record, max", f"{single_rps:,.0f} req/s", f">= {TARGET_SINGLE_RPS:,.0f}",
