@@ -72,10 +72,13 @@ async def read_json(
         raise _too_large(request.content_length, max_bytes)
     read_seconds = request.app[CTX].settings.request_read_seconds
     try:
-        # Bounded, so a client trickling its body (slowloris) cannot hold a connection
-        # and a handler for longer than a legitimate upload takes.
-        async with asyncio.timeout(read_seconds):
+        if request.content.is_eof():  # all there already (most requests): no timer to arm
             raw = await request.read()
+        else:
+            # Bounded, so a client trickling its body (slowloris) cannot hold a connection
+            # and a handler for longer than a legitimate upload takes.
+            async with asyncio.timeout(read_seconds):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise _too_large(None, max_bytes) from exc
     except TimeoutError:
