@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import neg
+from itertools import compress, repeat
+from operator import is_not, neg
 from typing import Any
 
 from onepipe.schemas.errors import CodecError
@@ -94,8 +94,11 @@ def fold(rule: MergeRule, keys: Sequence[bytes], ranks: Sequence[Rank],
          current: dict[bytes, Winner | Entry | None]) -> FoldResult:
     """Fold versions ``i`` (``keys[i]``, ``ranks[i]``) in order into ``current``.
 
-    ``current`` holds the stored winner of every key in ``keys`` (None if none).
+    ``current`` holds the stored winner of every key in ``keys`` (None if none), and
+    no other key.
     """
+    if len(current) == len(keys):  # then every key occurs once
+        return _fold_distinct(rule, keys, ranks, current)
     result = FoldResult(current=current)
     best: dict[bytes, Rank | None] = {k: (w[0] if w is not None else None)
                                       for k, w in current.items()}
@@ -115,4 +118,28 @@ def fold(rule: MergeRule, keys: Sequence[bytes], ranks: Sequence[Rank],
         else:
             losers += 1
     result.duplicates, result.losers, result.superseded = duplicates, losers, superseded
+    return result
+
+
+def _fold_distinct(rule: MergeRule, keys: Sequence[bytes], ranks: Sequence[Rank],
+                   current: dict[bytes, Winner | Entry | None]) -> FoldResult:
+    """:func:`fold` of a batch where every key occurs once (the common case: a re-sent
+    version rarely shares a fetch with its original), with the same result.
+
+    A new key's version always wins, so only versions of keys with a stored winner are
+    compared (one Python step each); the rest is C-level, in batch order.
+    """
+    result = FoldResult(current=current)
+    chosen = result.chosen = dict(zip(keys, range(len(keys)), strict=True))
+    held = list(map(current.__getitem__, keys))
+    wins = rule.wins
+    for i in compress(range(len(keys)), map(is_not, held, repeat(None))):
+        rank, stored = ranks[i], held[i][0]  # type: ignore[index]  # compress: not None
+        if wins(rank, stored):
+            continue
+        del chosen[keys[i]]
+        if rank == stored:
+            result.duplicates += 1
+        else:
+            result.losers += 1
     return result

@@ -50,6 +50,31 @@ def test_batching_does_not_change_the_outcome(items: list[tuple[bytes, int]], cu
     assert run([range(len(items))]) == run([range(split), range(split, len(items))])
 
 
+@given(st.lists(st.tuples(st.integers(0, 5), st.one_of(st.none(), st.integers(0, 5))),
+                max_size=40))
+def test_a_batch_of_distinct_keys_folds_as_version_by_version(
+        items: list[tuple[int, int | None]]) -> None:
+    """The distinct-keys path (one comparison per stored winner) gives the counts and the
+    chosen indices, in batch order, of the version-by-version walk."""
+    keys = [b"k%d" % i for i in range(len(items))]
+    ranks = [RULE.rank(n, b"%d" % n, 0, i) for i, (n, _) in enumerate(items)]
+    current: dict[bytes, Winner | Entry | None] = {
+        k: None if s is None else Winner(RULE.rank(s, b"%d" % s, 0, 0), b"%d" % s, 0, 0)
+        for k, (_, s) in zip(keys, items, strict=True)}
+    chosen, dups, losers = {}, 0, 0
+    for i, key in enumerate(keys):
+        held = current[key]
+        if RULE.wins(ranks[i], held[0] if held is not None else None):
+            chosen[key] = i
+        elif held is not None and ranks[i] == held[0]:
+            dups += 1
+        else:
+            losers += 1
+    result = fold(RULE, keys, ranks, current)
+    assert list(result.chosen.items()) == list(chosen.items())
+    assert (result.duplicates, result.losers, result.superseded) == (dups, losers, 0)
+
+
 def test_source_header_round_trip_and_errors() -> None:
     assert parse_source(format_source(3, 1200)) == (3, 1200)
     assert source_of([("x", b"1"), ("onepipe.source", b"1:2"), ("onepipe.source", b"4:5")]
