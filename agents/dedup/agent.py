@@ -21,7 +21,7 @@ from onepipe.agents.dedup.metrics import DedupMetrics, WinnerHook
 from onepipe.agents.dedup.partitions import PartitionTables
 from onepipe.agents.dedup.pipeline import BatchPipeline
 from onepipe.agents.dedup.plan import PartitionWork, group_by_table
-from onepipe.agents.dedup.topics import DedupTopic, keyed_topics, plan_table
+from onepipe.agents.dedup.topics import DedupTopic, TableBatch, keyed_topics, plan_tables
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.schemas.topic_names import repartition_topic
@@ -147,17 +147,22 @@ class DedupAgent(BatchAgent[DedupMetrics]):
             return
         grouped = group_by_table(batches, self._sources)
         pipeline = self._pipeline
-        works: list[tuple[PartitionWork, DedupStore]] = []
+        by_topic: dict[str, tuple[list[TableBatch], list[DedupStore]]] = {}
         for (topic, partition), (source_records, routed_records) in grouped.items():
             store = self._tables.get((topic, partition))
-            described = self._topics.get(topic)
-            if store is None or described is None:
+            if store is None or topic not in self._topics:
                 continue  # revoked while fetched: the new owner reads it again
-            work = await plan_table(self._registry, described, topic, partition,
-                                    source_records, routed_records,
-                                    pipeline.stored(topic, partition, store))
-            pipeline.hold(work)
-            works.append((work, store))
+            tables, stores = by_topic.setdefault(topic, ([], []))
+            tables.append((partition, source_records, routed_records,
+                           pipeline.stored(topic, partition, store)))
+            stores.append(store)
+        works: list[tuple[PartitionWork, DedupStore]] = []
+        for topic, (tables, stores) in by_topic.items():
+            planned = await plan_tables(self._registry, self._topics[topic], topic, tables)
+            for work, store in zip(planned, stores, strict=True):
+                pipeline.hold(work)
+                works.append((work, store))
+        by_topic.clear()
         grouped.clear()  # the records are not needed past planning: let them go now
         if works:
             if self._producer is None:

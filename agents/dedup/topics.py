@@ -6,8 +6,8 @@ deduplicated. For a topic seen for the first time the source, ``<topic>.unique``
 (``cleanup.policy=compact``) and ``<topic>.repartition`` are created with the source's
 partition count (idempotent). A topic whose three partition counts differ is skipped
 with an error in the log: partition ``p`` of all three must be one table's input and
-changelog on one member (range assignor). :func:`plan_table` plans a batch of a topic,
-giving this worker's registry a few seconds to replay schema ids the batch uses before
+changelog on one member (range assignor). :func:`plan_tables` plans a fetch's batches of a
+topic, giving this worker's registry a few seconds to replay schema ids the batch uses before
 their values count undecodable.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from onepipe.agents.dedup.pipeline import Lookup
-from onepipe.agents.dedup.plan import PartitionWork, plan_partition
+from onepipe.agents.dedup.plan import PartitionWork, plan_partition, read_sources
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry_state import RegistryState
@@ -32,7 +32,7 @@ from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DedupTopic", "ensure_outputs", "keyed_topics", "plan_table"]
+__all__ = ["DedupTopic", "TableBatch", "ensure_outputs", "keyed_topics", "plan_tables"]
 
 
 @dataclass(slots=True)
@@ -92,27 +92,43 @@ async def ensure_outputs(kafka: KafkaClients, meta: TopicMetadata, replication_f
     return partitions
 
 
-async def plan_table(registry: RegistryStore, described: DedupTopic, topic: str,
-                     partition: int, source: list[ConsumerRecord[Any, Any]],
-                     routed: list[ConsumerRecord[Any, Any]], stored: Lookup) -> PartitionWork:
-    """Plan one table's batch (onepipe.agents.dedup.plan), after the schemas it needs.
+#: One table's share of a fetch: (partition, source records, repartitioned records, its
+#: table's lookup).
+TableBatch = tuple[int, list[ConsumerRecord[Any, Any]], list[ConsumerRecord[Any, Any]], Lookup]
 
-    Values of a schema id the registry has not replayed yet are planned again once it
-    has (waiting up to 5 s per id); still unknown, they count undecodable.
+
+async def plan_tables(registry: RegistryStore, described: DedupTopic, topic: str,
+                      tables: list[TableBatch]) -> list[PartitionWork]:
+    """Plan one fetch's batches of a topic's tables (onepipe.agents.dedup.plan), after the
+    schemas they need; index-aligned with ``tables``.
+
+    The tables' source records are read together (one murmur2 pass over all their keys:
+    onepipe.agents.dedup.plan.read_sources). Values of a schema id the registry has not
+    replayed yet are planned again once it has (waiting up to 5 s per id); still
+    unknown, they count undecodable.
     """
     reader = described.reader
     reader.take_missed()  # met before (recovery, say): only this batch's ids matter
-    work = plan_partition(topic, partition, described.partitions, reader, source, routed,
-                          stored)
+    works = _plan(described, topic, tables)
     missing = reader.take_missed()
     if not missing:
-        return work
+        return works
     for schema_id in sorted(missing):
         if not await registry.wait_for_schema(schema_id, 5.0):
             log.warning("dedup: schema id %d is unknown to the registry; its records "
                         "are counted undecodable", schema_id)
     reader.forget_unknown()
-    work = plan_partition(topic, partition, described.partitions, reader, source, routed,
-                          stored)
+    works = _plan(described, topic, tables)
     reader.take_missed()
-    return work
+    return works
+
+
+def _plan(described: DedupTopic, topic: str, tables: list[TableBatch]) -> list[PartitionWork]:
+    reader, partitions = described.reader, described.partitions
+    with_source = [i for i, table in enumerate(tables) if table[1]]
+    reads = dict(zip(with_source, read_sources(reader, partitions,
+                                               [tables[i][1] for i in with_source]),
+                     strict=True))
+    return [plan_partition(topic, partition, partitions, reader, source, routed, stored,
+                           reads.get(i))
+            for i, (partition, source, routed, stored) in enumerate(tables)]
