@@ -18,13 +18,18 @@ body a serializer wrote decodes identically on both paths (tested property).
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from onepipe.schemas.avro_container import container, read_block
+from onepipe.schemas.avro_container import FRAME_LEN, SMALL_VARINTS, container, read_block
 from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import zigzag_varint
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +46,73 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
     """The typed columns of ``expected`` decoded from ``bodies``, or None (see module doc)."""
     if not bodies or not writer.is_record or writer.identity in _unsupported:
         return None
-    import polars as pl  # heavy: loaded by the encoders that use it, not by every import
 
     header, sync = container(writer)
     frame = read_block(header, sync, bodies, on_panic=lambda exc: _refused(writer, exc))
+    return _columns(frame, writer, expected)
+
+
+def decode_framed(values: pa.Array, writer: AvroSchema, expected: pa.Schema
+                  ) -> list[pa.Array] | None:
+    """:func:`decode_batch` of Confluent-framed values given as one Arrow binary column.
+
+    Every value must carry the 5-byte header of ``writer`` (the caller checks; no nulls).
+    The container block is laid out by Arrow kernels (each value's length varint taken
+    from a table, prepended element-wise) instead of a Python list of slices: ~0.1 µs a
+    record less, and no Python object per value. Values of 16 KiB or more go the list way.
+    """
+    if not len(values) or not writer.is_record or writer.identity in _unsupported:
+        return None
+    lengths = pc.binary_length(values)
+    if values.null_count or pc.max(lengths).as_py() >= len(SMALL_VARINTS):
+        return _columns(_read_listed(values.to_pylist(), writer), writer, expected)
+    import polars as pl  # heavy: loaded by the encoders that use it, not by every import
+
+    header, sync = container(writer, framed=True)
+    joined = pc.binary_join_element_wise(pc.take(_varint_table(), lengths), values, b"")
+    # A kernel's output starts at offset 0 of its data buffer (which may be longer).
+    size = pc.sum(pc.binary_length(joined)).as_py()
+    payload = joined.buffers()[2][:size]
+    block = b"".join([header, zigzag_varint(len(values)), zigzag_varint(size), payload, sync])
+    try:
+        frame = pl.read_avro(io.BytesIO(block), columns=[FRAME_LEN, *expected.names])
+    except pl.exceptions.PanicException as exc:
+        _refused(writer, exc)
+        return None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        log.debug("batch decode of %d values refused (%r)", len(values), exc)
+        return None
+    # Misaligned (some value has bytes its schema does not account for): refused.
+    if frame.height != len(values) or not pc.all(pc.equal(
+            frame[FRAME_LEN].to_arrow(), lengths.cast(pa.int64()))).as_py():
+        return None
+    return _columns(frame, writer, expected)
+
+
+def _read_listed(values: list[Any], writer: AvroSchema) -> Any:
+    header, sync = container(writer, framed=True)
+    return read_block(header, sync, values, on_panic=lambda exc: _refused(writer, exc))
+
+
+@functools.cache
+def _varint_table() -> pa.Array:
+    """:data:`SMALL_VARINTS` as an Arrow column, indexed by length."""
+    return pa.array(SMALL_VARINTS, pa.binary())
+
+
+def _columns(frame: Any, writer: AvroSchema, expected: pa.Schema) -> list[pa.Array] | None:
+    """The ``expected`` columns of a decoded frame, cast; None when one does not cast."""
     if frame is None:
         return None
+    import polars as pl
+
     try:
-        values = frame.to_arrow()
+        # polars holds strings as views: handed over as Arrow string views they are not
+        # copied into large_string first (then again into string by the cast); measured
+        # 1.8 -> 0.3 µs a 2-KB record. Older polars (no CompatLevel) hand large_string.
+        newest = getattr(pl, "CompatLevel", None)
+        values = frame.to_arrow(compat_level=newest.newest()) if newest is not None \
+            else frame.to_arrow()
         # Nested fields of raw files are all nullable (onepipe.sinks.formats.arrow_types),
         # so polars' null children under a null struct cast as they are.
         columns = [values.column(field.name).combine_chunks().cast(field.type)

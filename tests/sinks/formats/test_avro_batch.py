@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.codec import decode, encode_body
-from onepipe.sinks.formats.avro_batch import decode_batch
+from onepipe.sinks.formats.avro_batch import decode_batch, decode_framed
 from onepipe.sinks.formats.raw import RawRecord, build_raw_table, typed_schema
 
 FLAT = parse_schema({"type": "record", "name": "Flat", "namespace": "t.batch", "fields": [
@@ -53,6 +53,17 @@ flat_records = st.fixed_dictionaries({
 })
 
 
+def framed(bodies: list[bytes], schema: AvroSchema, expected: pa.Schema
+           ) -> list[pa.Array] | None:
+    """decode_framed of the bodies with a Confluent header, as the archive's encoder calls it."""
+    values = pa.array([b"\x00\x00\x00\x00\x01" + b for b in bodies], pa.binary())
+    return decode_framed(values, schema, expected)
+
+
+#: Both batch decoders: bodies as a list, and framed values as one Arrow column.
+DECODERS = pytest.mark.parametrize("decoder", [decode_batch, framed], ids=["list", "framed"])
+
+
 def slow_columns(schema: AvroSchema, bodies: list[bytes]) -> list[pa.Array]:
     """Typed columns the record-by-record path makes (fastavro + raw_format)."""
     decoded = [decode(b"\x00\x00\x00\x00\x01" + b, {1: schema}.__getitem__)[1] for b in bodies]
@@ -61,11 +72,14 @@ def slow_columns(schema: AvroSchema, bodies: list[bytes]) -> list[pa.Array]:
     return [table.column(f.name).combine_chunks() for f in typed_schema(schema)]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@DECODERS
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.differing_executors])
 @given(st.lists(flat_records, min_size=1, max_size=40))
-def test_batch_decoding_equals_record_by_record(records: list[dict[str, Any]]) -> None:
+def test_batch_decoding_equals_record_by_record(decoder: Any, records: list[dict[str, Any]]
+                                                ) -> None:
     bodies = [encode_body(FLAT, r) for r in records]
-    fast = decode_batch(bodies, FLAT, typed_schema(FLAT))
+    fast = decoder(bodies, FLAT, typed_schema(FLAT))
     assert fast is not None, "the flat schema is one polars reads"
     assert [c.to_pylist() for c in fast] == [c.to_pylist() for c in slow_columns(FLAT, bodies)]
     assert [c.type for c in fast] == [f.type for f in typed_schema(FLAT)]
@@ -77,28 +91,31 @@ def _sample(i: int) -> dict[str, Any]:
             "tags": ["a"], "note": None, "where": {"city": "x", "zip": None}}
 
 
+@DECODERS
 @pytest.mark.parametrize("damage", [
     pytest.param(lambda b: b + b"\x02\x02zz", id="trailing-bytes"),
     pytest.param(lambda b: b[:-3], id="truncated"),
     pytest.param(lambda b: b"", id="empty"),
 ])
-def test_a_damaged_value_refuses_the_batch(damage: Any) -> None:
+def test_a_damaged_value_refuses_the_batch(decoder: Any, damage: Any) -> None:
     bodies = [encode_body(FLAT, _sample(i)) for i in range(50)]
     bodies[20] = damage(bodies[20])
-    assert decode_batch(bodies, FLAT, typed_schema(FLAT)) is None
+    assert decoder(bodies, FLAT, typed_schema(FLAT)) is None
 
 
-def test_schemas_polars_cannot_read_are_refused_without_a_panic() -> None:
+@DECODERS
+def test_schemas_polars_cannot_read_are_refused_without_a_panic(decoder: Any) -> None:
     bodies = [encode_body(NESTED_ENUM, {"inner": {"kind": "Y"}}) for _ in range(3)]
-    assert decode_batch(bodies, NESTED_ENUM, typed_schema(NESTED_ENUM)) is None
+    assert decoder(bodies, NESTED_ENUM, typed_schema(NESTED_ENUM)) is None
     # ...and record by record still decodes them.
     assert slow_columns(NESTED_ENUM, bodies)[0].to_pylist() == [{"kind": "Y"}] * 3
 
 
-def test_values_over_16_kib_take_the_long_length_prefix() -> None:
+@DECODERS
+def test_values_over_16_kib_take_the_long_length_prefix(decoder: Any) -> None:
     """Lengths below 16 KiB are framed from a table; longer ones are encoded on the spot."""
     records = [{**_sample(i), "blob": bytes([i]) * (20_000 + i)} for i in range(20)]
     bodies = [encode_body(FLAT, r) for r in records]
-    fast = decode_batch(bodies, FLAT, typed_schema(FLAT))
+    fast = decoder(bodies, FLAT, typed_schema(FLAT))
     assert fast is not None
     assert [c.to_pylist() for c in fast] == [c.to_pylist() for c in slow_columns(FLAT, bodies)]
