@@ -13,7 +13,10 @@ For 200-byte and 2-KB records it prints:
    every record, and the ratio to each ceiling (targets, of librdkafka's: >= 0.25 for
    200 B, >= 0.50 for 2 KB; issue 15);
 3. peak RSS of this process while the agent ran, against the configured buffer bound +
-   150 MiB (the target).
+   150 MiB (the target), and its RSS when the agent started (what the ceilings left);
+4. CPU per archived record over the timed span: the agent's process (event loop, consumer,
+   buffering, pickling) and its encoder processes (decode, columns, Parquet): on two cores
+   shared with the broker, the figure that decides the rate.
 Records are produced once, beforehand, Confluent-framed against a registered schema.
 """
 
@@ -96,9 +99,22 @@ async def produce(bootstrap: str, topic: str, schema_id: int, count: int, size: 
     return total
 
 
+def _encoders_cpu(agent: ArchiveAgent) -> float:
+    """CPU seconds the agent's encoder processes have used so far (0 without any)."""
+    pool = agent._writer._pool  # noqa: SLF001 - a benchmark looking inside on purpose
+    total = 0.0
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def archive(runtime: Runtime, topic: str, count: int, bound: int
-                  ) -> tuple[float, int, int]:
-    """(seconds, peak RSS, files) of the archive agent.
+                  ) -> tuple[float, int, int, dict[str, float]]:
+    """(seconds, peak RSS, files, CPU figures) of the archive agent.
 
     Seconds run from partition assignment until 90% of the records are in the lake: the
     last partial buffers wait for the age limit, which measures the limit, not the agent.
@@ -109,13 +125,23 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
                                  registry=runtime.registry, lake=lake, topics=[topic],
                                  max_buffer_bytes=bound, encoders=ENCODERS)
             with PeakRss() as rss:
+                start_rss = rss.peak
                 await agent.start()
                 await agent.assigned.wait()
+                # CPU over the timed span only: the encoders' start-up imports are not
+                # per-record work.
+                cpu, encoders = time.process_time(), _encoders_cpu(agent)
                 started = time.perf_counter()
                 await agent.wait_archived(int(STEADY_SHARE * count))
                 elapsed = time.perf_counter() - started
+                archived = agent.metrics.records_archived
+                figures = {
+                    "cpu_us_main": (time.process_time() - cpu) / archived * 1e6,
+                    "cpu_us_encoders": (_encoders_cpu(agent) - encoders) / archived * 1e6,
+                    "start_rss_mib": start_rss / 2**20,
+                }
                 await agent.stop()
-            return elapsed, rss.peak, agent.metrics.files
+            return elapsed, rss.peak, agent.metrics.files, figures
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +166,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                      topic, args.partitions, args.records)
                 raw_seconds = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions,
                                                      args.records)
-                seconds, peak, files = await archive(runtime, topic, args.records, args.bound)
+                seconds, peak, files, cpu = await archive(runtime, topic, args.records,
+                                                          args.bound)
                 mb = value_bytes / 1e6
                 rate = STEADY_SHARE * args.records / seconds
                 case = {
@@ -157,6 +184,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "files": files,
                     "peak_rss_mib": peak / 2**20,
                     "rss_target_mib": (args.bound + RSS_ALLOWANCE) / 2**20,
+                    "load_1min": os.getloadavg()[0],
+                    **cpu,
                 }
                 results["cases"].append(case)
                 if not args.json:
@@ -177,7 +206,10 @@ def print_case(case: dict[str, Any]) -> None:
                  TARGET_RATIO[case["size"]]) + f"  [{case['files']} files, "
           f"{case['archive_mb_s']:.1f} MB/s]")
     print(f"  peak RSS                         {case['peak_rss_mib']:>10,.0f} MiB "
-          f"(target <= {case['rss_target_mib']:.0f} MiB) {rss_ok}")
+          f"(target <= {case['rss_target_mib']:.0f} MiB) {rss_ok}; "
+          f"{case['start_rss_mib']:.0f} MiB when the agent started")
+    print(f"  CPU per record                   {case['cpu_us_main']:>10.2f} us agent process "
+          f"+ {case['cpu_us_encoders']:.2f} us encoders (load {case['load_1min']:.2f})")
 
 
 def main() -> None:

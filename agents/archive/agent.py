@@ -1,8 +1,9 @@
 """The archive agent: buffers per partition, flush policy, memory bound, lake positions.
 
 The contract is the package's (onepipe.agents.archive). Design: the loop only fetches and
-buffers Kafka's own record objects; decoding and Parquet encoding run in an encoder
-process (onepipe.agents.archive.writer), so fetching and encoding use both cores.
+buffers each fetch packed as a few flat ``bytes`` (onepipe.agents.archive.columns); decoding and
+Parquet encoding run in an encoder process (onepipe.agents.archive.writer), so fetching
+and encoding use both cores.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
+from onepipe.agents.archive.columns import Chunk, pack
 from onepipe.agents.archive.metrics import FLUSH_LATENCY_BUCKETS, ArchiveMetrics, PartitionFlush
 from onepipe.agents.archive.writer import SegmentWriter
 from onepipe.agents.batch.agent import BatchAgent, Batches
@@ -40,9 +41,10 @@ _RECORD_OVERHEAD = 200
 
 @dataclass(slots=True)
 class _Buffer:
-    """Records of one partition waiting for a flush."""
+    """Records of one partition waiting for a flush: one chunk of columns per fetch."""
 
-    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    count: int = 0
     size: int = 0
     started: float = 0.0
 
@@ -138,7 +140,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
 
     # ---------------------------------------------------------------- buffers
     def _buffer(self, batches: Batches) -> None:
-        """Append fetched records to their partition buffers (the hot loop: no copies)."""
+        """Append fetched records to their partition buffers, packed (one chunk a fetch)."""
         now = self._clock()
         for tp, messages in batches.items():
             expected = self._expected.get(tp)
@@ -151,12 +153,14 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             buffer = self._buffers.get(tp)
             if buffer is None:
                 buffer = self._buffers[tp] = _Buffer(started=now)
-            buffer.records.extend(messages)
-            sizes = [len(m.value or b"") + len(m.key or b"") for m in messages]
-            added = sum(sizes) + _RECORD_OVERHEAD * len(messages)
+            chunk = pack(tp, messages)
+            buffer.chunks.append(chunk)
+            buffer.count += len(messages)
+            added = chunk.size + _RECORD_OVERHEAD * len(messages)
             # The largest recent record sizes the next fetch (_fetch_budget); it decays
             # slowly so one outlier does not throttle fetching for long.
-            self._record_size = max(max(sizes) + _RECORD_OVERHEAD, self._record_size * 15 // 16)
+            self._record_size = max(chunk.largest + _RECORD_OVERHEAD,
+                                    self._record_size * 15 // 16)
             self._expected[tp] = messages[-1].offset + 1
             buffer.size += added
             self._held_bytes += added
@@ -169,7 +173,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         due = []
         for tp, buffer in self._buffers.items():
             policy = self._policies.get(tp.topic, ArchivePolicy())
-            if (len(buffer.records) >= policy.flush_records or buffer.size >= policy.flush_bytes
+            if (buffer.count >= policy.flush_records or buffer.size >= policy.flush_bytes
                     or now - buffer.started >= policy.flush_seconds):
                 due.append(tp)
         if due:
@@ -192,10 +196,10 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             await self._writer.wait_capacity()
             # No await from here to submit(): a revoke in between would miss the buffer.
             buffer = self._buffers.pop(tp, None)
-            if buffer is None or not buffer.records:
+            if buffer is None or not buffer.count:
                 continue
             self._flight_bytes.setdefault(tp, []).append((buffer.size, time.perf_counter()))
-            self._writer.submit(tp, buffer.records, reason)
+            self._writer.submit(tp, buffer.chunks, reason)
 
     async def _written(self, tp: TopicPartition, next_offset: int, records: int,
                        undecodable: int, written_bytes: int, files: int) -> None:

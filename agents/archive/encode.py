@@ -2,9 +2,14 @@
 
 The archive agent's event loop fetches from Kafka; decoding Avro record by record and
 laying out Arrow columns is CPU work that holds the GIL. Running it in a separate process
-lets fetching and encoding use both cores of a worker. Everything crossing the process
-boundary is plain data (:class:`Segment`: lists of ints and bytes, schema texts), cheap
-to pickle; parsed schemas are cached in the encoder process by their text.
+lets fetching and encoding use both cores of a worker. What crosses the process boundary
+is the agent's packed chunks and schema texts (:class:`Segment`): a few large ``bytes``
+per fetch (onepipe.agents.archive.columns), not one Python object per record (a list of
+100k values took ~0.8 µs a record to pickle in the worker). Parsed schemas are cached in
+the encoder by their text.
+The common case never makes a Python object per record: the values are checked, framed
+and decoded as one column (onepipe.sinks.formats.avro_batch.decode_framed) and the
+metadata columns are the arrays received (onepipe.sinks.formats.raw.build_raw_table_from_columns).
 """
 
 from __future__ import annotations
@@ -17,11 +22,19 @@ from typing import Any
 
 import fastavro
 import fastavro.validation
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from onepipe.agents.archive.columns import Chunk, columns_of
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
 from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
-from onepipe.sinks.formats.avro_batch import decode_batch
-from onepipe.sinks.formats.raw import RawRecord, build_raw_table, encode_parquet, typed_schema
+from onepipe.sinks.formats.avro_batch import decode_framed
+from onepipe.sinks.formats.raw import (
+    RawColumns,
+    build_raw_table_from_columns,
+    encode_parquet,
+    typed_schema,
+)
 from onepipe.tables.lifecycle import die_with_parent
 
 
@@ -29,13 +42,8 @@ from onepipe.tables.lifecycle import die_with_parent
 class Segment:
     """One contiguous offset range of one partition, as columns."""
 
-    topic: str
-    partition: int
-    offsets: list[int]
-    timestamps: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-    headers: list[tuple[tuple[str, bytes], ...]]
+    #: The records, as the agent buffered them (one chunk a fetch).
+    chunks: list[Chunk]
     #: Text of the topic's latest value schema (the reader), or None if it has none.
     reader: str | None
     #: Writer schema texts by id, for every id the values name and the registry knows.
@@ -68,22 +76,14 @@ def encode_segment(segment: Segment) -> tuple[bytes, int]:
     """Parquet bytes of the segment and how many values did not decode."""
     reader = _schema(segment.reader) if segment.reader is not None else None
     writers = {schema_id: _schema(text) for schema_id, text in segment.writers.items()}
-    fast = _encode_in_one_batch(segment, reader, writers)
+    records = columns_of(segment.chunks)
+    fast = _encode_in_one_batch(records, reader, writers)
     if fast is not None:
         return fast, 0
-    return _encode_record_by_record(segment, reader, writers)
+    return _encode_record_by_record(records, reader, writers)
 
 
-def _records(segment: Segment) -> list[RawRecord]:
-    return [
-        RawRecord(segment.topic, segment.partition, offset, timestamp, headers, key, value)
-        for offset, timestamp, headers, key, value in zip(
-            segment.offsets, segment.timestamps, segment.headers, segment.keys,
-            segment.values, strict=True)
-    ]
-
-
-def _encode_in_one_batch(segment: Segment, reader: AvroSchema | None,
+def _encode_in_one_batch(records: RawColumns, reader: AvroSchema | None,
                          writers: dict[int, AvroSchema]) -> bytes | None:
     """The common case: every value written with the reader schema itself, decoded at
     once (onepipe.sinks.formats.avro_batch); None when the segment does not qualify or is
@@ -93,28 +93,29 @@ def _encode_in_one_batch(segment: Segment, reader: AvroSchema | None,
     ((schema_id, writer),) = writers.items()
     if writer.identity != reader.identity:
         return None  # schema resolution needed: fastavro does it record by record
-    header = b"\x00" + schema_id.to_bytes(4, "big")
-    values = segment.values
-    if not all(v is not None and v[:HEADER_SIZE] == header for v in values):
+    header = pa.scalar(b"\x00" + schema_id.to_bytes(4, "big"), pa.binary())
+    values = records.values
+    if values.null_count or not pc.all(pc.equal(pc.binary_slice(values, 0, HEADER_SIZE),
+                                                header)).as_py():
         return None
-    typed = decode_batch([v[HEADER_SIZE:] for v in values if v is not None], reader,
-                         typed_schema(reader))
+    typed = decode_framed(values, reader, typed_schema(reader))
     if typed is None:
         return None
     n = len(values)
-    table = build_raw_table(_records(segment), [schema_id] * n, [None] * n, [None] * n,
-                            reader, typed=typed)
+    table = build_raw_table_from_columns(
+        records, pa.repeat(pa.scalar(schema_id, pa.int32()), n),
+        pa.nulls(n, pa.string()), reader, typed=typed)
     return encode_parquet(table)
 
 
-def _encode_record_by_record(segment: Segment, reader: AvroSchema | None,
+def _encode_record_by_record(records: RawColumns, reader: AvroSchema | None,
                              writers: dict[int, AvroSchema]) -> tuple[bytes, int]:
     reader_parsed = reader.parsed if reader is not None else None
     read = fastavro.schemaless_reader
     schema_ids: list[int | None] = []
     decoded: list[Any] = []
     errors: list[str | None] = []
-    for value in segment.values:
+    for value in records.values.to_pylist():
         schema_id = schema_id_of(value)
         schema_ids.append(schema_id)
         writer = writers.get(schema_id) if schema_id is not None else None
@@ -136,21 +137,23 @@ def _encode_record_by_record(segment: Segment, reader: AvroSchema | None,
                 error = f"Avro body does not decode with schema id {schema_id}: {exc!r}"
         decoded.append(datum)
         errors.append(error)
-    records = _records(segment)
+    ids = pa.array(schema_ids, pa.int32())
     try:
-        table = build_raw_table(records, schema_ids, decoded, errors, reader)
+        table = build_raw_table_from_columns(records, ids, pa.array(errors, pa.string()),
+                                             reader, decoded=decoded)
     except ValueError:
         # A body decoded (fastavro reads an int as any varint) but holds a value its
         # schema forbids (an int beyond 32 bits, say): find those values and archive
         # them as undecodable instead of failing the whole segment.
         _reject_invalid(decoded, errors, reader)
         try:
-            table = build_raw_table(records, schema_ids, decoded, errors, reader)
+            table = build_raw_table_from_columns(records, ids, pa.array(errors, pa.string()),
+                                                 reader, decoded=decoded)
         except ValueError as exc:
             message = f"typed columns could not be built for this segment: {exc}"
-            decoded = [None] * len(decoded)
             errors = [e or message for e in errors]
-            table = build_raw_table(records, schema_ids, decoded, errors, reader)
+            table = build_raw_table_from_columns(records, ids, pa.array(errors, pa.string()),
+                                                 reader)
     return encode_parquet(table), sum(1 for e in errors if e is not None)
 
 

@@ -21,10 +21,11 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+import pyarrow.compute as pc
+from aiokafka import TopicPartition
 
+from onepipe.agents.archive.columns import Chunk, cut, hour_runs
 from onepipe.agents.archive.encode import (
     Segment,
     encode_segment,
@@ -34,7 +35,7 @@ from onepipe.agents.archive.encode import (
 from onepipe.schemas.codec import HEADER_SIZE, schema_id_of
 from onepipe.schemas.errors import LakeError
 from onepipe.schemas.topic_names import value_subject
-from onepipe.sinks.lake.raw_layout import hour_segments, raw_file_path
+from onepipe.sinks.lake.raw_layout import raw_file_path
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.lifecycle import stop_signals_blocked
 from onepipe.tables.registry_store import RegistryStore
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 OnWritten = Callable[[TopicPartition, int, int, int, int, int], Awaitable[None]]
 _RETRIES = 5
+#: Most bytes of records one encoder call takes (Arrow's binary columns have 32-bit
+#: offsets); a larger buffer is written as several files of consecutive offsets.
+_MAX_SEGMENT_BYTES = 1 << 30
 
 
 class SegmentWriter:
@@ -105,9 +109,9 @@ class SegmentWriter:
         while len(self._in_flight) >= self._max_in_flight:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
 
-    def submit(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
-               reason: str) -> None:
-        """Queue ``records`` of ``tp`` for writing after that partition's earlier writes.
+    def submit(self, tp: TopicPartition, records: list[Chunk], reason: str) -> None:
+        """Queue ``records`` of ``tp`` (chunks in offset order) for writing after that
+        partition's earlier writes.
 
         Synchronous on purpose: between taking a buffer and registering its write there
         is no await, so a rebalance callback either sees the buffer or sees the write.
@@ -140,45 +144,39 @@ class SegmentWriter:
         self.raise_failure()
 
     async def _write_after(self, previous: asyncio.Task[None] | None, tp: TopicPartition,
-                           records: list[ConsumerRecord[Any, Any]], reason: str) -> None:
+                           chunks: list[Chunk], reason: str) -> None:
         if previous is not None:
             await previous  # raises if it failed: never write past a hole
-        reader, writers = await self._schema_texts(tp, records)
+        reader, writers = await self._schema_texts(tp, chunks)
         files = written_bytes = undecodable = 0
-        for start, stop, date, hour in hour_segments([r.timestamp for r in records]):
-            chunk = records[start:stop]
-            segment = Segment(
-                topic=tp.topic, partition=tp.partition,
-                offsets=[r.offset for r in chunk], timestamps=[r.timestamp for r in chunk],
-                keys=[r.key for r in chunk], values=[r.value for r in chunk],
-                headers=[tuple(r.headers or ()) for r in chunk], reader=reader,
-                writers=writers,
-            )
-            data, bad = await self._encode(segment)
-            path = raw_file_path(tp.topic, tp.partition, date, hour, chunk[0].offset,
-                                 chunk[-1].offset)
-            await self._put(path, data)
-            log.debug("archived %s[%d]@%d-%d to %s (%s)", tp.topic, tp.partition,
-                      chunk[0].offset, chunk[-1].offset, path, reason,
-                      extra={"topic": tp.topic, "partition": tp.partition,
-                             "offset": chunk[0].offset, "last_offset": chunk[-1].offset})
-            files += 1
-            written_bytes += len(data)
-            undecodable += bad
-        await self._on_written(tp, records[-1].offset + 1, len(records), undecodable,
-                               written_bytes, files)
+        for start, stop, date, hour in hour_runs(chunks):
+            for part in _bounded(cut(chunks, start, stop)):
+                first, last = part[0].first_offset(), part[-1].last_offset()
+                data, bad = await self._encode(Segment(part, reader, writers))
+                path = raw_file_path(tp.topic, tp.partition, date, hour, first, last)
+                await self._put(path, data)
+                log.debug("archived %s[%d]@%d-%d to %s (%s)", tp.topic, tp.partition,
+                          first, last, path, reason,
+                          extra={"topic": tp.topic, "partition": tp.partition,
+                                 "offset": first, "last_offset": last})
+                files += 1
+                written_bytes += len(data)
+                undecodable += bad
+        await self._on_written(tp, chunks[-1].last_offset() + 1, sum(c.count for c in chunks),
+                               undecodable, written_bytes, files)
 
-    async def _schema_texts(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    async def _schema_texts(self, tp: TopicPartition, chunks: list[Chunk]
                             ) -> tuple[str | None, dict[int, str]]:
-        """The reader schema text and every writer schema text the records name."""
-        state = self._registry.state
+        """The reader schema text and every writer schema text the values name."""
+        # Distinct 5-byte headers first, a column at a time: the parsing per header.
+        headers = {h for c in chunks for h in pc.unique(pc.binary_slice(
+            c.columns().values.drop_null(), 0, HEADER_SIZE)).to_pylist()}
+        await self._registry.await_schemas(headers)
+        state = self._registry.state  # after the wait: it may have brought new schemas
         subject = value_subject(tp.topic)
         reader = state.version(subject, "latest").schema.text if subject in state.subjects \
             else None
         writers: dict[int, str] = {}
-        await self._registry.await_schemas(r.value for r in records)
-        # Distinct 5-byte headers first: one slice per record, the parsing per header.
-        headers = {r.value[:HEADER_SIZE] for r in records if r.value is not None}
         for schema_id in {schema_id_of(h) for h in headers} - {None}:
             if schema_id is not None and schema_id in state.schemas_by_id:
                 writers[schema_id] = state.schemas_by_id[schema_id].text
@@ -212,3 +210,17 @@ class SegmentWriter:
                             path, attempt, _RETRIES, exc.message)
                 await asyncio.sleep(delay)  # backoff before the next attempt
                 delay *= 2
+
+
+def _bounded(chunks: list[Chunk]) -> list[list[Chunk]]:
+    """Consecutive chunks grouped into runs of at most :data:`_MAX_SEGMENT_BYTES` (a
+    chunk is one fetch, far smaller)."""
+    groups: list[list[Chunk]] = [[]]
+    size = 0
+    for chunk in chunks:
+        if groups[-1] and size + chunk.size > _MAX_SEGMENT_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(chunk)
+        size += chunk.size
+    return groups

@@ -6,7 +6,9 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from aiokafka import ConsumerRecord, TopicPartition
 
+from onepipe.agents.archive.columns import pack
 from onepipe.agents.archive.encode import Segment, encode_segment
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.codec import encode, zigzag_varint
@@ -22,8 +24,10 @@ def test_an_int_beyond_32_bits_is_undecodable_not_a_failed_segment() -> None:
     bad = b"\x00\x00\x00\x00\x01" + zigzag_varint(1) + b"b" + zigzag_varint(2**32 + 7)
     other = encode(2, parse_schema(OTHER), {"x": 1})  # a second writer id: record by record
     text = json.dumps(SCHEMA)
-    segment = Segment("t", 0, [0, 1, 2], [0, 0, 0], [None] * 3, [good, bad, other],
-                      [(), (), ()], text, {1: text, 2: json.dumps(OTHER)})
+    records = [ConsumerRecord("t", 0, offset, 0, 0, None, value, None, 0, len(value), ())
+               for offset, value in enumerate([good, bad, other])]
+    segment = Segment([pack(TopicPartition("t", 0), records)], text,
+                      {1: text, 2: json.dumps(OTHER)})
     data, undecodable = encode_segment(segment)
     rows = pq.read_table(pa.BufferReader(data)).to_pylist()
     assert undecodable == 2  # the bad int, and the record of a schema the reader cannot read
