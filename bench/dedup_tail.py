@@ -82,7 +82,7 @@ def load(bootstrap: str, topic: str, schema_id: int, rate: float, stop: threadin
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    aiokafka.conn.AIOKafkaConnection.send = _counted_send  # type: ignore[method-assign]
+    aiokafka.conn.AIOKafkaConnection.send = _counted_send
     with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
             port=free_port()) as broker:
         settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
