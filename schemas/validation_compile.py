@@ -2,7 +2,9 @@
 
 The structural half of :mod:`onepipe.schemas.validation` (whose entry points cache and
 run what is compiled here); the leaf types come from :mod:`onepipe.schemas.logical_types`.
-Each schema node becomes one closure, so a record is a chain of direct calls.
+Each schema node becomes one closure, so a record is a chain of direct calls; a record's
+fast pass is generated code, its common field values checked inline
+(:mod:`onepipe.schemas.validation_fast`).
 
 A converter takes ``(value, errs)`` (see :mod:`onepipe.schemas.refusals`). With ``errs``
 None it is the fast pass: no messages, no paths, ``BAD`` at the first problem, and
@@ -21,15 +23,16 @@ tuple notation ``(name, value)``, so the branch written is the branch validated.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from onepipe.schemas.errors import SchemaError
 from onepipe.schemas.logical_types import PRIMITIVES, Leaf, binary, logical, utf8
 from onepipe.schemas.refusals import BAD, Conv, Errs, describe, listing, quote, refuse
+from onepipe.schemas.validation_fast import record_fast
 
 __all__ = ["Compiler", "norm"]
 
-_MISSING: Any = object()
 _JSON_TYPES = (type(None), bool, int, float, str, list, dict)
 
 
@@ -166,26 +169,13 @@ class Compiler:
         names: frozenset[str] = frozenset()
         known = ""
 
+        fast: Callable[[dict[Any, Any]], Any]
+
         def conv(v: Any, errs: Errs | None) -> Any:
             if type(v) is not dict:
                 return refuse(errs, label, v)
             if errs is None:
-                if not v.keys() <= names:
-                    return BAD
-                out = {}
-                get = v.get
-                for name, fconv, dconv, default in fields:
-                    x = get(name, _MISSING)
-                    if x is not _MISSING:
-                        x = fconv(x, None)
-                    elif dconv is not None:
-                        x = dconv(default, None)
-                    else:
-                        return BAD
-                    if x is BAD:
-                        return BAD
-                    out[name] = x
-                return out
+                return fast(v)
             return explain(v, errs)
 
         def explain(v: dict[Any, Any], errs: Errs) -> Any:
@@ -223,6 +213,7 @@ class Compiler:
         fields = tuple(self.field(f, space) for f in s["fields"])
         names = frozenset(f[0] for f in fields)
         known = listing(f[0] for f in fields)
+        fast = record_fast(fields, names, [f["type"] for f in s["fields"]])
         return node
 
     def field(self, f: dict[str, Any], ns: str) -> tuple[str, Conv, Conv | None, Any]:
