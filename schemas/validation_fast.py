@@ -5,7 +5,8 @@ record's fields are compiled. The function takes a dict (the caller checked the 
 returns what the closure loop it replaces returned: the datum, a dict in field order, or
 ``BAD`` at the first problem. Fields of the commonest types are checked inline for their
 commonest values, each the value that field's own converter would return unchanged: ASCII
-text for ``string``, an int in range for ``int`` and ``long``, a finite float for
+text for ``string``, an int in range for ``int``, ``long`` and the logical types counted
+in them (timestamps, dates, times), a finite float for
 ``double``, a bool, a symbol of an inline enum, ``None`` for a ``["null", T]`` union. Any
 other value and any other type goes through the field's compiled converter (or its
 default, when missing), exactly as before.
@@ -19,7 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from onepipe.schemas.logical_types import PRIMITIVES
+from onepipe.schemas.logical_types import (
+    MAX_DAYS,
+    MAX_MICROS,
+    MAX_MILLIS,
+    MIN_DAYS,
+    MIN_MICROS,
+    MIN_MILLIS,
+    PRIMITIVES,
+)
 from onepipe.schemas.refusals import BAD, Conv
 
 __all__ = ["Field", "record_fast"]
@@ -37,6 +46,18 @@ _ACCEPT = {
     "double": "type({x}) is float and -1.7976931348623157e308 <= {x} <= 1.7976931348623157e308",
     "boolean": "{x} is True or {x} is False",
     "null": "{x} is None",
+}
+
+#: (type, logicalType) -> the counts its converter takes as they are (what fastavro's
+#: readers can turn back into datetimes, dates and times: see logical_types).
+_LOGICAL_RANGES = {
+    ("long", "timestamp-millis"): (MIN_MILLIS, MAX_MILLIS),
+    ("long", "local-timestamp-millis"): (MIN_MILLIS, MAX_MILLIS),
+    ("long", "timestamp-micros"): (MIN_MICROS, MAX_MICROS),
+    ("long", "local-timestamp-micros"): (MIN_MICROS, MAX_MICROS),
+    ("int", "date"): (MIN_DAYS, MAX_DAYS),
+    ("int", "time-millis"): (0, 86_400_000 - 1),
+    ("long", "time-micros"): (0, 86_400_000_000 - 1),
 }
 
 
@@ -91,6 +112,10 @@ def _accepts(conv: Conv | None, schema: Any, scope: dict[str, Any], const: str,
         primitive = schema if isinstance(schema, str) else None
     if primitive in _ACCEPT:
         return _ACCEPT[primitive].format(x=x)
+    logical = (schema.get("type"), schema.get("logicalType")) if isinstance(schema, dict) else ()
+    if conv is not None and logical in _LOGICAL_RANGES:
+        low, high = _LOGICAL_RANGES[logical]
+        return f"type({x}) is int and {low} <= {x} <= {high}"
     if isinstance(schema, dict) and schema.get("type") == "enum":
         scope[const] = frozenset(schema["symbols"])
         return f"type({x}) is str and {x} in {const}"

@@ -27,6 +27,14 @@ from onepipe.schemas.avro_write import AvroWriter
 from onepipe.schemas.catalog_folder import load_catalog
 from onepipe.schemas.codec import KeyEncoder, encode_bodies, encode_body, encode_many, frame
 from onepipe.schemas.errors import OnepipeError
+from onepipe.schemas.logical_types import (
+    MAX_DAYS,
+    MAX_MICROS,
+    MAX_MILLIS,
+    MIN_DAYS,
+    MIN_MICROS,
+    MIN_MILLIS,
+)
 from tests.fixtures.paths import REPO, SHARED
 
 _VECTORS = json.loads((SHARED / "testdata" / "avro_compat_vectors.json").read_text())
@@ -66,6 +74,10 @@ class _Int(int):
 _EDGES = st.sampled_from([0, 1, -1, 63, 64, -64, -65, 127, 128, 8191, 8192, 2**31 - 1, -(2**31),
                           2**31, -(2**31) - 1, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1])
 _LONGS = st.integers(-(2**63), 2**63 - 1) | _EDGES
+#: The ends of what validation takes for the logical types counted in ints and longs.
+_RANGE_EDGES = st.sampled_from([
+    edge + step for edge in (MIN_MILLIS, MAX_MILLIS, MIN_MICROS, MAX_MICROS, MIN_DAYS,
+                             MAX_DAYS, 0, 86_400_000, 86_400_000_000) for step in (-1, 0, 1)])
 _TEXT = (st.text(max_size=80) | st.integers(60, 70).map(lambda n: "é" * (n // 2) + "x" * (n % 2))
          | st.sampled_from(["\ud800", "a\udfffb"]))  # lone surrogates: UTF-8 has none
 # hypothesis takes naive bounds and attaches the zone itself
@@ -125,11 +137,14 @@ def _datums(s: Any, named: dict[str, Any], odd: bool, depth: int) -> st.SearchSt
         return _decimals(s) | (_MOMENTS if odd else st.nothing())
     if logical in ("timestamp-millis", "timestamp-micros", "local-timestamp-millis",
                    "local-timestamp-micros"):
-        return (st.integers(-(10**15), 10**15) | (_MOMENTS if odd else st.nothing()))
+        return (st.integers(-(10**15), 10**15) | _RANGE_EDGES
+                | (_MOMENTS if odd else st.nothing()))
     if logical == "date" and kind == "int":
-        return st.integers(-700_000, 2_900_000) | (st.dates() if odd else st.nothing())
+        return (st.integers(-700_000, 2_900_000) | _RANGE_EDGES
+                | (st.dates() if odd else st.nothing()))
     if logical in ("time-millis", "time-micros"):
-        return st.integers(0, 86_399_999) | (st.times() if odd else st.nothing())
+        return (st.integers(0, 86_399_999) | _RANGE_EDGES
+                | (st.times() if odd else st.nothing()))
     if logical == "uuid" and kind == "string":
         return st.uuids().map(str) | (st.uuids() if odd else st.nothing())
     if kind in _PRIMITIVE:

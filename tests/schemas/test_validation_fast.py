@@ -104,3 +104,18 @@ def test_generated_schemas_convert_as_the_loop_did(schema: Any, drawn: st.DataOb
 @given(st.sampled_from(_CATALOG), st.data())
 def test_catalog_schemas_convert_as_the_loop_did(schema: Any, drawn: st.DataObject) -> None:
     _compare(schema, drawn)
+
+
+def test_logical_counts_are_taken_inline_exactly_where_their_converter_takes_them() -> None:
+    ranges = validation_compile.record_fast.__globals__["_LOGICAL_RANGES"]
+    for (kind, logical), (low, high) in ranges.items():
+        t = {"type": kind, "logicalType": logical}
+        for ftype in (t, {"type": "array", "items": t}, ["null", t]):
+            schema = {"type": "record", "name": "R", "fields": [{"name": "t", "type": ftype}]}
+            new = Compiler().node(schema, "").conv
+            with mock.patch.object(validation_compile, "record_fast", _loop):
+                old = Compiler().node(schema, "").conv
+            for edge in (low, high, 0):
+                for value in (edge - 1, edge, edge + 1, float(edge), str(edge), True):
+                    record = {"t": [value] if "items" in ftype else value}
+                    assert _typed(new(record, None)) == _typed(old(record, None)), (t, value)
