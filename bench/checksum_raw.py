@@ -16,7 +16,9 @@ librdkafka ``Consumer.consume(num_messages=10000)`` and raw aiokafka ``getmany``
 code the worker runs, its group consumer of ``ONEPIPE_KAFKA_CONSUMER_CLIENT``) counting
 every source record of that topic (its ``.unique`` topic exists and stays empty, so the
 agent reads the source alone): records/s from assignment until every record is counted,
-and the ratio to each ceiling (target, of librdkafka's: >= 0.40; issue 15).
+and the ratio to each ceiling (target, of librdkafka's: >= 0.40; issue 15), and the CPU
+the process spent per record over that span (the agent's loop, its consumer and its
+threads; on two cores shared with the broker, the figure that decides the rate).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import datetime as dt
 import io
+import os
 import sys
 import tempfile
 import time
@@ -129,9 +132,10 @@ async def from_kafka(schema: AvroSchema, count: int) -> None:
             await agent.start()
             try:
                 await agent.assigned.wait()
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 await agent.wait_until(lambda m: m.counted >= count)
                 rate = count / (time.perf_counter() - started)
+                cpu_us = (time.process_time() - cpu) / count * 1e6
             finally:
                 await agent.stop()
     print(f"\nfrom Kafka: {count:,} widgets records, {PARTITIONS} partitions (agent's "
@@ -139,6 +143,8 @@ async def from_kafka(schema: AvroSchema, count: int) -> None:
     print(f"  raw librdkafka consume (ceiling) {rd:>10,.0f} rec/s")
     print(f"  raw aiokafka getmany (ceiling)   {aio:>10,.0f} rec/s")
     print(ratios("checksum agent raw counting", rate, rd, aio, TARGET_RATIO))
+    print(f"  CPU per record                   {cpu_us:>10.2f} us (load "
+          f"{os.getloadavg()[0]:.2f})")
 
 
 async def produce(bootstrap: str, topic: str, schema: AvroSchema, schema_id: int,

@@ -8,6 +8,7 @@ WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import shutil
 import time
@@ -69,7 +70,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  data_dir: Path, retention_days: int = 400, replication_factor: int = 1,
-                 max_records: int = 5_000, topics: Iterable[str] | None = None,
+                 max_records: int = 20_000, topics: Iterable[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
                          metrics=ChecksumMetrics(), max_records=max_records, topics=topics)
@@ -109,6 +110,9 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
     async def _open(self) -> None:
         self._producer = self._kafka.producer(self._group_id)
         await self._producer.start()
+        # The batch decoders load polars lazily (~0.5 s of imports): at start, not inside
+        # the first batch, which would hold every partition's progress meanwhile.
+        await asyncio.to_thread(importlib.import_module, "polars")
 
     async def _close(self) -> None:
         producer, self._producer = self._producer, None
@@ -157,23 +161,36 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     # ------------------------------------------------------------------ batch
     async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
+        """Fold or count each partition of the batch; then publish what changed and
+        commit, once for the whole batch (a produce and a commit round trip per partition
+        per batch had cost as much as the counting itself)."""
+        out: list[tuple[str, list[Message]]] = []
+        commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             if source_of_unique(tp.topic) is not None:
-                await self._fold(consumer, tp, records)
+                done = await self._fold(tp, records)
             else:
-                await self._count(consumer, tp, records)
+                done = await self._count(tp, records)
+            if done is not None:
+                topic, messages, next_offset = done
+                out.append((topic, messages))
+                commits[tp] = next_offset
+        if out:
+            await self._publish_all(out)
+        if commits:
+            await self._commit_offsets(consumer, commits)
 
-    async def _fold(self, consumer: GroupConsumer, tp: TopicPartition,
-                    records: list[ConsumerRecord[Any, Any]]) -> None:
+    async def _fold(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+                    ) -> tuple[str, list[Message], int] | None:
         store = self._tables.folds.get(tp)
         topic = source_of_unique(tp.topic)
         described = self._topics.get(topic) if topic is not None else None
         if store is None or described is None or topic is None:
-            return  # revoked while fetched: the next owner folds it from its table
+            return None  # revoked while fetched: the next owner folds it from its table
         applied = store.applied_offset
         records = [r for r in records if r.offset >= applied]  # redelivered: folded already
         if not records:
-            return
+            return None
         winners = await asyncio.to_thread(winner_contributions, described.view, described.reader,
                                           self._registry.state.schema_by_id, records)
         self.metrics.undecodable += sum(1 for _, c in winners if c is None)
@@ -186,31 +203,37 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.batches += 1
         self.metrics.expired += len([d for d in result.dropped if d < self._cutoff()])
         self._positions_changed(tp, next_offset)
-        await self._publish(topic, fold_messages(tp.partition, next_offset, result.days,
-                                                 result.dropped, result.hours,
-                                                 result.dropped_hours))
-        await self._commit(consumer, tp, next_offset)
+        return topic, fold_messages(tp.partition, next_offset, result.days, result.dropped,
+                                    result.hours, result.dropped_hours), next_offset
 
-    async def _count(self, consumer: GroupConsumer, tp: TopicPartition,
-                     records: list[ConsumerRecord[Any, Any]]) -> None:
+    async def _count(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+                     ) -> tuple[str, list[Message], int] | None:
         store = self._tables.raws.get(tp)
         described = self._topics.get(tp.topic)
         if store is None or described is None:
-            return  # revoked while fetched: the next owner counts it from its store
+            return None  # revoked while fetched: the next owner counts it from its store
         records = [r for r in records if r.offset >= store.applied_offset]  # redelivered
         if not records:
-            return
-        placed = await asyncio.to_thread(described.placer.place,
-                                         self._registry.state.schema_by_id, records)
-        days, dropped = count_raw(store.days, placed, self._cutoff())
+            return None
         next_offset = records[-1].offset + 1
-        await asyncio.to_thread(store.apply, days, dropped, next_offset)
+        cutoff = self._cutoff()
+        schema_by_id = self._registry.state.schema_by_id
+        placer = described.placer
+
+        def count() -> tuple[dict[int, RawCount], frozenset[int], int]:
+            # One thread hop for placing, counting and writing: the store is only touched
+            # under the batch lock, which a revoke waits for.
+            placed = placer.place(schema_by_id, records)
+            days, dropped = count_raw(store.days, placed, cutoff)
+            store.apply(days, dropped, next_offset)
+            return days, dropped, sum(bad for _, bad in placed)
+
+        days, dropped, undecodable = await asyncio.to_thread(count)
         self.metrics.counted += len(records)
-        self.metrics.raw_undecodable += sum(1 for _, bad in placed if bad)
+        self.metrics.raw_undecodable += undecodable
         self.metrics.batches += 1
         self._positions_changed(tp, next_offset)
-        await self._publish(tp.topic, raw_messages(tp.partition, next_offset, days, dropped))
-        await self._commit(consumer, tp, next_offset)
+        return tp.topic, raw_messages(tp.partition, next_offset, days, dropped), next_offset
 
     def _cutoff(self) -> int:
         """The first day kept: days before it are dropped."""
@@ -221,10 +244,18 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.days_tracked = self._tables.days_tracked
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
+        await self._publish_all([(topic, messages)])
+
+    async def _publish_all(self, out: list[tuple[str, list[Message]]]) -> None:
+        """Produce every topic's messages; wait for all the acks at once."""
         producer = self._producer
         if producer is None:
             raise OnepipeError("the checksum agent is not running; start() it first")
-        self.metrics.published += await _send_all(producer, checksums_topic(topic), messages)
+        sends = [await producer.send(checksums_topic(topic), value, key=key, partition=0)
+                 for topic, messages in out for key, value in messages]
+        if sends:
+            await asyncio.gather(*sends)
+        self.metrics.published += len(sends)
 
     # -------------------------------------------------------------- rebalance
     def _close_stores(self, tps: Iterable[TopicPartition] | None) -> None:
@@ -337,12 +368,3 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
             tp.partition, store.applied_offset, store.days,
             [*dropped, *(d for d in gone_days if d not in store.days)]))
         self._positions_changed(tp, store.applied_offset)
-
-
-async def _send_all(producer: AIOKafkaProducer, topic: str, messages: list[Message]) -> int:
-    """Produce ``messages`` to partition 0 of ``topic``; wait for every ack."""
-    sends = [await producer.send(topic, value, key=key, partition=0)
-             for key, value in messages]
-    if sends:
-        await asyncio.gather(*sends)
-    return len(sends)

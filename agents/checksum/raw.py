@@ -73,23 +73,69 @@ class RawPlacer:
     def place(self, schema_by_id: Callable[[int], AvroSchema],
               records: Sequence[ConsumerRecord[Any, Any]]) -> list[tuple[int, bool]]:
         """``(day number, undecodable)`` of each record, in order."""
+        kafka = partition_days(pa.array([r.timestamp for r in records], pa.int64())
+                               .cast(pa.timestamp("ms", tz="UTC")))
+        if self._kafka:
+            bad = [not self._decode(r.value, schema_by_id)[1] for r in records]
+            days = kafka
+        else:
+            storage = pa.int32() if pa.types.is_date32(self._arrow) else pa.int64()
+            values = [r.value for r in records]
+            whole = self._place_whole(schema_by_id, values, storage)
+            if whole is not None:
+                times, bad = whole, [False] * len(records)
+            else:
+                listed, bad = self._place_each(schema_by_id, records)
+                times = pa.array(listed, storage)
+            days = pc.coalesce(partition_days(times.cast(self._arrow)), kafka)
+        return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
+
+    def _place_whole(self, schema_by_id: Callable[[int], AvroSchema],
+                     values: list[bytes | None], storage: pa.DataType) -> pa.Array | None:
+        """The common case in one polars call and no Python step per record: every value
+        framed with one schema id (found column-wise). None when it does not apply."""
+        if len(values) < _BATCH_MIN:
+            return None
+        column = pa.array(values, pa.binary())
+        if column.null_count:
+            return None
+        heads = pc.unique(pc.binary_slice(column, 0, HEADER_SIZE))
+        head = heads[0].as_py() if len(heads) == 1 else None
+        if head is None or len(head) < HEADER_SIZE or head[0] != 0:
+            return None
+        frame = self._read(schema_by_id, head, values)
+        if frame is None:
+            return None
+        name = self.view.meta.partition_time
+        return pa.array(frame[name].to_physical().to_arrow()).cast(storage)
+
+    def _place_each(self, schema_by_id: Callable[[int], AvroSchema],
+                    records: Sequence[ConsumerRecord[Any, Any]]
+                    ) -> tuple[list[int | None], list[bool]]:
+        """Times and undecodable flags, a polars call per schema group, else per record."""
         times: list[int | None] = [None] * len(records)
         bad: list[bool] = [True] * len(records)
-        batched = set() if self._kafka else self._place_batches(schema_by_id, records,
-                                                                 times, bad)
+        batched = self._place_batches(schema_by_id, records, times, bad)
         for i, r in enumerate(records):
             if i not in batched:
                 times[i], ok = self._decode(r.value, schema_by_id)
                 bad[i] = not ok
-        kafka = partition_days(pa.array([r.timestamp for r in records], pa.int64())
-                               .cast(pa.timestamp("ms", tz="UTC")))
-        if self._kafka:
-            days = kafka
-        else:
-            storage = pa.int32() if pa.types.is_date32(self._arrow) else pa.int64()
-            placed = partition_days(pa.array(times, storage).cast(self._arrow))
-            days = pc.coalesce(placed, kafka)
-        return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
+        return times, bad
+
+    def _read(self, schema_by_id: Callable[[int], AvroSchema], head: bytes,
+              values: Sequence[Any]) -> Any:
+        """The partition_time column of ``values`` (all framed with ``head``) in one
+        polars frame, or None when the schema is not one to batch."""
+        try:
+            writer = schema_by_id(int.from_bytes(head[1:], "big"))
+        except (OnepipeError, KeyError):
+            return None  # unknown id: the record-by-record path counts it undecodable
+        name = self.view.meta.partition_time
+        if not writer.is_record or has_map(writer.json) or name not in {
+                f["name"] for f in writer.json.get("fields", [])}:
+            return None
+        header, sync = container(writer, framed=True, enums_as_ints=True)
+        return read_block(header, sync, values, [name])
 
     def _place_batches(self, schema_by_id: Callable[[int], AvroSchema],
                        records: Sequence[ConsumerRecord[Any, Any]], times: list[int | None],
@@ -106,15 +152,7 @@ class RawPlacer:
         for head, indices in groups.items():
             if len(indices) < _BATCH_MIN:
                 continue
-            try:
-                writer = schema_by_id(int.from_bytes(head[1:], "big"))
-            except (OnepipeError, KeyError):
-                continue  # unknown id: the record-by-record path counts it undecodable
-            if not writer.is_record or has_map(writer.json) or name not in {
-                    f["name"] for f in writer.json.get("fields", [])}:
-                continue
-            header, sync = container(writer, framed=True, enums_as_ints=True)
-            frame = read_block(header, sync, [records[i].value for i in indices], [name])
+            frame = self._read(schema_by_id, head, [records[i].value for i in indices])
             if frame is None:
                 continue
             # Physical ints in the Avro unit (ms, µs, days), as the fastavro path makes.
