@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
                                  idempotent_producer=False, archive_enabled=False)
         async with Runtime(settings) as runtime:
-            for size in (200, 2000):
+            for size in args.sizes:
                 topic = f"bench-archive-{size}"
                 applied = await apply_topic(runtime.registry, topic, SCHEMA, {
                     "partitions": args.partitions,
@@ -220,6 +220,8 @@ def main() -> None:
                         help="archive buffer bound in bytes (ONEPIPE_ARCHIVE_BUFFER_BYTES)")
     parser.add_argument("--encoders", type=int, default=1,
                         help="encoder processes (0: encode in a thread)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000],
+                        choices=sorted(TARGET_RATIO), help="record sizes to run")
     parser.add_argument("--quick", action="store_true", help="30k records: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -227,8 +229,9 @@ def main() -> None:
         args.records = 30_000
     global ENCODERS  # noqa: PLW0603 - a run-wide choice read by archive()
     ENCODERS = args.encoders
-    print(f"bench/archive.py: {args.records:,} records x 2 sizes, {args.partitions} "
-          f"partitions, {os.cpu_count()} cores, buffer bound {args.bound / 2**20:.0f} MiB",
+    print(f"bench/archive.py: {args.records:,} records x {len(args.sizes)} sizes, "
+          f"{args.partitions} partitions, {os.cpu_count()} cores, "
+          f"buffer bound {args.bound / 2**20:.0f} MiB",
           file=sys.stderr)
     results = asyncio.run(run(args))
     if args.json:
