@@ -78,12 +78,8 @@ class Chunk:
 
 def pack(tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> Chunk:
     """The records of one fetch of ``tp`` (offset order, at least one) as a :class:`Chunk`."""
-    key_list = list(map(_KEY, records))
-    value_list = list(map(_VALUE, records))
-    keys, values = _pack_binary(key_list), _pack_binary(value_list)
-    # Largest key + largest value: an upper bound of the largest record, for the estimate.
-    largest = max(map(len, filter(None, key_list)), default=0) + max(
-        map(len, filter(None, value_list)), default=0)
+    keys, key_max = _pack_binary(list(map(_KEY, records)))
+    values, value_max = _pack_binary(list(map(_VALUE, records)))
     return Chunk(
         tp.topic, tp.partition, len(records),
         offsets=array("q", map(_OFFSET, records)).tobytes(),
@@ -91,7 +87,8 @@ def pack(tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> Chu
         keys=keys, values=values,
         headers=tuple(tuple(r.headers) for r in records)
         if any(r.headers for r in records) else None,
-        size=len(keys[1]) + len(values[1]), largest=largest,
+        # Largest key + largest value: an upper bound of the largest record (the estimate).
+        size=len(keys[1]) + len(values[1]), largest=key_max + value_max,
     )
 
 
@@ -155,12 +152,16 @@ def hour_runs(chunks: Sequence[Chunk]) -> list[tuple[int, int, str, int]]:
     return [(bounds[a], bounds[b], date, hour) for a, b, date, hour in hour_segments(firsts)]
 
 
-def _pack_binary(items: list[bytes | None]) -> Binary:
+def _pack_binary(items: list[bytes | None]) -> tuple[Binary, int]:
+    """The column's buffers and its longest item's length."""
     try:
         data = b"".join(items)  # type: ignore[arg-type]  # a None (rare) raises: see below
     except TypeError:  # a null key or a tombstone: Arrow lays out the validity bitmap
-        return _buffers(pa.array(items, pa.binary()))
-    return array("i", accumulate(map(len, items), initial=0)).tobytes(), data, None  # type: ignore[arg-type]
+        return _buffers(pa.array(items, pa.binary())), max(
+            map(len, filter(None, items)), default=0)
+    lengths = list(map(len, items))  # type: ignore[arg-type]  # no None: joined above
+    offsets = array("i", accumulate(lengths, initial=0)).tobytes()
+    return (offsets, data, None), max(lengths, default=0)
 
 
 def _buffers(column: pa.Array) -> Binary:
