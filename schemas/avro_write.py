@@ -74,7 +74,11 @@ class AvroWriter:
         self._fields = fields
         self._named: dict[str, Any] = {}
         fastavro.parse_schema(parsed, self._named)  # fills the named types, as the writer does
-        self._fast = _Compiler(self._named).compile(parsed)
+        try:
+            self._fast = _Compiler(self._named).compile(parsed)
+        except (SyntaxError, RecursionError):
+            # Beyond Python's 20 nested blocks (arrays of arrays of ...): fastavro writes all.
+            self._fast = _fastavro_only
 
     def write(self, out: bytearray, datum: Any) -> None:
         """Append ``datum``'s Avro binary encoding to ``out``."""
@@ -116,6 +120,10 @@ class AvroWriter:
         if self._fields is not None:
             datum = {k: datum[k] for k in self._fields}
         write_data(out, datum, self._parsed, self._named, "", _OPTIONS)
+
+
+def _fastavro_only(datum: Any, out: bytearray) -> None:
+    raise _Miss
 
 
 class _Compiler:

@@ -333,3 +333,15 @@ def test_a_record_in_a_union_is_written_only_where_fastavro_picks_it(value: Any)
             {"name": "x", "type": "int"}]}]}]}
     parsed = fastavro.parse_schema(schema, named_schemas={})
     assert _ours(AvroWriter(parsed), {"o": value}) == _reference(parsed, {"o": value})
+
+
+def test_a_schema_nested_deeper_than_python_compiles_is_written_by_fastavro() -> None:
+    deep: Any = "long"
+    for _ in range(30):
+        deep = {"type": "array", "items": deep}
+    parsed = fastavro.parse_schema({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": deep}]}, named_schemas={})
+    datum: Any = 7
+    for _ in range(30):
+        datum = [datum]
+    assert AvroWriter(parsed).encode({"a": datum}) == _reference(parsed, {"a": datum})
