@@ -13,7 +13,9 @@ For 200-byte and 2-KB records it prints:
    every record, and the ratio to each ceiling (targets, of librdkafka's: >= 0.25 for
    200 B, >= 0.50 for 2 KB; issue 15);
 3. peak RSS of this process while the agent ran, against the configured buffer bound +
-   150 MiB (the target), and its RSS when the agent started (what the ceilings left);
+   150 MiB (the target), and its RSS when the agent started: what the ceilings left,
+   after the garbage collector and ``malloc_trim`` returned what they can (the ceilings'
+   freed buffers had left 300-380 MiB, varying by 80 MiB from run to run);
 4. CPU per archived record over the timed span: the agent's process (event loop, consumer,
    buffering, pickling) and its encoder processes (decode, columns, Parquet): on two cores
    shared with the broker, the figure that decides the rate.
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import io
 import json
 import os
@@ -38,6 +43,7 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
     sys.path.insert(0, str(ROOT))
 
 import fastavro  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench.common import PeakRss  # noqa: E402
@@ -99,6 +105,16 @@ async def produce(bootstrap: str, topic: str, schema_id: int, count: int, size: 
     return total
 
 
+def _release_memory() -> None:
+    """Return freed memory to the system (Python's, glibc's and Arrow's pools), so the
+    agent's peak RSS does not depend on what the ceilings happened to leave behind."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc is not None:
+        ctypes.CDLL(libc).malloc_trim(0)
+    pa.default_memory_pool().release_unused()
+
+
 def _encoders_cpu(agent: ArchiveAgent) -> float:
     """CPU seconds the agent's encoder processes have used so far (0 without any)."""
     pool = agent._writer._pool  # noqa: SLF001 - a benchmark looking inside on purpose
@@ -124,6 +140,7 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
             agent = ArchiveAgent(kafka=runtime.settings.kafka, group_id=f"bench-{topic}",
                                  registry=runtime.registry, lake=lake, topics=[topic],
                                  max_buffer_bytes=bound, encoders=ENCODERS)
+            _release_memory()
             with PeakRss() as rss:
                 start_rss = rss.peak
                 await agent.start()
