@@ -51,6 +51,12 @@ def _plain(avro_type: Any) -> Any:
     return avro_type
 
 
+def _kafka_days(records: Sequence[ConsumerRecord[Any, Any]]) -> pa.Array:
+    """The day of each record's Kafka timestamp."""
+    return partition_days(pa.array([r.timestamp for r in records], pa.int64())
+                          .cast(pa.timestamp("ms", tz="UTC")))
+
+
 class RawPlacer:
     """Places the records of one source topic in days (see the module contract)."""
 
@@ -73,11 +79,9 @@ class RawPlacer:
     def place(self, schema_by_id: Callable[[int], AvroSchema],
               records: Sequence[ConsumerRecord[Any, Any]]) -> list[tuple[int, bool]]:
         """``(day number, undecodable)`` of each record, in order."""
-        kafka = partition_days(pa.array([r.timestamp for r in records], pa.int64())
-                               .cast(pa.timestamp("ms", tz="UTC")))
         if self._kafka:
             bad = [not self._decode(r.value, schema_by_id)[1] for r in records]
-            days = kafka
+            days = _kafka_days(records)
         else:
             storage = pa.int32() if pa.types.is_date32(self._arrow) else pa.int64()
             values = [r.value for r in records]
@@ -87,7 +91,9 @@ class RawPlacer:
             else:
                 listed, bad = self._place_each(schema_by_id, records)
                 times = pa.array(listed, storage)
-            days = pc.coalesce(partition_days(times.cast(self._arrow)), kafka)
+            days = partition_days(times.cast(self._arrow))
+            if days.null_count:  # undecodable, or the field null: the Kafka timestamp's day
+                days = pc.coalesce(days, _kafka_days(records))
         return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
 
     def _place_whole(self, schema_by_id: Callable[[int], AvroSchema],
