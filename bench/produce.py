@@ -86,13 +86,14 @@ from bench.common import (  # noqa: E402
 from onepipe.app.auth import add_token  # noqa: E402
 from onepipe.app.runtime import make_producer  # noqa: E402
 from onepipe.app.settings import Settings, load_settings  # noqa: E402
+from onepipe.app.web.json_body import parse_json_body  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, encode_body, frame  # noqa: E402
 from onepipe.schemas.errors import OnepipeError  # noqa: E402
 from onepipe.schemas.registry_state import RegistryState  # noqa: E402
 from onepipe.schemas.topic_names import archive_group  # noqa: E402
 from onepipe.schemas.validation import compile_converter  # noqa: E402
-from onepipe.sinks.publish.publisher import Publisher  # noqa: E402
+from onepipe.sinks.publish.publisher import Publisher, TopicWriter  # noqa: E402
 
 TOPIC = "widgets"
 CEILING_TOPIC = "bench-ceiling"
@@ -191,19 +192,20 @@ async def run_ceiling(settings: Settings, encoded: Sequence[tuple[bytes | None, 
 async def stage_budgets(settings: Settings, schema: Any, schema_id: int, key_fields: list[str],
                   bodies: Sequence[bytes], encoded: Sequence[tuple[bytes | None, bytes]],
                   ) -> dict[str, float]:
-    """CPU µs per record of each stage of the endpoint, run here on the same records."""
-    converter = compile_converter(schema)
-    key_encoder = KeyEncoder(schema, key_fields)
+    """CPU µs per record of each stage of the endpoint, run here on the same records with
+    the endpoint's own calls (bench/encode_path.py splits the encode stages further)."""
+    writer = TopicWriter(TOPIC, schema_id, 1, schema, compile_converter(schema),
+                         KeyEncoder(schema, key_fields))
     n = sum(len(orjson.loads(b)["records"]) for b in bodies)
     t = time.process_time()
-    parsed = [orjson.loads(b)["records"] for b in bodies]
+    parsed = [parse_json_body(b)["records"] for b in bodies]
     t_json = time.process_time() - t
     t = time.process_time()
-    datums = [converter.convert_many(records)[0] for records in parsed]
+    datums = [writer.converter.convert_many(records)[0] for records in parsed]
     t_convert = time.process_time() - t
     t = time.process_time()
     for chunk in datums:
-        [(key_encoder.encode(d), frame(schema_id, encode_body(schema, d))) for d in chunk]
+        writer._encode(chunk, 0)  # what TopicWriter.encode does after converting
     t_encode = time.process_time() - t
     # The worker's producer behind the Publisher, 500-record calls from 4 tasks: the
     # endpoint's produce step exactly (send_many on librdkafka, send() on aiokafka).
