@@ -27,8 +27,11 @@ _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 #: Longest key hashed column-wise; longer keys take the scalar path.
 VECTOR_MAX_LEN = 64
-#: Below this many keys the scalar loop is faster than pyarrow's per-call overhead.
-_VECTOR_MIN_KEYS = 32
+#: Below this many keys the scalar loop is faster than pyarrow's per-call overhead (~1 ms
+#: a batch whatever its size). Measured, 18-byte keys, column-wise vs scalar: 100 keys 1.16
+#: vs 0.24 ms, 300 1.12 vs 0.71, 600 1.32 vs 1.44, 5,000 2.1 vs 11.9 (a tailing agent's
+#: batches are a few hundred keys: 32 made them pay the column-wise cost).
+VECTOR_MIN_KEYS = 512
 
 
 def murmur2(data: bytes) -> int:
@@ -56,9 +59,9 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-def murmur2_batch(keys: Sequence[bytes]) -> list[int]:
-    """``[murmur2(k) for k in keys]``, computed column-wise."""
-    if len(keys) < _VECTOR_MIN_KEYS:
+def murmur2_batch(keys: Sequence[bytes], *, vector_from: int = VECTOR_MIN_KEYS) -> list[int]:
+    """``[murmur2(k) for k in keys]``, computed column-wise from ``vector_from`` keys."""
+    if len(keys) < vector_from:
         return [murmur2(k) for k in keys]
     array = pa.array(keys, pa.binary())
     lengths = pc.binary_length(array)
