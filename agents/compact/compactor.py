@@ -18,9 +18,10 @@ Contract:
   run then commits one ``overwrite`` snapshot replacing exactly the changed days, whose
   summary records the raw watermark consumed (``onepipe.raw-watermark``, per partition the
   next offset). The commit asserts that the head is still the snapshot the run planned
-  from: two compactors racing end with one commit and one ``CompactionConflict``; the
-  loser deletes what it wrote, re-plans from the new snapshot and runs again
-  (``max_retries`` times). No day is lost: a day is only replaced by a merge of its
+  from: two compactors racing end with one commit and one ``CompactionConflict`` (also
+  when the winner's sweep deleted the loser's new files before the loser's commit); the
+  loser deletes what is left of what it wrote, re-plans from the new snapshot and runs
+  again (``max_retries`` times). No day is lost: a day is only replaced by a merge of its
   current files.
 - **Crash safety.** A crash before the commit leaves only unreferenced files; a rerun
   reads the same watermark, plans from the same snapshot and writes the same content

@@ -12,8 +12,10 @@ Contract:
   file of the days given and adds their new files, with the new watermark, asserting
   that the table's head is still the snapshot the run planned from. Another commit in
   between makes it raise :class:`~onepipe.schemas.errors.CompactionConflict` (retriable:
-  re-plan); nothing it wrote is referenced. Whole day partitions are replaced, so no
-  row-level delete files are ever written.
+  re-plan); nothing it wrote is referenced. So does a new file gone before the commit on a
+  table that moved: the winner's sweep may delete the loser's files (they can never be
+  published) while the loser still reads their footers. Whole day partitions are
+  replaced, so no row-level delete files are ever written.
 - :func:`expire` removes snapshots older than the retention (never the current one);
   :func:`referenced_paths` lists every data file any remaining snapshot references - what
   a sweep must keep. pyiceberg calls block: run them in a thread from async code.
@@ -180,8 +182,11 @@ def replace_days(catalog: CleanCatalog, state: TableState,
     properties = {WATERMARK_KEY: orjson.dumps({str(p): o for p, o in sorted(
         watermark.items())}).decode(), RUN_KEY: run_id, **(extra or {})}
     with catalog_errors(catalog.uri):
-        added = [data_file(catalog, table, path) for paths in new_files.values()
-                 for path in paths]
+        try:
+            added = [data_file(catalog, table, path) for paths in new_files.values()
+                     for path in paths]
+        except FileNotFoundError as exc:
+            raise _vanished(table, state, exc) from exc
         try:
             with table.transaction() as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as change:
@@ -200,6 +205,27 @@ def replace_days(catalog: CleanCatalog, state: TableState,
     if snapshot is None:
         raise AssertionError("a committed table has a snapshot")
     return snapshot
+
+
+def _vanished(table: Table, state: TableState, exc: FileNotFoundError) -> CompactionError:
+    """Why a new data file of a run is gone before its commit: the error to raise.
+
+    Nothing references a run's new files before its commit, and a sweep deletes such a
+    file only once the table's sequence number reaches the file's, i.e. after another
+    commit since the run planned - which dooms this run's commit anyway. So a missing
+    file on a moved table is a lost race (re-plan); on an unmoved one it is a real loss.
+    """
+    table.refresh()
+    head = table.metadata.current_snapshot_id
+    if head != state.snapshot_id:
+        return CompactionConflict(
+            f"another compactor committed snapshot {head} to {table.name()} after this run "
+            f"planned from snapshot {state.snapshot_id}, and its sweep deleted this run's "
+            f"unpublishable new files ({exc}); re-planning from the new snapshot")
+    return CompactionError(
+        f"a new data file of {table.name()} vanished before its commit while the table "
+        f"stayed at snapshot {head}: {exc}; something outside onepipe deletes files in the "
+        "clean lake - stop it, then run the compaction again")
 
 
 def expire(catalog: CleanCatalog, table: Table, retention_seconds: float,

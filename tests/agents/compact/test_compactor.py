@@ -30,6 +30,7 @@ import pytest
 from onepipe.agents.compact import CompactionReport, Compactor
 from onepipe.agents.compact.plan import DayTask, select_raw
 from onepipe.app.runtime import Runtime
+from onepipe.schemas.errors import CompactionConflict, CompactionError
 from onepipe.schemas.metadata import TopicMetadata, metadata_from_dict
 from onepipe.sinks.lake import LakeStore, open_lake
 from onepipe.sinks.lake.iceberg.layout import parse_data_path
@@ -461,6 +462,57 @@ async def test_two_compactors_race_one_commit_per_seq(local_lake: LakeStore,
     assert (await clean_state(local_lake, topic)).seq == 2
     assert clean_view(await read_clean(local_lake, topic)) == expected_clean(raw.sent, "max")
     await assert_no_stray_files(local_lake, topic)
+
+
+async def test_a_loser_whose_new_files_were_swept_replans(any_lake: LakeStore,
+                                                          tmp_path: Path) -> None:
+    # The race above, with its worst order forced: the winner commits and sweeps the
+    # loser's new files (seq 1, never publishable) before the loser reads their footers
+    # for its own commit. That once failed the loser with pyiceberg's FileNotFoundError.
+    topic = unique("compact-swept")
+    meta = meta_for(topic)
+    raw = RawWriter(any_lake, topic)
+    rng = random.Random(10)
+    await raw.write([*versions(rng, range(40), 2)])
+    config = config_for(tmp_path, catalog_uri=catalog_for(any_lake, tmp_path))
+    swept: list[str] = []
+
+    async def win_meanwhile(task: DayTask, paths: tuple[str, ...]) -> None:
+        if swept:
+            return
+        assert task.seq == 1 and paths
+        winner = await Compactor(any_lake, meta, raw.schema, config).run()
+        assert (winner.seq, winner.attempts) == (1, 1)
+        assert [p for p in paths if await any_lake.exists(p)] == []  # swept by the winner
+        swept.extend(paths)
+        await raw.write([*versions(rng, range(20, 60), 2)])
+
+    loser = await Compactor(any_lake, meta, raw.schema, config,
+                            on_day_written=win_meanwhile).run()
+    assert swept
+    assert (loser.seq, loser.attempts) == (2, 2)
+    assert (await clean_state(any_lake, topic)).seq == 2
+    assert clean_view(await read_clean(any_lake, topic)) == expected_clean(raw.sent, "max")
+    await assert_no_stray_files(any_lake, topic)
+
+
+async def test_a_new_file_lost_on_an_unmoved_table_is_no_conflict(local_lake: LakeStore,
+                                                                  tmp_path: Path) -> None:
+    # A vanished new file is a lost race only when another commit came first; otherwise
+    # something outside onepipe deletes clean files, and re-planning would hide it.
+    topic = unique("compact-lost")
+    raw = RawWriter(local_lake, topic)
+    await raw.write([*versions(random.Random(12), range(10), 1)])
+
+    async def delete_them(task: DayTask, paths: tuple[str, ...]) -> None:
+        for path in paths:
+            await local_lake.delete(path)
+
+    with pytest.raises(CompactionError, match="vanished before its commit") as caught:
+        await Compactor(local_lake, meta_for(topic), raw.schema, config_for(tmp_path),
+                        on_day_written=delete_them).run()
+    assert not isinstance(caught.value, CompactionConflict)
+    assert (await clean_state(local_lake, topic)).seq == 0
 
 
 # ------------------------------------------------------------------ end to end
