@@ -91,11 +91,12 @@ class DayTaskWorker(Service):
             log.info("removed %d run folder(s) of crashed day tasks", stale)
         group = compact_group(self._app_id)
         producer = self._kafka.producer(f"{group}-{self.worker_id}", linger_ms=0)
-        # A task may take long: the poll interval is the task's limit; one task per fetch.
+        # A task may take long: the poll interval is the task's limit; one task per fetch,
+        # answered as soon as one is there (not the batch agents' 256 KiB minimum).
         consumer = self._kafka.group_consumer(
             group, client_id=f"{group}-{self.worker_id}",
             max_poll_interval_ms=int(self._max_task_seconds * 1000), fetch_max_wait_ms=500,
-            max_partition_fetch_bytes=1024 * 1024)
+            fetch_min_bytes=1, max_partition_fetch_bytes=1024 * 1024)
         self._producer, self._consumer = producer, consumer
         try:
             await producer.start()
