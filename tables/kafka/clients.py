@@ -162,6 +162,9 @@ class KafkaClients:
             # agent, one fetch, one tiny batch and one commit each. Measured with the
             # produce bench's single-record phase (one worker, its agents tailing): 1,401
             # -> 3,022 req/s, fixed-rate p99 152 -> 39 ms; the broker's CPU 87% -> 56%.
+            # The price: at low rates a hop waits up to fetch_max_wait_ms for its records
+            # (source -> dedup -> .unique -> sink is two or three hops); a consumer that
+            # wants each record at once (the compaction worker's tasks) passes 1.
             "fetch_max_wait_ms": 200,
             "fetch_min_bytes": 256 * 1024,
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
