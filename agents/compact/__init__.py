@@ -15,8 +15,8 @@ Contract:
   (``onepipe.raw-watermark``); a reader sees a whole snapshot or the previous one. A crash
   before the commit leaves only unreferenced files that a later run deletes, and the rerun
   plans from the same watermark; two compactors racing end with one commit and a retry
-  from the new snapshot (``CompactionConflict``), never a lost day. Snapshots older than
-  ``retention_seconds`` are expired (time travel reaches back that far).
+  from the new snapshot (``CompactionConflict``), never a lost day. Snapshots replaced
+  more than ``retention_seconds`` ago are expired (time travel reaches back that far).
 - **Work over the pool** (pool.py, worker.py, messages.py): a run's day tasks may be sent
   over ``<app_id>-compact-tasks`` to every worker's day-task consumer (group
   ``<app_id>-compact``), results coming back on ``<app_id>-compact-results``. Tasks are

@@ -27,11 +27,11 @@ Contract:
   reads the same watermark, plans from the same snapshot and writes the same content
   under a new run id. An unreferenced data file whose ``seq`` is at most the table's
   sequence number can never be referenced (only a commit right after ``seq - 1`` could
-  have published it), so each run deletes those (no clock needed). Snapshots older than
-  ``retention_seconds`` are expired (never the head): readers pinned to an older snapshot
-  finish reading, then the files only expired snapshots referenced are deleted. The
-  merge is idempotent: re-merging raw rows the table already holds changes nothing. A
-  rerun on an up-to-date table commits nothing (``seq`` None).
+  have published it), so each run deletes those (no clock needed). Snapshots replaced
+  more than ``retention_seconds`` ago are expired (never the head): readers pinned to an
+  older snapshot finish reading, then the files only expired snapshots referenced are
+  deleted. The merge is idempotent: re-merging raw rows the table already holds changes
+  nothing. A rerun on an up-to-date table commits nothing (``seq`` None).
 - **Memory.** DuckDB does the merge with ``memory_limit`` and spills to a temp directory
   under ``work_dir``; no day is ever loaded into Python objects. Raw and data files of an
   S3 lake are downloaded once into ``work_dir/cache`` (DuckDB's httpfs is not available

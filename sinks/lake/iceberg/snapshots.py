@@ -16,7 +16,8 @@ Contract:
   table that moved: the winner's sweep may delete the loser's files (they can never be
   published) while the loser still reads their footers. Whole day partitions are
   replaced, so no row-level delete files are ever written.
-- :func:`expire` removes snapshots older than the retention (never the current one);
+- :func:`expire` removes snapshots replaced longer than the retention ago (never the
+  current one; a head however old is being read when it is replaced);
   :func:`referenced_paths` lists every data file any remaining snapshot references - what
   a sweep must keep. pyiceberg calls block: run them in a thread from async code.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -228,13 +230,27 @@ def _vanished(table: Table, state: TableState, exc: FileNotFoundError) -> Compac
         "clean lake - stop it, then run the compaction again")
 
 
+def _replaced_at(table: Table) -> dict[int, int]:
+    """Snapshot id -> when (ms) it last stopped being the head, by the snapshot log."""
+    log = table.metadata.snapshot_log
+    # Later entries overwrite earlier ones: a snapshot rolled back to counts from its last
+    # replacement.
+    return {entry.snapshot_id: following.timestamp_ms for entry, following in pairwise(log)}
+
+
 def expire(catalog: CleanCatalog, table: Table, retention_seconds: float,
            now: datetime | None = None) -> int:
-    """Expire snapshots older than the retention (never the head); how many."""
+    """Expire snapshots replaced longer than the retention ago (never the head); how many.
+
+    The retention counts from a snapshot's replacement, not its creation: a head older than
+    the retention is still being read (by readers, and by a compactor that planned from it)
+    when a commit replaces it. A snapshot the log does not place counts from its creation.
+    """
     moment = (now or datetime.now(tz=UTC)) - timedelta(seconds=retention_seconds)
     head = table.metadata.current_snapshot_id
-    old = [s.snapshot_id for s in table.snapshots()
-           if s.timestamp_ms < moment.timestamp() * 1000 and s.snapshot_id != head]
+    replaced = _replaced_at(table)
+    old = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != head
+           and replaced.get(s.snapshot_id, s.timestamp_ms) < moment.timestamp() * 1000]
     if not old:
         return 0
     with catalog_errors(catalog.uri):

@@ -282,10 +282,47 @@ async def test_expired_snapshots_free_their_files_after_the_retention(
     # Replaced, but the first snapshot still references them: time travel reads them.
     assert all(await asyncio.gather(*(local_lake.exists(p) for p in old)))
     assert (await read_clean(local_lake, topic, as_of=first.snapshot_id)).num_rows == 10
-    now[0] += 601
+    now[0] = time.time() + 601  # the first snapshot was replaced over 600 s ago
     report = await compactor().run()  # nothing new, but an expired snapshot to drop
     assert report.seq is None and report.files_deleted == len(old)
     assert not any(await asyncio.gather(*(local_lake.exists(p) for p in old)))
+    await assert_no_stray_files(local_lake, topic)
+
+
+async def test_a_replaced_head_stays_readable_for_the_retention(local_lake: LakeStore,
+                                                               tmp_path: Path) -> None:
+    # Retention runs from a snapshot's replacement, not its creation: a head older than the
+    # retention is what readers - and a compactor that planned from it and then loses the
+    # race - still read when another compactor replaces it.
+    topic = unique("compact-old-head")
+    meta = meta_for(topic)
+    raw = RawWriter(local_lake, topic)
+    rng = random.Random(13)
+    await raw.write([*versions(rng, range(40), 2)])
+    config = config_for(tmp_path, retention_seconds=600)
+    first = await Compactor(local_lake, meta, raw.schema, config).run()
+    state = await clean_state(local_lake, topic)
+    head = state.table.current_snapshot() if state.table is not None else None
+    assert head is not None and head.snapshot_id == first.snapshot_id and len(state.days) >= 2
+    # Half a millisecond past the retention of the first snapshot, counted from its creation.
+    late = head.timestamp_ms / 1000 + 600.0005
+    await raw.write([*versions(rng, range(40), 2)])
+    won: list[int | None] = []
+
+    async def win_meanwhile(task: DayTask, paths: tuple[str, ...]) -> None:
+        if won:
+            return
+        # The loser has merged its first day; its other days still read the first snapshot.
+        winner = await Compactor(local_lake, meta, raw.schema, config, clock=lambda: late).run()
+        won.append(winner.seq)
+        await raw.write([*versions(rng, range(20, 60), 2)])
+
+    loser = await Compactor(local_lake, meta, raw.schema, config, clock=lambda: late,
+                            on_day_written=win_meanwhile).run()
+    assert won == [2]
+    assert (loser.seq, loser.attempts) == (3, 2)
+    assert (await read_clean(local_lake, topic, as_of=first.snapshot_id)).num_rows == first.rows_out
+    assert clean_view(await read_clean(local_lake, topic)) == expected_clean(raw.sent, "max")
     await assert_no_stray_files(local_lake, topic)
 
 
