@@ -264,23 +264,35 @@ class RdkafkaProducer:
             future.set_result([])
             return future
         done = BatchReports(future, len(records), self._reports.append)
-        produce, on_delivery = producer.produce, done.delivered
         self._pending.add(future)
+        try:
+            await self._enqueue(topic, records, done.delivered)
+        except BaseException as exc:
+            # Cut short (a produce() error, the caller's deadline, a stop): the records
+            # enqueued count down a batch that can no longer complete, so nothing is
+            # handed over for it; nobody waits for its future any more (flush, stop).
+            self._pending.discard(future)
+            future.cancel()
+            if isinstance(exc, confluent_kafka.KafkaException):
+                raise to_aiokafka_error(exc.args[0]) from exc
+            raise
+        return future
+
+    async def _enqueue(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]],
+                       on_delivery: Any) -> None:
+        """produce() each record, its report to ``on_delivery(index, error, message)``."""
+        assert self._producer is not None
+        produce = self._producer.produce
         for i, (key, value) in enumerate(records):
             try:
                 produce(topic, value, key, on_delivery=functools.partial(on_delivery, i))
-            except BufferError:
+            except BufferError:  # the queue is full: wait for room (reports served)
                 await self._produce_when_room(topic, value, key, None, None, None,
                                               functools.partial(on_delivery, i))
-            except confluent_kafka.KafkaException as exc:
-                # The records before it are enqueued; their reports count down a batch
-                # that can no longer complete (nothing is handed over for it).
-                self._pending.discard(future)
-                future.cancel()
-                raise to_aiokafka_error(exc.args[0]) from exc
             if not (i + 1) % _HANDOVER:
                 await asyncio.sleep(0)  # a 60,000-record request: the loop turns meanwhile
-        return future
+                if self._closed:
+                    raise ProducerClosed
 
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None,
@@ -324,7 +336,12 @@ class RdkafkaProducer:
         producer, loop = self._producer, self._loop
         assert producer is not None and loop is not None
         while self._running:  # stop() flushed before it clears this
-            producer.poll(_POLL_SECONDS)
+            served = producer.poll(_POLL_SECONDS)
+            if served and not self._reports and self._room is not None:
+                # Records were acknowledged, none completing a send_many call (reports are
+                # handed over per call): there is room in the queue all the same, and a
+                # call waiting for it may be the one that has to complete.
+                loop.call_soon_threadsafe(self._wake_room)
             if self._reports:
                 reports = self._reports[:]
                 del self._reports[:]
@@ -353,6 +370,10 @@ class RdkafkaProducer:
             self._room.set_result(None)
         if not pending and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+
+    def _wake_room(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
     def _on_error(self, error: confluent_kafka.KafkaError) -> None:
         # librdkafka retries transient errors itself; a fatal one (an idempotent producer

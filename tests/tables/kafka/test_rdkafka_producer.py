@@ -7,6 +7,7 @@ broker comes back, and an event loop left free while 50,000 records go out.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from onepipe.tables.kafka import KafkaClients, ensure_topic, read_topic
 from onepipe.tables.kafka.clients import broker_count
 from onepipe.tables.kafka.rdkafka_producer import RdkafkaProducer
 from tests.fixtures.loop_watch import LoopWatch
-from tests.fixtures.services import kafka_for, unique
+from tests.fixtures.services import kafka_for, unique, wait_for
 
 
 @pytest.fixture
@@ -94,6 +95,41 @@ async def test_send_many_with_a_record_too_large_fails_and_leaves_nothing_pendin
         [(_, offset, _)] = await (await producer.send_many(topic, [(b"a", b"y")]))
         assert offset >= 1  # after the first record of the failed call, which was sent
         assert not producer._pending
+    finally:
+        await producer.stop()
+
+
+async def test_send_many_larger_than_librdkafkas_queue_completes(broker: str) -> None:
+    """Reports are handed over per call: the room freed by acknowledged records of a call
+    still enqueueing must wake it, or it waits for its own completion (review finding)."""
+    producer = kafka_for(broker).rdkafka_producer(
+        "test-many-queue", linger_ms=1, overrides={"queue.buffering.max.messages": 10})
+    await producer.start()
+    try:
+        topic = await topic_on(broker, 1)
+        records = [(b"k", b"v%d" % i) for i in range(50)]
+        landed = await asyncio.wait_for(await producer.send_many(topic, records), 20)
+        assert [offset for _, offset, _ in landed] == list(range(50))
+    finally:
+        await producer.stop()
+
+
+async def test_a_send_many_given_up_leaves_nothing_pending(broker: str) -> None:
+    """A caller's deadline cancelling send_many while it waits for room: no future is left
+    for flush and stop to wait for (review finding: they waited the whole timeout)."""
+    producer = kafka_for(broker).rdkafka_producer(
+        "test-many-cancel", linger_ms=1, overrides={"queue.buffering.max.messages": 10})
+    await producer.start()
+    try:
+        topic = await topic_on(broker, 1)
+        sending = asyncio.create_task(producer.send_many(topic, [(b"k", b"v")] * 50_000))
+        await wait_for(lambda: len(producer._pending) == 1, what="the call enqueueing")
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        assert not producer._pending
+        [(_, offset, _)] = await (await producer.send_many(topic, [(b"k", b"after")]))
+        assert offset >= 1  # the producer goes on after the records already enqueued
     finally:
         await producer.stop()
 
