@@ -120,7 +120,7 @@ def _may_repeat_keys(raw: bytes, masked: bytes, dump: bytes) -> bool:
     (about one orjson parse). A body without a backslash holds no escape, so neither
     escape case, and its dump holds no ``\\"``.
     """
-    if b'" :' in masked:  # a quote, JSON whitespace, a colon
+    if b' :' in masked:  # JSON whitespace before a colon (after a key, or in a string)
         return True
     if b"\\" not in masked:
         return raw.count(b'":') != dump.count(b'":')

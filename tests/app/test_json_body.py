@@ -25,6 +25,11 @@ BIG = b"123456789012345678901234567890"  # takes the standard parser's path
     b'{"\\u003a":1,"\\u003a":2}',
     b'{"q\\"":1,"q\\"":2}',
     b'{"n":' + BIG + b',"n":1}',
+    # another key with more than one whitespace byte before its colon offset the count
+    # of colons after keys (review finding: each was accepted as {"a": 2, "b": 3})
+    b'{"a":1,"a":2,"b"  :3}',
+    b'{"a":1,"a":2,"b"\r\n:3}',
+    b'{"a":1,"a":2,"b" \t:3}',
 ])
 def test_a_repeated_key_is_refused(raw: bytes) -> None:
     with pytest.raises(RequestError) as info:
@@ -35,6 +40,7 @@ def test_a_repeated_key_is_refused(raw: bytes) -> None:
 @pytest.mark.parametrize("raw", [
     b'{"a":"\\u003a","b":"x\\":y","c\\\\":1,"d":"\\"e\\":"}',
     b'{"a" : 1, "b" :\n2}',
+    b'{"a":1,"b" \t:3,"c":"x :y"}',
     b'{"a":' + BIG + b',"b":{"a":1}}',
 ])
 def test_look_alikes_are_not_repeats(raw: bytes) -> None:
