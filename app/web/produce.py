@@ -62,7 +62,7 @@ async def produce(request: web.Request) -> web.Response:
         number = parse_version(raw_version if isinstance(raw_version, str) else
                                raw_version if isinstance(raw_version, int) else repr(raw_version))
         version = "latest" if number == -1 else number
-    writer = ctx.publisher.writer(topic, version)
+    writer = await ctx.publisher.writer_async(topic, version)
     encoded = await writer.encode_async(records)
     deliveries = await ctx.publisher.send_encoded(topic, encoded)
     return json_response({

@@ -52,7 +52,7 @@ class Batcher:
         ready: list[tuple[int, V3Record, TopicWriter, tuple[bytes | None, bytes]]] = []
         for version, group in groups.items():
             try:
-                writer = self.ctx.publisher.writer(self.topic, version)
+                writer = await self.ctx.publisher.writer_async(self.topic, version)
             except OnepipeError as exc:
                 for i, _ in group:
                     replies[i] = (exc.status, exc.to_json())
