@@ -38,7 +38,7 @@ from typing import Any
 import fastavro
 
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.codec import zigzag_varint
+from onepipe.schemas.avro_write import zigzag_varint
 
 __all__ = ["FRAME_HEAD", "FRAME_LEN", "SMALL_VARINTS", "container", "has_map", "plain_type",
            "read_block"]

@@ -36,7 +36,7 @@ import fastavro
 from fastavro._logical_writers import LOGICAL_WRITERS
 from fastavro._write import write_data  # type: ignore[attr-defined]  # stub omits it
 
-__all__ = ["AvroWriter"]
+__all__ = ["AvroWriter", "zigzag_varint"]
 
 # write_data is the Cython writer schemaless_writer itself calls: the fallback and the code
 # for what is not compiled are fastavro's own code path, not a copy of it.
@@ -214,7 +214,7 @@ class _Compiler:
         elif kind in ("record", "error"):
             out.append(f"{ind}{self.record(s)}({v}, out)")
         elif kind == "enum":
-            codes = {sym: _varint(i) for i, sym in reversed(list(enumerate(s["symbols"])))}
+            codes = {sym: zigzag_varint(i) for i, sym in reversed(list(enumerate(s["symbols"])))}
             b = self.var()
             out.append(f"{ind}{b} = {self.const(codes)}.get({v}) if type({v}) is str else None")
             out.append(f"{ind}if {b} is None: raise _Miss")
@@ -317,7 +317,8 @@ class _Compiler:
         self.emit(other, v, out, ind + "    ")
 
 
-def _varint(n: int) -> bytes:
+def zigzag_varint(n: int) -> bytes:
+    """Avro's encoding of an ``int``/``long``: zigzag, then a base-128 varint."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n & ~0x7F:

@@ -31,17 +31,6 @@ _HEADER = struct.Struct(">bI")
 HEADER_SIZE = _HEADER.size
 
 
-def zigzag_varint(n: int) -> bytes:
-    """Avro's encoding of an ``int``/``long``: zigzag, then a base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def frame(schema_id: int, body: bytes) -> bytes:
     """Prefix an Avro body with the Confluent header."""
     return _HEADER.pack(MAGIC_BYTE, schema_id) + body

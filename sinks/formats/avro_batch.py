@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from onepipe.schemas.avro_container import FRAME_LEN, SMALL_VARINTS, container, read_block
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.codec import zigzag_varint
+from onepipe.schemas.avro_write import zigzag_varint
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from onepipe.schemas.avro_container import SMALL_VARINTS, container, has_map, plain_type, read_block
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.codec import KeyEncoder, decode, zigzag_varint
+from onepipe.schemas.avro_write import zigzag_varint
+from onepipe.schemas.codec import KeyEncoder, decode
 from onepipe.schemas.errors import CodecError, MergeError
 from onepipe.schemas.merge import MergeRule
 from onepipe.schemas.metadata import TopicMetadata

@@ -11,7 +11,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 from onepipe.agents.archive.columns import pack
 from onepipe.agents.archive.encode import Segment, encode_segment
 from onepipe.schemas.avro_schema import parse_schema
-from onepipe.schemas.codec import encode, zigzag_varint
+from onepipe.schemas.avro_write import zigzag_varint
+from onepipe.schemas.codec import encode
 
 SCHEMA = {"type": "record", "name": "E", "fields": [
     {"name": "id", "type": "string"}, {"name": "n", "type": "int"}]}
