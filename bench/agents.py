@@ -29,7 +29,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -45,14 +44,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 import onepipe  # noqa: E402
-from bench.common import machine_facts  # noqa: E402
+from bench.common import agent_bench, machine_facts  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
 from onepipe.agents.framework import AgentMetrics, AgentProcessor, AgentRunner, AgentSpec  # noqa: E402
 from onepipe.agents.framework.declare import declared  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
-from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
-from onepipe.app.settings import load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
 from onepipe.schemas.partitioner import partitions_for  # noqa: E402
@@ -230,32 +227,27 @@ async def sample(bootstrap: str, topic: str, count: int) -> list[Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
-            port=free_port()) as broker:
-        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
-                                 idempotent_producer=False, archive_enabled=False,
-                                 dedup_enabled=False, checksums_enabled=False)
-        async with Runtime(settings) as runtime:
-            topic = "bench-agents"
-            applied = await apply_topic(runtime.registry, topic, SCHEMA, {
-                "partitions": args.partitions, "key": ["id"],
-                "order": {"rule": "max", "field": "version"}, "partition_time": "at"})
-            t0 = time.perf_counter()
-            kinds, value_bytes = await asyncio.to_thread(
-                produce, broker.bootstrap, topic, applied.schema_id, args.records, args.keys,
-                args.partitions)
-            count = sum(kinds.values())
-            print(f"produced {count:,} records ({value_bytes / 1e6:.0f} MB) in "
-                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            raw_rd = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
-                                             args.partitions, count)
-            raw_aio = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions, count)
-            samples = await sample(broker.bootstrap, topic, min(20_000, count // 8))
-            gc.collect()
-            results = {}
-            for kind in ("batch", "record"):
-                results[kind] = await run_agent(runtime, kind, count, kinds, Path(data) / kind,
-                                                samples)
+    async with agent_bench() as (broker, runtime, data):
+        topic = "bench-agents"
+        applied = await apply_topic(runtime.registry, topic, SCHEMA, {
+            "partitions": args.partitions, "key": ["id"],
+            "order": {"rule": "max", "field": "version"}, "partition_time": "at"})
+        t0 = time.perf_counter()
+        kinds, value_bytes = await asyncio.to_thread(
+            produce, broker.bootstrap, topic, applied.schema_id, args.records, args.keys,
+            args.partitions)
+        count = sum(kinds.values())
+        print(f"produced {count:,} records ({value_bytes / 1e6:.0f} MB) in "
+              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        raw_rd = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
+                                         args.partitions, count)
+        raw_aio = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions, count)
+        samples = await sample(broker.bootstrap, topic, min(20_000, count // 8))
+        gc.collect()
+        results = {}
+        for kind in ("batch", "record"):
+            results[kind] = await run_agent(runtime, kind, count, kinds, data / kind,
+                                            samples)
     rd, aio = count / raw_rd, count / raw_aio
     return {
         "records": count, "keys": args.keys, "partitions": args.partitions,

@@ -29,7 +29,6 @@ import datetime as dt
 import io
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,13 +41,11 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
+from bench.common import agent_bench  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
 from onepipe.agents.checksum.agent import ChecksumAgent  # noqa: E402
 from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
-from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
-from onepipe.app.runtime import Runtime  # noqa: E402
-from onepipe.app.settings import load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema  # noqa: E402
 from onepipe.schemas.codec import frame  # noqa: E402
 from onepipe.schemas.metadata import metadata_from_dict  # noqa: E402
@@ -112,32 +109,28 @@ def main() -> None:
 
 async def from_kafka(schema: AvroSchema, count: int) -> None:
     """The checksum agent counting ``count`` source records from Kafka, and the ceilings."""
-    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
-            port=free_port()) as broker:
-        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
-                                 idempotent_producer=False, archive_enabled=False,
-                                 dedup_enabled=False, checksums_enabled=False)
-        async with Runtime(settings) as runtime:
-            topic = "bench-checksum"
-            applied = await apply_topic(runtime.registry, topic, schema.json, METADATA)
-            await ensure_topic(settings.kafka, unique_topic(topic), partitions=PARTITIONS,
-                               replication_factor=1)
-            await produce(broker.bootstrap, topic, schema, applied.schema_id, count)
-            rd = count / await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
-                                                 PARTITIONS, count)
-            aio = count / await aiokafka_ceiling(broker.bootstrap, topic, PARTITIONS, count)
-            agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
-                                  registry=runtime.registry, data_dir=Path(data),
-                                  topics=[topic])
-            await agent.start()
-            try:
-                await agent.assigned.wait()
-                started, cpu = time.perf_counter(), time.process_time()
-                await agent.wait_until(lambda m: m.counted >= count)
-                rate = count / (time.perf_counter() - started)
-                cpu_us = (time.process_time() - cpu) / count * 1e6
-            finally:
-                await agent.stop()
+    async with agent_bench() as (broker, runtime, data):
+        settings = runtime.settings
+        topic = "bench-checksum"
+        applied = await apply_topic(runtime.registry, topic, schema.json, METADATA)
+        await ensure_topic(settings.kafka, unique_topic(topic), partitions=PARTITIONS,
+                           replication_factor=1)
+        await produce(broker.bootstrap, topic, schema, applied.schema_id, count)
+        rd = count / await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
+                                             PARTITIONS, count)
+        aio = count / await aiokafka_ceiling(broker.bootstrap, topic, PARTITIONS, count)
+        agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
+                              registry=runtime.registry, data_dir=data,
+                              topics=[topic])
+        await agent.start()
+        try:
+            await agent.assigned.wait()
+            started, cpu = time.perf_counter(), time.process_time()
+            await agent.wait_until(lambda m: m.counted >= count)
+            rate = count / (time.perf_counter() - started)
+            cpu_us = (time.process_time() - cpu) / count * 1e6
+        finally:
+            await agent.stop()
     print(f"\nfrom Kafka: {count:,} widgets records, {PARTITIONS} partitions (agent's "
           f"consumer: {settings.kafka_consumer_client})")
     print(f"  raw librdkafka consume (ceiling) {rd:>10,.0f} rec/s")

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +42,8 @@ if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo impor
     sys.path.insert(0, str(ROOT))
 
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from onepipe.app.runtime import Runtime  # noqa: E402
+from onepipe.app.settings import load_settings  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -539,3 +541,18 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextlib.asynccontextmanager
+async def agent_bench() -> AsyncIterator[tuple[EmbeddedBroker, Runtime, Path]]:
+    """An embedded broker, a temporary data dir and a worker :class:`Runtime` on them with
+    none of its own archive, dedup or checksum agents (they would share the event loop and
+    the cores with the agent under test): its registry applies the bench's topics.
+    Yields ``(broker, runtime, data_dir)``."""
+    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
+            port=free_port()) as broker:
+        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
+                                 idempotent_producer=False, archive_enabled=False,
+                                 dedup_enabled=False, checksums_enabled=False)
+        async with Runtime(settings) as runtime:
+            yield broker, runtime, Path(data)

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +40,11 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from bench.common import PeakRss, machine_facts, tree_cpu  # noqa: E402
+from bench.common import PeakRss, agent_bench, machine_facts, tree_cpu  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
 from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
-from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
-from onepipe.app.settings import load_settings  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
 from onepipe.schemas.partitioner import partitions_for  # noqa: E402
 
@@ -145,30 +142,24 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
-            port=free_port()) as broker:
-        # Only the agent under test: a runtime's own archive, dedup and checksum agents
-        # (the last reads <topic>.unique) would share its event loop and cores.
-        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
-                                 idempotent_producer=False, archive_enabled=False,
-                                 dedup_enabled=False, checksums_enabled=False)
-        async with Runtime(settings) as runtime:
-            topic = "bench-dedup"
-            applied = await apply_topic(runtime.registry, topic, SCHEMA, {
-                "partitions": args.partitions, "key": ["id"],
-                "order": {"rule": "max", "field": "version"}})
-            t0 = time.perf_counter()
-            count, value_bytes = await produce(broker.bootstrap, topic, applied.schema_id,
-                                               args.records, args.duplicates, args.partitions)
-            print(f"produced {count:,} records ({value_bytes / 1e6:.0f} MB) in "
-                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            rd_seconds = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
-                                                 args.partitions, count)
-            raw_seconds = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions,
-                                                 count)
-            pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
-            seconds, peak, disk, agent, (cpu, loop_cpu), broker_cpu = await dedup(
-                runtime, topic, count, Path(data), pid, args.max_records)
+    async with agent_bench() as (broker, runtime, data):
+        settings = runtime.settings
+        topic = "bench-dedup"
+        applied = await apply_topic(runtime.registry, topic, SCHEMA, {
+            "partitions": args.partitions, "key": ["id"],
+            "order": {"rule": "max", "field": "version"}})
+        t0 = time.perf_counter()
+        count, value_bytes = await produce(broker.bootstrap, topic, applied.schema_id,
+                                           args.records, args.duplicates, args.partitions)
+        print(f"produced {count:,} records ({value_bytes / 1e6:.0f} MB) in "
+              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        rd_seconds = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
+                                             args.partitions, count)
+        raw_seconds = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions,
+                                             count)
+        pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
+        seconds, peak, disk, agent, (cpu, loop_cpu), broker_cpu = await dedup(
+            runtime, topic, count, data, pid, args.max_records)
     m = agent.metrics
     result = {
         "records": count, "distinct_keys": args.records, "partitions": args.partitions,

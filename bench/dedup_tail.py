@@ -22,7 +22,6 @@ import asyncio
 import collections
 import io
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,13 +35,10 @@ import aiokafka.conn  # noqa: E402
 import confluent_kafka  # noqa: E402
 import fastavro  # noqa: E402
 
-from bench.common import tree_cpu  # noqa: E402
+from bench.common import agent_bench, tree_cpu  # noqa: E402
 from bench.dedup import SCHEMA  # noqa: E402
 from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
-from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
-from onepipe.app.runtime import Runtime  # noqa: E402
-from onepipe.app.settings import load_settings  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
 
@@ -83,43 +79,39 @@ def load(bootstrap: str, topic: str, schema_id: int, rate: float, stop: threadin
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     aiokafka.conn.AIOKafkaConnection.send = _counted_send
-    with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
-            port=free_port()) as broker:
-        settings = load_settings(broker=broker.bootstrap, web_port=0, data_dir=data,
-                                 idempotent_producer=False, archive_enabled=False,
-                                 dedup_enabled=False, checksums_enabled=False)
-        async with Runtime(settings) as runtime:
-            topic = "bench-dedup-tail"
-            applied = await apply_topic(runtime.registry, topic, SCHEMA, {
-                "partitions": 4, "key": ["id"], "order": {"rule": "max", "field": "version"}})
-            agent = None
-            if not args.without_agent:
-                agent = DedupAgent(kafka=settings.kafka, group_id="bench-tail",
-                                   registry=runtime.registry, data_dir=Path(data),
-                                   topics=[topic])
-                await agent.start()
-                await agent.assigned.wait()
-            stop = threading.Event()
-            loader = threading.Thread(target=load, args=(
-                broker.bootstrap, topic, applied.schema_id, args.rate, stop), daemon=True)
-            loader.start()
-            try:
-                await asyncio.sleep(3.0)  # warm-up: the agent is tailing
-                pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
-                consumed = agent.metrics.consumed if agent is not None else 0
-                broker_cpu, loop_cpu = tree_cpu(pid), time.thread_time()
-                started = time.monotonic()
-                _counting.set()
-                await asyncio.sleep(args.seconds)
-                _counting.clear()
-                elapsed = time.monotonic() - started
-                broker_cpu, loop_cpu = tree_cpu(pid) - broker_cpu, time.thread_time() - loop_cpu
-                consumed = (agent.metrics.consumed if agent is not None else 0) - consumed
-            finally:
-                stop.set()
-                await asyncio.to_thread(loader.join)
-                if agent is not None:
-                    await agent.stop()
+    async with agent_bench() as (broker, runtime, data):
+        settings = runtime.settings
+        topic = "bench-dedup-tail"
+        applied = await apply_topic(runtime.registry, topic, SCHEMA, {
+            "partitions": 4, "key": ["id"], "order": {"rule": "max", "field": "version"}})
+        agent = None
+        if not args.without_agent:
+            agent = DedupAgent(kafka=settings.kafka, group_id="bench-tail",
+                               registry=runtime.registry, data_dir=data,
+                               topics=[topic])
+            await agent.start()
+            await agent.assigned.wait()
+        stop = threading.Event()
+        loader = threading.Thread(target=load, args=(
+            broker.bootstrap, topic, applied.schema_id, args.rate, stop), daemon=True)
+        loader.start()
+        try:
+            await asyncio.sleep(3.0)  # warm-up: the agent is tailing
+            pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
+            consumed = agent.metrics.consumed if agent is not None else 0
+            broker_cpu, loop_cpu = tree_cpu(pid), time.thread_time()
+            started = time.monotonic()
+            _counting.set()
+            await asyncio.sleep(args.seconds)
+            _counting.clear()
+            elapsed = time.monotonic() - started
+            broker_cpu, loop_cpu = tree_cpu(pid) - broker_cpu, time.thread_time() - loop_cpu
+            consumed = (agent.metrics.consumed if agent is not None else 0) - consumed
+        finally:
+            stop.set()
+            await asyncio.to_thread(loader.join)
+            if agent is not None:
+                await agent.stop()
     return {"rate": args.rate, "consumer_client": settings.kafka_consumer_client,
             "agent": agent is not None, "deduplicated_s": consumed / elapsed,
             "broker_cpu_pct": 100 * broker_cpu / elapsed,
