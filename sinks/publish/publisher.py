@@ -160,8 +160,11 @@ class Publisher:
         key, build = self._writer_for(topic, version)
         cached = self._writers.get(key)
         if cached is None:
-            built = await asyncio.to_thread(build)
-            cached = self._writers.setdefault(key, built)  # a concurrent call's, if first
+            generation = self._state.generation
+            cached = await asyncio.to_thread(build)
+            if self._state.generation == generation:  # else the registry changed meanwhile:
+                # serve this request with it, cache only what the current state builds
+                cached = self._writers.setdefault(key, cached)  # a concurrent call's first
         return cached
 
     def _writer_for(self, topic: str, version: int | str
