@@ -138,7 +138,16 @@ class RegistryStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tail
         if self._consumer is not None:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka's Fetcher.close awaits the fetch it just cancelled, and a fetch
+                # backing off from an unreachable broker re-raises that cancellation (seen
+                # stopping a worker whose broker had just come back). Only a cancellation
+                # of this task itself goes on; the consumer is closed either way.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
         if self._producer is not None and self._own_producer:
             await self._producer.stop()
 
