@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -60,8 +60,9 @@ __all__ = ["Batches", "BatchAgent"]
 
 log = logging.getLogger(__name__)
 
-#: What one fetch returns: records per partition.
-Batches = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+#: What one fetch returns: records per partition (a list of records from aiokafka, columns
+#: from librdkafka: onepipe.tables.kafka.record_columns reads either as columns).
+Batches = Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
 M = TypeVar("M")
 
 #: Seconds between looks at the registry while the agent has nothing to read.

@@ -12,7 +12,7 @@ import importlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from onepipe.tables.checksum import (
     raw_messages,
 )
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.record_columns import from_offset, offsets_of
 from onepipe.tables.kafka.topics import ensure_topic, high_watermarks
 from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
@@ -180,7 +181,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         if commits:
             await self._commit_offsets(consumer, commits)
 
-    async def _fold(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    async def _fold(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]
                     ) -> tuple[str, list[Message], int] | None:
         store = self._tables.folds.get(tp)
         topic = source_of_unique(tp.topic)
@@ -188,7 +189,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         if store is None or described is None or topic is None:
             return None  # revoked while fetched: the next owner folds it from its table
         applied = store.applied_offset
-        records = [r for r in records if r.offset >= applied]  # redelivered: folded already
+        records = from_offset(records, applied)  # those below were folded already
         if not records:
             return None
         winners = await asyncio.to_thread(winner_contributions, described.view, described.reader,
@@ -197,7 +198,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         previous = await asyncio.to_thread(store.get_many, list({k: None for k, _ in winners}))
         result = fold(described.view.spec, store.days, previous, winners, self._cutoff(),
                       store.hours)
-        next_offset = records[-1].offset + 1
+        next_offset = offsets_of(records)[-1] + 1
         await asyncio.to_thread(store.apply, result, next_offset)
         self.metrics.folded += len(records)
         self.metrics.batches += 1
@@ -206,16 +207,16 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         return topic, fold_messages(tp.partition, next_offset, result.days, result.dropped,
                                     result.hours, result.dropped_hours), next_offset
 
-    async def _count(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    async def _count(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]
                      ) -> tuple[str, list[Message], int] | None:
         store = self._tables.raws.get(tp)
         described = self._topics.get(tp.topic)
         if store is None or described is None:
             return None  # revoked while fetched: the next owner counts it from its store
-        records = [r for r in records if r.offset >= store.applied_offset]  # redelivered
+        records = from_offset(records, store.applied_offset)  # those below: redelivered
         if not records:
             return None
-        next_offset = records[-1].offset + 1
+        next_offset = offsets_of(records)[-1] + 1
         cutoff = self._cutoff()
         schema_by_id = self._registry.state.schema_by_id
         placer = described.placer

@@ -114,7 +114,7 @@ def read_sources(reader: TopicReader, partitions: int,
     return reads
 
 
-def group_by_table(batches: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]],
+def group_by_table(batches: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]],
                    sources: Mapping[str, str]
                    ) -> dict[tuple[str, int], tuple[list[ConsumerRecord[Any, Any]],
                                                     list[ConsumerRecord[Any, Any]]]]:

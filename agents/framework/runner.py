@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -213,7 +214,7 @@ class AgentRunner(BatchAgent[AgentMetrics]):
         """Gather fetches until ``max_records`` or ``max_wait`` (getmany returns early)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.max_wait.total_seconds()
-        gathered: Batches = {}
+        gathered: dict[TopicPartition, list[Any]] = {}
         count = 0
         while count < self.spec.max_records:
             left_ms = int((deadline - loop.time()) * 1000)

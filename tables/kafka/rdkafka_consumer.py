@@ -3,8 +3,9 @@
 
 Contract (:class:`RdkafkaConsumer`): the part of ``AIOKafkaConsumer`` the batch agents
 and the compaction workers call (onepipe.tables.kafka.types.GroupConsumer), with the same
-types - aiokafka ``TopicPartition`` keys, records that are aiokafka ``ConsumerRecord``
-(onepipe.tables.kafka.rdkafka_records), aiokafka's errors - and the same guarantees:
+types - aiokafka ``TopicPartition`` keys, each partition's records a sequence of aiokafka
+``ConsumerRecord`` (held as columns, onepipe.tables.kafka.record_columns: no Python
+object per record until one is asked for), aiokafka's errors - and the same guarantees:
 
 - ``getmany`` waits up to ``timeout_ms`` for the first record, then returns at once with
   what is already fetched (up to ``max_records``), as aiokafka does; never a record of a
@@ -61,8 +62,9 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError
 
 from onepipe.tables.kafka.rdkafka_rebalance import RebalanceCallbacks
-from onepipe.tables.kafka.rdkafka_records import Batches, group_batch, to_kafka_error
+from onepipe.tables.kafka.rdkafka_records import to_kafka_error
 from onepipe.tables.kafka.rdkafka_thread import HandleThread
+from onepipe.tables.kafka.record_columns import PartitionRecords, partition_columns
 
 __all__ = ["RdkafkaConsumer"]
 
@@ -148,8 +150,9 @@ class RdkafkaConsumer(RebalanceCallbacks):
 
     # ------------------------------------------------------------- fetching
     async def getmany(self, *, timeout_ms: int = 0, max_records: int | None = None
-                      ) -> Batches:
-        """Records per partition: up to ``max_records``, waiting up to ``timeout_ms``."""
+                      ) -> dict[TopicPartition, PartitionRecords]:
+        """Records per partition (as columns: onepipe.tables.kafka.record_columns): up to
+        ``max_records``, waiting up to ``timeout_ms``."""
         count, timeout = max_records or 10_000, timeout_ms / 1000
         return await self._call(lambda: self._fetch(count, timeout), top_level=True)
 
@@ -302,7 +305,7 @@ class RdkafkaConsumer(RebalanceCallbacks):
         while consumer.assignment() and time.monotonic() < deadline:
             consumer.poll(_SLICE)  # a record returned here is dropped: nothing is assigned
 
-    def _fetch(self, count: int, timeout: float) -> Batches:
+    def _fetch(self, count: int, timeout: float) -> dict[TopicPartition, PartitionRecords]:
         consumer = self._rd()
         deadline = time.monotonic() + timeout
         self._fetching, self._dropped = True, {}
@@ -318,13 +321,13 @@ class RdkafkaConsumer(RebalanceCallbacks):
                     messages = [first, *consumer.consume(count - 1, 0)] if count > 1 \
                         else [first]
             self._thread_of().run_queued()  # pauses and seeks queued meanwhile apply to this batch
-            batches = group_batch(messages, self._handed_over, self._on_error)
+            batches = partition_columns(messages, self._handed_over, self._on_error)
         except confluent_kafka.KafkaException as exc:
             raise to_kafka_error(exc) from exc
         finally:
             self._fetching = False
         for tp, records in batches.items():
-            self._positions[tp] = records[-1].offset + 1
+            self._positions[tp] = records.offsets[-1] + 1
         for tp, why in self._dropped.items():
             if why == "pause" and tp in self._positions:
                 # librdkafka's position passed the dropped records: fetch them again.

@@ -10,7 +10,7 @@ aiokafka's errors, the listener's callbacks before partitions are fetched or giv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -31,7 +31,7 @@ class GroupConsumer(Protocol):
     def unsubscribe(self) -> None: ...
 
     async def getmany(self, *, timeout_ms: int = 0, max_records: int | None = None
-                      ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]: ...
+                      ) -> Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]: ...
 
     def pause(self, *partitions: TopicPartition) -> None: ...
 
