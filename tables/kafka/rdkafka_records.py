@@ -7,9 +7,8 @@ Contract:
   ``partition``, ``offset``, ``timestamp``, ``timestamp_type``, ``key``, ``value`` and
   ``headers`` of either client's records alike. ``headers`` is a tuple (never None);
   ``checksum`` is None and the serialized sizes are the lengths of key and value.
-- :func:`group_batch` turns one ``consume()`` result into ``{TopicPartition: [records]}``
-  in one pass, looking a partition up only when the run of messages changes partition
-  (librdkafka hands over a fetch's messages of one partition together).
+- The consumer hands records over as columns (onepipe.tables.kafka.record_columns);
+  a :class:`RdkafkaRecord` is built only when code asks for a record of them.
 - :func:`to_kafka_error` maps a librdkafka error to aiokafka's error tree, so the
   agents' ``except KafkaError`` and ``except CommitFailedError`` stay as they are.
 
@@ -23,14 +22,11 @@ builds in 0.12 us, but reading the five fields the archive reads then costs 0.33
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 import confluent_kafka
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
-__all__ = ["RdkafkaRecord", "group_batch", "to_kafka_error"]
+__all__ = ["RdkafkaRecord", "to_kafka_error"]
 
 
 class RdkafkaRecord(ConsumerRecord[bytes, bytes]):
@@ -58,35 +54,6 @@ class RdkafkaRecord(ConsumerRecord[bytes, bytes]):
     @property
     def serialized_value_size(self) -> int:
         return -1 if self.value is None else len(self.value)
-
-
-Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-
-
-def group_batch(messages: Iterable[Any],
-                partition_of: Callable[[str, int], TopicPartition | None],
-                on_error: Callable[[Any], None]) -> Batches:
-    """Records per partition; ``partition_of`` names the key of a (topic, partition), or
-    None to drop its records (not assigned, paused or sought meanwhile); messages carrying
-    an error go to ``on_error``. (``messages`` are ``confluent_kafka.Message``, typed Any:
-    its stubs make every accessor Optional, but a message without an error has them all.)"""
-    batches: Batches = {}
-    topic: Any = None
-    partition = -1
-    run: list[ConsumerRecord[bytes, bytes]] | None = None
-    for message in messages:
-        if message.error() is not None:
-            on_error(message)
-            continue
-        t, p = message.topic(), message.partition()
-        if p != partition or t != topic:
-            topic, partition = t, p
-            tp = partition_of(t, p)
-            run = None if tp is None else batches.setdefault(tp, [])
-        if run is not None:
-            run.append(RdkafkaRecord(t, p, message.offset(), message.timestamp(),
-                                     message.key(), message.value(), message.headers()))
-    return batches
 
 
 def to_kafka_error(error: confluent_kafka.KafkaError | BaseException, *,
