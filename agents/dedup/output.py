@@ -9,6 +9,12 @@ young instead of living until the acks (the collector's work grows with live obj
 offset after its last winner -- the changelog offset its table holds once the winners
 are written to it. aiokafka sends one request per broker at a time and keeps batches of
 a partition in order, so ``.unique`` receives winners in the order they were decided.
+
+Winners are appended column-wise: one C-level ``map`` of the C record builder's
+``append`` over the key, value, timestamp and header columns, instead of a Python call of
+aiokafka's ``BatchBuilder.append`` per winner (~0.6 -> ~0.2 µs a winner). That reaches
+into the ``BatchBuilder`` (its ``_builder`` and ``_relative_offset``); an aiokafka without
+them gets the per-record path (onepipe.agents.batch.produce).
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import count, takewhile
+from operator import is_not
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from onepipe.agents.batch.produce import build_partition
-from onepipe.agents.dedup.plan import Outgoing, PartitionWork
-from onepipe.schemas.errors import BrokerError
+from onepipe.agents.dedup.plan import Outgoing, PartitionWork, Unique
+from onepipe.schemas.errors import BrokerError, OnepipeError
 from onepipe.schemas.topic_names import repartition_topic, unique_topic
 
 __all__ = ["Built", "await_acks", "build_batches", "send_batches"]
@@ -47,11 +56,11 @@ def build_batches(producer: AIOKafkaProducer, work: PartitionWork) -> Built:
     for target, records in work.repartition.items():
         _build(producer, repartition_topic(work.topic), target, records, built)
     before = len(built.batches)
-    if work.unique:
-        _build(producer, unique_topic(work.topic), work.partition, work.unique, built)
+    if work.unique.keys:
+        _build_unique(producer, unique_topic(work.topic), work.partition, work.unique, built)
     built.unique_batches = len(built.batches) - before
     work.repartition = {}
-    work.unique = []
+    work.unique = Unique([], [], [], [])
     return built
 
 
@@ -90,3 +99,36 @@ def _build(producer: AIOKafkaProducer, topic: str, partition: int, records: list
     """Append ``records`` to as many batches for one partition as they need."""
     built.batches.extend((topic, partition, batch, count)
                          for batch, count in build_partition(producer, topic, partition, records))
+
+
+#: The C builder's ``append`` returns None for a record that does not fit: stop there.
+_APPENDED = partial(is_not, None)
+
+
+def _build_unique(producer: AIOKafkaProducer, topic: str, partition: int, unique: Unique,
+                  built: Built) -> None:
+    """Append the winners' columns to as many batches as they need, in order."""
+    keys, values, timestamps, headers = unique
+    total = len(keys)
+    start = 0
+    while start < total:
+        batch = producer.create_batch()
+        builder = getattr(batch, "_builder", None)
+        if builder is None or not hasattr(batch, "_relative_offset"):
+            _build(producer, topic, partition,
+                   list(zip(keys[start:], values[start:], timestamps[start:],
+                            headers[start:], strict=True)), built)
+            return
+        columns = (timestamps, keys, values, headers)
+        if start:
+            columns = tuple(column[start:] for column in columns)  # type: ignore[assignment]
+        appended = len(list(takewhile(_APPENDED, map(builder.append, count(), *columns))))
+        if appended == 0:
+            raise OnepipeError(
+                f"a record of {len(values[start])} bytes does not fit in an empty producer "
+                f"batch for {topic}[{partition}]; raise the producer's max_batch_size "
+                "above the largest record")
+        batch._relative_offset = appended  # noqa: SLF001 - what its append counts
+        batch.close()
+        built.batches.append((topic, partition, batch, appended))
+        start += appended

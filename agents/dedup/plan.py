@@ -6,6 +6,11 @@ value) and the table's stored winners. Output (:class:`PartitionWork`): the reco
 forward to ``T.repartition`` (a producer sent them to the wrong partition), the winners
 to emit to ``T.unique[p]``, the counts, and the offsets to commit once all of it is
 durable. The agent (onepipe.agents.dedup.agent) does the I/O in the order that makes it crash-safe.
+
+Records are read only as columns, through onepipe.tables.kafka.record_columns' readers:
+the librdkafka consumer's :class:`~onepipe.tables.kafka.record_columns.PartitionRecords`
+then hands its lists over as they are and no record object is built (~0.5 µs a record
+saved on the event loop); aiokafka's records are read with one C-level pass per field.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -32,17 +36,35 @@ from onepipe.tables.dedup.fold import (
     source_of,
 )
 from onepipe.tables.dedup.store import Entry, Winner
+from onepipe.tables.kafka.record_columns import (
+    headers_of,
+    offsets_of,
+    timestamps_of,
+    values_of,
+)
 
-__all__ = ["Outgoing", "PartitionWork", "SourceRead", "group_by_table", "plan_partition",
-           "read_sources"]
+__all__ = ["Outgoing", "PartitionWork", "Records", "SourceRead", "Unique", "group_by_table",
+           "plan_partition", "read_sources"]
 
-_VALUE = attrgetter("value")
-_OFFSET = attrgetter("offset")
-_TIMESTAMP = attrgetter("timestamp")
-_HEADERS = attrgetter("headers")
 Headers = list[tuple[str, bytes]]
-#: A record to produce: (key, value, timestamp ms, headers). Plain tuples: one per winner.
+#: A record to produce: (key, value, timestamp ms, headers). Plain tuples: one per record.
 Outgoing = tuple[bytes, bytes, int, Headers]
+#: One partition's records of one fetch (aiokafka's list, or librdkafka's columns).
+Records = Sequence[ConsumerRecord[Any, Any]]
+
+
+class Unique(NamedTuple):
+    """Winners for ``<topic>.unique[p]`` as columns (index-aligned; built with ``zip``
+    and ``map``, and appended to produce batches with one C-level ``map``)."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    timestamps: list[int]
+    #: Lists: aiokafka's C record builder takes nothing else.
+    headers: list[Headers]
+
+
+_NO_UNIQUE = Unique([], [], [], [])
 
 
 @dataclass(slots=True)
@@ -55,7 +77,7 @@ class PartitionWork:
     #: Records for ``<topic>.repartition``, by canonical partition.
     repartition: dict[int, list[Outgoing]] = field(default_factory=dict)
     #: Winners for ``<topic>.unique[partition]``.
-    unique: list[Outgoing] = field(default_factory=list)
+    unique: Unique = _NO_UNIQUE
     #: Their canonical keys, table entries and the entries they replace (None: a new key),
     #: index-aligned with ``unique``.
     keys: list[bytes] = field(default_factory=list)
@@ -78,7 +100,7 @@ class SourceRead:
     """One source partition's batch read for planning: its values, their canonical keys
     (None: undecodable) and order values, and the canonical partition of each key."""
 
-    values: list[bytes]
+    values: Sequence[bytes | None]
     decoded: list[bytes | None]
     orders: list[Any]
     #: Indices of the decodable values, and their keys' canonical partitions (aligned).
@@ -87,7 +109,7 @@ class SourceRead:
 
 
 def read_sources(reader: TopicReader, partitions: int,
-                 sources: Sequence[Sequence[ConsumerRecord[Any, Any]]]) -> list[SourceRead]:
+                 sources: Sequence[Records]) -> list[SourceRead]:
     """Read the batches of several source partitions of one topic (index-aligned).
 
     The keys of all of them are hashed in one murmur2 pass: its pyarrow path costs
@@ -97,7 +119,7 @@ def read_sources(reader: TopicReader, partitions: int,
     reads: list[SourceRead] = []
     keys: list[bytes] = []
     for source in sources:
-        values = list(map(_VALUE, source))
+        values = values_of(source)
         decoded, orders = reader.read(values)
         if None not in decoded:
             valid = list(range(len(decoded)))
@@ -114,27 +136,44 @@ def read_sources(reader: TopicReader, partitions: int,
     return reads
 
 
-def group_by_table(batches: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]],
-                   sources: Mapping[str, str]
-                   ) -> dict[tuple[str, int], tuple[list[ConsumerRecord[Any, Any]],
-                                                    list[ConsumerRecord[Any, Any]]]]:
+def group_by_table(batches: Mapping[TopicPartition, Records], sources: Mapping[str, str]
+                   ) -> dict[tuple[str, int], tuple[Records, Records]]:
     """A fetch's records by table (source topic, partition): (source, repartitioned).
 
-    ``sources`` maps each repartition topic to its source topic.
+    ``sources`` maps each repartition topic to its source topic. A fetch holds each
+    topic-partition once, so each side is one partition's records, passed on as they are
+    (no record is touched: columns stay columns).
     """
-    grouped: dict[tuple[str, int], tuple[list[Any], list[Any]]] = {}
+    grouped: dict[tuple[str, int], tuple[Records, Records]] = {}
     for tp, records in batches.items():
         if not records:
             continue
         source = sources.get(tp.topic)
-        slot = grouped.setdefault((source or tp.topic, tp.partition), ([], []))
-        slot[1 if source is not None else 0].extend(records)
+        table = (source or tp.topic, tp.partition)
+        held = grouped.get(table, ((), ()))
+        grouped[table] = (held[0], records) if source is not None else (records, held[1])
     return grouped
+
+
+class _Versions(NamedTuple):
+    """The versions deduplicated in one batch, as index-aligned columns."""
+
+    keys: list[bytes]
+    ranks: list[Rank]
+    values: Sequence[bytes]
+    #: The record's own offset (in the source or the repartition topic).
+    offsets: Sequence[int]
+    timestamps: Sequence[int]
+    #: Headers per version; None when no version has any.
+    headers: Sequence[Sequence[tuple[str, bytes]]] | None
+    #: Source position per version (None: the record's own partition and offset); None
+    #: when every version was read from the source topic.
+    positions: list[tuple[int, int] | None] | None
 
 
 def plan_partition(
     topic: str, partition: int, partitions: int, reader: TopicReader,
-    source: Sequence[ConsumerRecord[Any, Any]], repartitioned: Sequence[ConsumerRecord[Any, Any]],
+    source: Records, repartitioned: Records,
     stored: Callable[[list[bytes]], list[Winner | Entry | None]],
     read: SourceRead | None = None,
 ) -> PartitionWork:
@@ -143,121 +182,157 @@ def plan_partition(
     ``read``: ``source`` already read by :func:`read_sources` (with other partitions').
     """
     work = PartitionWork(topic, partition, consumed=len(source) + len(repartitioned))
-    rule = reader.rule
-    rank_of = rule.rank
-    # The versions deduplicated here, index-aligned: their record, canonical key, rank,
-    # source position (None: the record's own partition and offset), and the record's
-    # value and offset as columns (read from the records once: each attribute read of a
-    # cold record costs more than a list lookup).
-    records: list[ConsumerRecord[Any, Any]] = []
-    keys: list[bytes] = []
-    ranks: list[Rank] = []
-    positions: list[tuple[int, int] | None] = []
-    values: list[bytes] = []
-    offsets: list[int] = []
-
+    versions = None
     if source:
-        work.commits[TopicPartition(topic, partition)] = source[-1].offset + 1
         if read is None:
             read = read_sources(reader, partitions, [source])[0]
-        values, decoded, orders = read.values, read.decoded, read.orders
-        kept = _local(work, partition, source, read)
-        if kept is None:  # the common case: every record decoded and canonical
-            records = list(source)
-            keys = decoded  # type: ignore[assignment]  # no None in it
-        else:
-            records = [source[i] for i in kept]
-            keys = [decoded[i] for i in kept]  # type: ignore[misc]  # kept: not None
-            orders = [orders[i] for i in kept]
-            values = [values[i] for i in kept]
-        offsets = list(map(_OFFSET, records))
-        try:
-            ranks = rank_batch(rule, orders, values, partition, offsets)
-        except MergeError:
-            ranks = []
-            for v, o, off in zip(values, orders, offsets, strict=True):
-                try:
-                    ranks.append(rank_of(o, v, partition, off))
-                except MergeError:
-                    work.undecodable += 1
-                    ranks.append(None)  # type: ignore[arg-type]  # filtered just below
-            records, keys, values, offsets, ranks = _without_none(
-                ranks, records, keys, values, offsets)
-        positions = [None] * len(records)
-
+        versions = _source_versions(work, reader, source, read)
     if repartitioned:
-        work.commits[TopicPartition(repartition_topic(topic), partition)] = (
-            repartitioned[-1].offset + 1)
-        decoded, orders = reader.read([r.value for r in repartitioned])
-        for record, key, order in zip(repartitioned, decoded, orders, strict=True):
-            try:
-                position = source_of(record.headers)
-                routed: Rank | None = (rank_of(order, record.value, *position)
-                                       if key is not None and position is not None else None)
-            except (CodecError, MergeError):
-                routed = None
-            if routed is None or key is None:
-                work.undecodable += 1  # not decodable, or not forwarded by a dedup agent
-                continue
-            records.append(record)
-            keys.append(key)
-            ranks.append(routed)
-            positions.append(position)
-            values.append(record.value)
-            offsets.append(record.offset)
-
-    if keys:
+        routed = _routed_versions(work, reader, repartitioned)
+        versions = routed if versions is None else _concat(versions, routed)
+    if versions is not None and versions.keys:
+        keys = versions.keys
         distinct = list(dict.fromkeys(keys))
         current = dict(zip(distinct, stored(distinct), strict=True))
-        work.fold = result = fold(rule, keys, ranks, current)
-        _emit(work, result.chosen, current, records, ranks, positions, values, offsets)
+        work.fold = result = fold(reader.rule, keys, versions.ranks, current)
+        _emit(work, result.chosen, current, versions)
     return work
 
 
+def _source_versions(work: PartitionWork, reader: TopicReader, source: Records,
+                     read: SourceRead) -> _Versions:
+    partition = work.partition
+    offsets = offsets_of(source)
+    work.commits[TopicPartition(work.topic, partition)] = offsets[-1] + 1
+    values, decoded, orders = read.values, read.decoded, read.orders
+    timestamps = timestamps_of(source)
+    headers = headers_of(source)
+    kept = _local(work, read, offsets, timestamps, headers)
+    if kept is None:  # the common case: every record decoded and canonical
+        keys: list[bytes] = decoded  # type: ignore[assignment]  # no None in it
+    else:
+        keys = [decoded[i] for i in kept]  # type: ignore[misc]  # kept: not None
+        orders = [orders[i] for i in kept]
+        values = [values[i] for i in kept]
+        offsets = [offsets[i] for i in kept]
+        timestamps = [timestamps[i] for i in kept]
+        if headers is not None:
+            headers = [headers[i] for i in kept]
+    rule = reader.rule
+    try:
+        ranks = rank_batch(rule, orders, values, partition, offsets)  # type: ignore[arg-type]  # decoded: not None
+    except MergeError:
+        ranks = []
+        for v, o, off in zip(values, orders, offsets, strict=True):
+            try:
+                ranks.append(rule.rank(o, v, partition, off))  # type: ignore[arg-type]
+            except MergeError:
+                work.undecodable += 1
+                ranks.append(None)  # type: ignore[arg-type]  # filtered just below
+        kept = [i for i, rank in enumerate(ranks) if rank is not None]
+        keys, values, offsets, timestamps, ranks = _pick(
+            kept, keys, values, offsets, timestamps, ranks)
+        if headers is not None:
+            headers = [headers[i] for i in kept]
+    return _Versions(keys, ranks, values, offsets, timestamps, headers,  # type: ignore[arg-type]
+                     None)
+
+
+def _routed_versions(work: PartitionWork, reader: TopicReader, routed: Records) -> _Versions:
+    """The repartition topic's versions: ranked at their source position (header)."""
+    offsets = offsets_of(routed)
+    work.commits[TopicPartition(repartition_topic(work.topic), work.partition)] = (
+        offsets[-1] + 1)
+    values = values_of(routed)
+    timestamps = timestamps_of(routed)
+    headers = headers_of(routed) or [()] * len(offsets)
+    decoded, orders = reader.read(values)
+    rank_of = reader.rule.rank
+    keys: list[bytes] = []
+    ranks: list[Rank] = []
+    kept: list[int] = []
+    positions: list[tuple[int, int] | None] = []
+    for i, key in enumerate(decoded):
+        try:
+            position = source_of(headers[i])
+            rank: Rank | None = (rank_of(orders[i], values[i], *position)  # type: ignore[arg-type]  # decoded: not None
+                                 if key is not None and position is not None else None)
+        except (CodecError, MergeError):
+            rank = None
+        if rank is None or key is None:
+            work.undecodable += 1  # not decodable, or not forwarded by a dedup agent
+            continue
+        keys.append(key)
+        ranks.append(rank)
+        kept.append(i)
+        positions.append(position)
+    return _Versions(keys, ranks, [values[i] for i in kept],  # type: ignore[misc]  # decoded: not None
+                     [offsets[i] for i in kept], [timestamps[i] for i in kept],
+                     [headers[i] for i in kept], positions)
+
+
+def _concat(first: _Versions, second: _Versions) -> _Versions:
+    """Source versions, then repartitioned ones (rare: a misrouting producer)."""
+    count = len(first.keys)
+    return _Versions(
+        first.keys + second.keys, first.ranks + second.ranks,
+        [*first.values, *second.values], [*first.offsets, *second.offsets],
+        [*first.timestamps, *second.timestamps],
+        [*(first.headers or [()] * count), *(second.headers or ())],
+        [*(first.positions or [None] * count), *(second.positions or ())])
+
+
 def _emit(work: PartitionWork, chosen: dict[bytes, int],
-          current: dict[bytes, Winner | Entry | None], records: list[ConsumerRecord[Any, Any]],
-          ranks: list[Rank], positions: list[tuple[int, int] | None],
-          all_values: list[bytes], all_offsets: list[int]) -> None:
+          current: dict[bytes, Winner | Entry | None], versions: _Versions) -> None:
     """Fill the work's outgoing winners and table entries (column-wise: one per winner)."""
     partition = work.partition
     keys = list(chosen)
     indices = list(chosen.values())
-    picked = list(map(records.__getitem__, indices))
-    values = list(map(all_values.__getitem__, indices))
-    offsets = list(map(all_offsets.__getitem__, indices))
-    picked_ranks = list(map(ranks.__getitem__, indices))
+    values = list(map(versions.values.__getitem__, indices))
+    offsets = list(map(versions.offsets.__getitem__, indices))
+    picked_ranks = list(map(versions.ranks.__getitem__, indices))
+    timestamps = list(map(versions.timestamps.__getitem__, indices))
     header = SOURCE_HEADER
-    if positions.count(None) == len(positions):  # all read here from the source topic
-        # Lists: aiokafka's C record builder takes nothing else.
-        if any(map(_HEADERS, picked)):
-            headers = [[*r.headers, (header, b"%d:%d" % (partition, o))]
-                       for r, o in zip(picked, offsets, strict=True)]
-        else:
+    all_headers, positions = versions.headers, versions.positions
+    if positions is None:  # all read here from the source topic
+        if all_headers is None:
             headers = [[(header, b"%d:%d" % (partition, o))] for o in offsets]
+        else:
+            headers = [[*all_headers[i], (header, b"%d:%d" % (partition, o))]
+                       for i, o in zip(indices, offsets, strict=True)]
         entries = list(zip(picked_ranks, values, repeat(partition), offsets))
     else:
+        assert all_headers is not None  # _concat and _routed_versions fill them
         headers, entries = [], []
-        for record, i, rank, value in zip(picked, indices, picked_ranks, values, strict=True):
+        for i, rank, value, offset in zip(indices, picked_ranks, values, offsets,
+                                          strict=True):
             position = positions[i]
             if position is None:
-                position = (partition, record.offset)
-                headers.append([*record.headers, (header, format_source(*position))])
+                position = (partition, offset)
+                headers.append([*all_headers[i], (header, format_source(*position))])
             else:
-                headers.append(list(record.headers))  # the repartition record carries it
+                headers.append(list(all_headers[i]))  # the repartition record carries it
             entries.append((rank, value, position[0], position[1]))
-    work.unique = list(zip(keys, values, map(_TIMESTAMP, picked), headers, strict=True))
+    work.unique = Unique(keys, values, timestamps, headers)
     work.keys = keys
     work.entries = entries
     work.previous = list(map(current.__getitem__, keys))
 
 
-def _local(work: PartitionWork, partition: int, source: Sequence[ConsumerRecord[Any, Any]],
-           read: SourceRead) -> list[int] | None:
+def _pick(indices: list[int], *columns: Sequence[Any]) -> tuple[list[Any], ...]:
+    """``columns`` at ``indices``."""
+    return tuple([column[i] for i in indices] for column in columns)
+
+
+def _local(work: PartitionWork, read: SourceRead, offsets: Sequence[int],
+           timestamps: Sequence[int], headers: Sequence[Sequence[tuple[str, bytes]]] | None
+           ) -> list[int] | None:
     """Count undecodable records and forward misrouted ones; the indices kept here.
 
     None means "all of them" (checked with two C-level scans instead of a Python loop).
     """
-    decoded, valid, canonical = read.decoded, read.valid, read.canonical
+    partition = work.partition
+    decoded, valid, canonical, values = read.decoded, read.valid, read.canonical, read.values
     work.undecodable += len(decoded) - len(valid)
     if len(valid) == len(decoded) and canonical.count(partition) == len(canonical):
         return None
@@ -268,15 +343,9 @@ def _local(work: PartitionWork, partition: int, source: Sequence[ConsumerRecord[
             continue
         # The producer bypassed the canonical partitioner: the key's table lives on the
         # member owning `target`, which reads it from the repartition topic.
-        record = source[i]
         work.repartition.setdefault(target, []).append((
-            decoded[i], record.value, record.timestamp,  # type: ignore[arg-type]
-            [*record.headers, (SOURCE_HEADER, format_source(partition, record.offset))]))
+            decoded[i], values[i], timestamps[i],  # type: ignore[arg-type]
+            [*(headers[i] if headers is not None else ()),
+             (SOURCE_HEADER, format_source(partition, offsets[i]))]))
         work.repartitioned += 1
     return kept
-
-
-def _without_none(ranks: list[Rank], *columns: list[Any]) -> tuple[list[Any], ...]:
-    """``columns`` then ``ranks``, without the versions whose rank is None."""
-    kept = [i for i, rank in enumerate(ranks) if rank is not None]
-    return (*([column[i] for i in kept] for column in columns), [ranks[i] for i in kept])

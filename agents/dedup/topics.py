@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-from aiokafka import ConsumerRecord
 
 from onepipe.agents.dedup.pipeline import Lookup
-from onepipe.agents.dedup.plan import PartitionWork, plan_partition, read_sources
+from onepipe.agents.dedup.plan import PartitionWork, Records, plan_partition, read_sources
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry_state import RegistryState
@@ -94,7 +91,7 @@ async def ensure_outputs(kafka: KafkaClients, meta: TopicMetadata, replication_f
 
 #: One table's share of a fetch: (partition, source records, repartitioned records, its
 #: table's lookup).
-TableBatch = tuple[int, list[ConsumerRecord[Any, Any]], list[ConsumerRecord[Any, Any]], Lookup]
+TableBatch = tuple[int, Records, Records, Lookup]
 
 
 async def plan_tables(registry: RegistryStore, described: DedupTopic, topic: str,
