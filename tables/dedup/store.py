@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
+from operator import is_not
 from pathlib import Path
 from typing import NamedTuple
 
@@ -145,9 +147,11 @@ class DedupStore:
         if not keys:
             return []
         found: list[bytes | None] = self._open().db[keys]  # type: ignore[assignment,index]  # a list index multi-gets
-        if found.count(None) == len(found):  # all new keys, the common case: no loop
-            return found  # type: ignore[return-value]  # only None in it
-        return [decode_winner(v) if v is not None else None for v in found]
+        # Only the stored winners are decoded (most keys of a batch are new): a C-level
+        # pass finds them.
+        for i in compress(range(len(found)), map(is_not, found, repeat(None))):
+            found[i] = decode_winner(found[i])  # type: ignore[arg-type,call-overload]  # not None
+        return found  # type: ignore[return-value]  # decoded in place
 
     def apply(self, winners: Iterable[tuple[bytes, Winner | Entry]], applied_offset: int
               ) -> None:

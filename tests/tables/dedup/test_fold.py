@@ -75,6 +75,34 @@ def test_a_batch_of_distinct_keys_folds_as_version_by_version(
     assert (result.duplicates, result.losers, result.superseded) == (dups, losers, 0)
 
 
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5)), max_size=60),
+       st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5)), max_size=8))
+def test_a_batch_with_repeated_keys_folds_as_version_by_version(
+        items: list[tuple[int, int]], stored: list[tuple[int, int]]) -> None:
+    """Only repeated keys and keys with a stored winner are walked: the counts and the
+    chosen indices, in the order of each key's first win, are the full walk's."""
+    keys = [b"k%d" % k for k, _ in items]
+    ranks = [RULE.rank(n, b"%d" % n, 0, i) for i, (_, n) in enumerate(items)]
+    winners = {b"k%d" % k: Winner(RULE.rank(n, b"%d" % n, 0, 0), b"%d" % n, 0, 0)
+               for k, n in stored}
+    current: dict[bytes, Winner | Entry | None] = {k: winners.get(k) for k in keys}
+    best = {k: (w[0] if w is not None else None) for k, w in current.items()}
+    chosen: dict[bytes, int] = {}
+    dups = losers = superseded = 0
+    for i, key in enumerate(keys):
+        if RULE.wins(ranks[i], best[key]):
+            best[key] = ranks[i]
+            superseded += key in chosen
+            chosen[key] = i
+        elif ranks[i] == best[key]:
+            dups += 1
+        else:
+            losers += 1
+    result = fold(RULE, keys, ranks, current)
+    assert list(result.chosen.items()) == list(chosen.items())
+    assert (result.duplicates, result.losers, result.superseded) == (dups, losers, superseded)
+
+
 def test_source_header_round_trip_and_errors() -> None:
     assert parse_source(format_source(3, 1200)) == (3, 1200)
     assert source_of([("x", b"1"), ("onepipe.source", b"1:2"), ("onepipe.source", b"4:5")]
