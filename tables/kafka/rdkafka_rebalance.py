@@ -29,6 +29,8 @@ class RebalanceCallbacks:
 
     # The consumer's state these callbacks read and write (set in its __init__).
     _config: dict[str, Any]
+    #: The loop's side: "started" until stop() begins.
+    _state: str
     _listener: ConsumerRebalanceListener | None
     _closing: bool
     _subscribed: bool
@@ -87,7 +89,10 @@ class RebalanceCallbacks:
     def _call_listener(self, method: str, tps: set[TopicPartition]) -> None:
         """Run the listener's ``method`` on the event loop; serve its calls meanwhile."""
         listener = self._listener
-        if listener is None or self._closing:
+        if listener is None or self._closing or self._state != "started":
+            # Stopping (the loop's side may begin before the thread's _close runs): a
+            # join round that ends meanwhile is not the listener's any more - as aiokafka,
+            # a consumer that is leaving calls no listener (its pause() would fail).
             return
         callback = getattr(listener, method)
 
