@@ -13,7 +13,9 @@ the beginning and returns the seconds from the first record to the last:
 - :func:`aio_ceiling` - ``confluent_kafka.aio.AIOConsumer.consume(10000)`` (the
   alternative the adapter was chosen against; bare ``Message`` objects, no records).
 
-:func:`ratios` prints an agent's rate against the first two.
+:func:`ratios` prints an agent's rate against the first two. Run as a script, it prints
+each consumer's rate and the process CPU per record it costs (librdkafka's own threads
+included).
 """
 
 from __future__ import annotations
@@ -156,8 +158,11 @@ async def _all(records: int, partitions: int) -> None:
                     kafka, topic, records)),
                 ("confluent_kafka.aio AIOConsumer", lambda: aio_ceiling(
                     broker.bootstrap, topic, partitions, records))):
+            cpu = time.process_time()
             seconds = await run()
-            print(f"  {name:<34} {records / seconds:>12,.0f} rec/s")
+            # The whole process's CPU (librdkafka's own threads included) per record read.
+            used = (time.process_time() - cpu) / records * 1e6
+            print(f"  {name:<34} {records / seconds:>12,.0f} rec/s  {used:5.2f} us CPU/record")
 
 
 if __name__ == "__main__":
