@@ -3,12 +3,14 @@
     .venv/bin/python bench/checksum_raw.py [--records N] [--kafka-records N]
 
 The checksum agent reads every record of every keyed source topic a second time to count
-raw records per partition_time day (onepipe.agents.checksum.raw.RawPlacer: the partition_time
-field decoded with fastavro, record by record). The baseline is what the dedup agent pays
-for the same values on its hot path (onepipe.tables.dedup.decode.TopicReader: key and order
-columns decoded in batch by polars), measured in the same run on the same values, so the
-ratio says how much of a dedup agent's decode budget the counting adds per record.
-No broker: decoding only (the Kafka fetch costs the same for both).
+raw records per partition_time day: onepipe.agents.checksum.raw.RawPlacer places a batch
+(the partition_time field decoded in one polars container block) and
+onepipe.tables.checksum.count_raw counts the days column-wise. No broker first: the CPU
+of placing and counting batches of ``BATCH`` records (fresh bytes each time, as a fetch
+hands them over) held as either consumer hands them over - aiokafka's list of
+``ConsumerRecord`` and the librdkafka consumer's columns (``PartitionRecords``) - next
+to what the dedup agent pays to decode the same values on its hot path
+(onepipe.tables.dedup.decode.TopicReader: key and order columns in batch by polars).
 
 Then, from Kafka (one embedded tansu broker): two ceilings over one keyed topic - raw
 librdkafka ``Consumer.consume(num_messages=10000)`` and raw aiokafka ``getmany``
@@ -18,28 +20,32 @@ every source record of that topic (its ``.unique`` topic exists and stays empty,
 agent reads the source alone): records/s from assignment until every record is counted,
 and the ratio to each ceiling (target, of librdkafka's: >= 0.40; issue 15), and the CPU
 the process spent per record over that span (the agent's loop, its consumer and its
-threads; on two cores shared with the broker, the figure that decides the rate).
+threads; on two cores shared with the broker, the figure that decides the rate), split by
+thread (Linux ``/proc``): the event loop, the librdkafka consumer's handle thread, the
+worker threads that place and count, librdkafka's own C threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime as dt
 import io
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make the repo importable
     sys.path.insert(0, str(ROOT))
 
 import fastavro  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
+from aiokafka import AIOKafkaProducer, ConsumerRecord  # noqa: E402
 
 from bench.common import agent_bench  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
@@ -51,29 +57,39 @@ from onepipe.schemas.codec import frame  # noqa: E402
 from onepipe.schemas.metadata import metadata_from_dict  # noqa: E402
 from onepipe.schemas.topic_names import unique_topic  # noqa: E402
 from onepipe.sinks.formats.topic_view import TopicView  # noqa: E402
+from onepipe.tables.checksum import count_raw  # noqa: E402
 from onepipe.tables.dedup.decode import TopicReader  # noqa: E402
 from onepipe.tables.kafka import ensure_topic  # noqa: E402
+from onepipe.tables.kafka.record_columns import PartitionRecords  # noqa: E402
 
 #: Of the librdkafka ceiling (issue 15).
 TARGET_RATIO = 0.40
 PARTITIONS = 4
+#: Records a partition's batch holds (the agent fetches 20,000 at most).
+BATCH = 5_000
 METADATA = {"key": ["widget_id"], "order": {"rule": "max", "field": "version"},
             "partition_time": "updated_at", "partitions": PARTITIONS,
             "checks": {"count_distinct": "key", "sum": ["price"], "checksum": "row"}}
 
 
-class _Record(NamedTuple):
-    value: bytes
-    timestamp: int
+def _cpu_per_record(runs: int, n: int, make: Callable[[], list[Any]],
+                    fn: Callable[[Any], Any]) -> float:
+    """Mean process CPU µs a record of ``fn`` over each batch ``make()`` returns, over
+    ``runs`` runs (after one to warm up); the batches are made outside the measure."""
+    spent = 0.0
+    for run in range(runs + 1):
+        batches = make()
+        started = time.process_time()
+        for batch in batches:
+            fn(batch)
+        if run:
+            spent += time.process_time() - started
+    return spent / runs / n * 1e6
 
 
-def _best(runs: int, fn: Callable[[], Any]) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+def _fresh(values: Sequence[bytes]) -> list[bytes]:
+    """New bytes objects (not in the cache), as a fetch hands them over."""
+    return [bytes(bytearray(v)) for v in values]
 
 
 def main() -> None:
@@ -85,26 +101,76 @@ def main() -> None:
     schema: AvroSchema = parse_schema((ROOT / "catalog" / "widgets.avsc").read_text())
     meta = metadata_from_dict("widgets", METADATA)
     day = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
-    records = []
+    values = []
     for i in range(args.records):
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, schema.parsed, {
             "widget_id": f"w{i}", "version": i, "name": "bolt", "price": 1.5 * i,
             "updated_at": day + dt.timedelta(seconds=i)})
-        records.append(_Record(frame(1, buf.getvalue()), 1_764_115_200_000))
-    values = [r.value for r in records]
+        values.append(frame(1, buf.getvalue()))
+    stamp = 1_764_115_200_000
     placer = RawPlacer(TopicView.build(meta, schema), schema)
     reader = TopicReader(meta, schema, lambda _: schema)
-    counting = _best(3, lambda: placer.place(lambda _: schema, records))
-    dedup = _best(3, lambda: reader.read(values))
+    batches = [values[i:i + BATCH] for i in range(0, len(values), BATCH)]
+
+    def count(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        placed = placer.place(lambda _: schema, records)
+        count_raw({}, placed.days, placed.undecodable, 0)
+
+    def aiokafka_records() -> list[list[ConsumerRecord[Any, Any]]]:
+        return [[ConsumerRecord("t", 0, i, stamp, 0, None, v, None, 0, 0, ())
+                 for i, v in enumerate(_fresh(batch))] for batch in batches]
+
+    def librdkafka_columns() -> list[PartitionRecords]:
+        out = []
+        for batch in batches:
+            fresh: list[bytes | None] = [*_fresh(batch)]
+            out.append(PartitionRecords("t", 0, list(range(len(batch))),
+                                        [(1, stamp)] * len(batch), [None] * len(batch), fresh,
+                                        None))
+        return out
+
     n = args.records
-    print(f"{n:,} widgets records (~{sum(map(len, values)) // n} B), best of 3")
-    print(f"  dedup decode (baseline)  {n / dedup:>12,.0f} rec/s  {dedup / n * 1e6:.2f} us/record")
-    print(f"  raw day counting         {n / counting:>12,.0f} rec/s  "
-          f"{counting / n * 1e6:.2f} us/record")
-    print(f"  counting / dedup decode time: {counting / dedup:.1f}x")
+    rows = [("dedup decode (baseline)",
+             _cpu_per_record(3, n, lambda: [_fresh(b) for b in batches], reader.read)),
+            ("place + count, aiokafka records", _cpu_per_record(3, n, aiokafka_records, count)),
+            ("place + count, librdkafka columns",
+             _cpu_per_record(3, n, librdkafka_columns, count))]
+    print(f"{n:,} widgets records (~{sum(map(len, values)) // n} B), batches of {BATCH:,}, "
+          "process CPU a record, mean of 3")
+    for label, us in rows:
+        print(f"  {label:<36} {us:.2f} us/record")
     if args.kafka_records:
         asyncio.run(from_kafka(schema, args.kafka_records))
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by name (Linux /proc)."""
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(task.name) or stat[stat.index("(") + 1:stat.rindex(")")]
+        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two :func:`_thread_cpu` readings, by the thread's role."""
+    roles: dict[str, float] = collections.defaultdict(float)
+    for key, seconds in after.items():
+        name = key.rpartition("/")[0]
+        role = ("event loop" if name == "MainThread" else
+                "place + count (worker threads)" if name.startswith("asyncio_") else
+                "librdkafka consumer's handle thread" if name.startswith("rdkafka-") else
+                "librdkafka C threads" if name.startswith("rdk:") else "other")
+        roles[role] += seconds - before.get(key, 0.0)
+    return roles
 
 
 async def from_kafka(schema: AvroSchema, count: int) -> None:
@@ -125,10 +191,11 @@ async def from_kafka(schema: AvroSchema, count: int) -> None:
         await agent.start()
         try:
             await agent.assigned.wait()
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, threads = time.perf_counter(), time.process_time(), _thread_cpu()
             await agent.wait_until(lambda m: m.counted >= count)
             rate = count / (time.perf_counter() - started)
             cpu_us = (time.process_time() - cpu) / count * 1e6
+            roles = _by_role(threads, _thread_cpu())
         finally:
             await agent.stop()
     print(f"\nfrom Kafka: {count:,} widgets records, {PARTITIONS} partitions (agent's "
@@ -138,6 +205,9 @@ async def from_kafka(schema: AvroSchema, count: int) -> None:
     print(ratios("checksum agent raw counting", rate, rd, aio, TARGET_RATIO))
     print(f"  CPU per record                   {cpu_us:>10.2f} us (load "
           f"{os.getloadavg()[0]:.2f})")
+    for role, seconds in sorted(roles.items(), key=lambda kv: -kv[1]):
+        if seconds:
+            print(f"    {role:<38} {seconds / count * 1e6:>6.2f} us")
 
 
 async def produce(bootstrap: str, topic: str, schema: AvroSchema, schema_id: int,

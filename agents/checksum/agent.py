@@ -193,7 +193,8 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         if not records:
             return None
         winners = await asyncio.to_thread(winner_contributions, described.view, described.reader,
-                                          self._registry.state.schema_by_id, records)
+                                          self._registry.state.schema_by_id, tp.partition,
+                                          records)
         self.metrics.undecodable += sum(1 for _, c in winners if c is None)
         previous = await asyncio.to_thread(store.get_many, list({k: None for k, _ in winners}))
         result = fold(described.view.spec, store.days, previous, winners, self._cutoff(),
@@ -225,9 +226,9 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
             # One thread hop for placing, counting and writing: the store is only touched
             # under the batch lock, which a revoke waits for.
             placed = placer.place(schema_by_id, records)
-            days, dropped = count_raw(store.days, placed, cutoff)
+            days, dropped = count_raw(store.days, placed.days, placed.undecodable, cutoff)
             store.apply(days, dropped, next_offset)
-            return days, dropped, sum(bad for _, bad in placed)
+            return days, dropped, placed.undecodable.true_count
 
         days, dropped, undecodable = await asyncio.to_thread(count)
         self.metrics.counted += len(records)
@@ -362,7 +363,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         consumer.seek(tp, store.applied_offset)
         log.info("raw counts %s[%d]: resuming from the store at @%d", tp.topic, tp.partition,
                  store.applied_offset)
-        _, dropped = count_raw(store.days, (), self._cutoff())
+        _, dropped = count_raw(store.days, (), (), self._cutoff())
         if dropped:
             await asyncio.to_thread(store.apply, {}, dropped, store.applied_offset)
         await self._publish(tp.topic, raw_messages(

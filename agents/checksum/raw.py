@@ -12,13 +12,19 @@ parsed once per schema id). For ``partition_time: kafka`` nothing is decoded: a 
 undecodable when its value is not a framed message of a known schema (known gap: the raw
 lake calls a framed value whose body does not decode undecodable too; both count the
 record in the same day all the same).
+
+Records are read only through onepipe.tables.kafka.record_columns' readers (values and
+timestamps as columns), so the librdkafka consumer's records are never made into objects,
+and :meth:`RawPlacer.place` returns columns (:class:`Placed`) that
+onepipe.tables.checksum.count_raw counts column-wise: no Python step per record on the
+common path (every value framed with one schema id).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
 import pyarrow as pa
@@ -32,8 +38,9 @@ from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.metadata import KAFKA_TIMESTAMP
 from onepipe.schemas.partition_day import partition_days
 from onepipe.sinks.formats.topic_view import TopicView
+from onepipe.tables.kafka.record_columns import timestamps_of, values_of
 
-__all__ = ["RawPlacer"]
+__all__ = ["Placed", "RawPlacer"]
 
 #: Below this many values of one schema, a container block costs more than it saves.
 _BATCH_MIN = 16
@@ -51,9 +58,22 @@ def _plain(avro_type: Any) -> Any:
     return avro_type
 
 
+class Placed(NamedTuple):
+    """Where a batch's records go, one entry per record in order."""
+
+    #: Day number (days since the epoch, int32) of each record.
+    days: pa.Array
+    #: Whether each record's value did not decode (bool; it is placed by its Kafka time).
+    undecodable: pa.Array
+
+    def pairs(self) -> list[tuple[int, bool]]:
+        """``(day, undecodable)`` of each record (for tests and logs; not the hot path)."""
+        return list(zip(self.days.to_pylist(), self.undecodable.to_pylist(), strict=True))
+
+
 def _kafka_days(records: Sequence[ConsumerRecord[Any, Any]]) -> pa.Array:
     """The day of each record's Kafka timestamp."""
-    return partition_days(pa.array([r.timestamp for r in records], pa.int64())
+    return partition_days(pa.array(timestamps_of(records), pa.int64())
                           .cast(pa.timestamp("ms", tz="UTC")))
 
 
@@ -77,27 +97,36 @@ class RawPlacer:
         self._arrow = view.column_type(view.time_column)
 
     def place(self, schema_by_id: Callable[[int], AvroSchema],
-              records: Sequence[ConsumerRecord[Any, Any]]) -> list[tuple[int, bool]]:
-        """``(day number, undecodable)`` of each record, in order."""
+              records: Sequence[ConsumerRecord[Any, Any]]) -> Placed:
+        """The day of each record and whether its value did not decode, as columns."""
+        values = values_of(records)
         if self._kafka:
-            bad = [not self._decode(r.value, schema_by_id)[1] for r in records]
+            bad = self._unknown(schema_by_id, values)
             days = _kafka_days(records)
         else:
             storage = pa.int32() if pa.types.is_date32(self._arrow) else pa.int64()
-            values = [r.value for r in records]
             whole = self._place_whole(schema_by_id, values, storage)
             if whole is not None:
-                times, bad = whole, [False] * len(records)
+                times, bad = whole, pa.repeat(False, len(values))
             else:
-                listed, bad = self._place_each(schema_by_id, records)
-                times = pa.array(listed, storage)
+                listed, flags = self._place_each(schema_by_id, values)
+                times, bad = pa.array(listed, storage), pa.array(flags, pa.bool_())
             days = partition_days(times.cast(self._arrow))
             if days.null_count:  # undecodable, or the field null: the Kafka timestamp's day
                 days = pc.coalesce(days, _kafka_days(records))
-        return list(zip(days.cast(pa.int32()).to_pylist(), bad, strict=True))
+        return Placed(days.cast(pa.int32()), bad)
+
+    def _unknown(self, schema_by_id: Callable[[int], AvroSchema],
+                 values: Sequence[bytes | None]) -> pa.Array:
+        """For ``partition_time: kafka``: whether each value is *not* framed with a known
+        schema id, found per distinct 5-byte head (what :meth:`_decode` finds per value)."""
+        heads = pc.binary_slice(pa.array(values, pa.binary()), 0, HEADER_SIZE)
+        known = [head for head in pc.unique(heads).to_pylist()
+                 if head is not None and self._decode(head, schema_by_id)[1]]
+        return pc.invert(pc.is_in(heads, pa.array(known, pa.binary()))).fill_null(True)
 
     def _place_whole(self, schema_by_id: Callable[[int], AvroSchema],
-                     values: list[bytes | None], storage: pa.DataType) -> pa.Array | None:
+                     values: Sequence[bytes | None], storage: pa.DataType) -> pa.Array | None:
         """The common case in one polars call and no Python step per record: every value
         framed with one schema id (found column-wise). None when it does not apply."""
         if len(values) < _BATCH_MIN:
@@ -116,15 +145,14 @@ class RawPlacer:
         return pa.array(frame[name].to_physical().to_arrow()).cast(storage)
 
     def _place_each(self, schema_by_id: Callable[[int], AvroSchema],
-                    records: Sequence[ConsumerRecord[Any, Any]]
-                    ) -> tuple[list[int | None], list[bool]]:
-        """Times and undecodable flags, a polars call per schema group, else per record."""
-        times: list[int | None] = [None] * len(records)
-        bad: list[bool] = [True] * len(records)
-        batched = self._place_batches(schema_by_id, records, times, bad)
-        for i, r in enumerate(records):
+                    values: Sequence[bytes | None]) -> tuple[list[int | None], list[bool]]:
+        """Times and undecodable flags, a polars call per schema group, else per value."""
+        times: list[int | None] = [None] * len(values)
+        bad: list[bool] = [True] * len(values)
+        batched = self._place_batches(schema_by_id, values, times, bad)
+        for i, value in enumerate(values):
             if i not in batched:
-                times[i], ok = self._decode(r.value, schema_by_id)
+                times[i], ok = self._decode(value, schema_by_id)
                 bad[i] = not ok
         return times, bad
 
@@ -144,13 +172,12 @@ class RawPlacer:
         return read_block(header, sync, values, [name])
 
     def _place_batches(self, schema_by_id: Callable[[int], AvroSchema],
-                       records: Sequence[ConsumerRecord[Any, Any]], times: list[int | None],
+                       values: Sequence[bytes | None], times: list[int | None],
                        bad: list[bool]) -> set[int]:
         """Decode the partition_time of whole schema groups with polars (the dedup agent's
         container path, ~0.4 µs a value instead of ~3 µs); the indices it placed."""
         groups: dict[bytes, list[int]] = {}
-        for i, r in enumerate(records):
-            value = r.value
+        for i, value in enumerate(values):
             if value is not None and len(value) >= HEADER_SIZE and value[0] == 0:
                 groups.setdefault(value[:HEADER_SIZE], []).append(i)
         placed: set[int] = set()
@@ -158,7 +185,7 @@ class RawPlacer:
         for head, indices in groups.items():
             if len(indices) < _BATCH_MIN:
                 continue
-            frame = self._read(schema_by_id, head, [records[i].value for i in indices])
+            frame = self._read(schema_by_id, head, [values[i] for i in indices])
             if frame is None:
                 continue
             # Physical ints in the Avro unit (ms, µs, days), as the fastavro path makes.

@@ -31,9 +31,11 @@ from decimal import Decimal
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from onepipe.schemas.checksum import select_columns
 from onepipe.schemas.checksum_spec import ChecksumSpec
+from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.exact_sum import ExactSum, zero_sum
 from onepipe.schemas.figures import DayFigures
 
@@ -227,16 +229,37 @@ class RawCount(NamedTuple):
         return {"records": self.records, "undecodable": self.undecodable}
 
 
-def count_raw(current: dict[int, RawCount], placed: Iterable[tuple[int, bool]], cutoff: int
+def count_raw(current: dict[int, RawCount], days: pa.Array | Sequence[int],
+              undecodable: pa.Array | Sequence[bool], cutoff: int
               ) -> tuple[dict[int, RawCount], frozenset[int]]:
-    """Counts of the days ``placed`` (``(day, undecodable)`` per record) adds to, and the
-    days to delete (below ``cutoff``: never counted again)."""
-    added: dict[int, list[int]] = {}
-    for day, bad in placed:
-        if day >= cutoff:
-            held = added.setdefault(day, [0, 0])
-            held[0] += 1
-            held[1] += bad
-    changed = {day: current.get(day, RawCount()).plus(RawCount(n, u))
-               for day, (n, u) in added.items()}
-    return changed, frozenset(d for d in current if d < cutoff)
+    """Counts of the days a batch adds to (``days[i]``, ``undecodable[i]``: record i's
+    day and whether its value did not decode), and the days to delete (below
+    ``cutoff``: never counted again).
+
+    Column-wise (two ``value_counts`` a batch, not a Python step per record): the loop it
+    replaced cost ~0.15 µs a record, the checksum agent's largest cost after its consumer.
+    """
+    gone = frozenset(d for d in current if d < cutoff)
+    day_col = days if isinstance(days, pa.Array) else pa.array(days, pa.int32())
+    bad_col = (undecodable if isinstance(undecodable, pa.Array)
+               else pa.array(undecodable, pa.bool_()))
+    if len(day_col) != len(bad_col):
+        raise OnepipeError(f"count_raw: {len(day_col)} days but {len(bad_col)} undecodable "
+                           "flags; pass one of each per record")
+    if not len(day_col):
+        return {}, gone
+    kept = pc.greater_equal(day_col, cutoff)
+    if kept.false_count:
+        day_col, bad_col = day_col.filter(kept), bad_col.filter(kept)
+    records = _tally(day_col)
+    bad = _tally(day_col.filter(bad_col)) if bad_col.true_count else {}
+    changed = {day: current.get(day, RawCount()).plus(RawCount(n, bad.get(day, 0)))
+               for day, n in records.items()}
+    return changed, gone
+
+
+def _tally(days: pa.Array) -> dict[int, int]:
+    """Records per day."""
+    counts = pc.value_counts(days)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                    strict=True))

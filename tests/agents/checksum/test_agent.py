@@ -9,6 +9,7 @@ source topic read back (every record, duplicates and losers included) placed by 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import decimal
 import io
 import logging
@@ -16,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import fastavro
@@ -165,11 +166,11 @@ def test_the_store_keeps_a_batch_and_its_offset_together(tmp_path: Path) -> None
 
 
 def test_raw_counts_add_up_expire_and_persist_with_their_offset(tmp_path: Path) -> None:
-    days, dropped = count_raw({}, [(3, False), (3, True), (5, False), (1, False)], cutoff=2)
+    days, dropped = count_raw({}, [3, 3, 5, 1], [False, True, False, False], cutoff=2)
     assert days == {3: RawCount(2, 1), 5: RawCount(1, 0)} and dropped == frozenset()
     store = RawCountStore(tmp_path / "raw" / "0")
     store.apply(days, dropped, 4)
-    more, _ = count_raw(store.days, [(5, False)], cutoff=2)
+    more, _ = count_raw(store.days, [5], [False], cutoff=2)
     store.apply(more, (), 5)
     store.close()
     store.close()
@@ -177,7 +178,7 @@ def test_raw_counts_add_up_expire_and_persist_with_their_offset(tmp_path: Path) 
     try:
         assert again.applied_offset == 5
         assert again.days == {3: RawCount(2, 1), 5: RawCount(2, 0)}
-        kept, gone = count_raw(again.days, [], cutoff=4)
+        kept, gone = count_raw(again.days, [], [], cutoff=4)
         assert kept == {} and gone == {3}
     finally:
         again.close()
@@ -196,11 +197,11 @@ def test_raw_placement_decodes_only_the_time_and_counts_the_undecodable() -> Non
 
     records = [record(good, 0), record(b"\x00\x00\x00\x00\x07\xff", DAY0),
                record(None, DAY0 + DAY_MS), record(b"junk", -1)]
-    placed = RawPlacer(view, reader).place(lambda _id: reader, records)
+    placed = RawPlacer(view, reader).place(lambda _id: reader, records).pairs()
     first = day_number(day_of(DAY0))
     assert placed == [(first + 2, False), (first, True), (first + 1, True), (0, True)]
     kafka = TopicView.build(TopicMetadata(topic="raw", key=("id",)), reader)
-    assert RawPlacer(kafka, reader).place(lambda _id: reader, records[:2]) == [
+    assert RawPlacer(kafka, reader).place(lambda _id: reader, records[:2]).pairs() == [
         (0, False), (first, False)]  # the body is not decoded for a Kafka partition time
 
 
@@ -278,8 +279,10 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
     view = TopicView.build(meta, schema)
     state = runtime.registry.state
 
-    def checksums(data_dir: Path, **kwargs: Any) -> ChecksumAgent:
-        return ChecksumAgent(kafka=kafka_for(broker), group_id=unique("cks-group"),
+    def checksums(data_dir: Path, client: Literal["aiokafka", "librdkafka"] = "aiokafka",
+                  **kwargs: Any) -> ChecksumAgent:
+        kafka = dataclasses.replace(kafka_for(broker), consumer_client=client)
+        return ChecksumAgent(kafka=kafka, group_id=unique("cks-group"),
                              registry=runtime.registry, data_dir=data_dir, topics=[topic],
                              **kwargs)
 
@@ -334,6 +337,15 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
                 assert fresh.day_figures(topic) == expected2
                 assert fresh.raw_counts(topic) == raw2
                 assert _days_of_hours(fresh.hour_figures(topic)) == expected2
+                hours2 = fresh.hour_figures(topic)
+            # The librdkafka consumer hands records over as columns: the same figures.
+            async with checksums(tmp_path / "columns", client="librdkafka") as columns:
+                await _caught_up(columns, broker, topic)
+                assert columns.metrics.folded == length2
+                assert columns.metrics.counted == sources2
+                assert columns.day_figures(topic) == expected2
+                assert columns.raw_counts(topic) == raw2
+                assert columns.hour_figures(topic) == hours2
             total = len(phase1) + len(phase2)
 
             async def archived() -> bool:

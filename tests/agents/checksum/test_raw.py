@@ -72,17 +72,17 @@ def test_batch_placement_equals_record_by_record(kind: str) -> None:
         return schema
 
     view = TopicView.build(meta, schema)
-    batched = RawPlacer(view, schema).place(schema_by_id, records)
+    batched = RawPlacer(view, schema).place(schema_by_id, records).pairs()
     one_by_one = RawPlacer(view, schema)
     one_by_one._place_whole = lambda *_: None  # type: ignore[method-assign]
     one_by_one._place_batches = lambda *_: set()  # type: ignore[method-assign]
-    assert batched == one_by_one.place(schema_by_id, records)
+    assert batched == one_by_one.place(schema_by_id, records).pairs()
     assert sum(bad for _, bad in batched) >= 3  # the undecodable ones are flagged
     # Every value framed with one id: the whole batch is placed in one call (no step per
     # record), with the same days (null times fall back to the Kafka timestamp's day).
     good = [r for i, r in enumerate(records) if i not in (3, 50, 80, 120)]
     whole = RawPlacer(view, schema)
     whole._place_batches = lambda *_: set()  # type: ignore[method-assign]
-    assert whole.place(schema_by_id, good) == one_by_one.place(schema_by_id, good)
+    assert whole.place(schema_by_id, good).pairs() == one_by_one.place(schema_by_id, good).pairs()
     storage = pa.int32() if kind == "date" else pa.int64()
     assert whole._place_whole(schema_by_id, [r.value for r in good], storage) is not None
