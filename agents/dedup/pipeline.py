@@ -136,7 +136,7 @@ class BatchPipeline:
             hook = self.on_winner
             for (work, store), next_unique in zip(works, applied, strict=True):
                 if work.keys:
-                    store.apply(zip(work.keys, work.entries, strict=True), next_unique)
+                    store.apply(work.keys, work.entries, next_unique)
                     # This batch's winners are in the table now; completions run in
                     # order, so its overlay is the oldest of its table.
                     in_flight = self._pending.get((work.topic, work.partition))

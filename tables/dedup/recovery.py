@@ -71,10 +71,10 @@ def fold_changelog(store: DedupStore, reader: TopicReader,
     distinct = list(dict.fromkeys(keys))
     result = fold(rule, keys, ranks, dict(zip(distinct, store.get_many(distinct), strict=True)))
     changed = []
-    for key, i in result.chosen.items():
+    for i in result.chosen.values():
         record, (partition, offset) = kept[i]
-        changed.append((key, Winner(ranks[i], record.value, partition, offset)))
-    store.apply(changed, records[-1].offset + 1)
+        changed.append(Winner(ranks[i], record.value, partition, offset))
+    store.apply(list(result.chosen), changed, records[-1].offset + 1)
     return len(records)
 
 

@@ -46,7 +46,7 @@ def test_apply_is_durable_with_its_offset_and_close_is_idempotent(tmp_path: Path
     assert store.applied_offset == 0
     assert store.get_many([b"a"]) == [None]
     a = Winner((3, b"\x00v3"), b"\x00v3", 0, 10)
-    store.apply([(b"a", a), (b"b", Winner((-1, -7), b"x", 1, 7))], 42)
+    store.apply([b"a", b"b"], [a, Winner((-1, -7), b"x", 1, 7)], 42)
     store.close()
     store.close()
     with pytest.raises(StoreClosedError, match="closed"):
@@ -60,7 +60,24 @@ def test_apply_is_durable_with_its_offset_and_close_is_idempotent(tmp_path: Path
 
 def test_a_key_cannot_collide_with_the_meta_data(tmp_path: Path) -> None:
     with DedupStore(tmp_path / "db") as store:
-        store.apply([(b"applied", Winner((1, b"v"), b"v", 0, 0))], 5)
+        store.apply([b"applied"], [Winner((1, b"v"), b"v", 0, 0)], 5)
         assert store.get_many([b"applied"])[0] == Winner((1, b"v"), b"v", 0, 0)
     with DedupStore(tmp_path / "db") as store:
         assert store.applied_offset == 5
+
+
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=8),
+                          st.one_of(st.integers(-(2**63), 2**63 - 1),
+                                    st.integers(2**63, 2**80), st.integers(-(2**80), -(2**63) - 1)),
+                          st.booleans(), st.binary(max_size=20)), max_size=20))
+def test_apply_stores_what_get_many_reads_back_for_every_rank_kind(
+        tmp_path_factory: pytest.TempPathFactory,
+        items: list[tuple[bytes, int, bool, bytes]]) -> None:
+    """Inline-encoded ranks (int64, ending in the value) and the general encoding (big
+    ints, two ints) in one batch: every winner reads back as it was written."""
+    winners = {key: Winner((first, value) if ends_in_value else (first, -first), value, 3, 9)
+               for key, first, ends_in_value, value in items}
+    with DedupStore(tmp_path_factory.mktemp("db")) as store:
+        store.apply(list(winners), list(winners.values()), 11)
+        assert store.get_many(list(winners)) == list(winners.values())
+        assert store.applied_offset == 11
