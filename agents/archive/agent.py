@@ -26,6 +26,7 @@ from onepipe.schemas.registry_state import RegistryState
 from onepipe.sinks.lake.raw_layout import next_offset, parse_raw_path, raw_partition_prefix
 from onepipe.sinks.lake.store import LakeStore
 from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.record_columns import from_offset
 from onepipe.tables.kafka.topics import high_watermarks
 from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.registry_store import RegistryStore
@@ -144,8 +145,8 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         now = self._clock()
         for tp, messages in batches.items():
             expected = self._expected.get(tp)
-            if expected is not None and messages and messages[0].offset < expected:
-                kept = [m for m in messages if m.offset >= expected]
+            if expected is not None:
+                kept = from_offset(messages, expected)
                 self.metrics.redelivered += len(messages) - len(kept)
                 messages = kept
             if not messages:
@@ -161,7 +162,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
             # slowly so one outlier does not throttle fetching for long.
             self._record_size = max(chunk.largest + _RECORD_OVERHEAD,
                                     self._record_size * 15 // 16)
-            self._expected[tp] = messages[-1].offset + 1
+            self._expected[tp] = chunk.last_offset() + 1
             buffer.size += added
             self._held_bytes += added
             self.metrics.records_in += len(messages)

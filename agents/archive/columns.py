@@ -1,13 +1,15 @@
 """Fetched records packed as flat bytes: what the archive buffers and hands to its encoders.
 
-The agent packs each fetch's records of a partition at once (:func:`pack`): offsets and
-timestamps as int64 arrays, keys and values as one ``bytes`` of data plus int32 offsets
-(Arrow's binary layout). So a buffer holds a few objects per fetch instead of one
-``ConsumerRecord`` per record (fewer live objects for the garbage collector to walk while
-up to the memory bound is buffered), and a flush pickles a few large ``bytes`` to the
-encoder process: pickle writes a ``bytes`` in one copy, where a list of 100k values cost
-~0.8 µs a record and an Arrow array two copies (its buffers are turned into ``bytes``
-first). The encoder wraps them as Arrow arrays without a copy (:meth:`Chunk.columns`).
+The agent packs each fetch's records of a partition at once (:func:`pack`, reading them
+through onepipe.tables.kafka.record_columns, so the librdkafka consumer's columns are used
+as they are): offsets and timestamps as int64 arrays, keys and values as one ``bytes`` of
+data plus int32 offsets (Arrow's binary layout). So a buffer holds a few objects per fetch
+instead of one ``ConsumerRecord`` per record (fewer live objects for the garbage collector
+to walk while up to the memory bound is buffered), and a flush pickles a few large
+``bytes`` to the encoder process: pickle writes a ``bytes`` in one copy, where a list of
+100k values cost ~0.8 µs a record and an Arrow array two copies (its buffers are turned
+into ``bytes`` first). The encoder wraps them as Arrow arrays without a copy
+(:meth:`Chunk.columns`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -25,13 +26,16 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from onepipe.sinks.formats.raw import RawColumns
 from onepipe.sinks.lake.raw_layout import hour_segments
+from onepipe.tables.kafka.record_columns import (
+    headers_of,
+    keys_of,
+    offsets_of,
+    timestamps_of,
+    values_of,
+)
 
 __all__ = ["Chunk", "columns_of", "cut", "hour_runs", "pack"]
 
-_OFFSET = attrgetter("offset")
-_TIMESTAMP = attrgetter("timestamp")
-_KEY = attrgetter("key")
-_VALUE = attrgetter("value")
 _HOUR_MS = 3_600_000
 #: (int32 offsets, data, validity bitmap or None): one binary column's Arrow buffers.
 Binary = tuple[bytes, bytes, bytes | None]
@@ -77,16 +81,21 @@ class Chunk:
 
 
 def pack(tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> Chunk:
-    """The records of one fetch of ``tp`` (offset order, at least one) as a :class:`Chunk`."""
-    keys, key_max = _pack_binary(list(map(_KEY, records)))
-    values, value_max = _pack_binary(list(map(_VALUE, records)))
+    """The records of one fetch of ``tp`` (offset order, at least one) as a :class:`Chunk`.
+
+    Read through the column readers (onepipe.tables.kafka.record_columns): the
+    librdkafka consumer's records are columns already, so no record object is made.
+    """
+    keys, key_max = _pack_binary(keys_of(records))
+    values, value_max = _pack_binary(values_of(records))
+    headers = headers_of(records)
     return Chunk(
         tp.topic, tp.partition, len(records),
-        offsets=array("q", map(_OFFSET, records)).tobytes(),
-        timestamps=array("q", map(_TIMESTAMP, records)).tobytes(),
+        offsets=array("q", offsets_of(records)).tobytes(),
+        timestamps=array("q", timestamps_of(records)).tobytes(),
         keys=keys, values=values,
-        headers=tuple(tuple(r.headers) for r in records)
-        if any(r.headers for r in records) else None,
+        # None when no record has any, as a slice of columns with headers can be.
+        headers=tuple(map(tuple, headers)) if headers is not None and any(headers) else None,
         # Largest key + largest value: an upper bound of the largest record (the estimate).
         size=len(keys[1]) + len(values[1]), largest=key_max + value_max,
     )
@@ -152,7 +161,7 @@ def hour_runs(chunks: Sequence[Chunk]) -> list[tuple[int, int, str, int]]:
     return [(bounds[a], bounds[b], date, hour) for a, b, date, hour in hour_segments(firsts)]
 
 
-def _pack_binary(items: list[bytes | None]) -> tuple[Binary, int]:
+def _pack_binary(items: Sequence[bytes | None]) -> tuple[Binary, int]:
     """The column's buffers and its longest item's length."""
     try:
         data = b"".join(items)  # type: ignore[arg-type]  # a None (rare) raises: see below

@@ -1,13 +1,19 @@
-"""The archive's packed chunks: the same records back, cut anywhere, split by hour exactly."""
+"""The archive's packed chunks: the same records back, cut anywhere, split by hour exactly;
+the librdkafka consumer's columns packed without a record object."""
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
+from onepipe.agents.archive.agent import ArchiveAgent
 from onepipe.agents.archive.columns import columns_of, cut, hour_runs, pack
 from onepipe.sinks.lake.raw_layout import hour_segments
+from onepipe.tables.kafka.clients import KafkaClients
+from onepipe.tables.kafka.record_columns import PartitionRecords
 
 TP = TopicPartition("t", 3)
 _HOUR = 3_600_000
@@ -57,3 +63,53 @@ def test_hour_runs_are_the_layouts_hour_segments(stamps: list[int], fetch: int) 
     records = _records([(None, b"v", ts, []) for ts in stamps])
     chunks = [pack(TP, records[i:i + fetch]) for i in range(0, len(records), fetch)]
     assert hour_runs(chunks) == hour_segments(stamps)
+
+
+class ColumnsOnly(PartitionRecords):
+    """The librdkafka consumer's columns, refusing to make a record object: what the
+    archive reads must come through the column readers."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, slice):
+            raise TypeError(f"a record object was asked for (index {index})")
+        part = super().__getitem__(index)
+        return ColumnsOnly(part.topic, part.partition, part.offsets,
+                           part._stamps, part.keys, part.values, part._headers)  # noqa: SLF001
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the records were iterated one by one")
+
+
+def _columns(rows: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]],
+             first: int = 10) -> ColumnsOnly:
+    """The rows as the librdkafka consumer hands them over (offsets from ``first``)."""
+    headers: list[Any] | None = [list(hs) or None for _, _, _, hs in rows]
+    return ColumnsOnly(TP.topic, TP.partition, list(range(first, first + len(rows))),
+                       [(1, ts) for _, _, ts, _ in rows], [k for k, _, _, _ in rows],
+                       [v for _, v, _, _ in rows], headers if any(headers or ()) else None)
+
+
+@given(rows)
+def test_columns_pack_as_the_records_do(
+        batch: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]) -> None:
+    assert pack(TP, _columns(batch)) == pack(TP, _records(batch))
+
+
+@given(rows, st.integers(0, 40))
+def test_redelivered_columns_are_dropped_without_a_record_object(
+        batch: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]],
+        expected: int) -> None:
+    agent = ArchiveAgent(kafka=KafkaClients("127.0.0.1:9"), group_id="g",
+                         registry=cast(Any, None), lake=cast(Any, None))
+    agent._expected[TP] = expected  # noqa: SLF001 - the position a seek or a buffer left
+    agent._buffer({TP: _columns(batch)})  # noqa: SLF001
+    kept = [r for r in _records(batch) if r.offset >= expected]
+    assert agent.metrics.redelivered == len(batch) - len(kept)
+    assert agent.metrics.records_in == len(kept)
+    if kept:
+        assert agent._buffers[TP].chunks == [pack(TP, kept)]  # noqa: SLF001
+        assert agent._expected[TP] == kept[-1].offset + 1  # noqa: SLF001
+    else:
+        assert TP not in agent._buffers  # noqa: SLF001
