@@ -102,7 +102,9 @@ def pack(tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> Chu
 
 
 def columns_of(chunks: Sequence[Chunk]) -> RawColumns:
-    """One partition's chunks, in order, as one :class:`RawColumns` (one copy of each)."""
+    """One partition's chunks, in order, as one :class:`RawColumns` of chunked arrays over
+    the chunks' own bytes: no copy (concatenating the keys and values cost a copy of
+    every record, ~0.2-0.6 µs a 2-KB record, and fresh memory for it)."""
     parts = [c.columns() for c in chunks]
     if len(parts) == 1:
         return parts[0]
@@ -113,10 +115,10 @@ def columns_of(chunks: Sequence[Chunk]) -> RawColumns:
             headers.extend(p.headers if p.headers is not None else ((),) * len(p))
     return RawColumns(
         parts[0].topic, parts[0].partition,
-        offsets=pa.concat_arrays([p.offsets for p in parts]),
-        timestamps=pa.concat_arrays([p.timestamps for p in parts]),
-        keys=pa.concat_arrays([p.keys for p in parts]),
-        values=pa.concat_arrays([p.values for p in parts]),
+        offsets=pa.chunked_array([p.offsets for p in parts], pa.int64()),
+        timestamps=pa.chunked_array([p.timestamps for p in parts], pa.int64()),
+        keys=pa.chunked_array([p.keys for p in parts], pa.binary()),
+        values=pa.chunked_array([p.values for p in parts], pa.binary()),
         headers=headers,
     )
 

@@ -52,9 +52,10 @@ def decode_batch(bodies: Sequence[bytes], writer: AvroSchema, expected: pa.Schem
     return _columns(frame, writer, expected)
 
 
-def decode_framed(values: pa.Array, writer: AvroSchema, expected: pa.Schema
-                  ) -> list[pa.Array] | None:
-    """:func:`decode_batch` of Confluent-framed values given as one Arrow binary column.
+def decode_framed(values: pa.Array | pa.ChunkedArray, writer: AvroSchema,
+                  expected: pa.Schema) -> list[pa.Array] | None:
+    """:func:`decode_batch` of Confluent-framed values given as one Arrow binary column
+    (chunked or not: a chunked column is laid out chunk by chunk, never concatenated).
 
     Every value must carry the 5-byte header of ``writer`` (the caller checks; no nulls).
     The container block is laid out by Arrow kernels (each value's length varint taken
@@ -70,10 +71,12 @@ def decode_framed(values: pa.Array, writer: AvroSchema, expected: pa.Schema
 
     header, sync = container(writer, framed=True)
     joined = pc.binary_join_element_wise(pc.take(_varint_table(), lengths), values, b"")
-    # A kernel's output starts at offset 0 of its data buffer (which may be longer).
-    size = pc.sum(pc.binary_length(joined)).as_py()
-    payload = joined.buffers()[2][:size]
-    block = b"".join([header, zigzag_varint(len(values)), zigzag_varint(size), payload, sync])
+    payloads = [_data_of(chunk) for chunk in
+                (joined.chunks if isinstance(joined, pa.ChunkedArray) else [joined])
+                if len(chunk)]
+    size = sum(len(p) for p in payloads)
+    block = b"".join([header, zigzag_varint(len(values)), zigzag_varint(size), *payloads,
+                      sync])
     try:
         frame = pl.read_avro(io.BytesIO(block), columns=[FRAME_LEN, *expected.names])
     except pl.exceptions.PanicException as exc:
@@ -87,6 +90,15 @@ def decode_framed(values: pa.Array, writer: AvroSchema, expected: pa.Schema
             frame[FRAME_LEN].to_arrow(), lengths.cast(pa.int64()))).as_py():
         return None
     return _columns(frame, writer, expected)
+
+
+def _data_of(column: pa.Array) -> pa.Buffer:
+    """The bytes a binary array's items span, without a copy (its data buffer may be
+    longer, and a slice starts inside it)."""
+    offsets = column.buffers()[1]
+    first, last = (int.from_bytes(offsets[4 * i:4 * i + 4], "little", signed=True)
+                   for i in (column.offset, column.offset + len(column)))
+    return column.buffers()[2][first:last]
 
 
 def _read_listed(values: list[Any], writer: AvroSchema) -> Any:

@@ -140,13 +140,13 @@ class RawColumns:
     #: Kafka partition.
     partition: int
     #: Offsets (int64).
-    offsets: pa.Array
+    offsets: pa.Array | pa.ChunkedArray
     #: Record timestamps, milliseconds since the epoch (int64).
-    timestamps: pa.Array
+    timestamps: pa.Array | pa.ChunkedArray
     #: Key bytes (binary; null for a null key).
-    keys: pa.Array
+    keys: pa.Array | pa.ChunkedArray
     #: Value bytes (binary; null for a tombstone).
-    values: pa.Array
+    values: pa.Array | pa.ChunkedArray
     #: Headers per record, or None when no record has any (the common case).
     headers: Sequence[tuple[tuple[str, bytes], ...]] | None = None
 

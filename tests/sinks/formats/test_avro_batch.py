@@ -60,8 +60,23 @@ def framed(bodies: list[bytes], schema: AvroSchema, expected: pa.Schema
     return decode_framed(values, schema, expected)
 
 
-#: Both batch decoders: bodies as a list, and framed values as one Arrow column.
-DECODERS = pytest.mark.parametrize("decoder", [decode_batch, framed], ids=["list", "framed"])
+def framed_chunked(bodies: list[bytes], schema: AvroSchema, expected: pa.Schema
+                   ) -> list[pa.Array] | None:
+    """decode_framed of the framed values as a chunked column, as the archive's encoder
+    passes a buffer of several fetches: chunks of up to 3 values, each a slice of a larger
+    array (so its items start inside its data buffer)."""
+    chunks = []
+    for i in range(0, len(bodies), 3):
+        padded = pa.array([b"pad", *(b"\x00\x00\x00\x00\x01" + b for b in bodies[i:i + 3]),
+                           b"tail"], pa.binary())
+        chunks.append(padded.slice(1, len(padded) - 2))
+    return decode_framed(pa.chunked_array(chunks, pa.binary()), schema, expected)
+
+
+#: The batch decoders: bodies as a list, and framed values as one Arrow column, whole or
+#: chunked.
+DECODERS = pytest.mark.parametrize("decoder", [decode_batch, framed, framed_chunked],
+                                   ids=["list", "framed", "framed-chunked"])
 
 
 def slow_columns(schema: AvroSchema, bodies: list[bytes]) -> list[pa.Array]:
