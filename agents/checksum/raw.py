@@ -4,7 +4,9 @@ Every record of the source topic counts (duplicates, retries and losers alike), 
 the raw lake places it (onepipe.agents.verify.raw): by the day of its ``partition_time``
 field (onepipe.schemas.partition_day over the column's Arrow type,
 onepipe.sinks.formats.raw's mapping), else - value undecodable, or the field null - by its
-Kafka timestamp. Only the ``partition_time`` field is decoded: fastavro resolves each
+Kafka timestamp. Only the ``partition_time`` field is decoded: in one polars container
+block per schema id (onepipe.schemas.avro_container; the whole batch at once when every
+value is framed with one id), else record by record, where fastavro resolves each
 writer schema against a one-field projection of the latest reader schema, both with
 logical types stripped (so no datetime, date or Decimal is made: values stay ints, and the
 Arrow cast to the column's type gives them their unit back; the stripped writers are
