@@ -32,6 +32,7 @@ import gc
 import io
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -115,17 +116,24 @@ def _release_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _encoders_cpu(agent: ArchiveAgent) -> float:
-    """CPU seconds the agent's encoder processes have used so far (0 without any)."""
+def _encoders_cpu(agent: ArchiveAgent) -> tuple[float, int]:
+    """CPU seconds and minor page faults of the agent's encoder processes so far (0
+    without any)."""
     pool = agent._writer._pool  # noqa: SLF001 - a benchmark looking inside on purpose
-    total = 0.0
+    total, faults = 0.0, 0
     for pid in list(getattr(pool, "_processes", None) or {}):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue  # exited
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        faults += int(fields[7])
+    return total, faults
+
+
+def _own_faults() -> int:
+    """Minor page faults of this process so far (its threads included)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 async def archive(runtime: Runtime, topic: str, count: int, bound: int
@@ -147,14 +155,19 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
                 await agent.assigned.wait()
                 # CPU over the timed span only: the encoders' start-up imports are not
                 # per-record work.
-                cpu, encoders = time.process_time(), _encoders_cpu(agent)
+                cpu, (encoders, encoder_faults) = time.process_time(), _encoders_cpu(agent)
+                faults = _own_faults()
                 started = time.perf_counter()
                 await agent.wait_archived(int(STEADY_SHARE * count))
                 elapsed = time.perf_counter() - started
                 archived = agent.metrics.records_archived
+                encoders_now, encoder_faults_now = _encoders_cpu(agent)
                 figures = {
                     "cpu_us_main": (time.process_time() - cpu) / archived * 1e6,
-                    "cpu_us_encoders": (_encoders_cpu(agent) - encoders) / archived * 1e6,
+                    "cpu_us_encoders": (encoders_now - encoders) / archived * 1e6,
+                    "faults_per_record_main": (_own_faults() - faults) / archived,
+                    "faults_per_record_encoders":
+                        (encoder_faults_now - encoder_faults) / archived,
                     "start_rss_mib": start_rss / 2**20,
                 }
                 await agent.stop()
@@ -227,6 +240,8 @@ def print_case(case: dict[str, Any]) -> None:
           f"{case['start_rss_mib']:.0f} MiB when the agent started")
     print(f"  CPU per record                   {case['cpu_us_main']:>10.2f} us agent process "
           f"+ {case['cpu_us_encoders']:.2f} us encoders (load {case['load_1min']:.2f})")
+    print(f"  minor page faults per record     {case['faults_per_record_main']:>10.3f} agent "
+          f"process + {case['faults_per_record_encoders']:.3f} encoders")
 
 
 def main() -> None:
