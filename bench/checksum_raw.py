@@ -125,9 +125,9 @@ def main() -> None:
         out = []
         for batch in batches:
             fresh: list[bytes | None] = [*_fresh(batch)]
-            out.append(PartitionRecords("t", 0, list(range(len(batch))),
-                                        [(1, stamp)] * len(batch), [None] * len(batch), fresh,
-                                        None))
+            out.append(PartitionRecords.of("t", 0, list(range(len(batch))),
+                                           [(1, stamp)] * len(batch), [None] * len(batch),
+                                           fresh, None))
         return out
 
     n = args.records

@@ -16,7 +16,8 @@ Contract:
 
 Why: building an aiokafka-style record per message cost 0.6 µs on the consumer's thread
 (the GIL is held: it is the agent's time) and reading five attributes back 0.15 µs more;
-the columns cost ~0.35 µs a record in all (BENCHMARKS.md, "Consumer columns").
+the columns cost ~0.3 µs a record in all, timestamps and headers read only for the agents
+that ask (BENCHMARKS.md, "Hot paths, third pass").
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import Any, overload
+from typing import Any, Self, overload
 
 import confluent_kafka
 from aiokafka import ConsumerRecord, TopicPartition
@@ -43,39 +44,70 @@ _SECOND = itemgetter(1)
 
 
 class PartitionRecords(Sequence[ConsumerRecord[bytes, bytes]]):
-    """Records of one partition, in offset order, held as columns (module contract)."""
+    """Records of one partition, in offset order, held as columns (module contract).
 
-    __slots__ = ("topic", "partition", "offsets", "_stamps", "keys", "values", "_headers",
-                 "_timestamps")
+    Offsets, keys and values are read when the fetch is handed over (every agent reads
+    them); timestamps and headers only when asked for, from the fetch's messages, which
+    it keeps (the messages share their key and value bytes with the columns).
+    """
 
-    def __init__(self, topic: str, partition: int, offsets: list[int],
-                 stamps: list[tuple[int, int]], keys: list[bytes | None],
-                 values: list[bytes | None], headers: list[Any] | None) -> None:
+    __slots__ = ("topic", "partition", "offsets", "keys", "values", "_messages", "_stamps",
+                 "_timestamps", "_headers")
+
+    def __init__(self, topic: str, partition: int, messages: list[Any]) -> None:
         self.topic = topic
         self.partition = partition
+        #: The ``confluent_kafka.Message`` of each record.
+        self._messages = messages
         #: Kafka offsets, ascending.
-        self.offsets = offsets
-        #: librdkafka's (timestamp type, timestamp) per record.
-        self._stamps = stamps
-        self.keys = keys
-        self.values = values
-        #: librdkafka's headers per record (None or a list of pairs), or None for none.
-        self._headers = headers
+        self.offsets: list[int] = list(map(_Message.offset, messages))
+        self.keys: list[bytes | None] = list(map(_Message.key, messages))
+        self.values: list[bytes | None] = list(map(_Message.value, messages))
+        self._stamps: list[tuple[int, int]] | None = None
         self._timestamps: list[int] | None = None
+        self._headers: list[Any] | None | bool = False  # False: not read yet
+
+    @classmethod
+    def of(cls, topic: str, partition: int, offsets: Sequence[int],
+           stamps: Sequence[tuple[int, int]], keys: Sequence[bytes | None],
+           values: Sequence[bytes | None], headers: Sequence[Any] | None = None) -> Self:
+        """Records given field by field, as ``consume()`` would hand them over (tests and
+        benchmarks: real ``confluent_kafka.Message`` objects are built)."""
+        return cls(topic, partition, [
+            confluent_kafka.Message(topic=topic, partition=partition, offset=offset,
+                                    timestamp=stamp, key=key, value=value,
+                                    headers=None if headers is None else headers[i])
+            for i, (offset, stamp, key, value)
+            in enumerate(zip(offsets, stamps, keys, values, strict=True))])
+
+    def _stamps_of(self) -> list[tuple[int, int]]:
+        """librdkafka's (timestamp type, timestamp) per record."""
+        if self._stamps is None:
+            self._stamps = list(map(_Message.timestamp, self._messages))
+        return self._stamps
+
+    def _raw_headers(self) -> list[Any] | None:
+        """librdkafka's headers per record (None or a list of pairs), None for none."""
+        if self._headers is False:
+            headers = list(map(_Message.headers, self._messages))
+            self._headers = headers if any(headers) else None
+        assert self._headers is not True
+        return self._headers
 
     @property
     def timestamps(self) -> list[int]:
         """Record timestamps (ms since the epoch)."""
         if self._timestamps is None:
-            self._timestamps = list(map(_SECOND, self._stamps))
+            self._timestamps = list(map(_SECOND, self._stamps_of()))
         return self._timestamps
 
     @property
     def headers(self) -> list[Headers] | None:
         """Headers per record (a tuple each), or None when no record has any."""
-        if self._headers is None:
+        raw = self._raw_headers()
+        if raw is None:
             return None
-        return [tuple(h) if h else () for h in self._headers]
+        return [tuple(h) if h else () for h in raw]
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -88,21 +120,29 @@ class PartitionRecords(Sequence[ConsumerRecord[bytes, bytes]]):
 
     def __getitem__(self, index: int | slice) -> ConsumerRecord[bytes, bytes] | PartitionRecords:
         if isinstance(index, slice):
-            return PartitionRecords(
-                self.topic, self.partition, self.offsets[index], self._stamps[index],
-                self.keys[index], self.values[index],
-                None if self._headers is None else self._headers[index])
+            return type(self)(self.topic, self.partition, self._messages[index])
+        raw = self._raw_headers()
         return RdkafkaRecord(self.topic, self.partition, self.offsets[index],
-                             self._stamps[index], self.keys[index], self.values[index],
-                             None if self._headers is None else self._headers[index])
+                             self._stamps_of()[index], self.keys[index], self.values[index],
+                             None if raw is None else raw[index])
 
     def __iter__(self) -> Iterator[ConsumerRecord[bytes, bytes]]:
-        headers: Iterable[Any] = (self._headers if self._headers is not None
-                                  else (None,) * len(self.offsets))
+        raw = self._raw_headers()
+        headers: Iterable[Any] = raw if raw is not None else (None,) * len(self.offsets)
         topic, partition = self.topic, self.partition
-        for offset, stamp, key, value, header in zip(self.offsets, self._stamps, self.keys,
-                                                     self.values, headers, strict=True):
+        for offset, stamp, key, value, header in zip(self.offsets, self._stamps_of(),
+                                                     self.keys, self.values, headers,
+                                                     strict=True):
             yield RdkafkaRecord(topic, partition, offset, stamp, key, value, header)
+
+    def _extend(self, other: PartitionRecords) -> None:
+        """Append ``other``'s records (the same partition, later in one result)."""
+        self._messages = self._messages + other._messages
+        self.offsets += other.offsets
+        self.keys += other.keys
+        self.values += other.values
+        self._stamps = self._timestamps = None
+        self._headers = False
 
     def __repr__(self) -> str:
         span = f"{self.offsets[0]}..{self.offsets[-1]}" if self.offsets else "empty"
@@ -159,25 +199,12 @@ def _topic_runs(topics: list[str], start: int, end: int) -> Iterator[tuple[int, 
 
 def _append(batches: dict[TopicPartition, PartitionRecords], tp: TopicPartition,
             run: list[Any]) -> None:
-    headers: list[Any] | None = list(map(_Message.headers, run))
-    if not any(headers):  # type: ignore[arg-type]
-        headers = None
-    part = PartitionRecords(tp.topic, tp.partition, list(map(_Message.offset, run)),
-                            list(map(_Message.timestamp, run)), list(map(_Message.key, run)),
-                            list(map(_Message.value, run)), headers)
+    part = PartitionRecords(tp.topic, tp.partition, run)
     held = batches.get(tp)
     if held is None:
         batches[tp] = part
-        return
-    # The same partition twice in one result (two fetch responses): one column set.
-    held.offsets += part.offsets
-    held._stamps += part._stamps
-    held.keys += part.keys
-    held.values += part.values
-    held._timestamps = None
-    if held._headers is not None or part._headers is not None:
-        held._headers = ((held._headers or [None] * (len(held.offsets) - len(part.offsets)))
-                         + (part._headers or [None] * len(part.offsets)))
+    else:  # the same partition twice in one result (two fetch responses): one column set
+        held._extend(part)
 
 
 # ------------------------------------------------------------------ readers

@@ -74,9 +74,7 @@ class ColumnsOnly(PartitionRecords):
     def __getitem__(self, index: Any) -> Any:
         if not isinstance(index, slice):
             raise TypeError(f"a record object was asked for (index {index})")
-        part = super().__getitem__(index)
-        return ColumnsOnly(part.topic, part.partition, part.offsets,
-                           part._stamps, part.keys, part.values, part._headers)  # noqa: SLF001
+        return super().__getitem__(index)  # a ColumnsOnly too
 
     def __iter__(self) -> Any:
         raise AssertionError("the records were iterated one by one")
@@ -86,9 +84,9 @@ def _columns(rows: list[tuple[bytes | None, bytes | None, int, list[tuple[str, b
              first: int = 10) -> ColumnsOnly:
     """The rows as the librdkafka consumer hands them over (offsets from ``first``)."""
     headers: list[Any] | None = [list(hs) or None for _, _, _, hs in rows]
-    return ColumnsOnly(TP.topic, TP.partition, list(range(first, first + len(rows))),
-                       [(1, ts) for _, _, ts, _ in rows], [k for k, _, _, _ in rows],
-                       [v for _, v, _, _ in rows], headers if any(headers or ()) else None)
+    return ColumnsOnly.of(TP.topic, TP.partition, list(range(first, first + len(rows))),
+                          [(1, ts) for _, _, ts, _ in rows], [k for k, _, _, _ in rows],
+                          [v for _, v, _, _ in rows], headers if any(headers or ()) else None)
 
 
 @given(rows)

@@ -70,7 +70,7 @@ def _both(values: list[bytes | None], rng: random.Random
     keys = [None if i % 11 == 5 else f"k{i}".encode() for i in range(len(values))]
     aio = [ConsumerRecord("t", 2, o, s, 0, k, v, None, 0, 0, ())
            for o, s, k, v in zip(offsets, stamps, keys, values, strict=True)]
-    cols = _Columns("t", 2, offsets, [(1, s) for s in stamps], keys, values, None)
+    cols = _Columns.of("t", 2, offsets, [(1, s) for s in stamps], keys, values, None)
     return aio, cols
 
 

@@ -65,8 +65,8 @@ def both(topic: str, batch: list[Item], routed: bool
     records = [ConsumerRecord(topic, PARTITION, o, s, 0, b"k", v, None, 1, -1 if v is None
                               else len(v), tuple(h or ()))
                for o, (_, s), v, h in zip(offsets, stamps, values, headers, strict=True)]
-    columns = ColumnsOnly(topic, PARTITION, offsets, stamps, [b"k"] * len(batch), values,
-                          headers if any(headers) else None)
+    columns = ColumnsOnly.of(topic, PARTITION, offsets, stamps, [b"k"] * len(batch), values,
+                             headers if any(headers) else None)
     return records, columns
 
 
