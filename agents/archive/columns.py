@@ -5,11 +5,11 @@ through onepipe.tables.kafka.record_columns, so the librdkafka consumer's column
 as they are): offsets and timestamps as int64 arrays, keys and values as one ``bytes`` of
 data plus int32 offsets (Arrow's binary layout). So a buffer holds a few objects per fetch
 instead of one ``ConsumerRecord`` per record (fewer live objects for the garbage collector
-to walk while up to the memory bound is buffered), and a flush pickles a few large
-``bytes`` to the encoder process: pickle writes a ``bytes`` in one copy, where a list of
-100k values cost ~0.8 µs a record and an Arrow array two copies (its buffers are turned
-into ``bytes`` first). The encoder wraps them as Arrow arrays without a copy
-(:meth:`Chunk.columns`).
+to walk while up to the memory bound is buffered), and a flush hands a few large buffers to
+the encoder process (through shared memory, onepipe.agents.archive.handoff, or pickled:
+pickle writes a ``bytes`` in one copy, where a list of 100k values cost ~0.8 µs a record).
+The encoder wraps them as Arrow arrays without a copy (:meth:`Chunk.columns`), and a
+partition's chunks as chunked arrays (:func:`columns_of`), never concatenated.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ from onepipe.tables.kafka.record_columns import (
     values_of,
 )
 
-__all__ = ["Chunk", "columns_of", "cut", "hour_runs", "pack"]
+__all__ = ["Binary", "Buffer", "Chunk", "columns_of", "cut", "hour_runs", "pack"]
 
 _HOUR_MS = 3_600_000
+#: Bytes of a chunk: its own, or a view of an encoder's shared memory
+#: (onepipe.agents.archive.handoff).
+Buffer = bytes | memoryview
 #: (int32 offsets, data, validity bitmap or None): one binary column's Arrow buffers.
-Binary = tuple[bytes, bytes, bytes | None]
+Binary = tuple[Buffer, Buffer, Buffer | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +53,9 @@ class Chunk:
     #: Records in the chunk.
     count: int
     #: Kafka offsets, int64 in native byte order.
-    offsets: bytes
+    offsets: Buffer
     #: Record timestamps (ms since the epoch), int64 in native byte order.
-    timestamps: bytes
+    timestamps: Buffer
     keys: Binary
     values: Binary
     #: Headers per record, or None when no record has any (the common case).

@@ -3,9 +3,10 @@
 The archive agent's event loop fetches from Kafka; decoding Avro record by record and
 laying out Arrow columns is CPU work that holds the GIL. Running it in a separate process
 lets fetching and encoding use both cores of a worker. What crosses the process boundary
-is the agent's packed chunks and schema texts (:class:`Segment`): a few large ``bytes``
-per fetch (onepipe.agents.archive.columns), not one Python object per record (a list of
-100k values took ~0.8 µs a record to pickle in the worker). Parsed schemas are cached in
+is the agent's packed chunks and schema texts (:class:`Segment`): a few large buffers per
+fetch (onepipe.agents.archive.columns), not one Python object per record (a list of 100k
+values took ~0.8 µs a record to pickle in the worker), read in place from shared memory
+where the platform allows (onepipe.agents.archive.handoff). Parsed schemas are cached in
 the encoder by their text.
 The common case never makes a Python object per record: the values are checked, framed
 and decoded as one column (onepipe.sinks.formats.avro_batch.decode_framed) and the

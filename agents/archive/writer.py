@@ -5,7 +5,9 @@ Contract:
   archive resumes after the highest offset in the lake, so a later file must never land
   before an earlier one (a crash in between would leave a hole the resume skips).
 - Different partitions are written concurrently, and decoding + Parquet encoding run in
-  encoder processes, so the agent keeps fetching while files are being made.
+  encoder processes, so the agent keeps fetching while files are being made. A segment
+  reaches its encoder through shared memory (onepipe.agents.archive.handoff) where the
+  platform allows, through the pool's pipe otherwise; the file is the same either way.
 - A failed write is retried with backoff (lake errors are usually transient); if it still
   fails, that partition's later writes fail too and :meth:`raise_failure` re-raises the
   error in the agent, which stops rather than archive past a hole.
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 import pyarrow.compute as pc
 from aiokafka import TopicPartition
 
+from onepipe.agents.archive import handoff
 from onepipe.agents.archive.columns import Chunk, cut, hour_runs
 from onepipe.agents.archive.encode import (
     Segment,
@@ -64,6 +67,9 @@ class SegmentWriter:
         self._tails: dict[TopicPartition, asyncio.Task[None]] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        #: Segments reach the encoders through shared memory (onepipe.agents.archive.handoff)
+        #: while it works; through the pool's pipe otherwise.
+        self._shared = handoff.available()
 
     async def start(self) -> None:
         if self._encoders > 0:
@@ -185,9 +191,16 @@ class SegmentWriter:
     async def _encode(self, segment: Segment) -> tuple[bytes, int]:
         pool = self._pool
         if pool is not None:
+            loop = asyncio.get_running_loop()
             try:
-                return await asyncio.get_running_loop().run_in_executor(pool, encode_segment,
-                                                                        segment)
+                if self._shared:
+                    encoded = await self._encode_shared(pool, segment)
+                    if encoded is not None:
+                        return encoded
+                    log.warning("archive encoder cannot read the worker's shared memory "
+                                "(/proc/<pid>/fd); segments go through its pipe from now on")
+                    self._shared = False
+                return await loop.run_in_executor(pool, encode_segment, segment)
             except concurrent.futures.process.BrokenProcessPool:
                 # An encoder died (killed from outside, out of memory): keep archiving
                 # in this process rather than stop; slower, never lossy.
@@ -196,6 +209,21 @@ class SegmentWriter:
                     self._pool = None
                     pool.shutdown(wait=False, cancel_futures=True)
         return await asyncio.to_thread(encode_segment, segment)
+
+    async def _encode_shared(self, pool: concurrent.futures.Executor, segment: Segment
+                             ) -> tuple[bytes, int] | None:
+        """Encode through a memory file (onepipe.agents.archive.handoff); None when the
+        encoder could not open it."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd, shared = await asyncio.to_thread(handoff.share, segment)
+        except OSError as exc:  # no memory file to be had now (descriptors, memory)
+            log.warning("archive segment goes through the encoder's pipe: %s", exc)
+            return await loop.run_in_executor(pool, encode_segment, segment)
+        try:
+            return await loop.run_in_executor(pool, handoff.encode_shared, shared)
+        finally:
+            os.close(fd)
 
     async def _put(self, path: str, data: bytes) -> None:
         delay = 0.2

@@ -1,0 +1,68 @@
+"""A segment handed over through shared memory encodes to the same file as through the pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from onepipe.agents.archive import handoff
+from onepipe.agents.archive.columns import pack
+from onepipe.agents.archive.encode import Segment, encode_segment
+from onepipe.schemas.avro_schema import parse_schema
+from onepipe.schemas.codec import encode
+
+pytestmark = pytest.mark.skipif(not handoff.available(), reason="needs memfd and /proc")
+
+SCHEMA = {"type": "record", "name": "E", "fields": [
+    {"name": "id", "type": "string"}, {"name": "n", "type": "long"}]}
+TEXT = json.dumps(SCHEMA)
+TP = TopicPartition("t", 1)
+
+values = st.one_of(
+    st.builds(lambda i, n: encode(1, parse_schema(SCHEMA), {"id": i, "n": n}),
+              st.text(max_size=30), st.integers(-(2**63), 2**63 - 1)),
+    st.none(), st.binary(max_size=12))  # tombstones and undecodable values too
+rows = st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=8)), values,
+                          st.lists(st.tuples(st.text(max_size=3), st.binary(max_size=3)),
+                                   max_size=1)), min_size=1, max_size=25)
+
+
+def _segment(batch: list[tuple[bytes | None, bytes | None, list[Any]]], fetch: int) -> Segment:
+    records = [ConsumerRecord(TP.topic, TP.partition, 5 + i, 1_764_151_200_000 + i, 0, key,
+                              value, None, 0, 0, tuple(headers))
+               for i, (key, value, headers) in enumerate(batch)]
+    return Segment([pack(TP, records[i:i + fetch]) for i in range(0, len(records), fetch)],
+                   TEXT, {1: TEXT})
+
+
+@given(rows, st.integers(1, 6))
+def test_shared_segments_encode_to_the_same_file(
+        batch: list[tuple[bytes | None, bytes | None, list[Any]]], fetch: int) -> None:
+    segment = _segment(batch, fetch)
+    fd, shared = handoff.share(segment)
+    try:
+        assert handoff.encode_shared(shared) == encode_segment(segment)
+    finally:
+        os.close(fd)
+
+
+def test_a_closed_or_reused_descriptor_is_not_read() -> None:
+    segment = _segment([(b"k", encode(1, parse_schema(SCHEMA), {"id": "a", "n": 1}), [])], 1)
+    fd, shared = handoff.share(segment)
+    os.close(fd)
+    assert handoff.encode_shared(shared) is None  # closed: nothing to open
+    other = os.memfd_create("another-file")  # may well get the freed number itself
+    try:
+        if other != fd:
+            os.dup2(other, fd)  # the number now names another file
+        assert handoff.encode_shared(shared) is None
+    finally:
+        os.close(fd)
+        if other != fd:
+            os.close(other)
