@@ -217,7 +217,7 @@ async def stage_budgets(settings: Settings, schema: Any, schema_id: int, key_fie
 
         async def client() -> None:
             for chunk in chunks:
-                await publisher.send_encoded(CEILING_TOPIC, chunk)
+                await publisher.send_landed(CEILING_TOPIC, chunk)  # the endpoint's call
 
         t = time.process_time()
         await asyncio.gather(*(client() for _ in range(4)))

@@ -121,7 +121,7 @@ class Batcher:
         headers = [r.headers for _, r, _, _ in ready]
         stamps = [r.timestamp_ms for _, r, _, _ in ready]
         try:
-            deliveries = await self.ctx.publisher.send_encoded(
+            landed = await self.ctx.publisher.send_landed(
                 self.topic, [kv for _, _, _, kv in ready],
                 headers=headers if any(headers) else None,
                 timestamps_ms=stamps if any(s is not None for s in stamps) else None)
@@ -129,9 +129,10 @@ class Batcher:
             for i, _, _, _ in ready:
                 replies[i] = (exc.status, exc.to_json())
             return
-        for (i, record, writer, (key, value)), d in zip(ready, deliveries, strict=True):
+        for (i, record, writer, (key, value)), (partition, offset, stamp) in zip(
+                ready, landed, strict=True):
             replies[i] = (200, response_body(
-                self.cluster_id, self.topic, d.partition, d.offset, d.timestamp, key,
+                self.cluster_id, self.topic, partition, offset, stamp, key,
                 (record.key or {}).get("type"), len(value), writer.schema_id, writer.version))
 
 

@@ -59,6 +59,11 @@ class Delivery:
         return {"partition": self.partition, "offset": self.offset}
 
 
+#: Where one record landed, as the producer reports it: (partition, offset, timestamp in
+#: epoch ms or None) - the fields of :class:`Delivery`, without an object per record.
+Landed = tuple[int, int, int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class TopicWriter:
     """Everything needed to turn JSON records of one topic version into Kafka records."""
@@ -212,6 +217,21 @@ class Publisher:
 
         ``headers`` and ``timestamps_ms``, when given, hold one entry per record (None:
         no headers, the producer's clock)."""
+        return [Delivery(p, o, t) for p, o, t in
+                await self.send_landed(topic, encoded, headers, timestamps_ms)]
+
+    async def send_landed(
+        self, topic: str, encoded: Sequence[tuple[bytes | None, bytes]],
+        headers: Sequence[Sequence[tuple[str, bytes]] | None] | None = None,
+        timestamps_ms: Sequence[int | None] | None = None,
+    ) -> list[Landed]:
+        """:meth:`send_encoded`, each record's result as a ``(partition, offset,
+        timestamp)`` tuple instead of a :class:`Delivery`.
+
+        Why: the produce endpoints answer with these figures straight away; a frozen
+        dataclass per record and its ``to_json`` cost ~0.9 µs of a 500-record request's
+        ~9.5 µs a record (measured: building the response from tuples, 1.1 -> 0.2 µs).
+        """
         sender = self._sender
         if sender is None:
             raise BrokerError("the publisher has no running producer; start the worker first")
@@ -226,7 +246,8 @@ class Publisher:
                 if send_many is not None and headers is None and timestamps_ms is None:
                     # librdkafka: one future for the call, no per-record coroutine.
                     futures.append(await send_many(topic, encoded))
-                    return [Delivery(p, o, t) for p, o, t in await futures[0]]
+                    landed: list[Landed] = await futures[0]
+                    return landed
                 if headers is None and timestamps_ms is None:
                     for i, (k, v) in enumerate(encoded, 1):
                         futures.append(await sender.send(topic, value=v, key=k))
@@ -244,13 +265,13 @@ class Publisher:
                 # once, so after the first record of a batch the rest are done and cost no
                 # callback and no event-loop turn each (gather added both per record: ~10%
                 # of worker CPU on 500-record requests).
-                deliveries: list[Delivery] = []
+                landed = []
                 for start in range(0, len(futures), SLICE):
                     if start:
                         await asyncio.sleep(0)  # a turn of the loop between slices
                     for f in futures[start:start + SLICE]:
                         m = await f
-                        deliveries.append(Delivery(m.partition, m.offset, m.timestamp))
+                        landed.append((m.partition, m.offset, m.timestamp))
         except (TimeoutError, asyncio.CancelledError, KafkaError) as exc:
             # Records still pending are not acknowledged to the client; cancel their
             # futures (as wait_for(gather(...)) did). Some may reach Kafka anyway: the
@@ -260,7 +281,7 @@ class Publisher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise self._failure(topic, exc) from exc
-        return deliveries
+        return landed
 
     def _failure(self, topic: str, exc: TimeoutError | KafkaError) -> OnepipeError:
         """What the client is told when Kafka did not acknowledge every record."""

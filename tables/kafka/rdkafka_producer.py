@@ -91,6 +91,8 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.1
 #: Most delivery reports settled in one step of the event loop.
 _HANDOVER = 2_000
+#: librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks the partition.
+_ANY_PARTITION = -1
 
 class RdkafkaProducer:
     """An asyncio producer on librdkafka; see the module docstring."""
@@ -203,7 +205,7 @@ class RdkafkaProducer:
 
         try:
             if partition is None and timestamp_ms is None and not headers:
-                producer.produce(topic, value, key, on_delivery=delivered)
+                producer.produce(topic, value, key, _ANY_PARTITION, delivered)
             else:
                 producer.produce(topic, value, key, -1 if partition is None else partition,
                                  on_delivery=delivered, timestamp=timestamp_ms or 0,
@@ -282,13 +284,15 @@ class RdkafkaProducer:
                        on_delivery: Any) -> None:
         """produce() each record, its report to ``on_delivery(index, error, message)``."""
         assert self._producer is not None
-        produce = self._producer.produce
+        produce, partial = self._producer.produce, functools.partial
         for i, (key, value) in enumerate(records):
             try:
-                produce(topic, value, key, on_delivery=functools.partial(on_delivery, i))
+                # Positional (partition -1: librdkafka's partitioner; then the callback):
+                # keyword arguments cost produce() ~0.25 µs more a record to parse.
+                produce(topic, value, key, _ANY_PARTITION, partial(on_delivery, i))
             except BufferError:  # the queue is full: wait for room (reports served)
                 await self._produce_when_room(topic, value, key, None, None, None,
-                                              functools.partial(on_delivery, i))
+                                              partial(on_delivery, i))
             if not (i + 1) % _HANDOVER:
                 await asyncio.sleep(0)  # a 60,000-record request: the loop turns meanwhile
                 if self._closed:

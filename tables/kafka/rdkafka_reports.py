@@ -28,6 +28,8 @@ _KE = confluent_kafka.KafkaError
 _TIMEOUTS = {_KE._MSG_TIMED_OUT, _KE._TIMED_OUT, _KE.REQUEST_TIMED_OUT}
 _UNREACHABLE = {_KE._TRANSPORT, _KE._ALL_BROKERS_DOWN, _KE._RESOLVE, _KE.NETWORK_EXCEPTION}
 _TOO_LARGE = {_KE.MSG_SIZE_TOO_LARGE, _KE.RECORD_LIST_TOO_LARGE}
+#: A module global: one lookup a report instead of two (``confluent_kafka.`` + name).
+_NO_TIMESTAMP = confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 
 
 class RecordMetadata:
@@ -82,8 +84,7 @@ class BatchReports:
         if error is None:
             kind, stamp = message.timestamp()
             self.results[index] = (message.partition() or 0, message.offset() or 0,
-                                   stamp if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE
-                                   else None)
+                                   stamp if kind != _NO_TIMESTAMP else None)
         elif self.error is None:
             self.error = error
         self.remaining -= 1

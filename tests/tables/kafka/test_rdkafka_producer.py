@@ -285,3 +285,33 @@ async def test_150000_records_leave_the_loop_free(broker: str,
     assert len(deliveries) == 150_000
     print(f"\n150,000 records in {took:.2f} s; longest loop step {watch.longest * 1000:.0f} ms")
     assert watch.longest < took / 4, (watch.longest, took)
+
+
+@pytest.mark.parametrize("client", ["librdkafka", "aiokafka"])
+async def test_publisher_send_landed_gives_what_send_encoded_gives(
+        broker: str, client: str) -> None:
+    """The endpoints' tuples (Publisher.send_landed) hold the Delivery figures: where Kafka
+    stored each record (and its timestamp), on either producer (send_many or send)."""
+    kafka = kafka_for(broker)
+    sender: Any = (kafka.rdkafka_producer("test-landed", linger_ms=2) if client == "librdkafka"
+                   else kafka.producer("test-landed"))
+    await sender.start()
+    try:
+        topic = await topic_on(broker, 3)
+        publisher = Publisher(RegistryState(), sender, timeout=60)
+        first = [(f"k{i % 7}".encode(), f"a{i}".encode()) for i in range(700)]
+        second = [(f"k{i % 7}".encode(), f"b{i}".encode()) for i in range(700)]
+        landed = await publisher.send_landed(topic, first)
+        deliveries = await publisher.send_encoded(topic, second)
+    finally:
+        await sender.stop()
+    assert all(type(x) is tuple and len(x) == 3 for x in landed)
+    stored = {(r.partition, r.offset): r for r in await read_all(broker, topic)}
+    assert len(stored) == 1_400
+    as_tuples = [(d.partition, d.offset, d.timestamp) for d in deliveries]
+    for records, results in ((first, landed), (second, as_tuples)):
+        for (key, value), (partition, offset, stamp) in zip(records, results, strict=True):
+            record = stored[(partition, offset)]
+            assert (record.key, record.value) == (key, value)
+            # aiokafka's own metadata may carry another millisecond than it stored.
+            assert stamp == record.timestamp or client == "aiokafka"
