@@ -120,6 +120,15 @@ def _may_repeat_keys(raw: bytes, masked: bytes, dump: bytes) -> bool:
     (about one orjson parse). A body without a backslash holds no escape, so neither
     escape case, and its dump holds no ``\\"``.
     """
+    if b"\\" not in masked:
+        quoted = raw.count(b'":')
+        if masked.count(b":") == quoted:
+            # The commonest body: every colon right after a quote (after a key, or opening
+            # a string), so none after whitespace; and since the dump's strings are the
+            # body's, every colon of the dump is after a quote too, so counting its colons
+            # (one byte: ~0.07 µs a record) counts its '":'s (two: ~0.17). Saves that
+            # and the whitespace search (~0.17) on a 500-record body.
+            return quoted != dump.count(b":")
     if b' :' in masked:  # JSON whitespace before a colon (after a key, or in a string)
         return True
     if b"\\" not in masked:

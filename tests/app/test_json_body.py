@@ -108,3 +108,43 @@ def test_refused_exactly_when_a_key_repeats(value: object, spaced: bool, escaped
             parse_json_body(raw)
     else:
         assert parse_json_body(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize(("raw", "repeats"), [
+    # Every colon right after a quote (the counting shortcut), strings opening with one.
+    (b'{"a":":x","a":1}', True),
+    (b'{"a":1,"a":2,"b":":"}', True),
+    (b'[{"a":":","b":"::"},{"a":":"}]', False),
+    (b'{"a":{"b":":","b":":"}}', True),
+    # A colon inside a string (not first) leaves the shortcut for the general count.
+    (b'{"t":"12:30","t":"12:31"}', True),
+    (b'{"t":"12:30","u":"x:"}', False),
+])
+def test_bodies_whose_colons_all_follow_a_quote(raw: bytes, repeats: bool) -> None:
+    if repeats:
+        with pytest.raises(RequestError) as info:
+            parse_json_body(raw)
+        assert info.value.code == "duplicate_key"
+    else:
+        assert parse_json_body(raw) == json.loads(raw)
+
+
+colon_keys = st.text(alphabet=st.sampled_from('ab:'), min_size=0, max_size=3)
+colon_values = st.recursive(st.none() | st.integers() | colon_keys,
+                            lambda inner: st.lists(inner, max_size=3)
+                            | st.lists(st.tuples(colon_keys, inner), max_size=4),
+                            max_leaves=12)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(colon_values)
+def test_refused_exactly_when_a_key_repeats_without_escapes(value: object) -> None:
+    """Compact bodies with no backslash, colons anywhere in strings: the counting
+    shortcut and the general count agree with the standard parser."""
+    raw = _render(value, spaced=False, escaped=False).encode()
+    assert b"\\" not in raw
+    if _has_repeat(value):
+        with pytest.raises(RequestError):
+            parse_json_body(raw)
+    else:
+        assert parse_json_body(raw) == json.loads(raw)
