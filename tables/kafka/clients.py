@@ -22,9 +22,10 @@ The kinds, and the settings each carries for a reason:
   its owner says so (manual commits: the batch agents commit after their own durable
   write), with the short group timeouts brokers that hold joins need, heartbeats at a
   third of the session (at most 3 s) and a generous poll interval (a batch may wait for a
-  lake write). On librdkafka (``consumer_client="librdkafka"``) it is an
+  lake write). On librdkafka (``consumer_client="librdkafka"``, the default) it is an
   :class:`~onepipe.tables.kafka.rdkafka_consumer.RdkafkaConsumer` with the same API and
-  the same settings in librdkafka's names (the overrides too); aiokafka's for the other.
+  the same settings in librdkafka's names (the overrides too), handing records over as
+  columns (onepipe.tables.kafka.record_columns); aiokafka's for the other.
 - :meth:`KafkaClients.reader`: a group-less consumer for ``assign()``-style reads "to the
   end" (registry replay, state recovery, verify, lag): never ``auto_offset_reset="latest"``,
   which resets through ListOffsets(latest), wrong on tansu.
@@ -79,11 +80,13 @@ class KafkaClients:
     rebalance_timeout: float = 10.0
     #: TLS and SASL of every connection (PLAINTEXT by default).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    #: The client of :meth:`group_consumer`: aiokafka, or librdkafka. Not librdkafka by
-    #: default: measured, it did not speed up the archive, dedup or checksum agents (their
-    #: own per-record work bounds them) and it held 50-90 MiB more (BENCHMARKS.md, "Batch
-    #: consumers on librdkafka").
-    consumer_client: Literal["librdkafka", "aiokafka"] = "aiokafka"
+    #: The client of :meth:`group_consumer`: librdkafka (the default), or aiokafka.
+    #: librdkafka since its records are handed over as columns (record_columns): it cost
+    #: the agents' event loop 1-1.5 µs a record less than aiokafka's (dedup; checksum
+    #: 0.6-0.7, archive 1 µs), which read and built every record on the loop
+    #: (BENCHMARKS.md, "Hot paths, third pass"); aiokafka stays for brokers or platforms
+    #: where librdkafka misbehaves, and it held ~40-60 MiB less.
+    consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @property
     def servers(self) -> list[str]:
@@ -219,9 +222,10 @@ def rdkafka_consumer_config(options: dict[str, Any], security: KafkaSecurity
         "partition.assignment.strategy": "roundrobin",
         # What librdkafka holds in its own threads beside the agent's buffers (the RSS
         # budget): its prefetch queue, and one fetch response in flight per broker.
-        # Measured, archive of 2 KB records: 32 MiB and 64 MiB held 490-544 MiB of RSS,
-        # 80-110 MiB above aiokafka's consumer.
-        "queued.max.messages.kbytes": 16 * 1024,
+        # Measured, archive of 2 KB records: 32 and 64 MiB held 490-544 MiB of RSS, 16 MiB
+        # 352-396, 8 MiB 343-352 (the bound is 406). The agents batch on their own side:
+        # a prefetch of one fetch ahead is what librdkafka's queue is for.
+        "queued.max.messages.kbytes": 8 * 1024,
         "fetch.max.bytes": 16 * 1024 * 1024,
         # Once a partition's queue passed queued.min.messages, its next fetch waits this
         # long (default 1 s): a consumer catching up drained its queue and idled for the
