@@ -14,6 +14,7 @@ partition's chunks as chunked arrays (:func:`columns_of`), never concatenated.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from onepipe.tables.kafka.record_columns import (
 __all__ = ["Binary", "Buffer", "Chunk", "columns_of", "cut", "hour_runs", "pack"]
 
 _HOUR_MS = 3_600_000
+_INT64 = struct.Struct("=q")  # native order, as the offsets are packed
 #: Bytes of a chunk: its own, or a view of an encoder's shared memory
 #: (onepipe.agents.archive.handoff).
 Buffer = bytes | memoryview
@@ -77,10 +79,12 @@ class Chunk:
         )
 
     def first_offset(self) -> int:
-        return int(array("q", self.offsets[:8])[0])
+        return int(_INT64.unpack_from(self.offsets, 0)[0])
 
     def last_offset(self) -> int:
-        return int(array("q", self.offsets[-8:])[0])
+        # unpack_from, not array(): offsets may be a memoryview (a mapped segment), which
+        # array() would read byte by byte.
+        return int(_INT64.unpack_from(self.offsets, len(self.offsets) - 8)[0])
 
 
 def pack(tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> Chunk:

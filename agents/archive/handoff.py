@@ -73,7 +73,11 @@ def share(segment: Segment) -> tuple[int, SharedSegment]:
     fd = os.memfd_create("onepipe-archive-segment", os.MFD_CLOEXEC)
     try:
         pieces: list[Buffer] = []
-        chunks = [_place(chunk, pieces) for chunk in segment.chunks]
+        chunks = []
+        end = 0
+        for chunk in segment.chunks:
+            shell, places, end = _place(chunk, pieces, end)
+            chunks.append((shell, places))
         for i in range(0, len(pieces), _IOV_MAX):
             batch = pieces[i:i + _IOV_MAX]
             written = os.writev(fd, batch)
@@ -100,6 +104,8 @@ def encode_shared(shared: SharedSegment) -> tuple[bytes, int] | None:
             return None
         view = memoryview(mmap.mmap(fd, stat.st_size, prot=mmap.PROT_READ)) \
             if stat.st_size else memoryview(b"")
+    except OSError:  # no mapping to be had (memory, map count): the pipe still works
+        return None
     finally:
         os.close(fd)  # the mapping stays until the last column over it is gone
     chunks = [_located(shell, places, view) for shell, places in shared.chunks]
@@ -107,20 +113,34 @@ def encode_shared(shared: SharedSegment) -> tuple[bytes, int] | None:
 
 
 _EMPTY: Binary = (b"", b"", None)
+#: Alignment of every buffer in the file, and the padding that makes it.
+_ALIGN = 8
+_PADDING = bytes(_ALIGN)
 
 
-def _place(chunk: Chunk, pieces: list[Buffer]) -> tuple[Chunk, tuple[Place, ...]]:
-    """The chunk without its bytes and where they lie (appended to ``pieces``)."""
-    start = sum(map(len, pieces))
+def _place(chunk: Chunk, pieces: list[Buffer], start: int
+           ) -> tuple[Chunk, tuple[Place, ...], int]:
+    """The chunk without its bytes, where they lie (appended to ``pieces`` from file
+    offset ``start``), and the file offset after them.
+
+    Every buffer starts 8-byte aligned (padding between them), as Arrow's format asks of
+    the buffers it reads in place: int64 offsets after odd-length value bytes would not
+    be otherwise.
+    """
     places: list[Place] = []
     for buffer in (chunk.offsets, chunk.timestamps, *chunk.keys, *chunk.values):
         if buffer is None:
             places.append(None)
             continue
+        if start % _ALIGN:
+            pad = _ALIGN - start % _ALIGN
+            pieces.append(_PADDING[:pad])
+            start += pad
         places.append((start, len(buffer)))
         pieces.append(buffer)
         start += len(buffer)
-    return replace(chunk, offsets=b"", timestamps=b"", keys=_EMPTY, values=_EMPTY), tuple(places)
+    shell = replace(chunk, offsets=b"", timestamps=b"", keys=_EMPTY, values=_EMPTY)
+    return shell, tuple(places), start
 
 
 def _located(shell: Chunk, places: tuple[Place, ...], view: memoryview) -> Chunk:

@@ -215,8 +215,13 @@ class SegmentWriter:
         """Encode through a memory file (onepipe.agents.archive.handoff); None when the
         encoder could not open it."""
         loop = asyncio.get_running_loop()
+        sharing = asyncio.ensure_future(asyncio.to_thread(handoff.share, segment))
         try:
-            fd, shared = await asyncio.to_thread(handoff.share, segment)
+            fd, shared = await asyncio.shield(sharing)
+        except asyncio.CancelledError:
+            # The thread goes on and makes the file: close it once made (no leak).
+            sharing.add_done_callback(_close_shared)
+            raise
         except OSError as exc:  # no memory file to be had now (descriptors, memory)
             log.warning("archive segment goes through the encoder's pipe: %s", exc)
             return await loop.run_in_executor(pool, encode_segment, segment)
@@ -252,3 +257,9 @@ def _bounded(chunks: list[Chunk]) -> list[list[Chunk]]:
         groups[-1].append(chunk)
         size += chunk.size
     return groups
+
+
+def _close_shared(sharing: asyncio.Future[tuple[int, handoff.SharedSegment]]) -> None:
+    """Close the memory file of a hand-over its writer gave up on (cancelled)."""
+    if not sharing.cancelled() and sharing.exception() is None:
+        os.close(sharing.result()[0])
