@@ -64,7 +64,9 @@ class Unique(NamedTuple):
     headers: list[Headers]
 
 
-_NO_UNIQUE = Unique([], [], [], [])
+def _no_unique() -> Unique:
+    """No winners (a fresh one per work: its lists are the work's own)."""
+    return Unique([], [], [], [])
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ class PartitionWork:
     #: Records for ``<topic>.repartition``, by canonical partition.
     repartition: dict[int, list[Outgoing]] = field(default_factory=dict)
     #: Winners for ``<topic>.unique[partition]``.
-    unique: Unique = _NO_UNIQUE
+    unique: Unique = field(default_factory=_no_unique)
     #: Their canonical keys, table entries and the entries they replace (None: a new key),
     #: index-aligned with ``unique``.
     keys: list[bytes] = field(default_factory=list)

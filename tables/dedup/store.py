@@ -158,6 +158,9 @@ class DedupStore:
               applied_offset: int) -> None:
         """Store new winners (index-aligned with their keys) and the changelog offset
         they bring the table to, atomically."""
+        if len(keys) != len(winners):  # map() would write a partial batch without a word
+            raise OnepipeError(f"dedup table apply: {len(keys)} keys for {len(winners)} "
+                               "winners; they must be index-aligned")
         store = self._open()
         batch = WriteBatch(raw_mode=True)
         pack = _HEAD_1.pack

@@ -3,11 +3,13 @@
 Contract:
 
 - :class:`PartitionRecords` is what the librdkafka group consumer hands over per
-  partition: offsets, timestamps, keys, values and headers as lists, built on the
-  consumer's thread from ``consume()``'s messages with one C-level ``map`` per field - no
-  Python object per record. It is also a ``Sequence[ConsumerRecord]`` (``len``,
-  indexing, slicing, iteration build :class:`RdkafkaRecord`s on demand), so code written
-  against aiokafka's lists of records runs on it unchanged.
+  partition: offsets, keys and values as lists, read on the consumer's thread from
+  ``consume()``'s messages with one C-level ``map`` per field - no Python object per
+  record; timestamps and headers the same way, but only when first asked for (on
+  whichever thread asks: the agents that need them pay for them). It is also a
+  ``Sequence[ConsumerRecord]`` (``len``, indexing, slicing, iteration build
+  :class:`RdkafkaRecord`s on demand), so code written against aiokafka's lists of
+  records runs on it unchanged.
 - The ``*_of`` readers (:func:`offsets_of`, :func:`timestamps_of`, :func:`keys_of`,
   :func:`values_of`, :func:`headers_of`) return a column of *any* records: the list
   itself for :class:`PartitionRecords`, one pass over the records otherwise (aiokafka's

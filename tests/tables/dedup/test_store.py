@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from onepipe.schemas.errors import OnepipeError
 from onepipe.tables.dedup.store import (
     DedupStore,
     StoreClosedError,
@@ -81,3 +82,12 @@ def test_apply_stores_what_get_many_reads_back_for_every_rank_kind(
         store.apply(list(winners), list(winners.values()), 11)
         assert store.get_many(list(winners)) == list(winners.values())
         assert store.applied_offset == 11
+
+
+def test_keys_and_winners_out_of_step_are_refused_and_nothing_is_written(tmp_path: Path
+                                                                        ) -> None:
+    with DedupStore(tmp_path / "t" / "0") as store:
+        a = Winner((3, b"\x00v3"), b"\x00v3", 0, 10)
+        with pytest.raises(OnepipeError, match="index-aligned"):
+            store.apply([b"a", b"b"], [a], 42)
+        assert store.applied_offset == 0 and store.get_many([b"a"]) == [None]
