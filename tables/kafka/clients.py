@@ -21,7 +21,7 @@ The kinds, and the settings each carries for a reason:
 - :meth:`KafkaClients.group_consumer`: a member of a consumer group that commits only when
   its owner says so (manual commits: the batch agents commit after their own durable
   write), with the short group timeouts brokers that hold joins need, heartbeats at a
-  third of the session (at most 3 s) and a generous poll interval (a batch may wait for a
+  third of the session (at most 1 s) and a generous poll interval (a batch may wait for a
   lake write). On librdkafka (``consumer_client="librdkafka"``, the default) it is an
   :class:`~onepipe.tables.kafka.rdkafka_consumer.RdkafkaConsumer` with the same API and
   the same settings in librdkafka's names (the overrides too), handing records over as
@@ -158,7 +158,11 @@ class KafkaClients:
             "auto_offset_reset": "earliest",
             "session_timeout_ms": int(self.session_timeout * 1000),
             "rebalance_timeout_ms": int(self.rebalance_timeout * 1000),
-            "heartbeat_interval_ms": int(min(3.0, self.session_timeout / 3) * 1000),
+            # At most 1 s: a member learns of a join round from a heartbeat's answer, and
+            # the librdkafka consumer waits one heartbeat before it leaves (tansu keeps a
+            # member leaving inside a round as its leader for good; rdkafka_consumer): at
+            # 2-3 s that wait was most of every agent's stop.
+            "heartbeat_interval_ms": int(min(1.0, self.session_timeout / 3) * 1000),
             "max_poll_interval_ms": 300_000,
             # A member tailing a topic fetches at most every fetch_max_wait_ms unless 256 KiB
             # are ready: with 1 byte (the default) every record produced woke every tailing

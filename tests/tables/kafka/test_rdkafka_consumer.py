@@ -95,7 +95,7 @@ async def test_the_factorys_settings_in_librdkafkas_names() -> None:
     assert config["group.id"] == "g" and config["bootstrap.servers"] == "k1:9092,k2:9092"
     assert config["enable.auto.commit"] is False and config["enable.auto.offset.store"] is False
     assert config["auto.offset.reset"] == "earliest"
-    assert config["session.timeout.ms"] == 6000 and config["heartbeat.interval.ms"] == 2000
+    assert config["session.timeout.ms"] == 6000 and config["heartbeat.interval.ms"] == 1000
     assert config["partition.assignment.strategy"] == "range"  # dedup's co-partitioning
     assert config["security.protocol"] == "SASL_SSL"
     assert config["sasl.mechanism"] == "SCRAM-SHA-512" and config["sasl.password"] == "s3cret-pw"
