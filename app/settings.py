@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
     kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
-        "librdkafka", description="Client of the batch agents' group consumers (BENCHMARKS.md)."
+        "aiokafka", description="Client of the batch agents' group consumers (BENCHMARKS.md)."
     )
     kafka_security_protocol: Protocol = Field(
         "PLAINTEXT", description="The brokers' listener protocol: PLAINTEXT, SSL, "

@@ -22,7 +22,7 @@ The kinds, and the settings each carries for a reason:
   its owner says so (manual commits: the batch agents commit after their own durable
   write), with the short group timeouts brokers that hold joins need, heartbeats at a
   third of the session (at most 1 s) and a generous poll interval (a batch may wait for a
-  lake write). On librdkafka (``consumer_client="librdkafka"``, the default) it is an
+  lake write). On librdkafka (``consumer_client="librdkafka"``) it is an
   :class:`~onepipe.tables.kafka.rdkafka_consumer.RdkafkaConsumer` with the same API and
   the same settings in librdkafka's names (the overrides too), handing records over as
   columns (onepipe.tables.kafka.record_columns); aiokafka's for the other.
@@ -80,13 +80,14 @@ class KafkaClients:
     rebalance_timeout: float = 10.0
     #: TLS and SASL of every connection (PLAINTEXT by default).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    #: The client of :meth:`group_consumer`: librdkafka (the default), or aiokafka.
-    #: librdkafka since its records are handed over as columns (record_columns): it cost
-    #: the agents' event loop 1-1.5 µs a record less than aiokafka's (dedup; checksum
-    #: 0.6-0.7, archive 1 µs), which read and built every record on the loop
-    #: (BENCHMARKS.md, "Hot paths, third pass"); aiokafka stays for brokers or platforms
-    #: where librdkafka misbehaves, and it held ~40-60 MiB less.
-    consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
+    #: The client of :meth:`group_consumer`: aiokafka (the default), or librdkafka.
+    #: librdkafka hands records over as columns (record_columns) and costs the agents'
+    #: event loop 1-3 µs a record less (BENCHMARKS.md, "Hot paths, third pass"), but on
+    #: tansu a worker whose agents tail on librdkafka acknowledged produce requests late
+    #: (fixed 2,000 req/s: p50 31-199 ms, p99 147-930 ms, against 11-25 and 55-158 on
+    #: aiokafka, three runs each): choose it for agent-only workers, or on Apache Kafka
+    #: after measuring there. It also holds ~30-60 MiB more.
+    consumer_client: Literal["librdkafka", "aiokafka"] = "aiokafka"
 
     @property
     def servers(self) -> list[str]:
