@@ -60,7 +60,7 @@ def build_batches(producer: AIOKafkaProducer, work: PartitionWork) -> Built:
         _build_unique(producer, unique_topic(work.topic), work.partition, work.unique, built)
     built.unique_batches = len(built.batches) - before
     work.repartition = {}
-    work.unique = Unique([], [], [], [])
+    work.unique = Unique.empty()
     return built
 
 

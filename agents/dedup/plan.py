@@ -63,10 +63,10 @@ class Unique(NamedTuple):
     #: Lists: aiokafka's C record builder takes nothing else.
     headers: list[Headers]
 
-
-def _no_unique() -> Unique:
-    """No winners (a fresh one per work: its lists are the work's own)."""
-    return Unique([], [], [], [])
+    @classmethod
+    def empty(cls) -> Unique:
+        """No winners (a fresh one each time: its lists are its holder's own)."""
+        return cls([], [], [], [])
 
 
 @dataclass(slots=True)
@@ -79,7 +79,7 @@ class PartitionWork:
     #: Records for ``<topic>.repartition``, by canonical partition.
     repartition: dict[int, list[Outgoing]] = field(default_factory=dict)
     #: Winners for ``<topic>.unique[partition]``.
-    unique: Unique = field(default_factory=_no_unique)
+    unique: Unique = field(default_factory=Unique.empty)
     #: Their canonical keys, table entries and the entries they replace (None: a new key),
     #: index-aligned with ``unique``.
     keys: list[bytes] = field(default_factory=list)

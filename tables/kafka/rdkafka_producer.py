@@ -94,6 +94,7 @@ _HANDOVER = 2_000
 #: librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks the partition.
 _ANY_PARTITION = -1
 
+
 class RdkafkaProducer:
     """An asyncio producer on librdkafka; see the module docstring."""
 
@@ -207,7 +208,8 @@ class RdkafkaProducer:
             if partition is None and timestamp_ms is None and not headers:
                 producer.produce(topic, value, key, _ANY_PARTITION, delivered)
             else:
-                producer.produce(topic, value, key, -1 if partition is None else partition,
+                producer.produce(topic, value, key,
+                                 _ANY_PARTITION if partition is None else partition,
                                  on_delivery=delivered, timestamp=timestamp_ms or 0,
                                  headers=list(headers) if headers else None)
         except BufferError:
@@ -233,7 +235,8 @@ class RdkafkaProducer:
             if producer is None or self._closed:
                 raise ProducerClosed
             try:
-                producer.produce(topic, value, key, -1 if partition is None else partition,
+                producer.produce(topic, value, key,
+                                 _ANY_PARTITION if partition is None else partition,
                                  on_delivery=delivered, timestamp=timestamp_ms or 0,
                                  headers=list(headers) if headers else None)
             except BufferError:
