@@ -68,20 +68,22 @@ def murmur2(data: bytes) -> int:
 
 def murmur2_batch(keys: Sequence[bytes], *, vector_from: int = VECTOR_MIN_KEYS) -> list[int]:
     """``[murmur2(k) for k in keys]``, computed column-wise from ``vector_from`` keys."""
-    result: list[int] = _hashes(keys, vector_from).tolist()
+    if len(keys) < vector_from:
+        return list(map(murmur2, keys))
+    result: list[int] = _hashes(keys).tolist()
     return result
 
 
 def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
     """The default partitioner's partition of each key among ``partitions``."""
-    hashes = _hashes(keys, VECTOR_MIN_KEYS)
+    if len(keys) < VECTOR_MIN_KEYS:  # one key a call (the endpoint's v3 batch) stays scalar
+        return [(murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]
+    hashes = _hashes(keys)
     result: list[int] = ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
     return result
 
 
-def _hashes(keys: Sequence[bytes], vector_from: int) -> np.ndarray:
-    if len(keys) < vector_from:
-        return np.fromiter(map(murmur2, keys), dtype=np.uint32, count=len(keys))
+def _hashes(keys: Sequence[bytes]) -> np.ndarray:
     lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
     long = np.flatnonzero(lengths > VECTOR_MAX_LEN)
     if not len(long):

@@ -114,9 +114,9 @@ def read_sources(reader: TopicReader, partitions: int,
                  sources: Sequence[Records]) -> list[SourceRead]:
     """Read the batches of several source partitions of one topic (index-aligned).
 
-    The keys of all of them are hashed in one murmur2 pass: its pyarrow path costs
-    ~0.85 ms a call whatever the batch size (BENCHMARKS.md, "Dedup agent"), so a fetch
-    spread over 4 partitions paid it 4 times (0.87 us a key at 1,250 keys, 0.33 at 5,000).
+    The keys of all of them are hashed in one murmur2 pass: a column-wise pass has a
+    fixed cost a call (onepipe.schemas.partitioner), so a fetch spread over 4 partitions
+    paid it 4 times.
     """
     reads: list[SourceRead] = []
     keys: list[bytes] = []

@@ -37,3 +37,13 @@ def test_every_tail_length_and_block_count_column_wise() -> None:
     # One batch mixing every length 0..64, so masked lanes and tails are all exercised.
     keys = [bytes(range(n)) for n in range(VECTOR_MAX_LEN + 1)] * 2
     assert murmur2_batch(keys, vector_from=0) == [aiokafka_murmur2(k) for k in keys]
+
+
+def test_long_keys_hash_alone_and_leave_the_rest_column_wise() -> None:
+    # Keys past VECTOR_MAX_LEN take the scalar path one by one, in their places.
+    keys = [bytes([n % 251]) * n for n in range(0, 3 * VECTOR_MAX_LEN, 3)]
+    partitioner = DefaultPartitioner()
+    all_partitions = list(range(12))
+    assert partitions_for(keys, 12) == [
+        partitioner(k, all_partitions, all_partitions) for k in keys]
+    assert murmur2_batch(keys) == [aiokafka_murmur2(k) for k in keys]
