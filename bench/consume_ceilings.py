@@ -10,6 +10,10 @@ the beginning and returns the seconds from the first record to the last:
 - :func:`adapter_ceiling` - onepipe's librdkafka group consumer
   (onepipe.tables.kafka.rdkafka_consumer) as the factory builds it, ``getmany`` records
   built: what the batch agents' consumer costs before any agent code.
+- :func:`pipe_ceiling` - the raw librdkafka consumer of the first, producing every record
+  it reads to another topic's same partition with a raw librdkafka producer (acks=all,
+  linger 5 ms), until every record is acknowledged: what a consume-and-produce path (the
+  dedup agent's ``.unique``) can reach on this broker before any work a record.
 - :func:`aio_ceiling` - ``confluent_kafka.aio.AIOConsumer.consume(10000)`` (the
   alternative the adapter was chosen against; bare ``Message`` objects, no records).
 
@@ -40,7 +44,7 @@ from onepipe.tables.kafka.rdkafka_consumer import RdkafkaConsumer  # noqa: E402
 from onepipe.tables.kafka.topics import ensure_topic  # noqa: E402
 
 __all__ = ["adapter_ceiling", "aio_ceiling", "aiokafka_ceiling", "librdkafka_ceiling",
-           "ratios"]
+           "pipe_ceiling", "ratios"]
 
 #: The factory's fetch settings (onepipe.tables.kafka.clients), so the ceilings compare
 #: alike: librdkafka's default fetch.queue.backoff.ms of 1 s idles a consumer that drains
@@ -63,6 +67,40 @@ def librdkafka_ceiling(bootstrap: str, topic: str, partitions: int, count: int) 
             if messages and started is None:
                 started = time.perf_counter()
             seen += sum(1 for m in messages if m.error() is None)
+        return time.perf_counter() - (started or time.perf_counter())
+    finally:
+        consumer.close()
+
+
+def pipe_ceiling(bootstrap: str, topic: str, partitions: int, count: int, out: str) -> float:
+    """Seconds to read every record and have each one acknowledged in ``out`` (which has
+    at least ``partitions`` partitions), first record on."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-pipe-{topic}",
+                         **RAW_CONFIG})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
+                         "batch.size": 1024 * 1024, "enable.idempotence": False})
+    try:
+        consumer.assign([CTopicPartition(topic, p, OFFSET_BEGINNING)
+                         for p in range(partitions)])
+        seen, started = 0, None
+        produce = producer.produce
+        while seen < count:
+            messages = consumer.consume(num_messages=10_000, timeout=1.0)
+            if messages and started is None:
+                started = time.perf_counter()
+            for m in messages:
+                if m.error() is not None:
+                    continue
+                seen += 1
+                while True:
+                    try:
+                        produce(out, m.value(), m.key(), m.partition())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.poll(0)
+        if producer.flush(120) != 0:
+            raise RuntimeError("the pipe ceiling's records were not all acknowledged")
         return time.perf_counter() - (started or time.perf_counter())
     finally:
         consumer.close()

@@ -6,9 +6,11 @@
    earlier records: what producer retries look like) of ~200-byte Confluent-framed Avro
    values, with canonical keys in their canonical partitions (what the endpoint does),
    through a raw aiokafka producer, once.
-2. Two ceilings over the same topic from the same embedded tansu broker: a raw librdkafka
-   consumer (``Consumer.consume(num_messages=10000)``, the hot paths' real ceiling) and a
-   raw aiokafka batch consumer (``getmany``) (bench/consume_ceilings.py).
+2. Three ceilings over the same topic from the same embedded tansu broker: a raw librdkafka
+   consumer (``Consumer.consume(num_messages=10000)``, the hot paths' real ceiling), a
+   raw aiokafka batch consumer (``getmany``), and the raw librdkafka consumer re-producing
+   every record it reads to another topic until acknowledged, as dedup does to
+   ``.unique`` with ~all records (bench/consume_ceilings.py).
 3. The dedup agent (onepipe.agents.dedup.agent, the code the worker runs) over the same topic: from
    partition assignment until its consumed counter reaches the total (each batch is then
    emitted to ``.unique``, acknowledged, written to RocksDB and committed), its group
@@ -41,12 +43,18 @@ import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench.common import PeakRss, agent_bench, machine_facts, tree_cpu  # noqa: E402
-from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
+from bench.consume_ceilings import (  # noqa: E402
+    aiokafka_ceiling,
+    librdkafka_ceiling,
+    pipe_ceiling,
+    ratios,
+)
 from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS, Runtime  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
 from onepipe.schemas.partitioner import partitions_for  # noqa: E402
+from onepipe.tables.kafka.topics import ensure_topic  # noqa: E402
 
 #: Of the librdkafka ceiling (issue 15).
 TARGET_RATIO = 0.20
@@ -157,6 +165,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                              args.partitions, count)
         raw_seconds = await aiokafka_ceiling(broker.bootstrap, topic, args.partitions,
                                              count)
+        await ensure_topic(settings.kafka, "bench-dedup-pipe", partitions=args.partitions,
+                           replication_factor=1)
+        pipe_seconds = await asyncio.to_thread(pipe_ceiling, broker.bootstrap, topic,
+                                               args.partitions, count, "bench-dedup-pipe")
         pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
         seconds, peak, disk, agent, (cpu, loop_cpu), broker_cpu = await dedup(
             runtime, topic, count, data, pid, args.max_records)
@@ -167,9 +179,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "consumer_client": settings.kafka_consumer_client,
         "librdkafka_records_s": count / rd_seconds,
         "ceiling_records_s": count / raw_seconds,
+        "pipe_records_s": count / pipe_seconds,
         "dedup_records_s": count / seconds,
         "ratio": (count / seconds) / (count / rd_seconds),
         "ratio_aiokafka": (count / seconds) / (count / raw_seconds),
+        "ratio_pipe": (count / seconds) / (count / pipe_seconds),
         "target": TARGET_RATIO,
         "winners": m.winners, "duplicates": m.duplicates, "losers": m.losers,
         "superseded": m.superseded, "undecodable": m.undecodable,
@@ -203,8 +217,12 @@ def main() -> None:
           f"(agent's consumer: {r['consumer_client']})")
     print(f"  raw librdkafka consume (ceiling) {r['librdkafka_records_s']:>10,.0f} rec/s")
     print(f"  raw aiokafka getmany (ceiling)   {r['ceiling_records_s']:>10,.0f} rec/s")
+    print(f"  raw librdkafka consume + produce {r['pipe_records_s']:>10,.0f} rec/s "
+          f"({r['pipe_records_s'] / r['librdkafka_records_s']:.2f} of the consume ceiling)")
     print(ratios("dedup agent -> .unique", r["dedup_records_s"], r["librdkafka_records_s"],
                  r["ceiling_records_s"], TARGET_RATIO))
+    print(f"  {'':<30} {r['ratio_pipe']:.2f} of raw consume + produce (every record "
+          "re-produced, no work a record)")
     print(f"  winners {r['winners']:,}  duplicates {r['duplicates']:,}  losers {r['losers']:,}"
           f"  superseded {r['superseded']:,}  undecodable {r['undecodable']:,}")
     print(f"  CPU while deduplicating: agent process {r['agent_cpu_pct']:.0f}% "
