@@ -11,7 +11,9 @@ Contract (:class:`RdkafkaProducer`):
   either client; :class:`onepipe.tables.kafka.clients.KafkaClients` builds both. Beyond
   aiokafka: ``await send_many(topic, [(key, value), ...])``, one future for a whole call,
   resolving to ``(partition, offset, timestamp)`` per record in order (the Publisher uses
-  it when the sender has it).
+  it when the sender has it); ``await send_columns(topic, keys, values, partition=,
+  timestamps_ms=, headers=)``, one future for a call resolving to its record count
+  (replay uses it when the producer has it). Their produce() loops: rdkafka_enqueue.py.
 - Errors are aiokafka's exception classes, so every caller's existing handling (and the
   HTTP mapping: 413 for a record too large, 503 with Retry-After for the rest) applies
   unchanged: ``MSG_SIZE_TOO_LARGE`` -> ``MessageSizeTooLargeError``; a record not
@@ -62,25 +64,28 @@ to the loop in one ``call_soon_threadsafe`` - one loop callback per poll, not pe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import confluent_kafka
-from aiokafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerClosed,
-)
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 from confluent_kafka.admin import ClusterMetadata
 
+from onepipe.tables.kafka.rdkafka_enqueue import (
+    ANY_PARTITION,
+    Headers,
+    enqueue_columns,
+    enqueue_pairs,
+)
 from onepipe.tables.kafka.rdkafka_reports import (
     BatchReports,
+    CountReports,
     RecordMetadata,
     Report,
     to_aiokafka_error,
+    topic_partitions,
 )
 
 __all__ = ["RdkafkaProducer", "RecordMetadata", "to_aiokafka_error"]
@@ -91,8 +96,6 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.1
 #: Most delivery reports settled in one step of the event loop.
 _HANDOVER = 2_000
-#: librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks the partition.
-_ANY_PARTITION = -1
 
 
 class RdkafkaProducer:
@@ -180,16 +183,12 @@ class RdkafkaProducer:
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None,
         partition: int | None = None, timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> asyncio.Future[RecordMetadata]:
         """Enqueue one record; the future resolves when the broker acknowledged it."""
         # The hot path (~2.5 µs a record with produce() itself): no per-record object but
         # the future and the callback, which runs in the poll thread inside poll().
-        producer = self._producer
-        if producer is None or self._closed:
-            raise ProducerClosed
-        if self._fatal is not None:
-            raise self._fatal
+        producer = self._open()
         future: asyncio.Future[RecordMetadata] = asyncio.Future(loop=self._loop)
         append = self._reports.append
 
@@ -206,26 +205,23 @@ class RdkafkaProducer:
 
         try:
             if partition is None and timestamp_ms is None and not headers:
-                producer.produce(topic, value, key, _ANY_PARTITION, delivered)
-            else:
+                producer.produce(topic, value, key, ANY_PARTITION, delivered)
+            else:  # positional, in produce()'s order (rdkafka_enqueue.enqueue_columns)
                 producer.produce(topic, value, key,
-                                 _ANY_PARTITION if partition is None else partition,
-                                 on_delivery=delivered, timestamp=timestamp_ms or 0,
-                                 headers=list(headers) if headers else None)
+                                 ANY_PARTITION if partition is None else partition, delivered,
+                                 None, timestamp_ms or 0, list(headers) if headers else None)
         except BufferError:
-            await self._produce_when_room(topic, value, key, partition, timestamp_ms,
-                                          headers, delivered)
+            await self._produce_when_room(
+                topic, value, key, ANY_PARTITION if partition is None else partition,
+                delivered, None, timestamp_ms or 0, list(headers) if headers else None)
         except confluent_kafka.KafkaException as exc:
             raise to_aiokafka_error(exc.args[0]) from exc
         self._pending.add(future)
         return future
 
-    async def _produce_when_room(self, topic: str, value: bytes | None, key: bytes | None,
-                                 partition: int | None, timestamp_ms: int | None,
-                                 headers: Sequence[tuple[str, bytes]] | None,
-                                 delivered: Any) -> None:
-        """librdkafka's queue is full: wait for acks and retry, as aiokafka waits for room
-        in its buffer (the caller's deadline bounds the wait)."""
+    async def _produce_when_room(self, *args: Any) -> None:
+        """librdkafka's queue is full: wait for acks and retry ``produce(*args)``, as
+        aiokafka waits for room in its buffer (the caller's deadline bounds the wait)."""
         assert self._loop is not None
         while True:
             if self._room is None or self._room.done():
@@ -235,10 +231,7 @@ class RdkafkaProducer:
             if producer is None or self._closed:
                 raise ProducerClosed
             try:
-                producer.produce(topic, value, key,
-                                 _ANY_PARTITION if partition is None else partition,
-                                 on_delivery=delivered, timestamp=timestamp_ms or 0,
-                                 headers=list(headers) if headers else None)
+                producer.produce(*args)
             except BufferError:
                 continue
             except confluent_kafka.KafkaException as exc:
@@ -258,20 +251,52 @@ class RdkafkaProducer:
         BENCHMARKS.md, "Produce endpoint"); here a record costs one ``produce()`` and one
         delivery callback.
         """
-        producer = self._producer
-        if producer is None or self._closed:
-            raise ProducerClosed
-        if self._fatal is not None:
-            raise self._fatal
-        assert self._loop is not None
-        future: asyncio.Future[list[tuple[int, int, int | None]]] = self._loop.create_future()
+        producer = self._open()
+        future: asyncio.Future[list[tuple[int, int, int | None]]] = asyncio.Future(
+            loop=self._loop)
         if not records:
             future.set_result([])
             return future
         done = BatchReports(future, len(records), self._reports.append)
+        return await self._enqueued(future, enqueue_pairs(
+            producer.produce, self._produce_when_room, self._turn, topic, records,
+            done.delivered))
+
+    async def send_columns(
+        self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None], *,
+        partition: int | None = None, timestamps_ms: Sequence[int] | None = None,
+        headers: Sequence[Headers | None] | None = None,
+    ) -> asyncio.Future[int]:
+        """Enqueue records given as columns (one entry per record in each) to ``partition``
+        (None: the partitioner's), each with its timestamp (0: the producer's clock) and
+        headers (a list of ``(key, value)``, or None); one future for the call: the count
+        of records once the broker acknowledged all, or the first error (as send_many).
+        Why beside it: replay needs no record's place, so a record costs one produce()
+        and one call of one shared callback - no index, no metadata read back."""
+        producer = self._open()
+        future: asyncio.Future[int] = asyncio.Future(loop=self._loop)
+        if not len(values):
+            future.set_result(0)
+            return future
+        done = CountReports(future, len(values), self._reports.append)
+        return await self._enqueued(future, enqueue_columns(
+            producer.produce, self._produce_when_room, self._turn, topic, keys, values,
+            partition, timestamps_ms, headers, done.delivered))
+
+    def _open(self) -> confluent_kafka.Producer:
+        """The producer, if it may take records now."""
+        if self._producer is None or self._closed:
+            raise ProducerClosed
+        if self._fatal is not None:
+            raise self._fatal
+        return self._producer
+
+    async def _enqueued(self, future: asyncio.Future[Any],
+                        enqueue: Coroutine[Any, Any, None]) -> asyncio.Future[Any]:
+        """Run a batch call's produce() loop; ``future`` pending until its reports are in."""
         self._pending.add(future)
         try:
-            await self._enqueue(topic, records, done.delivered)
+            await enqueue
         except BaseException as exc:
             # Cut short (a produce() error, the caller's deadline, a stop): the records
             # enqueued count down a batch that can no longer complete, so nothing is
@@ -283,28 +308,16 @@ class RdkafkaProducer:
             raise
         return future
 
-    async def _enqueue(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]],
-                       on_delivery: Any) -> None:
-        """produce() each record, its report to ``on_delivery(index, error, message)``."""
-        assert self._producer is not None
-        produce, partial = self._producer.produce, functools.partial
-        for i, (key, value) in enumerate(records):
-            try:
-                # Positional (partition -1: librdkafka's partitioner; then the callback):
-                # keyword arguments cost produce() ~0.25 µs more a record to parse.
-                produce(topic, value, key, _ANY_PARTITION, partial(on_delivery, i))
-            except BufferError:  # the queue is full: wait for room (reports served)
-                await self._produce_when_room(topic, value, key, None, None, None,
-                                              partial(on_delivery, i))
-            if not (i + 1) % _HANDOVER:
-                await asyncio.sleep(0)  # a 60,000-record request: the loop turns meanwhile
-                if self._closed:
-                    raise ProducerClosed
+    async def _turn(self) -> None:
+        """A turn of the event loop inside a long produce() loop."""
+        await asyncio.sleep(0)
+        if self._closed:
+            raise ProducerClosed
 
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None,
         partition: int | None = None, timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> RecordMetadata:
         """:meth:`send` and wait for the broker's acknowledgement."""
         return await (await self.send(topic, value, key, partition, timestamp_ms, headers))
@@ -313,20 +326,14 @@ class RdkafkaProducer:
     async def partitions_for(self, topic: str) -> set[int]:
         """The partitions of ``topic`` (a metadata request naming it: brokers with
         auto-creation create a missing topic, as aiokafka's ``partitions_for`` does)."""
-        metadata = await self._metadata(topic, self._timeout)
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            raise to_aiokafka_error(found.error) if found is not None and found.error \
-                else KafkaError(f"no metadata for topic {topic!r}")
-        return set(found.partitions)
+        return topic_partitions(await self._metadata(topic, self._timeout), topic)
 
     async def broker_count(self) -> int:
         """How many brokers a metadata request for the cluster names (creates no topic)."""
         metadata = await self._metadata(None, self._timeout)
         return len(metadata.brokers)
 
-    async def _metadata(self, topic: str | None,
-                        bound: float) -> ClusterMetadata:
+    async def _metadata(self, topic: str | None, bound: float) -> ClusterMetadata:
         producer = self._producer
         if producer is None:
             raise ProducerClosed

@@ -4,8 +4,10 @@
 - :func:`to_aiokafka_error`: librdkafka's error as aiokafka's exception class, so every
   caller's handling (and the HTTP mapping: 413 for a record too large, 503 for the rest)
   is the same whichever client produced.
+- :func:`topic_partitions`: a topic's partitions in a metadata answer, or its error.
 - :class:`BatchReports`: the reports of one ``send_many`` call, gathered in the poll
-  thread and handed to the event loop once, when the last record is reported.
+  thread and handed to the event loop once, when the last record is reported;
+  :class:`CountReports` the same for ``send_columns``, counted instead of kept.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
 )
+from confluent_kafka.admin import ClusterMetadata
 
-__all__ = ["BatchReports", "RecordMetadata", "Report", "to_aiokafka_error"]
+__all__ = ["BatchReports", "CountReports", "RecordMetadata", "Report", "to_aiokafka_error",
+           "topic_partitions"]
 
 _KE = confluent_kafka.KafkaError
 _TIMEOUTS = {_KE._MSG_TIMED_OUT, _KE._TIMED_OUT, _KE.REQUEST_TIMED_OUT}
@@ -61,6 +65,15 @@ def to_aiokafka_error(error: confluent_kafka.KafkaError) -> KafkaError:
     return KafkaError(text)
 
 
+def topic_partitions(metadata: ClusterMetadata, topic: str) -> set[int]:
+    """The partitions of ``topic`` in a metadata answer; its error as aiokafka's."""
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        raise to_aiokafka_error(found.error) if found is not None and found.error \
+            else KafkaError(f"no metadata for topic {topic!r}")
+    return set(found.partitions)
+
+
 Report = tuple["asyncio.Future[Any]", "confluent_kafka.KafkaError | None", Any]
 
 
@@ -90,3 +103,25 @@ class BatchReports:
         self.remaining -= 1
         if not self.remaining:
             self.hand_over((self.future, self.error, self.results))
+
+
+class CountReports:
+    """The delivery reports of one :meth:`RdkafkaProducer.send_columns` call, counted in the
+    poll thread (the first error kept); handed over once, when the last is reported."""
+
+    __slots__ = ("count", "error", "future", "hand_over", "remaining")
+
+    def __init__(self, future: asyncio.Future[Any], count: int,
+                 hand_over: Callable[[Report], None]) -> None:
+        self.future = future
+        self.hand_over = hand_over
+        self.count = self.remaining = count
+        self.error: confluent_kafka.KafkaError | None = None
+
+    def delivered(self, error: confluent_kafka.KafkaError | None, _: object) -> None:
+        # In the poll thread (inside poll()): one call per record, nothing read from it.
+        if error is not None and self.error is None:
+            self.error = error
+        self.remaining -= 1
+        if not self.remaining:
+            self.hand_over((self.future, self.error, self.count))
