@@ -13,7 +13,9 @@
    (``--child``) timed from the first file read to the last acknowledgement, alternating
    the code at ``--before`` (agents/replay/replay.py as it was there, loaded from git;
    default: the commit before replay's batch send) with the working tree's, R rounds.
-   The child's producer is the CLI's (make_producer's settings: ``--client``, linger 2 ms).
+   The child's producer is the CLI's (make_producer's settings: ``--client``, linger 2 ms),
+   and so is its garbage collector: the worker's thresholds where that code's ``onepipe
+   replay`` sets them (app/cli.py), Python's default where it does not.
    Per run: records/s, its ratio to the ceiling, and CPU µs a record of the replay process
    (all its threads, librdkafka's included) and of the broker - the figures to trust on a
    shared, noisy machine, where a busy neighbour moves every wall-clock rate (the CPU
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -44,6 +47,7 @@ import pyarrow as pa  # noqa: E402
 
 from bench.ceilings import rdkafka_ceiling  # noqa: E402
 from bench.common import Services, machine_facts, tree_cpu  # noqa: E402
+from onepipe.app.runtime import GC_THRESHOLDS  # noqa: E402
 from onepipe.sinks.formats.raw import (  # noqa: E402
     RawColumns,
     build_raw_table_from_columns,
@@ -93,6 +97,15 @@ async def write_lake(url: str, records: list[tuple[bytes, bytes]], headers: bool
     return files
 
 
+def cli_sets_gc(rev: str | None) -> bool:
+    """Whether ``onepipe replay`` at ``rev`` (None: the working tree) sets the worker's
+    collector thresholds."""
+    source = (ROOT / "app" / "cli.py").read_text() if rev is None else subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:app/cli.py"], capture_output=True,
+        text=True, check=True).stdout
+    return "gc.set_threshold(*GC_THRESHOLDS)" in source
+
+
 def load_before(rev: str) -> ModuleType:
     """agents/replay/replay.py as it was at ``rev``, as a module of its own."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:agents/replay/replay.py"],
@@ -113,6 +126,8 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         replay = load_before(args.before).replay
     else:
         from onepipe.agents.replay import replay  # noqa: PLC0415 - the working tree's
+    if cli_sets_gc(args.before if args.code == "before" else None):
+        gc.set_threshold(*GC_THRESHOLDS)
     kafka = KafkaClients(args.bootstrap, idempotent=False, request_timeout=60.0)
     # make_producer's settings (onepipe.app.runtime): the CLI's producer.
     producer = kafka.batching_producer("bench-replay", args.client, linger_ms=LINGER_MS,
