@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--kafka-records", type=int, default=500_000,
                         help="records of the from-Kafka part (0: skip it)")
+    parser.add_argument("--max-records", type=int, default=None,
+                        help="the agent's records a fetch (default: the agent's, what a "
+                             "worker runs)")
     args = parser.parse_args()
     schema: AvroSchema = parse_schema((ROOT / "catalog" / "widgets.avsc").read_text())
     meta = metadata_from_dict("widgets", METADATA)
@@ -141,7 +144,7 @@ def main() -> None:
     for label, us in rows:
         print(f"  {label:<36} {us:.2f} us/record")
     if args.kafka_records:
-        asyncio.run(from_kafka(schema, args.kafka_records))
+        asyncio.run(from_kafka(schema, args.kafka_records, args.max_records))
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -173,7 +176,7 @@ def _by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return roles
 
 
-async def from_kafka(schema: AvroSchema, count: int) -> None:
+async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = None) -> None:
     """The checksum agent counting ``count`` source records from Kafka, and the ceilings."""
     async with agent_bench() as (broker, runtime, data):
         settings = runtime.settings
@@ -187,7 +190,8 @@ async def from_kafka(schema: AvroSchema, count: int) -> None:
         aio = count / await aiokafka_ceiling(broker.bootstrap, topic, PARTITIONS, count)
         agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
                               registry=runtime.registry, data_dir=data,
-                              topics=[topic])
+                              topics=[topic],
+                              **({} if max_records is None else {"max_records": max_records}))
         await agent.start()
         try:
             await agent.assigned.wait()

@@ -118,13 +118,13 @@ async def produce(bootstrap: str, topic: str, schema_id: int, distinct: int,
 
 
 async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker_pid: int,
-                max_records: int) -> tuple[float, int, int, DedupAgent, tuple[float, float],
+                max_records: int | None) -> tuple[float, int, int, DedupAgent, tuple[float, float],
                                            float]:
     """(seconds, peak RSS, RocksDB bytes, agent, (process CPU s, event-loop thread CPU s),
     broker CPU s) of the agent over the topic."""
     agent = DedupAgent(kafka=runtime.settings.kafka, group_id=f"bench-{topic}",
                        registry=runtime.registry, data_dir=data_dir, topics=[topic],
-                       max_records=max_records)
+                       **({} if max_records is None else {"max_records": max_records}))
     with PeakRss() as rss:
         await agent.start()
         # The collector as a worker runs it (onepipe.app.runtime.Runtime.start): its thresholds,
@@ -202,8 +202,9 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.10,
                         help="re-sent versions as a share of the distinct keys")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--max-records", type=int, default=5_000,
-                        help="records per consumer fetch of the agent (its max_records)")
+    parser.add_argument("--max-records", type=int, default=None,
+                        help="records per consumer fetch of the agent (its max_records; "
+                             "default: the agent's, what a worker runs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "

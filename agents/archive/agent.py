@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from onepipe.agents.archive.columns import Chunk, pack
 from onepipe.agents.archive.metrics import FLUSH_LATENCY_BUCKETS, ArchiveMetrics, PartitionFlush
 from onepipe.agents.archive.writer import SegmentWriter
-from onepipe.agents.batch.agent import BatchAgent, Batches
+from onepipe.agents.batch.agent import STEP_RECORDS, BatchAgent, Batches
 from onepipe.schemas.metadata import ArchivePolicy
 from onepipe.schemas.registry_state import RegistryState
 from onepipe.sinks.lake.raw_layout import next_offset, parse_raw_path, raw_partition_prefix
@@ -73,7 +73,7 @@ class ArchiveAgent(BatchAgent[ArchiveMetrics]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
-                         metrics=ArchiveMetrics(), max_records=20_000, topics=topics)
+                         metrics=ArchiveMetrics(), max_records=STEP_RECORDS, topics=topics)
         self._lake = lake
         self._max_buffer_bytes = max_buffer_bytes
         self._clock = clock

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from onepipe.agents.batch.agent import BatchAgent, Batches
+from onepipe.agents.batch.agent import STEP_RECORDS, BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
 from onepipe.agents.checksum.raw import RawPlacer
@@ -71,7 +71,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  data_dir: Path, retention_days: int = 400, replication_factor: int = 1,
-                 max_records: int = 20_000, topics: Iterable[str] | None = None,
+                 max_records: int = STEP_RECORDS, topics: Iterable[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
                          metrics=ChecksumMetrics(), max_records=max_records, topics=topics)
