@@ -110,13 +110,14 @@ def load_before(rev: str) -> ModuleType:
     """agents/replay/replay.py as it was at ``rev``, as a module of its own."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:agents/replay/replay.py"],
                             capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="onepipe-bench-replay-")) / "replay_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("replay_before", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="onepipe-bench-replay-") as folder:
+        path = Path(folder) / "replay_before.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("replay_before", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+        spec.loader.exec_module(module)
     return module
 
 
