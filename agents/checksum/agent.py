@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from onepipe.agents.batch.agent import STEP_RECORDS, BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
+from onepipe.agents.checksum.publish import Publications
 from onepipe.agents.checksum.raw import RawPlacer
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.errors import NotFoundError, OnepipeError
@@ -83,6 +85,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self._topics: dict[str, _Topic] = {}
         self._tables = OpenTables()
         self._missing_since = 0.0
+        self._publications = Publications(self.metrics)
 
     # ------------------------------------------------------------ test helpers
     async def wait_applied(self, topic: str, watermarks: dict[int, int]) -> None:
@@ -124,9 +127,15 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
             if producer is not None:
                 await producer.stop()
 
+    async def _drain(self) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            await self._publications.settle(partial(self._commit_offsets, consumer))
+
     async def _reset(self) -> None:
         """Close every store: each partition resumes from its own applied offset."""
         self.metrics.restarts += 1
+        self._publications.drop()
         self._close_stores(None)
 
     def _look_again(self) -> bool:
@@ -164,7 +173,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
     async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:
         """Fold or count each partition of the batch; then publish what changed and
         commit, once for the whole batch (a produce and a commit round trip per partition
-        per batch had cost as much as the counting itself)."""
+        per batch had cost as much as the counting itself), settled one batch later."""
         out: list[tuple[str, list[Message]]] = []
         commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
@@ -176,10 +185,10 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
                 topic, messages, next_offset = done
                 out.append((topic, messages))
                 commits[tp] = next_offset
-        if out:
-            await self._publish_all(out)
-        if commits:
-            await self._commit_offsets(consumer, commits)
+        sent = await Publications.send(self._running(), out) if out else []
+        # Acks and commit one batch later (onepipe.agents.checksum.publish); an empty
+        # fetch settles what is held.
+        await self._publications.hold(sent, commits, partial(self._commit_offsets, consumer))
 
     async def _fold(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]
                     ) -> tuple[str, list[Message], int] | None:
@@ -246,18 +255,16 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.days_tracked = self._tables.days_tracked
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
-        await self._publish_all([(topic, messages)])
+        """Produce one topic's messages and wait for their acks (a resumed partition)."""
+        sent = await Publications.send(self._running(), [(topic, messages)])
+        if sent:
+            await asyncio.gather(*sent)
+        self.metrics.published += len(sent)
 
-    async def _publish_all(self, out: list[tuple[str, list[Message]]]) -> None:
-        """Produce every topic's messages; wait for all the acks at once."""
-        producer = self._producer
-        if producer is None:
+    def _running(self) -> AIOKafkaProducer:
+        if self._producer is None:
             raise OnepipeError("the checksum agent is not running; start() it first")
-        sends = [await producer.send(checksums_topic(topic), value, key=key, partition=0)
-                 for topic, messages in out for key, value in messages]
-        if sends:
-            await asyncio.gather(*sends)
-        self.metrics.published += len(sends)
+        return self._producer
 
     # -------------------------------------------------------------- rebalance
     def _close_stores(self, tps: Iterable[TopicPartition] | None) -> None:
@@ -269,6 +276,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.days_tracked = self._tables.days_tracked
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        await self._drain()  # the held batch's commits, before the partitions move
         self._close_stores(revoked)
 
     async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
