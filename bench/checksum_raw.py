@@ -191,7 +191,7 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
         agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
                               registry=runtime.registry, data_dir=data,
                               topics=[topic],
-                              **({} if max_records is None else {"max_records": max_records}))
+                              **_max_records(max_records))
         await agent.start()
         try:
             await agent.assigned.wait()
@@ -235,6 +235,11 @@ async def produce(bootstrap: str, topic: str, schema: AvroSchema, schema_id: int
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+
+
+def _max_records(value: int | None) -> dict[str, Any]:
+    """The agent's ``max_records`` when given (otherwise its default: a worker's)."""
+    return {} if value is None else {"max_records": value}
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def pipe_ceiling(bootstrap: str, topic: str, partitions: int, count: int, out: s
                 seen += 1
                 while True:
                     try:
-                        produce(out, m.value(), m.key(), m.partition())
+                        produce(out, m.value(), m.key(), m.partition() or 0)
                         break
                     except BufferError:
                         producer.poll(0.05)
