@@ -93,8 +93,10 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         await self.wait_counted(unique_topic(topic), watermarks)
 
     async def wait_counted(self, name: str, watermarks: dict[int, int]) -> None:
-        """Wait until every partition of topic ``name`` is consumed up to its mark."""
-        await self.wait_until(lambda m: all(
+        """Wait until every partition of topic ``name`` is consumed up to its mark and
+        what that published is acknowledged (a batch's acks settle one fetch later:
+        onepipe.agents.checksum.publish), so ``<topic>.checksums`` can be read."""
+        await self.wait_until(lambda m: self._publications.settled and all(
             m.positions.get(TopicPartition(name, p), -1) >= mark
             for p, mark in watermarks.items()))
 
@@ -128,6 +130,11 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
                 await producer.stop()
 
     async def _drain(self) -> None:
+        async with self._lock:  # not beside a revoke's settle of the same batches
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Await the held publications' acks, then commit their batches."""
         consumer = self._consumer
         if consumer is not None:
             await self._publications.settle(partial(self._commit_offsets, consumer))
@@ -276,8 +283,12 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         self.metrics.days_tracked = self._tables.days_tracked
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
-        await self._drain()  # the held batch's commits, before the partitions move
-        self._close_stores(revoked)
+        try:
+            await self._settle()  # the held batch's acks and commits, before they move
+        finally:
+            # Closed even when an ack failed (the loop restarts): an assignment in the
+            # same rebalance must open, seek and republish them, not find them open.
+            self._close_stores(revoked)
 
     async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:

@@ -14,6 +14,12 @@ Contract (:class:`Publications`):
   changes nothing a restart reads. The agent settles what it holds on every fetch, empty
   ones included (so an idle agent commits within one fetch timeout), before a revoke
   closes stores, and when it stops; a restart drops it (:meth:`Publications.drop`).
+- A batch stays held until its commit is made: one whose settling a stop cancelled (the
+  loop ends inside a fetch's settle) is settled again by the stop's drain, so its
+  commit is not lost - no later fetch would commit a partition that receives nothing
+  more, and the pipeline's lag would never reach 0. :attr:`Publications.settled` says
+  whether everything sent is acknowledged and committed (tests wait for it before they
+  read ``<topic>.checksums``).
 - Order: one producer, partition 0, messages sent in batch order - a later figure of a
   day never lands before an earlier one (the producer keeps a partition's order).
 
@@ -31,6 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from onepipe.agents.checksum.open_tables import ChecksumMetrics
+from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.topic_names import checksums_topic
 from onepipe.tables.checksum import Message
 
@@ -40,12 +47,19 @@ Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
 
 
 class Publications:
-    """One batch's sent figures and commits, held until the next batch (module doc)."""
+    """Sent figures and commits, held until the next batch (module doc)."""
 
     def __init__(self, metrics: ChecksumMetrics) -> None:
-        self._held: tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None = None
+        #: Batches sent and not settled yet, oldest first: one between fetches, two
+        #: while a batch is held and the one before it settles.
+        self._held: list[_Held] = []
         #: ``published`` counts the messages acknowledged.
         self._metrics = metrics
+
+    @property
+    def settled(self) -> bool:
+        """Whether every figure sent is acknowledged and its batch committed."""
+        return not self._held
 
     @staticmethod
     async def send(producer: AIOKafkaProducer, out: list[tuple[str, list[Message]]]
@@ -56,37 +70,63 @@ class Publications:
 
     async def hold(self, sent: list[asyncio.Future[Any]], commits: dict[TopicPartition, int],
                    commit: Commit) -> None:
-        """Hold this batch's acks and commits; settle the batch held before."""
-        previous, self._held = self._held, (sent, commits) if sent or commits else None
-        if previous is not None:
-            await self._settle(previous, commit)
+        """Hold this batch's acks and commits; settle the batches held before."""
+        before = len(self._held)
+        if sent or commits:
+            self._held.append(_Held(sent, commits))
+        await self._settle(before, commit)
 
     async def settle(self, commit: Commit) -> None:
-        """Await what is held: its acks, then its commit."""
-        held, self._held = self._held, None
-        if held is not None:
-            await self._settle(held, commit)
+        """Await everything held: its acks, then its commits."""
+        await self._settle(len(self._held), commit)
 
     def drop(self) -> None:
         """Forget what is held (a restart republishes every partition's figures)."""
-        held, self._held = self._held, None
-        if held is not None:
-            for future in held[0]:
+        held, self._held = self._held, []
+        for batch in held:
+            for future in batch.sent:
                 future.add_done_callback(_retrieve)
 
-    async def _settle(self, held: tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]],
-                      commit: Commit) -> None:
-        sent, commits = held
-        try:
-            if sent:
-                await asyncio.gather(*sent)
-        except BaseException:
-            for future in sent:
-                future.add_done_callback(_retrieve)
-            raise
-        self._metrics.published += len(sent)
-        if commits:
-            await commit(commits)
+    async def _settle(self, count: int, commit: Commit) -> None:
+        """Settle the ``count`` oldest batches, in order. A failed ack drops its batch and
+        raises; a cancellation leaves it held (its futures untouched: ``asyncio.wait``,
+        not ``gather``, which would cancel them)."""
+        for _ in range(count):
+            if not self._held:
+                return
+            batch = self._held[0]
+            if batch.sent:
+                await asyncio.wait(batch.sent)
+                failed = next((f for f in batch.sent
+                               if f.cancelled() or f.exception() is not None), None)
+                if failed is not None:
+                    self._forget(batch)
+                    for future in batch.sent:
+                        future.add_done_callback(_retrieve)
+                    if failed.cancelled():
+                        raise OnepipeError("a checksum publication was cancelled before the "
+                                           "broker acknowledged it")
+                    failed.result()  # raises its failure
+                self._metrics.published += len(batch.sent)
+                batch.sent = []  # acknowledged: counted once, even if the commit is cut short
+            if batch.commits:
+                await commit(batch.commits)
+            self._forget(batch)
+
+    def _forget(self, batch: _Held) -> None:
+        if self._held and self._held[0] is batch:
+            self._held.pop(0)
+
+
+class _Held:
+    """One batch's ack futures and commits."""
+
+    __slots__ = ("commits", "sent")
+
+    def __init__(self, sent: list[asyncio.Future[Any]],
+                 commits: dict[TopicPartition, int]) -> None:
+        self.sent = sent
+        self.commits = commits
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

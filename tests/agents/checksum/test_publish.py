@@ -1,0 +1,73 @@
+"""The checksum agent's held publications (onepipe.agents.checksum.publish), without a
+broker: a batch's acks and commit settle one batch later, in order; a failed ack raises
+and is dropped; a settle a stop cancels leaves its batch held, and the stop's drain
+commits it (its futures not cancelled by the cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from onepipe.agents.checksum.open_tables import ChecksumMetrics
+from onepipe.agents.checksum.publish import Publications
+
+A, B = TopicPartition("t.unique", 0), TopicPartition("t", 1)
+
+
+class Commits:
+    def __init__(self) -> None:
+        self.made: list[dict[TopicPartition, int]] = []
+
+    async def __call__(self, offsets: dict[TopicPartition, int]) -> None:
+        self.made.append(dict(offsets))
+
+
+def acks(n: int) -> list[asyncio.Future[Any]]:
+    return [asyncio.get_running_loop().create_future() for _ in range(n)]
+
+
+async def test_a_batch_settles_when_the_next_one_is_held() -> None:
+    metrics, commits = ChecksumMetrics(), Commits()
+    held = Publications(metrics)
+    first = acks(2)
+    for f in first:
+        f.set_result(None)
+    await held.hold(first, {A: 10}, commits)
+    assert commits.made == [] and metrics.published == 0 and not held.settled
+    await held.hold(acks(0), {}, commits)  # an empty fetch settles what is held
+    assert commits.made == [{A: 10}] and metrics.published == 2 and held.settled
+
+
+async def test_a_failed_ack_raises_and_commits_nothing() -> None:
+    metrics, commits = ChecksumMetrics(), Commits()
+    held = Publications(metrics)
+    sent = acks(2)
+    sent[0].set_result(None)
+    sent[1].set_exception(KafkaTimeoutError("no ack"))
+    await held.hold(sent, {A: 10}, commits)
+    with pytest.raises(KafkaTimeoutError):
+        await held.hold([], {B: 3}, commits)
+    assert commits.made == [] and metrics.published == 0
+    held.drop()  # the restart
+    assert held.settled
+
+
+async def test_a_settle_cut_short_by_a_stop_is_settled_by_the_drain() -> None:
+    metrics, commits = ChecksumMetrics(), Commits()
+    held = Publications(metrics)
+    slow = acks(1)
+    await held.hold(slow, {A: 10}, commits)
+    # The loop is cancelled (a stop) while the next fetch's step waits for the ack.
+    step = asyncio.ensure_future(held.hold([], {B: 3}, commits))
+    await asyncio.sleep(0)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert not slow[0].cancelled() and not held.settled
+    slow[0].set_result(None)
+    await held.settle(commits)  # the stop's drain
+    assert commits.made == [{A: 10}, {B: 3}] and metrics.published == 1 and held.settled
