@@ -76,6 +76,8 @@ def murmur2_batch(keys: Sequence[bytes], *, vector_from: int = VECTOR_MIN_KEYS) 
 
 def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
     """The default partitioner's partition of each key among ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, not {partitions}")
     if len(keys) < VECTOR_MIN_KEYS:  # one key a call (the endpoint's v3 batch) stays scalar
         return [(murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]
     hashes = _hashes(keys)

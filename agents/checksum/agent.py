@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ChecksumAgent"]
 
 _DAY_SECONDS = 86_400
+#: Seconds a restart waits at most for the sends it drops to land (Publications.drop).
+_DROP_WAIT = 5.0
 #: Seconds between looks for ``.unique`` topics that do not exist yet.
 _LOOK_AGAIN = 1.0
 
@@ -142,7 +144,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
     async def _reset(self) -> None:
         """Close every store: each partition resumes from its own applied offset."""
         self.metrics.restarts += 1
-        self._publications.drop()
+        await self._publications.drop(_DROP_WAIT)
         self._close_stores(None)
 
     def _look_again(self) -> bool:

@@ -13,7 +13,8 @@ Contract (:class:`Publications`):
   carries are durable first); a commit only tells the lag monitor, so one batch later
   changes nothing a restart reads. The agent settles what it holds on every fetch, empty
   ones included (so an idle agent commits within one fetch timeout), before a revoke
-  closes stores, and when it stops; a restart drops it (:meth:`Publications.drop`).
+  closes stores, and when it stops; a restart drops it (:meth:`Publications.drop`),
+  after waiting a few seconds at most for its sends to land.
 - A batch stays held until its commit is made: one whose settling a stop cancelled (the
   loop ends inside a fetch's settle) is settled again by the stop's drain, so its
   commit is not lost - no later fetch would commit a partition that receives nothing
@@ -80,12 +81,16 @@ class Publications:
         """Await everything held: its acks, then its commits."""
         await self._settle(len(self._held), commit)
 
-    def drop(self) -> None:
-        """Forget what is held (a restart republishes every partition's figures)."""
+    async def drop(self, bound: float) -> None:  # noqa: ASYNC109 - a bound, not a deadline
+        """Forget what is held (a restart republishes every partition's figures), once its
+        sends have landed or failed, at most ``bound`` seconds: a figure still in flight
+        could otherwise land after a new owner's republish of the same day."""
         held, self._held = self._held, []
-        for batch in held:
-            for future in batch.sent:
-                future.add_done_callback(_retrieve)
+        pending = [future for batch in held for future in batch.sent]
+        if pending:
+            await asyncio.wait(pending, timeout=bound)
+        for future in pending:
+            future.add_done_callback(_retrieve)
 
     async def _settle(self, count: int, commit: Commit) -> None:
         """Settle the ``count`` oldest batches, in order. A failed ack drops its batch and
