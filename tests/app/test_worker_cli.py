@@ -25,6 +25,7 @@ from onepipe.schemas.codec import decode
 from onepipe.tables.kafka.topics import read_to_end
 from tests.fixtures.paths import REPO
 from tests.fixtures.services import unique, wait_for
+from tests.fixtures.worker_process import GROUP_TIMEOUTS
 
 ONEPIPE = str(Path(sys.executable).with_name("onepipe"))
 
@@ -34,7 +35,7 @@ def cli_env(broker: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
     env.update(ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
                ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
-               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
+               **GROUP_TIMEOUTS,
                ONEPIPE_APP_ID=unique("onepipe"))
     return env
 

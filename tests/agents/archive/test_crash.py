@@ -21,7 +21,7 @@ from onepipe.sinks.lake.inventory import raw_inventory
 from tests.fixtures.paths import REPO
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import read_topic
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import GROUP_TIMEOUTS, WorkerProcess
 
 PARTITIONS = 2
 
@@ -42,7 +42,7 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
     env.update(ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
                ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
-               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
+               **GROUP_TIMEOUTS,
                ONEPIPE_APP_ID=unique("crashapp"), ONEPIPE_CATALOG_DIR=str(catalog),
                ONEPIPE_LAKE_URL=(tmp_path / "lake").as_uri(), ONEPIPE_DEDUP_ENABLED="false",
                ONEPIPE_COMPACT_WORKERS_ENABLED="false")

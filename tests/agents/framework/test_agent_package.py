@@ -40,7 +40,7 @@ from onepipe.tables.state import (
 from onepipe.tables.state.windows import to_ms
 from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import read_topic
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import GROUP_TIMEOUTS, WorkerProcess
 
 PACKAGES = Path(__file__).resolve().parents[2] / "fixtures" / "agent_packages"
 AGENT = "acme-rollups"
@@ -107,8 +107,8 @@ class Setup:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
         self.env.update(
             ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
-            ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_SESSION_TIMEOUT="6",
-            ONEPIPE_REBALANCE_TIMEOUT="6", ONEPIPE_REGISTRY_FETCH_WAIT_MS="10",
+            ONEPIPE_IDEMPOTENT_PRODUCER="false", **GROUP_TIMEOUTS,
+            ONEPIPE_REGISTRY_FETCH_WAIT_MS="10",
             ONEPIPE_MONITOR_INTERVAL_SECONDS="0", ONEPIPE_APP_ID=self.app_id,
             ONEPIPE_CATALOG_DIR=str(catalog), ONEPIPE_ARCHIVE_ENABLED="false",
             ONEPIPE_CHECKSUMS_ENABLED="false", ONEPIPE_COMPACT_WORKERS_ENABLED="false",

@@ -25,7 +25,7 @@ from tests.fixtures.databases import PG_DSN
 from tests.fixtures.dedup import body, expected_outcome
 from tests.fixtures.services import unique, wait_for
 from tests.fixtures.topics import committed_offsets, read_topic
-from tests.fixtures.worker_process import WorkerProcess, kill_while_producing
+from tests.fixtures.worker_process import GROUP_TIMEOUTS, WorkerProcess, kill_while_producing
 
 PARTITIONS = 2
 SCHEMA = {"type": "record", "name": "Item", "namespace": "test.dedup", "fields": [
@@ -48,7 +48,7 @@ def crash_env(broker: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPIPE_")}
     env.update(ONEPIPE_BROKER=broker, ONEPIPE_REGISTRY_TOPIC=unique("_registry"),
                ONEPIPE_IDEMPOTENT_PRODUCER="false", ONEPIPE_DATA_DIR=str(tmp_path / "data"),
-               ONEPIPE_SESSION_TIMEOUT="6", ONEPIPE_REBALANCE_TIMEOUT="6",
+               **GROUP_TIMEOUTS,
                ONEPIPE_APP_ID=unique("skcrashapp"), ONEPIPE_CATALOG_DIR=str(catalog),
                ONEPIPE_ARCHIVE_ENABLED="false", ONEPIPE_CHECKSUMS_ENABLED="false",
                ONEPIPE_COMPACT_WORKERS_ENABLED="false", **{ENV: PG_DSN})
