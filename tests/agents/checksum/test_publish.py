@@ -26,8 +26,21 @@ class Commits:
         self.made.append(dict(offsets))
 
 
+class Ack(asyncio.Future[Any]):
+    """An ack future that says when something started waiting for it (``asyncio.wait``
+    adds a done callback), so a test awaits that instead of guessing a loop turn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = asyncio.Event()
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        self.awaited.set()
+        super().add_done_callback(fn, context=context)
+
+
 def acks(n: int) -> list[asyncio.Future[Any]]:
-    return [asyncio.get_running_loop().create_future() for _ in range(n)]
+    return [Ack() for _ in range(n)]
 
 
 async def test_a_batch_settles_when_the_next_one_is_held() -> None:
@@ -60,12 +73,12 @@ async def test_a_restart_waits_for_sends_in_flight_before_it_forgets_them() -> N
     # A figure still in flight could land after a new owner's republish of its day.
     metrics, commits = ChecksumMetrics(), Commits()
     held = Publications(metrics)
-    in_flight = acks(1)
-    await held.hold(in_flight, {A: 10}, commits)
+    in_flight = Ack()
+    await held.hold([in_flight], {A: 10}, commits)
     dropping = asyncio.ensure_future(held.drop(60.0))
-    await asyncio.sleep(0)
+    await in_flight.awaited.wait()
     assert not dropping.done()  # waiting for the send to land
-    in_flight[0].set_result(None)
+    in_flight.set_result(None)
     await dropping
     assert held.settled and commits.made == []
 
@@ -73,15 +86,15 @@ async def test_a_restart_waits_for_sends_in_flight_before_it_forgets_them() -> N
 async def test_a_settle_cut_short_by_a_stop_is_settled_by_the_drain() -> None:
     metrics, commits = ChecksumMetrics(), Commits()
     held = Publications(metrics)
-    slow = acks(1)
-    await held.hold(slow, {A: 10}, commits)
+    slow = Ack()
+    await held.hold([slow], {A: 10}, commits)
     # The loop is cancelled (a stop) while the next fetch's step waits for the ack.
     step = asyncio.ensure_future(held.hold([], {B: 3}, commits))
-    await asyncio.sleep(0)
+    await slow.awaited.wait()
     step.cancel()
     with pytest.raises(asyncio.CancelledError):
         await step
-    assert not slow[0].cancelled() and not held.settled
-    slow[0].set_result(None)
+    assert not slow.cancelled() and not held.settled
+    slow.set_result(None)
     await held.settle(commits)  # the stop's drain
     assert commits.made == [{A: 10}, {B: 3}] and metrics.published == 1 and held.settled
