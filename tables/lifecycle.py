@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol, Self
 
 __all__ = ["Service", "cancel_and_wait", "close_all", "die_with_parent",
-           "stop_signals_blocked"]
+           "stop_signals_blocked", "unblock_stop_signals"]
 
 #: prctl(2) option: the signal a process gets when the thread that started it exits.
 _PR_SET_PDEATHSIG = 1
@@ -56,6 +56,14 @@ def stop_signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    """In a child started under :func:`stop_signals_blocked` that must still obey stop
+    signals itself (one that does not set its own handling, such as the embedded
+    broker): unblock them, in its ``preexec_fn``."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 class _Closable(Protocol):
