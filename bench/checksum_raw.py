@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer, ConsumerRecord  # noqa: E402
 
-from bench.common import agent_bench  # noqa: E402
+from bench.common import agent_bench, max_records_option  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
 from onepipe.agents.checksum.agent import ChecksumAgent  # noqa: E402
 from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
@@ -191,7 +191,7 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
         agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
                               registry=runtime.registry, data_dir=data,
                               topics=[topic],
-                              **_max_records(max_records))
+                              **max_records_option(max_records))
         await agent.start()
         try:
             await agent.assigned.wait()
@@ -235,11 +235,6 @@ async def produce(bootstrap: str, topic: str, schema: AvroSchema, schema_id: int
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-
-
-def _max_records(value: int | None) -> dict[str, Any]:
-    """The agent's ``max_records`` when given (otherwise its default: a worker's)."""
-    return {} if value is None else {"max_records": value}
 
 
 if __name__ == "__main__":

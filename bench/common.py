@@ -556,3 +556,9 @@ async def agent_bench() -> AsyncIterator[tuple[EmbeddedBroker, Runtime, Path]]:
                                  dedup_enabled=False, checksums_enabled=False)
         async with Runtime(settings) as runtime:
             yield broker, runtime, Path(data)
+
+
+def max_records_option(value: int | None) -> dict[str, Any]:
+    """An agent's ``max_records`` keyword when a bench was given one (otherwise the
+    agent's default: what a worker runs)."""
+    return {} if value is None else {"max_records": value}

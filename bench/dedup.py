@@ -42,7 +42,13 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from bench.common import PeakRss, agent_bench, machine_facts, tree_cpu  # noqa: E402
+from bench.common import (  # noqa: E402
+    PeakRss,
+    agent_bench,
+    machine_facts,
+    max_records_option,
+    tree_cpu,
+)
 from bench.consume_ceilings import (  # noqa: E402
     aiokafka_ceiling,
     librdkafka_ceiling,
@@ -124,7 +130,7 @@ async def dedup(runtime: Runtime, topic: str, count: int, data_dir: Path, broker
     broker CPU s) of the agent over the topic."""
     agent = DedupAgent(kafka=runtime.settings.kafka, group_id=f"bench-{topic}",
                        registry=runtime.registry, data_dir=data_dir, topics=[topic],
-                       **_max_records(max_records))
+                       **max_records_option(max_records))
     with PeakRss() as rss:
         await agent.start()
         # The collector as a worker runs it (onepipe.app.runtime.Runtime.start): its thresholds,
@@ -231,11 +237,6 @@ def main() -> None:
           f"{r['loop_thread_cpu_us_per_record']:.1f}), broker {r['broker_cpu_pct']:.0f}%")
     print(f"  RocksDB on disk {r['rocksdb_bytes'] / 2**20:,.0f} MiB   "
           f"peak RSS {r['peak_rss_mib']:,.0f} MiB")
-
-
-def _max_records(value: int | None) -> dict[str, Any]:
-    """The agent's ``max_records`` when given (otherwise its default: a worker's)."""
-    return {} if value is None else {"max_records": value}
 
 
 if __name__ == "__main__":
