@@ -168,7 +168,8 @@ class Settings(BaseSettings):
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
     kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
-        "aiokafka", description="Client of the batch agents' group consumers (BENCHMARKS.md)."
+        "librdkafka", description="Client of the batch agents' group consumers: librdkafka "
+        "(hands records over as columns, off the event loop) or aiokafka (BENCHMARKS.md)."
     )
     kafka_security_protocol: Protocol = Field(
         "PLAINTEXT", description="The brokers' listener protocol: PLAINTEXT, SSL, "

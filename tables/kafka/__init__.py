@@ -4,7 +4,7 @@ Contract:
 
 - :class:`KafkaClients` (clients.py) builds every producer, consumer and admin client of
   onepipe, so connection and security settings live in one place. Its group consumer -
-  the batch agents' - is aiokafka's by default, or librdkafka's behind aiokafka's API
+  the batch agents' - is librdkafka's behind aiokafka's API by default, or aiokafka's
   (``consumer_client``; rdkafka_consumer.py, its records as columns record_columns.py
   and one by one rdkafka_records.py, its thread
   rdkafka_thread.py, its rebalance callbacks rdkafka_rebalance.py; the API: types.py).

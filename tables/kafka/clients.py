@@ -80,14 +80,12 @@ class KafkaClients:
     rebalance_timeout: float = 10.0
     #: TLS and SASL of every connection (PLAINTEXT by default).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    #: The client of :meth:`group_consumer`: aiokafka (the default), or librdkafka.
-    #: librdkafka hands records over as columns (record_columns) and costs the agents'
-    #: event loop 1-3 µs a record less (BENCHMARKS.md, "Hot paths, third pass"), but on
-    #: tansu a worker whose agents tail on librdkafka acknowledged produce requests late
-    #: (fixed 2,000 req/s: p50 31-199 ms, p99 147-930 ms, against 11-25 and 55-158 on
-    #: aiokafka, three runs each): choose it for agent-only workers, or on Apache Kafka
-    #: after measuring there. It also holds ~30-60 MiB more.
-    consumer_client: Literal["librdkafka", "aiokafka"] = "aiokafka"
+    #: The client of :meth:`group_consumer`: librdkafka (the default) or aiokafka.
+    #: librdkafka fetches on its own threads and hands records over as columns
+    #: (record_columns): the agents' event loop spends 1-3 µs a record less than on
+    #: aiokafka, which builds every record on the loop (BENCHMARKS.md, "Hot paths, fifth
+    #: pass"). It holds ~30-60 MiB more (its prefetch queue, bounded below).
+    consumer_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @property
     def servers(self) -> list[str]:
