@@ -303,27 +303,34 @@ class RegistryStore:
 
     async def wait_for_schema(self, schema_id: int, timeout: float) -> bool:  # noqa: ASYNC109 - a bound, not a cancellation scope
         """Wait until ``schema_id`` is known here (registered on another worker, say)."""
-        async with self._progress:
-            try:
-                await asyncio.wait_for(
-                    self._progress.wait_for(lambda: schema_id in self.state.schemas_by_id),
-                    timeout,
-                )
-            except TimeoutError:
-                return False
-        return True
+        return not await self.wait_for_schemas({schema_id}, timeout)
 
-    async def await_schemas(self, values: Iterable[bytes | None], timeout: float = 5.0  # noqa: ASYNC109 - a bound per id, not a cancellation scope
+    async def wait_for_schemas(self, schema_ids: Iterable[int], timeout: float  # noqa: ASYNC109 - a bound, not a cancellation scope
+                               ) -> set[int]:
+        """Wait up to ``timeout`` seconds *in all* until ``schema_ids`` are known here
+        (registered on another worker moments ago); the ids still unknown after that.
+
+        One deadline for the whole set, and none for an id below 1 (a registry's ids are
+        1..2**31-1): a batch of values that only look framed, each with another id, costs
+        one bounded wait, not one per id.
+        """
+        ids = set(schema_ids)
+        wanted = {i for i in ids if i >= 1}
+        if not wanted <= self.state.schemas_by_id.keys():
+            async with self._progress:
+                try:
+                    await asyncio.wait_for(self._progress.wait_for(
+                        lambda: wanted <= self.state.schemas_by_id.keys()), timeout)
+                except TimeoutError:
+                    pass
+        return {i for i in ids if i not in self.state.schemas_by_id}
+
+    async def await_schemas(self, values: Iterable[bytes | None], timeout: float = 5.0  # noqa: ASYNC109 - a bound, not a cancellation scope
                             ) -> set[int]:
-        """Wait for the schema ids framed in ``values`` that this worker has not replayed
-        yet (registered on another worker moments ago), up to ``timeout`` seconds each;
-        the ids still unknown after that."""
-        known = self.state.schemas_by_id
+        """:meth:`wait_for_schemas` for the ids framed in ``values``."""
         headers = {v[:HEADER_SIZE] for v in values if v is not None}
-        missing = {i for i in map(schema_id_of, headers) if i is not None and i not in known}
-        for schema_id in sorted(missing):
-            await self.wait_for_schema(schema_id, timeout)
-        return {i for i in missing if i not in known}
+        return await self.wait_for_schemas(
+            {i for i in map(schema_id_of, headers) if i is not None}, timeout)
 
     # ------------------------------------------------------------------ reads
     async def _tail_log(self) -> None:

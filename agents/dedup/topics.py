@@ -101,7 +101,7 @@ async def plan_tables(registry: RegistryStore, described: DedupTopic, topic: str
 
     The tables' source records are read together (one murmur2 pass over all their keys:
     onepipe.agents.dedup.plan.read_sources). Values of a schema id the registry has not
-    replayed yet are planned again once it has (waiting up to 5 s per id); still
+    replayed yet are planned again once it has (waiting up to 5 s for all of them); still
     unknown, they count undecodable.
     """
     reader = described.reader
@@ -110,10 +110,12 @@ async def plan_tables(registry: RegistryStore, described: DedupTopic, topic: str
     missing = reader.take_missed()
     if not missing:
         return works
-    for schema_id in sorted(missing):
-        if not await registry.wait_for_schema(schema_id, 5.0):
-            log.warning("dedup: schema id %d is unknown to the registry; its records "
-                        "are counted undecodable", schema_id)
+    unknown = await registry.wait_for_schemas(missing, 5.0)
+    if unknown:
+        shown = sorted(unknown)
+        log.warning("dedup: %d schema id(s) unknown to the registry (%s%s); their records "
+                    "are counted undecodable", len(shown), ", ".join(map(str, shown[:5])),
+                    ", ..." if len(shown) > 5 else "")
     reader.forget_unknown()
     works = _plan(described, topic, tables)
     reader.take_missed()
