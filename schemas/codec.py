@@ -27,7 +27,11 @@ from onepipe.schemas.avro_write import AvroWriter
 from onepipe.schemas.errors import CodecError, OnepipeError
 
 MAGIC_BYTE = 0
-_HEADER = struct.Struct(">bI")
+#: Magic byte and schema id, read signed as Confluent's Java deserializer reads it
+#: (``ByteBuffer.getInt``): registry ids are 1..2**31-1, so any other header - a value
+#: that only looks framed - reads as an id no registry holds (never one beyond int32,
+#: which the raw lake's ``schema_id`` column could not store).
+_HEADER = struct.Struct(">bi")
 HEADER_SIZE = _HEADER.size
 
 
@@ -40,7 +44,12 @@ def schema_id_of(value: bytes | None) -> int | None:
     """The schema id of a Confluent-framed value, or None for anything else."""
     if value is None or len(value) < HEADER_SIZE or value[0] != MAGIC_BYTE:
         return None
-    return int.from_bytes(value[1:HEADER_SIZE], "big")
+    return int.from_bytes(value[1:HEADER_SIZE], "big", signed=True)
+
+
+def header_id(head: bytes) -> int:
+    """The schema id of a 5-byte Confluent header whose magic byte was checked."""
+    return int(_HEADER.unpack(head)[1])
 
 
 def unframe(data: bytes) -> tuple[int, memoryview]:

@@ -35,7 +35,7 @@ from aiokafka import ConsumerRecord
 
 from onepipe.schemas.avro_container import container, has_map, read_block
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.codec import HEADER_SIZE, unframe
+from onepipe.schemas.codec import HEADER_SIZE, header_id, unframe
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.metadata import KAFKA_TIMESTAMP
 from onepipe.schemas.partition_day import partition_days
@@ -163,7 +163,7 @@ class RawPlacer:
         """The partition_time column of ``values`` (all framed with ``head``) in one
         polars frame, or None when the schema is not one to batch."""
         try:
-            writer = schema_by_id(int.from_bytes(head[1:], "big"))
+            writer = schema_by_id(header_id(head))
         except (OnepipeError, KeyError):
             return None  # unknown id: the record-by-record path counts it undecodable
         name = self.view.meta.partition_time

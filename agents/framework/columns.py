@@ -15,14 +15,13 @@ reads it value by value, which handles each of those as before.
 from __future__ import annotations
 
 import operator
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from onepipe.agents.framework.stream import Decoded
 from onepipe.schemas.avro_columns import column_plan, read_columns
 from onepipe.schemas.avro_schema import AvroSchema
-from onepipe.schemas.codec import decode
+from onepipe.schemas.codec import decode, header_id
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.typed import columns_converter
 
@@ -31,7 +30,6 @@ __all__ = ["BATCH_MIN", "decode_columns"]
 #: Below this many values, a container block costs more than it saves.
 BATCH_MIN = 16
 _FIVE = operator.itemgetter(slice(0, 5))
-_HEAD = struct.Struct(">bI")
 _DAY_MS = 86_400_000
 #: (base, logicalType) of partition-time fields read from their raw column, and how the
 #: stored number becomes epoch ms (what partition_time_ms gives for fastavro's value).
@@ -67,7 +65,7 @@ def decode_columns(records: Sequence[Any], reader: AvroSchema,
     head = heads.pop()
     if len(head) < 5 or head[0] != 0:
         return None
-    schema_id = _HEAD.unpack(head)[1]
+    schema_id = header_id(head)
     try:
         writer = schema_by_id(schema_id)
     except (OnepipeError, KeyError):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from onepipe.schemas.avro_container import SMALL_VARINTS, container, has_map, plain_type, read_block
 from onepipe.schemas.avro_schema import AvroSchema
 from onepipe.schemas.avro_write import zigzag_varint
-from onepipe.schemas.codec import KeyEncoder, decode
+from onepipe.schemas.codec import KeyEncoder, decode, header_id
 from onepipe.schemas.errors import CodecError, MergeError
 from onepipe.schemas.merge import MergeRule
 from onepipe.schemas.metadata import TopicMetadata
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Decoded", "TopicReader"]
 
 _FIVE = operator.itemgetter(slice(0, 5))
-_HEAD = struct.Struct(">bI")
 _FAST_KEY_TYPES = frozenset({"string", "bytes", "int", "long", "boolean"})
 #: Below this many values of one schema, a container block costs more than it saves.
 _BATCH_MIN = 16
@@ -136,7 +134,7 @@ class TopicReader:
             heads = set(map(_FIVE, values))  # type: ignore[arg-type]  # None raises
         except TypeError:
             heads = {v[:5] for v in values if v is not None}
-        ids = (_HEAD.unpack(h)[1] for h in heads if len(h) == 5 and h[0] == 0)
+        ids = (header_id(h) for h in heads if len(h) == 5 and h[0] == 0)
         return {i for i in ids if self._plan(i) is None}
 
     def forget_unknown(self) -> None:
@@ -173,7 +171,7 @@ class TopicReader:
         for head, indices in groups.items():
             if len(head) < 5 or head[0] != 0:
                 continue  # tombstone or not Confluent-framed: undecodable
-            schema_id = _HEAD.unpack(head)[1]
+            schema_id = header_id(head)
             plan = self._plan(schema_id)
             if plan is None:
                 self._missed.add(schema_id)

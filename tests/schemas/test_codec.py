@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onepipe.schemas.avro_schema import parse_schema
-from onepipe.schemas.codec import KeyEncoder, decode, encode, frame, unframe
+from onepipe.schemas.codec import KeyEncoder, decode, encode, frame, schema_id_of, unframe
 from onepipe.schemas.errors import CodecError
 
 V1 = parse_schema({"type": "record", "name": "W", "namespace": "t", "fields": [
@@ -30,6 +30,13 @@ def test_frame_is_magic_byte_and_big_endian_id() -> None:
     assert frame(258, b"xy") == b"\x00\x00\x00\x01\x02xy"
     schema_id, body = unframe(b"\x00\x00\x00\x01\x02xy")
     assert (schema_id, bytes(body)) == (258, b"xy")
+
+
+def test_a_header_beyond_int32_reads_as_an_id_no_registry_holds() -> None:
+    # Read as Java's getInt reads it: negative, never an id the raw lake cannot store.
+    value = b"\x00\x80\x00\x00\x00body"
+    assert schema_id_of(value) == unframe(value)[0] == -(2**31)
+    assert schema_id_of(b"\x00\xff\xff\xff\xff") == -1
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -35,3 +35,17 @@ def test_an_int_beyond_32_bits_is_undecodable_not_a_failed_segment() -> None:
     assert rows[0]["n"] == 7 and rows[0]["_kafka_decode_error"] is None
     assert rows[1]["n"] is None and "outside" in rows[1]["_kafka_decode_error"]
     assert [r["_kafka_value"] for r in rows] == [good, bad, other]
+
+
+def test_a_header_beyond_int32_is_undecodable_not_a_failed_segment() -> None:
+    # Looks framed, but its id is no int32: read signed, as Confluent's deserializer does.
+    good = encode(1, parse_schema(SCHEMA), {"id": "a", "n": 7})
+    records = [ConsumerRecord("t", 0, offset, 0, 0, None, value, None, 0, len(value), ())
+               for offset, value in enumerate([good, b"\x00\x80\x00\x00\x00"])]
+    text = json.dumps(SCHEMA)
+    data, undecodable = encode_segment(Segment([pack(TopicPartition("t", 0), records)], text,
+                                               {1: text}))
+    rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+    assert undecodable == 1
+    assert [r["_kafka_schema_id"] for r in rows] == [1, -(2**31)]
+    assert "schema id -2147483648 is not in the registry" in rows[1]["_kafka_decode_error"]
