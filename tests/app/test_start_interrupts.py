@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,18 @@ import pytest
 
 from onepipe.app.embedded import EmbeddedBroker, free_port
 from onepipe.app.stopping import interrupts_kept
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises here as in an interactive ``onepipe dev``: a suite started in the
+    background of a non-interactive shell (``nohup ... &``) inherits SIGINT ignored, and
+    then no Ctrl-C reaches these steps at all (interrupts_kept leaves an ignored one be)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _blocked_signals(pid: int) -> int:
