@@ -24,6 +24,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -93,7 +94,12 @@ class DayTaskWorker(Service):
         producer = self._kafka.producer(f"{group}-{self.worker_id}", linger_ms=0)
         # A task may take long: the poll interval is the task's limit; one task per fetch,
         # answered as soon as one is there (not the batch agents' 256 KiB minimum).
-        consumer = self._kafka.group_consumer(
+        # On aiokafka whatever the batch agents use: it rejoins a rebalance from its own
+        # task while a day task runs; librdkafka would serve the rebalance only at the
+        # next fetch, after the task, and hold every other worker's join (its rebalance
+        # timeout being the poll interval: up to the task limit) - no task could move.
+        kafka = dataclasses.replace(self._kafka, consumer_client="aiokafka")
+        consumer = kafka.group_consumer(
             group, client_id=f"{group}-{self.worker_id}",
             max_poll_interval_ms=int(self._max_task_seconds * 1000), fetch_max_wait_ms=500,
             fetch_min_bytes=1, max_partition_fetch_bytes=1024 * 1024)
