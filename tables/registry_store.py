@@ -312,10 +312,11 @@ class RegistryStore:
 
         One deadline for the whole set, and none for an id below 1 (a registry's ids are
         1..2**31-1): a batch of values that only look framed, each with another id, costs
-        one bounded wait, not one per id.
+        one bounded wait, not one per id; an id the log skipped as unreadable, none.
         """
         ids = set(schema_ids)
-        wanted = {i for i in ids if i >= 1}
+        # Nor for an id the log holds as unreadable: it never becomes readable here.
+        wanted = {i for i in ids if i >= 1 and i not in self.state.unreadable}
         if not wanted <= self.state.schemas_by_id.keys():
             async with self._progress:
                 try:

@@ -196,9 +196,13 @@ class AgentProcessor:
         dicts: list[dict[str, Any]] = []
         times: list[int | None] = []
         ids: list[int] = []
+        # Once a wait for a schema id timed out, this batch waits no more: the replica had
+        # its seconds to catch up, and records framed with ever other ids must not cost
+        # a wait each.
+        waits = [self._wait_for_schema]
         for r in records:
             try:
-                schema_id, value = await self._decode_one(r.value, reader)
+                schema_id, value = await self._decode_one(r.value, reader, waits)
                 converted = convert(value)
             except (CodecError, NotFoundError) as exc:
                 self.metrics.undecodable += 1
@@ -215,7 +219,9 @@ class AgentProcessor:
                          else partition_time_ms(value.get(time_field)))
         return Decoded(raws, values, times, ids, dicts)
 
-    async def _decode_one(self, data: bytes | None, reader: AvroSchema) -> tuple[int, Any]:
+    async def _decode_one(self, data: bytes | None, reader: AvroSchema,
+                          waits: list[Callable[[int], Awaitable[bool]] | None]
+                          ) -> tuple[int, Any]:
         if data is None:
             raise CodecError("a tombstone (no value)")
         try:
@@ -224,8 +230,11 @@ class AgentProcessor:
             # Registered on another worker a moment ago: give the registry a few seconds
             # to replay it before the record counts as undecodable.
             schema_id = schema_id_of(data)
-            wait = self._wait_for_schema
-            if schema_id is None or wait is None or not await wait(schema_id):
+            wait = waits[0]
+            if schema_id is None or wait is None:
+                raise
+            if not await wait(schema_id):
+                waits[0] = None
                 raise
             return decode(data, self._state.schema_by_id, reader)
 

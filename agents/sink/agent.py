@@ -247,6 +247,11 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         rows: list[SinkRow] = []
         positions: dict[int, int] = {}
         undecodable = 0
+        # A schema registered on another worker moments ago: wait for our replica (one
+        # bounded wait for the whole batch) rather than count its rows undecodable and
+        # commit past them.
+        await self._registry.await_schemas(
+            r.value for records in batches.values() for r in records)
         for tp, records in batches.items():
             if tp.partition not in self._next:
                 continue  # revoked while fetched: the next owner reads it from its position
@@ -254,9 +259,6 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             if not records:
                 continue
             self._in_flight.update(((tp.partition, r.offset), r) for r in records)
-            # A schema registered on another worker moments ago: wait for our replica
-            # rather than count its rows undecodable and commit past them.
-            await self._registry.await_schemas(r.value for r in records)
             built = await asyncio.to_thread(build_rows, meta, reader, table.columns,
                                             self.database.dialect,
                                             self._registry.state.schema_by_id, records)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 import onepipe
+from onepipe.agents.framework.metrics import AgentMetrics
+from onepipe.agents.framework.processor import AgentProcessor
 from onepipe.sinks.publish.publisher import Publisher
 from onepipe.tables.state import CURRENT, PartitionState, StateStore, activate
 from onepipe.testing import AgentTest
@@ -111,3 +113,31 @@ async def test_a_typed_agent_keeps_reading_with_the_schema_it_was_checked_agains
         t._register("proc-evolving", [V1, V2], EVOLVING["proc-evolving"][1])
         await t.feed("proc-evolving", {"id": "b"})  # written with version 2
         assert notes == ["a:first", "b:-"]  # read as version 1: its default fills `note`
+
+
+@onepipe.batch_agent("proc-ticks", name="test-proc-ids")
+async def read_only(batch: onepipe.Batch[dict[str, Any]]) -> None:
+    for _ in batch:
+        pass
+
+
+async def test_a_batch_waits_for_unknown_schema_ids_until_one_wait_timed_out() -> None:
+    # Values framed with ids no registry holds (registered elsewhere, or junk): the first
+    # waits for the registry replica; once that wait timed out the batch waits no more,
+    # so a batch of ever other ids costs one bounded wait, not one per record.
+    async with AgentTest(read_only, topics=TOPICS) as t:
+        asked: list[int] = []
+
+        async def wait_in_vain(schema_id: int) -> bool:
+            asked.append(schema_id)
+            return False
+
+        publisher = Publisher(t.registry, None, 5.0)
+        processor = AgentProcessor(t.spec, t.registry, publisher.writer, AgentMetrics(),
+                                   wait_for_schema=wait_in_vain)
+        good = publisher.writer("proc-ticks").encode([{"id": "t", "kind": "a"}])[0][1]
+        values = [b"\x00" + (900 + i).to_bytes(4, "big") + good[5:] for i in range(5)]
+        raw = [Raw("proc-ticks", 0, i, 0, None, v) for i, v in enumerate([good, *values])]
+        outcome = await processor.process("proc-ticks", 0, raw, None)
+        assert asked == [900]
+        assert outcome.next_offset == 6 and processor.metrics.undecodable == 5
