@@ -43,8 +43,16 @@ typecheck: $(STAMP)  ## mypy over the package, the tests and the benchmarks
 	for package in $(PACKAGES); do ln -s ../../$$package $(TYPECHECK_TREE)/onepipe/$$package; done
 	$(BIN)/mypy
 
+# Two processes, a test file each at a time (module fixtures are built once): most of a
+# test's time is a broker or a worker holding a group join, a timeout or a restart, so two
+# files share two cores without slowing each other much. Each process starts its own
+# broker, S3 server and browser; tests name their own tables in the shared databases.
+# Tests marked `alone` time the event loop's steps against wall time: they run after the
+# rest, in one process, where no other test's load can preempt the loop they watch.
+TEST_PROCESSES ?= 2
 pytest: $(STAMP) $(CHROMIUM)  ## the test suite against a real broker and databases
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not alone"
+	$(BIN)/pytest -m alone
 
 test: lint typecheck pytest  ## everything CI runs
 

@@ -215,6 +215,7 @@ async def watch() -> AsyncIterator[LoopWatch]:
     yield LoopWatch()
 
 
+@pytest.mark.alone
 async def test_a_60000_record_request_leaves_the_loop_free(
         http: aiohttp.ClientSession, simple_topic: str, watch: LoopWatch) -> None:
     raw = json.dumps({"records": [{"id": f"k{i}", "n": i * 0.5} for i in range(60_000)]})
@@ -226,6 +227,7 @@ async def test_a_60000_record_request_leaves_the_loop_free(
     assert watch.longest < took / 4, (watch.longest, took)
 
 
+@pytest.mark.alone
 async def test_checking_a_wide_schema_leaves_the_loop_free(
         http: aiohttp.ClientSession, watch: LoopWatch) -> None:
     subject = unique("wide") + "-value"

@@ -353,6 +353,7 @@ async def test_stop_and_unsubscribe_leave_the_group_without_a_listener_call(
     await tasks[1]
 
 
+@pytest.mark.alone
 async def test_consuming_leaves_the_event_loop_free(
         broker: str, started: list[RdkafkaConsumer]) -> None:
     """A ticker's longest gap while 300,000 records are consumed is a small part of it."""

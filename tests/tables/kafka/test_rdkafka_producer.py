@@ -270,6 +270,7 @@ async def test_idempotence_is_a_setting_and_tansu_answers_librdkafkas(broker: st
         await producer.stop()
 
 
+@pytest.mark.alone
 async def test_150000_records_leave_the_loop_free(broker: str,
                                                  producer: RdkafkaProducer) -> None:
     """Sent as the endpoint sends them (the Publisher yields every 1,000 records); the
