@@ -22,8 +22,9 @@ from onepipe.app.stopping import EXIT_STOP_TIMEOUT, running
 from onepipe.schemas.topic_names import unique_topic
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
+from onepipe.tables.offsets import OffsetReader
 from tests.fixtures.dev_process import DevProcess, command, descendants, dev_env
-from tests.fixtures.services import unique, wait_for
+from tests.fixtures.services import kafka_for, unique, wait_for
 from tests.fixtures.topics import read_topic
 from tests.fixtures.worker_process import GROUP_TIMEOUTS, WorkerProcess
 
@@ -130,6 +131,16 @@ async def test_sigterm_mid_stream_exits_within_the_bound_and_a_restart_repeats_n
 
             await wait_for(caught_up, timeout=60, what="the whole topic archived")
             inventory = await raw_inventory(lake, topic)
+        # The archive caught up says nothing of dedup, whose group may join later: wait
+        # until it committed the whole topic (a join during the first worker's stop can
+        # leave all of .unique to the second).
+        async with OffsetReader(kafka_for(broker), timeout=20) as offsets:
+
+            async def deduplicated() -> bool:
+                found = await offsets.group_offsets(f"{env['ONEPIPE_APP_ID']}-dedup", [topic])
+                return bool(found) and not any(p.lag for p in found)
+
+            await wait_for(deduplicated, timeout=60, what="dedup to commit the whole topic")
         winners, _ = await read_topic(broker, unique_topic(topic), PARTITIONS)
     finally:
         second.stop()
