@@ -64,6 +64,7 @@ from onepipe.schemas.errors import (
     InvalidCompatibilityError,
     InvalidModeError,
     MetadataError,
+    OperationNotPermittedError,
     SchemaError,
 )
 from onepipe.schemas.metadata import metadata_from_dict
@@ -84,6 +85,9 @@ from onepipe.schemas.registry.view import (
     parse_version,
 )
 from onepipe.schemas.schema_limits import REPLAY_LIMITS
+
+#: The largest schema id: Confluent's header holds a signed 32-bit id (schemas.codec).
+MAX_SCHEMA_ID = 2**31 - 1
 
 __all__ = [
     "SCHEMA_NOT_FOUND", "SUBJECT_CONFIG_NOT_FOUND", "SUBJECT_MODE_NOT_FOUND",
@@ -149,6 +153,8 @@ class RegistryState(RegistryView):
                 and isinstance(schema_id, int) and isinstance(text, str)
                 and not isinstance(version, bool) and not isinstance(schema_id, bool)):
             return False
+        if not 1 <= schema_id <= MAX_SCHEMA_ID:
+            return False  # no Confluent header can carry it (schemas.codec reads int32)
         try:
             schema = parse_schema(text, REPLAY_LIMITS)
         except SchemaError as exc:
@@ -309,6 +315,10 @@ class RegistryState(RegistryView):
         if schema_id is None:
             schema_id = max(max(self.schemas_by_id, default=0),
                             max(self.unreadable, default=0)) + 1
+            if schema_id > MAX_SCHEMA_ID:
+                raise OperationNotPermittedError(
+                    f"the registry has given out every schema id up to {MAX_SCHEMA_ID} "
+                    "(a Confluent header holds an int32); a new schema has no id left")
         history = self.histories.get(subject) or SubjectHistory()
         version = history.next_version()
         return Decision(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from onepipe.schemas.avro_schema import parse_schema
-from onepipe.schemas.errors import IncompatibleSchemaError, InvalidVersionError, NotFoundError
+from onepipe.schemas.errors import (
+    IncompatibleSchemaError,
+    InvalidVersionError,
+    NotFoundError,
+    OperationNotPermittedError,
+)
 from onepipe.schemas.metadata import TopicMetadata
 from onepipe.schemas.registry_state import Decision, RegistryState, SchemaVersion, parse_version
 
@@ -81,6 +86,18 @@ def test_unknown_records_and_bad_configs_are_skipped() -> None:
     assert state.apply(2, {"type": "schema", "subject": "s", "version": 1, "id": 1,
                            "schema": "not json"}) is False
     assert state.applied_offset == 2 and state.generation == 0
+
+
+def test_schema_ids_stay_within_what_a_confluent_header_holds() -> None:
+    state = RegistryState()
+    # A log record no registry wrote (by hand, say): an id no header can carry is skipped.
+    for offset, schema_id in enumerate([0, -5, 2**31]):
+        assert state.apply(offset, {"type": "schema", "subject": f"s{offset}", "version": 1,
+                                    "id": schema_id, "schema": _schema("a")}) is False
+    assert state.apply(3, {"type": "schema", "subject": "s", "version": 1, "id": 2**31 - 1,
+                           "schema": _schema("a")}) is True
+    with pytest.raises(OperationNotPermittedError, match="no id left"):
+        state.decide_register("t", C)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("1", 1), ("latest", -1), ("-1", -1), (3, 3)])
