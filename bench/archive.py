@@ -268,6 +268,10 @@ def main() -> None:
     results = asyncio.run(run(args))
     if args.json:
         print(json.dumps(results, indent=2))
+    # make bench: a missed target (a ratio, or the memory bound) fails the target.
+    sys.exit(0 if all(c["ratio"] >= TARGET_RATIO[c["size"]]
+                      and c["peak_rss_mib"] <= c["rss_target_mib"]
+                      for c in results["cases"]) else 1)
 
 
 if __name__ == "__main__":

@@ -143,8 +143,9 @@ def main() -> None:
           "process CPU a record, mean of 3")
     for label, us in rows:
         print(f"  {label:<36} {us:.2f} us/record")
-    if args.kafka_records:
-        asyncio.run(from_kafka(schema, args.kafka_records, args.max_records))
+    if args.kafka_records and not asyncio.run(
+            from_kafka(schema, args.kafka_records, args.max_records)):
+        sys.exit(1)  # make bench: a missed target fails the target
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -176,8 +177,9 @@ def _by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return roles
 
 
-async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = None) -> None:
-    """The checksum agent counting ``count`` source records from Kafka, and the ceilings."""
+async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = None) -> bool:
+    """The checksum agent counting ``count`` source records from Kafka, and the ceilings;
+    whether it met the target."""
     async with agent_bench() as (broker, runtime, data):
         settings = runtime.settings
         topic = "bench-checksum"
@@ -212,6 +214,7 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
     for role, seconds in sorted(roles.items(), key=lambda kv: -kv[1]):
         if seconds:
             print(f"    {role:<38} {seconds / count * 1e6:>6.2f} us")
+    return rate / rd >= TARGET_RATIO
 
 
 async def produce(bootstrap: str, topic: str, schema: AvroSchema, schema_id: int,

@@ -216,9 +216,10 @@ def main() -> None:
     print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "
           f"duplicates, {args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
     r = asyncio.run(run(args))
+    met = r["dedup_records_s"] / r["librdkafka_records_s"] >= TARGET_RATIO
     if args.json:
         print(json.dumps(r, indent=2))
-        return
+        sys.exit(0 if met else 1)
     print(f"\n{r['records']:,} records of ~{r['record_bytes']} bytes, "
           f"{r['distinct_keys']:,} distinct keys, {r['partitions']} partitions "
           f"(agent's consumer: {r['consumer_client']})")
@@ -237,6 +238,7 @@ def main() -> None:
           f"{r['loop_thread_cpu_us_per_record']:.1f}), broker {r['broker_cpu_pct']:.0f}%")
     print(f"  RocksDB on disk {r['rocksdb_bytes'] / 2**20:,.0f} MiB   "
           f"peak RSS {r['peak_rss_mib']:,.0f} MiB")
+    sys.exit(0 if met else 1)  # make bench: a missed target fails the target
 
 
 if __name__ == "__main__":
