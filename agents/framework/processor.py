@@ -197,8 +197,8 @@ class AgentProcessor:
         times: list[int | None] = []
         ids: list[int] = []
         # Once a wait for a schema id timed out, this batch waits no more: the replica had
-        # its seconds to catch up, and records framed with ever other ids must not cost
-        # a wait each.
+        # its seconds to catch up, and records framed with ever new ids must not cost a
+        # wait each. (An id no registry holds - below 1, or unreadable - is not waited for.)
         waits = [self._wait_for_schema]
         for r in records:
             try:
@@ -231,7 +231,8 @@ class AgentProcessor:
             # to replay it before the record counts as undecodable.
             schema_id = schema_id_of(data)
             wait = waits[0]
-            if schema_id is None or wait is None:
+            if schema_id is None or wait is None or schema_id < 1 \
+                    or schema_id in self._state.unreadable:
                 raise
             if not await wait(schema_id):
                 waits[0] = None

@@ -122,9 +122,10 @@ async def read_only(batch: onepipe.Batch[dict[str, Any]]) -> None:
 
 
 async def test_a_batch_waits_for_unknown_schema_ids_until_one_wait_timed_out() -> None:
-    # Values framed with ids no registry holds (registered elsewhere, or junk): the first
-    # waits for the registry replica; once that wait timed out the batch waits no more,
-    # so a batch of ever other ids costs one bounded wait, not one per record.
+    # Values framed with ids this registry does not hold (registered elsewhere, or junk):
+    # the first waits for the registry replica; once that wait timed out the batch waits
+    # no more, so a batch of ever new ids costs one bounded wait, not one per record. An
+    # id no registry can hold (0) is not waited for, and does not end the waiting.
     async with AgentTest(read_only, topics=TOPICS) as t:
         asked: list[int] = []
 
@@ -137,7 +138,9 @@ async def test_a_batch_waits_for_unknown_schema_ids_until_one_wait_timed_out() -
                                    wait_for_schema=wait_in_vain)
         good = publisher.writer("proc-ticks").encode([{"id": "t", "kind": "a"}])[0][1]
         values = [b"\x00" + (900 + i).to_bytes(4, "big") + good[5:] for i in range(5)]
-        raw = [Raw("proc-ticks", 0, i, 0, None, v) for i, v in enumerate([good, *values])]
+        junk = b"\x00\x00\x00\x00\x00" + good[5:]
+        raw = [Raw("proc-ticks", 0, i, 0, None, v)
+               for i, v in enumerate([good, junk, *values])]
         outcome = await processor.process("proc-ticks", 0, raw, None)
         assert asked == [900]
-        assert outcome.next_offset == 6 and processor.metrics.undecodable == 5
+        assert outcome.next_offset == 7 and processor.metrics.undecodable == 6
