@@ -247,17 +247,19 @@ class SinkAgent(BatchAgent[SinkMetrics]):
         rows: list[SinkRow] = []
         positions: dict[int, int] = {}
         undecodable = 0
+        kept: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        for tp, records in batches.items():
+            if tp.partition not in self._next:
+                continue  # revoked while fetched: the next owner reads it from its position
+            fresh = [r for r in records if r.offset >= self._next[tp.partition]]
+            if fresh:
+                kept[tp] = fresh
         # A schema registered on another worker moments ago: wait for our replica (one
         # bounded wait for the whole batch) rather than count its rows undecodable and
         # commit past them.
         await self._registry.await_schemas(
-            r.value for records in batches.values() for r in records)
-        for tp, records in batches.items():
-            if tp.partition not in self._next:
-                continue  # revoked while fetched: the next owner reads it from its position
-            records = [r for r in records if r.offset >= self._next[tp.partition]]
-            if not records:
-                continue
+            r.value for records in kept.values() for r in records)
+        for tp, records in kept.items():
             self._in_flight.update(((tp.partition, r.offset), r) for r in records)
             built = await asyncio.to_thread(build_rows, meta, reader, table.columns,
                                             self.database.dialect,
