@@ -19,7 +19,7 @@ retry loops ask the error instead of matching messages::
     │   ├── InvalidCompatibilityError  an unknown compatibility level (422, 42203)
     │   ├── InvalidSubjectError     a subject with control characters or a path (422, 42208)
     │   ├── InvalidModeError        an unknown or unsupported registry mode (422, 42204)
-    │   ├── OperationNotPermittedError  a read-only subject, a topic's last version (422, 42205)
+    │   ├── OperationNotPermittedError  read-only subject, topic's last version, no id (422, 42205)
     │   └── RegistryConflictError   a concurrent writer won; retriable
     ├── RequestError                malformed HTTP input (400/413/415)
     ├── AuthenticationError         no valid API token was presented      (HTTP 401, 40101)
@@ -235,7 +235,8 @@ class InvalidModeError(RegistryError):
 
 
 class OperationNotPermittedError(RegistryError):
-    """A registry write the subject's state forbids (read-only mode, a topic's last version)."""
+    """A registry write the subject's state forbids (read-only mode, a topic's last version),
+    or a new schema when every id a Confluent header can carry is taken."""
 
     code = "operation_not_permitted"
     status = 422

@@ -302,7 +302,8 @@ class RegistryState(RegistryView):
 
         Returns the existing live version when the subject already holds the schema (no
         write needed), a :class:`Decision` to append otherwise; raises
-        :class:`OperationNotPermittedError` when the subject is read-only and
+        :class:`OperationNotPermittedError` when the subject is read-only or no schema id
+        is left, and
         :class:`IncompatibleSchemaError` when its level forbids the schema.
         """
         existing = self.lookup(subject, schema)

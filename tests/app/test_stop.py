@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from onepipe.app.stopping import EXIT_STOP_TIMEOUT, running
-from onepipe.schemas.topic_names import unique_topic
+from onepipe.schemas.topic_names import dedup_group, repartition_topic, unique_topic
 from onepipe.sinks.lake import open_lake
 from onepipe.sinks.lake.inventory import raw_inventory
 from onepipe.tables.offsets import OffsetReader
@@ -137,7 +137,8 @@ async def test_sigterm_mid_stream_exits_within_the_bound_and_a_restart_repeats_n
         async with OffsetReader(kafka_for(broker), timeout=20) as offsets:
 
             async def deduplicated() -> bool:
-                found = await offsets.group_offsets(f"{env['ONEPIPE_APP_ID']}-dedup", [topic])
+                found = await offsets.group_offsets(dedup_group(env["ONEPIPE_APP_ID"]),
+                                                    [topic, repartition_topic(topic)])
                 return bool(found) and not any(p.lag for p in found)
 
             await wait_for(deduplicated, timeout=60, what="dedup to commit the whole topic")

@@ -161,7 +161,7 @@ PATHS: dict[str, dict[str, Any]] = {
                        409: error("Incompatible with the subject's compatibility level "
                                   "(`reasons` lists why)."),
                        422: error("Not valid Avro, or does not fit the topic (42201); the "
-                                  "subject is read-only (42205)."),
+                                  "subject is read-only, or no schema id is left (42205)."),
                        503: WRITE_BUSY}),
     },
     "/subjects/{subject}/versions/{version}": {
