@@ -32,6 +32,8 @@ MAGIC_BYTE = 0
 #: that only looks framed - reads as an id no registry holds (never one beyond int32,
 #: which the raw lake's ``schema_id`` column could not store).
 _HEADER = struct.Struct(">bi")
+#: The largest schema id a header carries (registry ids are 1..MAX_SCHEMA_ID).
+MAX_SCHEMA_ID = 2**31 - 1
 HEADER_SIZE = _HEADER.size
 
 

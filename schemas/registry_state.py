@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onepipe.schemas.avro_schema import AvroSchema, parse_schema
+from onepipe.schemas.codec import MAX_SCHEMA_ID
 from onepipe.schemas.compatibility import Compatibility
 from onepipe.schemas.errors import (
     InvalidCompatibilityError,
@@ -85,9 +86,6 @@ from onepipe.schemas.registry.view import (
     parse_version,
 )
 from onepipe.schemas.schema_limits import REPLAY_LIMITS
-
-#: The largest schema id: Confluent's header holds a signed 32-bit id (schemas.codec).
-MAX_SCHEMA_ID = 2**31 - 1
 
 __all__ = [
     "SCHEMA_NOT_FOUND", "SUBJECT_CONFIG_NOT_FOUND", "SUBJECT_MODE_NOT_FOUND",

@@ -315,8 +315,7 @@ class RegistryStore:
         one bounded wait, not one per id; an id the log skipped as unreadable, none.
         """
         ids = set(schema_ids)
-        # Nor for an id the log holds as unreadable: it never becomes readable here.
-        wanted = {i for i in ids if i >= 1 and i not in self.state.unreadable}
+        wanted = {i for i in ids if self.state.could_learn(i)}
         if not wanted <= self.state.schemas_by_id.keys():
             async with self._progress:
                 try:

@@ -231,8 +231,7 @@ class AgentProcessor:
             # to replay it before the record counts as undecodable.
             schema_id = schema_id_of(data)
             wait = waits[0]
-            if schema_id is None or wait is None or schema_id < 1 \
-                    or schema_id in self._state.unreadable:
+            if schema_id is None or wait is None or not self._state.could_learn(schema_id):
                 raise
             if not await wait(schema_id):
                 waits[0] = None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.codec import MAX_SCHEMA_ID
 from onepipe.schemas.compatibility import DEFAULT_COMPATIBILITY, Compatibility, incompatibilities
 from onepipe.schemas.errors import (
     IncompatibleSchemaError,
@@ -110,6 +111,12 @@ class RegistryView:
             return self.schemas_by_id[schema_id]
         except KeyError:
             raise NotFoundError(f"schema id {schema_id} not found", SCHEMA_NOT_FOUND) from None
+
+    def could_learn(self, schema_id: int) -> bool:
+        """Whether ``schema_id`` may still become known here (registered on another worker
+        moments ago): a registry's id (1..MAX_SCHEMA_ID) that the log did not skip as
+        unreadable. Only such an id is worth waiting for."""
+        return 1 <= schema_id <= MAX_SCHEMA_ID and schema_id not in self.unreadable
 
     def lookup(self, subject: str, schema: AvroSchema, *, deleted: bool = False,
                normalize: bool = False) -> SchemaVersion | None:
