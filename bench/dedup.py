@@ -216,7 +216,7 @@ def main() -> None:
     print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "
           f"duplicates, {args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
     r = asyncio.run(run(args))
-    met = r["dedup_records_s"] / r["librdkafka_records_s"] >= TARGET_RATIO
+    met = r["ratio"] >= TARGET_RATIO
     if args.json:
         print(json.dumps(r, indent=2))
         sys.exit(0 if met else 1)
