@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         "text", description="Worker log lines: text for people, json for log collectors "
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="The event loop of the worker and every command: uvloop "
+        "(libuv; a bare aiohttp request cycle at about half the CPU, BENCHMARKS.md) or "
+        "asyncio (the standard library's; also where uvloop is not installed).")
     kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
         "librdkafka", description="Client of the batch agents' group consumers: librdkafka "
         "(hands records over as columns, off the event loop) or aiokafka (BENCHMARKS.md)."

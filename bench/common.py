@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo impor
 
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
+from onepipe.app.serve import use_event_loop  # noqa: E402
 from onepipe.app.settings import load_settings  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -556,6 +557,15 @@ async def agent_bench() -> AsyncIterator[tuple[EmbeddedBroker, Runtime, Path]]:
                                  dedup_enabled=False, checksums_enabled=False)
         async with Runtime(settings) as runtime:
             yield broker, runtime, Path(data)
+
+
+def worker_event_loop() -> str:
+    """Put this process on the event loop a worker runs (``ONEPIPE_EVENT_LOOP``), before
+    its ``asyncio.run``: an agent measured here then runs on the loop it runs on in a
+    worker. Says which on stderr and returns it."""
+    kind = use_event_loop(load_settings())
+    print(f"event loop: {kind} (ONEPIPE_EVENT_LOOP)", file=sys.stderr)
+    return kind
 
 
 def max_records_option(value: int | None) -> dict[str, Any]:

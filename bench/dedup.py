@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402
     machine_facts,
     max_records_option,
     tree_cpu,
+    worker_event_loop,
 )
 from bench.consume_ceilings import (  # noqa: E402
     aiokafka_ceiling,
@@ -215,6 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "
           f"duplicates, {args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
+    worker_event_loop()
     r = asyncio.run(run(args))
     met = r["ratio"] >= TARGET_RATIO
     if args.json:

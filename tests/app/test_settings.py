@@ -40,6 +40,7 @@ def test_environment_values_are_read_when_built(monkeypatch: pytest.MonkeyPatch)
         ("ONEPIPE_LAKE_URL", "ftp://x", "s3://bucket/prefix"),
         ("ONEPIPE_LOG_LEVEL", "LOUD", "ONEPIPE_LOG_LEVEL"),
         ("ONEPIPE_MAX_REQUEST_BYTES", "10", "ONEPIPE_MAX_REQUEST_BYTES"),
+        ("ONEPIPE_EVENT_LOOP", "trio", "ONEPIPE_EVENT_LOOP"),
     ],
 )
 def test_wrong_values_fail_naming_the_variable(

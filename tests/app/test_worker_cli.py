@@ -86,12 +86,12 @@ def test_wrong_setting_stops_the_worker_naming_the_variable(
 
 @pytest.fixture
 def start_worker(cli_env: dict[str, str], tmp_path: Path
-                 ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], str]]]:
+                 ) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start() -> tuple[subprocess.Popen[bytes], str]:
+    def start(**extra: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        env = {**cli_env, "ONEPIPE_WEB_PORT": str(port),
+        env = {**cli_env, **extra, "ONEPIPE_WEB_PORT": str(port),
                "ONEPIPE_CATALOG_DIR": str(REPO / "catalog"), "ONEPIPE_EXAMPLE_AGENTS": "true"}
         with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
             proc = subprocess.Popen([ONEPIPE, "worker"], env=env, cwd=tmp_path, stdout=log,
@@ -132,9 +132,10 @@ async def _read_topic(broker: str, topic: str) -> list[bytes]:
 
 
 async def test_worker_serves_api_runs_example_agent_and_survives_restart(
-    start_worker: Callable[[], tuple[subprocess.Popen[bytes], str]], broker: str
+    start_worker: Callable[..., tuple[subprocess.Popen[bytes], str]], broker: str,
+    tmp_path: Path,
 ) -> None:
-    proc, url = start_worker()
+    proc, url = start_worker()  # on the default event loop (uvloop); the restart on asyncio's
     await wait_for(lambda: _healthy(proc, url), timeout=60, what="worker /health")
     async with aiohttp.ClientSession(url) as http:
         widget: dict[str, Any] = {"widget_id": unique("w"), "version": 3, "name": "anvil",
@@ -156,9 +157,11 @@ async def test_worker_serves_api_runs_example_agent_and_survives_restart(
     await wait_for(alert_arrived, timeout=60, what="the example agent's alert")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) is not None
+    assert "event loop: uvloop" in (tmp_path / "worker-0.log").read_text()
 
-    proc2, url2 = start_worker()
+    proc2, url2 = start_worker(ONEPIPE_EVENT_LOOP="asyncio")
     await wait_for(lambda: _healthy(proc2, url2), timeout=60, what="restarted worker /health")
+    assert "event loop: asyncio" in (tmp_path / "worker-1.log").read_text()
     async with aiohttp.ClientSession(url2) as http, http.get("/subjects") as resp:
         assert await resp.json() == subjects
     alert_values = await _read_topic(broker, "widget_price_alerts")
