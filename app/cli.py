@@ -36,7 +36,7 @@ from pathlib import Path
 from onepipe.app.auth.cli import add_tokens_command, run_tokens
 from onepipe.app.codegen_cli import add_codegen_command, run_codegen
 from onepipe.app.log_format import configure_logging
-from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker, use_event_loop
+from onepipe.app.serve import apply_folder, print_results, run_dev, run_worker
 from onepipe.app.settings import Settings, load_settings
 from onepipe.app.sinks_cli import add_sink_commands, run_dlq, run_sinks
 from onepipe.app.sql_cli import add_sql_command
@@ -143,7 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A one-shot command prints its result; library chatter would bury it.
         level = settings.log_level if args.command in ("worker", "dev") else "WARNING"
         configure_logging(level, settings.log_format)
-        use_event_loop(settings)  # every command's asyncio.run, the worker's loop included
         if args.command == "apply":
             results = asyncio.run(apply_folder(settings, args.folder))
             print_results(results)

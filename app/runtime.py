@@ -204,6 +204,8 @@ class Runtime:
         # threshold of 700 the collector rescans them constantly. Measured on the archive
         # agent (bench/archive.py): 131k -> 171k records/s.
         gc.set_threshold(*GC_THRESHOLDS)
+        loop = type(asyncio.get_running_loop())
+        log.info("ready; event loop: %s.%s", loop.__module__, loop.__qualname__)
         self.ready.set()
 
     def _batch_agents(self) -> list[Waiting]:

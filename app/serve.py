@@ -20,42 +20,45 @@ from onepipe.app.catalog import ApplyResult, apply_catalog
 from onepipe.app.dev_restore import restore_dev_state
 from onepipe.app.embedded import EmbeddedBroker
 from onepipe.app.settings import Settings
-from onepipe.app.stopping import interrupts_kept
+from onepipe.app.stopping import STOP_SIGNALS, interrupts_kept, signals_restored
 from onepipe.schemas.errors import ConfigError
 from onepipe.tables.registry_journal import RegistryJournal
 from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger("onepipe")
 
-__all__ = ["DEV_SQLITE_DSN_ENV", "apply_folder", "print_results", "run_dev", "run_worker",
-           "use_event_loop"]
+__all__ = ["DEV_SQLITE_DSN_ENV", "apply_folder", "event_loop_factory", "print_results",
+           "run_dev", "run_worker"]
 
 
-def use_event_loop(settings: Settings) -> str:
-    """Make ``ONEPIPE_EVENT_LOOP`` the loop every later ``asyncio`` loop of this process
-    is (Faust's worker takes its loop from the policy); returns the kind in use.
+def event_loop_factory(settings: Settings) -> tuple[Callable[[], asyncio.AbstractEventLoop],
+                                                      str]:
+    """What makes the worker's event loop (``ONEPIPE_EVENT_LOOP``), and its name.
 
     Why uvloop by default: a one-record produce request spends most of its worker CPU in
     the loop and aiohttp's request cycle; a bare aiohttp request cycle costs about half
-    on uvloop, a produce request ~8% less CPU with a lower p99 (BENCHMARKS.md, "event
-    loop"). The agents' batch paths gained nothing measurable, and lose nothing. The
-    default falls back to asyncio where uvloop is not installed; asking for it by name
-    there is a configuration error.
+    on uvloop, a produce request less CPU and a lower p99 (BENCHMARKS.md, "Event loop").
+    The agents' batch paths gained nothing measurable, and lost nothing. The default
+    falls back to asyncio where uvloop is not installed; asking for it by name there is
+    a configuration error.
+
+    Why a factory and not an event loop policy: a policy is process-wide (a command run
+    inside another program would switch that program's loops too), and policies are
+    deprecated from Python 3.14; the worker sets the loop it makes as the current one.
     """
-    if settings.event_loop == "asyncio":
-        asyncio.set_event_loop_policy(None)
-        return "asyncio"
-    try:
-        import uvloop
-    except ImportError as exc:
-        if "event_loop" in settings.model_fields_set:
-            raise ConfigError(
-                "ONEPIPE_EVENT_LOOP=uvloop, but uvloop is not installed here (it is not "
-                "built for Windows): install it, or set ONEPIPE_EVENT_LOOP=asyncio") from exc
-        log.info("uvloop is not installed; the worker runs on asyncio's event loop")
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            if "event_loop" in settings.model_fields_set:
+                raise ConfigError(
+                    "ONEPIPE_EVENT_LOOP=uvloop, but uvloop is not installed here (it is not "
+                    "built for Windows): install it, or set ONEPIPE_EVENT_LOOP=asyncio"
+                ) from exc
+            log.info("uvloop is not installed; the worker runs on asyncio's event loop")
+        else:
+            return uvloop.new_event_loop, "uvloop"
+    return asyncio.new_event_loop, "asyncio"
 
 
 async def apply_folder(settings: Settings, folder: Path, *, journal: bool = False
@@ -89,7 +92,7 @@ def run_worker(settings: Settings) -> int:
     # parse, is a usage error (exit 2), not a crash inside Faust's start (the web server
     # checks again, for workers started otherwise).
     check_exposure(settings)
-    log.info("event loop: %s", use_event_loop(settings))
+    new_loop, _ = event_loop_factory(settings)
     with interrupts_kept():  # until Faust's own handlers are installed
         if settings.catalog_dir is not None:
             # Before the worker subscribes: a topic created after the subscription would
@@ -98,10 +101,15 @@ def run_worker(settings: Settings) -> int:
             print_results(asyncio.run(apply_folder(settings, settings.catalog_dir,
                                                    journal=True)), say)
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        # The current loop before the app exists: Faust's services, and a developer's
+        # module that asks asyncio for the loop at import, get this one.
+        loop = new_loop()
+        asyncio.set_event_loop(loop)
         app, runtime = create_app(settings)
-    worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True)
+    worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True, loop=loop)
     try:
-        worker.execute_from_commandline()  # returns only by SystemExit when the worker stops
+        with signals_restored(*STOP_SIGNALS):
+            worker.execute_from_commandline()  # returns only by SystemExit when it stops
     except SystemExit:
         if runtime.start_error is not None:  # e.g. an agent that does not fit the registry:
             raise runtime.start_error from None  # `error: <message>`, not Faust's crash log

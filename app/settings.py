@@ -128,8 +128,7 @@ class Settings(BaseSettings):
         "(tansu).",
     )
     produce_timeout: float = Field(
-        30.0, gt=0, description="Seconds a produce request waits for broker acks."
-    )
+        30.0, gt=0, description="Seconds a produce request waits for broker acks.")
     linger_ms: int = Field(2, ge=0, le=1000, description="Producer linger: batching vs latency.")
     kafka_client: Literal["librdkafka", "aiokafka"] = Field(
         "librdkafka", description="Client of the produce endpoint, registry and replay.")
@@ -167,10 +166,8 @@ class Settings(BaseSettings):
         "text", description="Worker log lines: text for people, json for log collectors "
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", description="The event loop of the worker and every command: uvloop "
-        "(libuv; a bare aiohttp request cycle at about half the CPU, BENCHMARKS.md) or "
-        "asyncio (the standard library's; also where uvloop is not installed).")
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="The worker's "
+        "event loop: uvloop (libuv; BENCHMARKS.md) or asyncio (also where uvloop is not).")
     kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
         "librdkafka", description="Client of the batch agents' group consumers: librdkafka "
         "(hands records over as columns, off the event loop) or aiokafka (BENCHMARKS.md)."

@@ -33,11 +33,14 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXIT_STOP_TIMEOUT", "StopWatchdog", "child_pids", "interrupts_kept", "running",
-           "stop_processes"]
+__all__ = ["EXIT_STOP_TIMEOUT", "STOP_SIGNALS", "StopWatchdog", "child_pids", "interrupts_kept",
+           "running", "signals_restored", "stop_processes"]
 
 #: The exit status of a worker whose stop was cut short by the bound.
 EXIT_STOP_TIMEOUT = 3
+
+#: The signals Faust's worker handles (stop, and its two debugging signals).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 #: Seconds between SIGTERM and SIGKILL when the watchdog stops child processes.
 _CHILD_GRACE = 0.5
@@ -167,3 +170,28 @@ def interrupts_kept() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pressed:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_restored(*signums: int) -> Iterator[None]:
+    """After the block, ``signums`` are handled as before it, and no wakeup fd is left.
+
+    Why: the worker's event loop installs handlers of its own (``add_signal_handler``),
+    and uvloop's stay installed after the loop closed (its ``remove_signal_handler`` does
+    nothing unless the loop runs), bound to the closed loop: a Ctrl-C or SIGTERM after
+    the worker stopped - ``onepipe dev`` stopping its broker, the interpreter waiting
+    for threads at exit - was swallowed. asyncio's loop puts the defaults back itself.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals, and only it may set them
+        return
+    saved = {signum: signal.getsignal(signum) for signum in signums}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)
+        signal.set_wakeup_fd(wakeup)

@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 import onepipe  # noqa: E402
-from bench.common import agent_bench, machine_facts, worker_event_loop  # noqa: E402
+from bench.common import agent_bench, machine_facts, on_worker_loop  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
 from onepipe.agents.framework import AgentMetrics, AgentProcessor, AgentRunner, AgentSpec  # noqa: E402
 from onepipe.agents.framework.declare import declared  # noqa: E402
@@ -271,8 +271,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench/agents.py: {args.records:,} records, {args.keys:,} counted values, "
           f"{args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
-    worker_event_loop()
-    r = asyncio.run(run(args))
+    r = on_worker_loop(run(args))
     if args.json:
         print(json.dumps(r, indent=2))
         return

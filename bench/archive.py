@@ -47,7 +47,7 @@ import fastavro  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from bench.common import PeakRss, worker_event_loop  # noqa: E402
+from bench.common import PeakRss, on_worker_loop  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
 from onepipe.agents.archive.agent import ArchiveAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -265,8 +265,7 @@ def main() -> None:
           f"{args.partitions} partitions, {os.cpu_count()} cores, "
           f"buffer bound {args.bound / 2**20:.0f} MiB",
           file=sys.stderr)
-    worker_event_loop()
-    results = asyncio.run(run(args))
+    results = on_worker_loop(run(args))
     if args.json:
         print(json.dumps(results, indent=2))
     # make bench: a missed target (a ratio, or the memory bound) fails the target.

@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer, ConsumerRecord  # noqa: E402
 
-from bench.common import agent_bench, max_records_option, worker_event_loop  # noqa: E402
+from bench.common import agent_bench, max_records_option, on_worker_loop  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
 from onepipe.agents.checksum.agent import ChecksumAgent  # noqa: E402
 from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
@@ -143,9 +143,7 @@ def main() -> None:
           "process CPU a record, mean of 3")
     for label, us in rows:
         print(f"  {label:<36} {us:.2f} us/record")
-    if args.kafka_records:
-        worker_event_loop()
-    if args.kafka_records and not asyncio.run(
+    if args.kafka_records and not on_worker_loop(
             from_kafka(schema, args.kafka_records, args.max_records)):
         sys.exit(1)  # make bench: a missed target fails the target
 
@@ -174,7 +172,7 @@ def _by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
         role = ("event loop" if name == "MainThread" else
                 # the default executor's threads: asyncio's and uvloop's names
                 "place + count (worker threads)"
-                if name.startswith(("asyncio_", "ThreadPoolExecutor")) else
+                if name.startswith(("asyncio_", "uvloop_")) else
                 "librdkafka consumer's handle thread" if name.startswith("rdkafka-") else
                 "librdkafka C threads" if name.startswith("rdk:") else "other")
         roles[role] += seconds - before.get(key, 0.0)

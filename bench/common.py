@@ -30,12 +30,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo importable
@@ -43,8 +43,10 @@ if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo impor
 
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
-from onepipe.app.serve import use_event_loop  # noqa: E402
+from onepipe.app.serve import event_loop_factory  # noqa: E402
 from onepipe.app.settings import load_settings  # noqa: E402
+
+T = TypeVar("T")
 
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -559,13 +561,13 @@ async def agent_bench() -> AsyncIterator[tuple[EmbeddedBroker, Runtime, Path]]:
             yield broker, runtime, Path(data)
 
 
-def worker_event_loop() -> str:
-    """Put this process on the event loop a worker runs (``ONEPIPE_EVENT_LOOP``), before
-    its ``asyncio.run``: an agent measured here then runs on the loop it runs on in a
-    worker. Says which on stderr and returns it."""
-    kind = use_event_loop(load_settings())
+def on_worker_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the event loop a worker runs (``ONEPIPE_EVENT_LOOP``): an
+    agent measured here runs on the loop it runs on in a worker. Says which on stderr."""
+    factory, kind = event_loop_factory(load_settings())
     print(f"event loop: {kind} (ONEPIPE_EVENT_LOOP)", file=sys.stderr)
-    return kind
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def max_records_option(value: int | None) -> dict[str, Any]:

@@ -47,8 +47,8 @@ from bench.common import (  # noqa: E402
     agent_bench,
     machine_facts,
     max_records_option,
+    on_worker_loop,
     tree_cpu,
-    worker_event_loop,
 )
 from bench.consume_ceilings import (  # noqa: E402
     aiokafka_ceiling,
@@ -216,8 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench/dedup.py: {args.records:,} distinct keys + {args.duplicates:.0%} "
           f"duplicates, {args.partitions} partitions, {os.cpu_count()} cores", file=sys.stderr)
-    worker_event_loop()
-    r = asyncio.run(run(args))
+    r = on_worker_loop(run(args))
     met = r["ratio"] >= TARGET_RATIO
     if args.json:
         print(json.dumps(r, indent=2))

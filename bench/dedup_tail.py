@@ -35,7 +35,7 @@ import aiokafka.conn  # noqa: E402
 import confluent_kafka  # noqa: E402
 import fastavro  # noqa: E402
 
-from bench.common import agent_bench, tree_cpu, worker_event_loop  # noqa: E402
+from bench.common import agent_bench, on_worker_loop, tree_cpu  # noqa: E402
 from bench.dedup import SCHEMA  # noqa: E402
 from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -127,8 +127,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--without-agent", action="store_true",
                         help="the load alone (the broker's CPU to subtract)")
-    worker_event_loop()
-    r = asyncio.run(run(parser.parse_args()))
+    r = on_worker_loop(run(parser.parse_args()))
     who = f"dedup agent ({r['consumer_client']} consumer)" if r["agent"] else "no agent"
     print(f"{r['rate']:,.0f} records/s produced, {who}: {r['deduplicated_s']:,.0f} "
           f"deduplicated/s; broker CPU {r['broker_cpu_pct']:.0f}%, event-loop thread "

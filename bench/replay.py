@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 import pyarrow as pa  # noqa: E402
 
 from bench.ceilings import rdkafka_ceiling  # noqa: E402
-from bench.common import Services, machine_facts, tree_cpu, worker_event_loop  # noqa: E402
+from bench.common import Services, machine_facts, tree_cpu  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS  # noqa: E402
 from onepipe.sinks.formats.raw import (  # noqa: E402
     RawColumns,
@@ -180,7 +180,6 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         args.code = args.child
-        worker_event_loop()  # replay runs on the loop `onepipe replay` runs on
         print(json.dumps(asyncio.run(child(args))))
         return 0
     records = data_set(args.records, args.value_bytes)

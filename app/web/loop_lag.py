@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import time
 from collections.abc import Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -82,11 +83,12 @@ class LoopLag:
                 await task
 
     async def _sample(self) -> None:
-        loop = asyncio.get_running_loop()
+        # The clock, not loop.time(): uvloop's counts whole milliseconds, read once a pass
+        # (and fires a timer up to a millisecond early by this clock).
         while True:
-            asked = loop.time() + self.period
+            asked = time.monotonic() + self.period
             await asyncio.sleep(self.period)
-            self.record(loop.time() - asked)
+            self.record(max(0.0, time.monotonic() - asked))  # a ms timer may fire early
 
     def collect(self) -> Iterator[Metric]:
         cumulative, buckets = 0, []

@@ -1,51 +1,71 @@
-"""ONEPIPE_EVENT_LOOP: which event loop every later ``asyncio`` loop of a process is."""
+"""ONEPIPE_EVENT_LOOP: the event loop a worker runs on, and the stop signals after it."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 import uvloop
 
-from onepipe.app.serve import use_event_loop
+from onepipe.app.serve import event_loop_factory
 from onepipe.app.settings import load_settings
+from onepipe.app.stopping import signals_restored
 from onepipe.schemas.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def policy_kept() -> Iterator[None]:
-    """Put back the policy pytest runs with (use_event_loop changes it process-wide)."""
-    before = asyncio.get_event_loop_policy()
-    yield
-    asyncio.set_event_loop_policy(before)
-
-
-def _loop_type() -> type[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
+def _made_by(factory: object) -> type[asyncio.AbstractEventLoop]:
+    assert callable(factory)
+    loop = factory()
     try:
         return type(loop)
     finally:
         loop.close()
 
 
-def test_uvloop_is_the_default_and_asyncio_can_be_chosen(
+def test_uvloop_is_the_default_asyncio_can_be_chosen_and_no_policy_changes(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = asyncio.get_event_loop_policy()
     monkeypatch.delenv("ONEPIPE_EVENT_LOOP", raising=False)
-    assert use_event_loop(load_settings()) == "uvloop"
-    assert issubclass(_loop_type(), uvloop.Loop)
+    factory, kind = event_loop_factory(load_settings())
+    assert kind == "uvloop" and issubclass(_made_by(factory), uvloop.Loop)
     monkeypatch.setenv("ONEPIPE_EVENT_LOOP", "asyncio")
-    assert use_event_loop(load_settings()) == "asyncio"
-    assert not issubclass(_loop_type(), uvloop.Loop)
+    factory, kind = event_loop_factory(load_settings())
+    assert kind == "asyncio" and not issubclass(_made_by(factory), uvloop.Loop)
+    # The choice is the worker's loop only: this process's other loops stay as they were.
+    assert asyncio.get_event_loop_policy() is policy
 
 
 def test_without_uvloop_the_default_falls_back_and_asking_for_it_is_a_config_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
     monkeypatch.delenv("ONEPIPE_EVENT_LOOP", raising=False)
-    assert use_event_loop(load_settings()) == "asyncio"
-    assert not issubclass(_loop_type(), uvloop.Loop)
+    factory, kind = event_loop_factory(load_settings())
+    assert kind == "asyncio" and factory is asyncio.new_event_loop
     monkeypatch.setenv("ONEPIPE_EVENT_LOOP", "uvloop")
     with pytest.raises(ConfigError, match="ONEPIPE_EVENT_LOOP=asyncio"):
-        use_event_loop(load_settings())
+        event_loop_factory(load_settings())
+
+
+def test_a_closed_worker_loop_leaves_the_stop_signals_as_they_were() -> None:
+    """The loop's own handlers do not outlive it (uvloop's stayed, bound to the closed
+    loop, and swallowed a later Ctrl-C or SIGTERM)."""
+    def before(signum: int, frame: FrameType | None) -> None:
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGUSR2, before)
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    try:
+        with signals_restored(signal.SIGUSR2):
+            loop = uvloop.new_event_loop()
+            got: list[int] = []
+            loop.add_signal_handler(signal.SIGUSR2, got.append, 1)
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+        assert signal.getsignal(signal.SIGUSR2) is before
+        assert signal.set_wakeup_fd(wakeup) == wakeup
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
