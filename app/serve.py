@@ -35,12 +35,12 @@ def event_loop_factory(settings: Settings) -> tuple[Callable[[], asyncio.Abstrac
                                                       str]:
     """What makes the worker's event loop (``ONEPIPE_EVENT_LOOP``), and its name.
 
-    Why uvloop by default: a one-record produce request spends most of its worker CPU in
-    the loop and aiohttp's request cycle; a bare aiohttp request cycle costs about half
-    on uvloop, a produce request less CPU and a lower p99 (BENCHMARKS.md, "Event loop").
-    The agents' batch paths gained nothing measurable, and lost nothing. The default
-    falls back to asyncio where uvloop is not installed; asking for it by name there is
-    a configuration error.
+    Why uvloop by default: a full worker (endpoint and agents on one loop, handing
+    librdkafka's fetches and reports over from its threads) used ~22% less CPU at a
+    fixed request rate, with a lower p99, and took ~38% more one-record requests a
+    second (BENCHMARKS.md, "Event loop"); the agents' batch paths alone moved within
+    noise. The default falls back to asyncio where uvloop is not installed; asking for
+    it by name there is a configuration error.
 
     Why a factory and not an event loop policy: a policy is process-wide (a command run
     inside another program would switch that program's loops too), and policies are
