@@ -37,10 +37,11 @@ def event_loop_factory(settings: Settings) -> tuple[Callable[[], asyncio.Abstrac
 
     Why uvloop by default: a full worker (endpoint and agents on one loop, handing
     librdkafka's fetches and reports over from its threads) used ~22% less CPU at a
-    fixed request rate, with a lower p99, and took ~38% more one-record requests a
-    second (BENCHMARKS.md, "Event loop"); the agents' batch paths alone moved within
-    noise. The default falls back to asyncio where uvloop is not installed; asking for
-    it by name there is a configuration error.
+    fixed request rate, with a lower p99, and took ~41% more one-record requests a
+    second (means of three runs, BENCHMARKS.md, "Event loop"); an endpoint-only worker
+    and the agents' batch paths alone moved within noise. The default falls back to
+    asyncio where uvloop is not installed; asking for it by name there is a
+    configuration error.
 
     Why a factory and not an event loop policy: a policy is process-wide (a command run
     inside another program would switch that program's loops too), and policies are
@@ -93,27 +94,34 @@ def run_worker(settings: Settings) -> int:
     # checks again, for workers started otherwise).
     check_exposure(settings)
     new_loop, _ = event_loop_factory(settings)
-    with interrupts_kept():  # until Faust's own handlers are installed
-        if settings.catalog_dir is not None:
-            # Before the worker subscribes: a topic created after the subscription would
-            # only be noticed at the next metadata refresh (minutes).
-            say = log.info if settings.log_format == "json" else print  # JSON: no bare lines
-            print_results(asyncio.run(apply_folder(settings, settings.catalog_dir,
-                                                   journal=True)), say)
-        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-        # The current loop before the app exists: Faust's services, and a developer's
-        # module that asks asyncio for the loop at import, get this one.
-        loop = new_loop()
-        asyncio.set_event_loop(loop)
-        app, runtime = create_app(settings)
-    worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True, loop=loop)
+    loop: asyncio.AbstractEventLoop | None = None
     try:
-        with signals_restored(*STOP_SIGNALS):
-            worker.execute_from_commandline()  # returns only by SystemExit when it stops
-    except SystemExit:
-        if runtime.start_error is not None:  # e.g. an agent that does not fit the registry:
-            raise runtime.start_error from None  # `error: <message>`, not Faust's crash log
-        raise
+        with interrupts_kept():  # until Faust's own handlers are installed
+            if settings.catalog_dir is not None:
+                # Before the worker subscribes: a topic created after the subscription
+                # would only be noticed at the next metadata refresh (minutes).
+                say = log.info if settings.log_format == "json" else print  # JSON: no bare
+                print_results(asyncio.run(apply_folder(settings, settings.catalog_dir,
+                                                       journal=True)), say)
+            (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+            # The current loop before the app exists: Faust's services, and a developer's
+            # module that asks asyncio for the loop at import, get this one.
+            loop = new_loop()
+            asyncio.set_event_loop(loop)
+            app, runtime = create_app(settings)
+        worker = Worker(app, runtime, loglevel=settings.log_level, quiet=True, loop=loop)
+        try:
+            with signals_restored(*STOP_SIGNALS):
+                worker.execute_from_commandline()  # returns only by SystemExit when it stops
+        except SystemExit:
+            if runtime.start_error is not None:  # an agent that does not fit the registry:
+                raise runtime.start_error from None  # `error: <message>`, not a crash log
+            raise
+    finally:
+        if loop is not None:  # Faust closed it after its run; not when the start failed
+            asyncio.set_event_loop(None)
+            if not loop.is_closed():
+                loop.close()
     return 0
 
 

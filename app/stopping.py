@@ -174,13 +174,15 @@ def interrupts_kept() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_restored(*signums: int) -> Iterator[None]:
-    """After the block, ``signums`` are handled as before it, and no wakeup fd is left.
+    """After the block, ``signums`` are handled as before it, and the wakeup fd is too.
 
     Why: the worker's event loop installs handlers of its own (``add_signal_handler``),
     and uvloop's stay installed after the loop closed (its ``remove_signal_handler`` does
     nothing unless the loop runs), bound to the closed loop: a Ctrl-C or SIGTERM after
     the worker stopped - ``onepipe dev`` stopping its broker, the interpreter waiting
     for threads at exit - was swallowed. asyncio's loop puts the defaults back itself.
+    A handler Python did not set (``getsignal`` None) comes back as Python's default,
+    as uvloop's own removal does.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread handles signals, and only it may set them
@@ -192,6 +194,11 @@ def signals_restored(*signums: int) -> Iterator[None]:
         yield
     finally:
         for signum, handler in saved.items():
-            if handler is not None:  # None: set outside Python, cannot be put back
-                signal.signal(signum, handler)
-        signal.set_wakeup_fd(wakeup)
+            if handler is None:
+                handler = (signal.default_int_handler if signum == signal.SIGINT
+                           else signal.SIG_DFL)
+            signal.signal(signum, handler)
+        # A wakeup fd closed meanwhile (an embedding program's) cannot come back; an
+        # error here would hide how the worker ended.
+        with contextlib.suppress(OSError, ValueError):
+            signal.set_wakeup_fd(wakeup)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -50,22 +51,33 @@ def test_without_uvloop_the_default_falls_back_and_asking_for_it_is_a_config_err
 
 
 def test_a_closed_worker_loop_leaves_the_stop_signals_as_they_were() -> None:
-    """The loop's own handlers do not outlive it (uvloop's stayed, bound to the closed
-    loop, and swallowed a later Ctrl-C or SIGTERM)."""
+    """The loop's own handlers and wakeup fd do not outlive it (uvloop's handlers stayed,
+    bound to the closed loop, and swallowed a later Ctrl-C or SIGTERM); an ignored signal
+    (a background job's SIGINT) stays ignored."""
     def before(signum: int, frame: FrameType | None) -> None:
         raise AssertionError("not called")
 
-    previous = signal.signal(signal.SIGUSR2, before)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)}
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, before)
     wakeup = signal.set_wakeup_fd(-1)
-    signal.set_wakeup_fd(wakeup)
+    left, right = socket.socketpair()
+    left.setblocking(False)
     try:
-        with signals_restored(signal.SIGUSR2):
+        with signals_restored(signal.SIGUSR1, signal.SIGUSR2):
             loop = uvloop.new_event_loop()
             got: list[int] = []
-            loop.add_signal_handler(signal.SIGUSR2, got.append, 1)
+            loop.add_signal_handler(signal.SIGUSR1, got.append, 1)
+            loop.add_signal_handler(signal.SIGUSR2, got.append, 2)
             loop.run_until_complete(asyncio.sleep(0))
             loop.close()
+            signal.set_wakeup_fd(left.fileno())  # as a loop that left its own behind
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGUSR2) is before
-        assert signal.set_wakeup_fd(wakeup) == wakeup
+        assert signal.set_wakeup_fd(-1) == -1  # the fd before the block, not the loop's
     finally:
-        signal.signal(signal.SIGUSR2, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        signal.set_wakeup_fd(wakeup)
+        left.close()
+        right.close()
