@@ -129,10 +129,13 @@ def _may_repeat_keys(raw: bytes, masked: bytes, dump: bytes) -> bool:
             # (one byte: ~0.07 µs a record) counts its '":'s (two: ~0.17). Saves that
             # and the whitespace search (~0.17) on a 500-record body.
             return quoted != dump.count(b":")
+        if b' :' in masked:  # JSON whitespace before a colon (after a key, or in a string)
+            return True
+        # Colons inside strings (ISO timestamps): the body's count is the one above,
+        # not counted again (~0.22 µs a record of a 500-record body).
+        return quoted != dump.count(b'":')
     if b' :' in masked:  # JSON whitespace before a colon (after a key, or in a string)
         return True
-    if b"\\" not in masked:
-        return raw.count(b'":') != dump.count(b'":')
     # '\\":', or '"\\u003a' / '"\\u003A' (and other '"\\u' + 3 digits + a: a rare false
     # alarm that only costs the exact check)
     if b'\\":' in masked or b'"\\u000a' in masked:
