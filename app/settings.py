@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         "(one object per line: time, level, logger, message, topic/partition/offset when "
         "known, exception).")
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="The worker's "
-        "event loop: uvloop (libuv; BENCHMARKS.md) or asyncio (also where uvloop is not).")
+        "event loop: uvloop (BENCHMARKS.md) or asyncio (the fallback without uvloop).")
     kafka_consumer_client: Literal["librdkafka", "aiokafka"] = Field(
         "librdkafka", description="Client of the batch agents' group consumers: librdkafka "
         "(hands records over as columns, off the event loop) or aiokafka (BENCHMARKS.md)."
