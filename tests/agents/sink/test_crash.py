@@ -139,6 +139,19 @@ async def test_killed_database_connections_are_retried_without_loss(
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         await wait_for(worker.healthy, timeout=60, what="worker")
+        await produce(worker.url, 30)
+
+        async def wrote() -> bool:
+            # /health answers before the sink has started (and opened its pool): kill
+            # only once it has written, so its connection is there (a CI run's six
+            # rounds all ran before the sink started, and killed nothing).
+            try:
+                state = await sink_state(worker.url)
+            except (ValueError, aiohttp.ClientError):  # not listed yet
+                return False
+            return any(int(n) > 0 for n in state.get("positions", {}).values())
+
+        await wait_for(wrote, timeout=60, what="the sink's first write")
         killed = 0
         for _ in range(6):
             await produce(worker.url, 30)
