@@ -49,7 +49,12 @@ import pyarrow as pa  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench.common import PeakRss, on_worker_loop  # noqa: E402
-from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
+from bench.consume_ceilings import (  # noqa: E402
+    aiokafka_ceiling,
+    librdkafka_ceiling,
+    librdkafka_ceiling_again,
+    ratios,
+)
 from onepipe.agents.archive.agent import ArchiveAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -199,19 +204,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                      args.records)
                 seconds, peak, files, cpu = await archive(runtime, topic, args.records,
                                                           args.bound)
-                # Again after the agent: the ceiling is the better of the two (one lucky
-                # or unlucky minute of this shared machine moved a reading by up to 40%).
-                rd_both = (rd_seconds, await asyncio.to_thread(
-                    librdkafka_ceiling, broker.bootstrap, topic, args.partitions,
-                    args.records))
-                rd_seconds = min(rd_both)
+                rd_before = rd_seconds
+                rd_seconds, rd_after = await librdkafka_ceiling_again(
+                    broker.bootstrap, topic, args.partitions, args.records, rd_before)
                 mb = value_bytes / 1e6
                 rate = STEADY_SHARE * args.records / seconds
                 case = {
                     "record_bytes": round(value_bytes / args.records), "size": size,
                     "consumer_client": runtime.settings.kafka_consumer_client,
                     "librdkafka_records_s": args.records / rd_seconds,
-                    "librdkafka_before_after": [args.records / t for t in rd_both],
+                    "librdkafka_before_after": [args.records / rd_before,
+                                                args.records / rd_after],
                     "librdkafka_mb_s": mb / rd_seconds,
                     "ceiling_records_s": args.records / raw_seconds,
                     "ceiling_mb_s": mb / raw_seconds,

@@ -49,7 +49,12 @@ import fastavro  # noqa: E402
 from aiokafka import AIOKafkaProducer, ConsumerRecord  # noqa: E402
 
 from bench.common import agent_bench, max_records_option, on_worker_loop  # noqa: E402
-from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling, ratios  # noqa: E402
+from bench.consume_ceilings import (  # noqa: E402
+    aiokafka_ceiling,
+    librdkafka_ceiling,
+    librdkafka_ceiling_again,
+    ratios,
+)
 from onepipe.agents.checksum.agent import ChecksumAgent  # noqa: E402
 from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -190,8 +195,8 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
         await ensure_topic(settings.kafka, unique_topic(topic), partitions=PARTITIONS,
                            replication_factor=1)
         await produce(broker.bootstrap, topic, schema, applied.schema_id, count)
-        rd_before = count / await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap,
-                                                    topic, PARTITIONS, count)
+        before_s = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
+                                           PARTITIONS, count)
         aio = count / await aiokafka_ceiling(broker.bootstrap, topic, PARTITIONS, count)
         agent = ChecksumAgent(kafka=settings.kafka, group_id=f"bench-{topic}",
                               registry=runtime.registry, data_dir=data,
@@ -207,11 +212,9 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
             roles = _by_role(threads, _thread_cpu())
         finally:
             await agent.stop()
-        # Again after the agent: the ceiling is the better of the two (one lucky or
-        # unlucky minute of this shared machine moved a single reading by up to 40%).
-        rd_after = count / await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap,
-                                                   topic, PARTITIONS, count)
-        rd = max(rd_before, rd_after)
+        best_s, after_s = await librdkafka_ceiling_again(broker.bootstrap, topic,
+                                                         PARTITIONS, count, before_s)
+    rd, rd_before, rd_after = count / best_s, count / before_s, count / after_s
     print(f"\nfrom Kafka: {count:,} widgets records, {PARTITIONS} partitions (agent's "
           f"consumer: {settings.kafka_consumer_client})")
     print(f"  raw librdkafka consume (ceiling) {rd:>10,.0f} rec/s (best of before "

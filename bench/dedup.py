@@ -54,6 +54,7 @@ from bench.common import (  # noqa: E402
 from bench.consume_ceilings import (  # noqa: E402
     aiokafka_ceiling,
     librdkafka_ceiling,
+    librdkafka_ceiling_again,
     pipe_ceiling,
     ratios,
 )
@@ -180,11 +181,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pid = broker._process.pid if broker._process is not None else 0  # noqa: SLF001
         seconds, peak, disk, agent, (cpu, loop_cpu), broker_cpu = await dedup(
             runtime, topic, count, data, pid, args.max_records)
-        # Again after the agent: the ceiling is the better of the two (one lucky or
-        # unlucky minute of this shared machine moved a single reading by up to 40%).
-        rd_after = await asyncio.to_thread(librdkafka_ceiling, broker.bootstrap, topic,
-                                           args.partitions, count)
-    rd_before, rd_seconds = rd_seconds, min(rd_seconds, rd_after)
+        rd_before = rd_seconds
+        rd_seconds, rd_after = await librdkafka_ceiling_again(
+            broker.bootstrap, topic, args.partitions, count, rd_before)
     m = agent.metrics
     result = {
         "records": count, "distinct_keys": args.records, "partitions": args.partitions,

@@ -50,6 +50,10 @@ def test_without_uvloop_the_default_falls_back_and_asking_for_it_is_a_config_err
         event_loop_factory(load_settings())
 
 
+async def _nothing() -> None:
+    """A coroutine that ends at once: enough to run a loop."""
+
+
 def test_a_closed_worker_loop_leaves_the_stop_signals_as_they_were() -> None:
     """The loop's own handlers and wakeup fd do not outlive it (uvloop's handlers stayed,
     bound to the closed loop, and swallowed a later Ctrl-C or SIGTERM); an ignored signal
@@ -69,7 +73,7 @@ def test_a_closed_worker_loop_leaves_the_stop_signals_as_they_were() -> None:
             got: list[int] = []
             loop.add_signal_handler(signal.SIGUSR1, got.append, 1)
             loop.add_signal_handler(signal.SIGUSR2, got.append, 2)
-            loop.run_until_complete(asyncio.sleep(0))
+            loop.run_until_complete(_nothing())  # the loop runs, its handlers installed
             loop.close()
             signal.set_wakeup_fd(left.fileno())  # as a loop that left its own behind
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
