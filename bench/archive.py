@@ -1,6 +1,7 @@
 """Archive throughput against the raw consume ceiling, measured in one run on one broker.
 
-    .venv/bin/python bench/archive.py [--records N] [--partitions P] [--quick] [--json]
+    .venv/bin/python bench/archive.py [--records N] [--partitions P] [--flush-records N]
+                                      [--quick] [--json]
 
 For 200-byte and 2-KB records it prints:
 1. two ceilings over the same topic from the same embedded tansu broker, records/s and
@@ -182,6 +183,7 @@ async def archive(runtime: Runtime, topic: str, count: int, bound: int
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"records": args.records, "partitions": args.partitions,
+                               "flush_records": flush_records(args),
                                "buffer_bound": args.bound, "cases": []}
     with tempfile.TemporaryDirectory(prefix="onepipe-bench-") as data, EmbeddedBroker(
             port=free_port()) as broker:
@@ -192,9 +194,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 topic = f"bench-archive-{size}"
                 applied = await apply_topic(runtime.registry, topic, SCHEMA, {
                     "partitions": args.partitions,
-                    # ~20 files per partition, so the 90% mark (below) falls between flushes
-                    # and the age limit never decides the time.
-                    "archive": {"flush_records": max(500, args.records // args.partitions // 20),
+                    # ~20 files per partition unless --flush-records says otherwise, so
+                    # the 90% mark (below) falls between flushes and the age limit never
+                    # decides the time.
+                    "archive": {"flush_records": flush_records(args),
                                 "flush_bytes": "64MiB", "flush_seconds": 60}})
                 value_bytes = await produce(broker.bootstrap, topic, applied.schema_id,
                                             args.records, size, args.partitions)
@@ -234,6 +237,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def flush_records(args: argparse.Namespace) -> int:
+    """Records a file: ``--flush-records``, else ~20 files a partition (3,750 at the
+    default 300,000 records: smaller files than the product's default 10,000, so each
+    file's fixed cost - a Parquet writer, a hand-over, a lake write - weighs more)."""
+    if args.flush_records is not None:
+        return int(args.flush_records)
+    return max(500, args.records // args.partitions // 20)
+
+
 def print_case(case: dict[str, Any]) -> None:
     rss_ok = "PASS" if case["peak_rss_mib"] <= case["rss_target_mib"] else "MISS"
     print(f"\n{case['record_bytes']}-byte records (agent's consumer: "
@@ -267,6 +279,9 @@ def main() -> None:
                         help="encoder processes (0: encode in a thread)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000],
                         choices=sorted(TARGET_RATIO), help="record sizes to run")
+    parser.add_argument("--flush-records", type=int, default=None,
+                        help="records a file (the archive policy's flush_records; default "
+                             "~20 files a partition; the product's default is 10,000)")
     parser.add_argument("--quick", action="store_true", help="30k records: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -275,7 +290,8 @@ def main() -> None:
     global ENCODERS  # noqa: PLW0603 - a run-wide choice read by archive()
     ENCODERS = args.encoders
     print(f"bench/archive.py: {args.records:,} records x {len(args.sizes)} sizes, "
-          f"{args.partitions} partitions, {os.cpu_count()} cores, "
+          f"{args.partitions} partitions, {flush_records(args):,} records a file, "
+          f"{os.cpu_count()} cores, "
           f"buffer bound {args.bound / 2**20:.0f} MiB",
           file=sys.stderr)
     results = on_worker_loop(run(args))
