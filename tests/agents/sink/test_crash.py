@@ -132,6 +132,26 @@ async def test_sigkill_while_the_sink_writes_loses_and_repeats_nothing(
     assert await table_rows(table) == expected
 
 
+def client_ports(pid: int) -> set[int]:
+    """The local TCP ports of process ``pid``'s sockets: the client ports its database
+    connections show in ``pg_stat_activity`` (Linux: ``/proc``; one network namespace)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:  # local_address is "<hex address>:<hex port>"
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 async def test_killed_database_connections_are_retried_without_loss(
         crash_env: tuple[dict[str, str], str, str], broker: str, tmp_path: Path) -> None:
     env, topic, table = crash_env
@@ -157,10 +177,13 @@ async def test_killed_database_connections_are_retried_without_loss(
             await produce(worker.url, 30)
             admin = await asyncpg.connect(PG_DSN)
             try:
+                # This worker's connections only: another test process's sinks share
+                # the database and the application name.
                 killed += len(await admin.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                     "datname = 'test' AND pid <> pg_backend_pid() AND "
-                    "application_name = 'onepipe-sink'"))
+                    "application_name = 'onepipe-sink' AND client_port = ANY($1::int[])",
+                    sorted(client_ports(worker.proc.pid))))
             finally:
                 await admin.close()
         marks = await all_deduplicated(broker, env, topic)
