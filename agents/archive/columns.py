@@ -2,13 +2,12 @@
 
 The agent packs each fetch's records of a partition at once (:func:`pack`, reading them
 through onepipe.tables.kafka.record_columns, so the librdkafka consumer's columns are used
-as they are): offsets and timestamps as int64 arrays, keys and values each as Arrow's
-binary layout (one buffer of data plus int32 offsets, laid out by Arrow from the fetched
-``bytes`` in one pass). So a buffer holds a few objects per fetch
+as they are): offsets and timestamps as int64 arrays, keys and values as one ``bytes`` of
+data plus int32 offsets (Arrow's binary layout). So a buffer holds a few objects per fetch
 instead of one ``ConsumerRecord`` per record (fewer live objects for the garbage collector
 to walk while up to the memory bound is buffered), and a flush hands a few large buffers to
 the encoder process (through shared memory, onepipe.agents.archive.handoff, or pickled:
-pickle writes a buffer in one copy, where a list of 100k values cost ~0.8 µs a record).
+pickle writes a ``bytes`` in one copy, where a list of 100k values cost ~0.8 µs a record).
 The encoder wraps them as Arrow arrays without a copy (:meth:`Chunk.columns`), and a
 partition's chunks as chunked arrays (:func:`columns_of`), never concatenated.
 """
@@ -19,7 +18,8 @@ import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from itertools import accumulate
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,9 +39,9 @@ __all__ = ["Binary", "Buffer", "Chunk", "columns_of", "cut", "hour_runs", "pack"
 
 _HOUR_MS = 3_600_000
 _INT64 = struct.Struct("=q")  # native order, as the offsets are packed
-#: Bytes of a chunk: its own (``bytes``, or the Arrow buffers :func:`pack` laid out), or a
-#: view of an encoder's shared memory (onepipe.agents.archive.handoff).
-Buffer: TypeAlias = bytes | memoryview | pa.Buffer
+#: Bytes of a chunk: its own, or a view of an encoder's shared memory
+#: (onepipe.agents.archive.handoff).
+Buffer = bytes | memoryview
 #: (int32 offsets, data, validity bitmap or None): one binary column's Arrow buffers.
 Binary = tuple[Buffer, Buffer, Buffer | None]
 
@@ -171,20 +171,15 @@ def hour_runs(chunks: Sequence[Chunk]) -> list[tuple[int, int, str, int]]:
 
 
 def _pack_binary(items: Sequence[bytes | None]) -> tuple[Binary, int]:
-    """The column's buffers (Arrow's own, as it laid them out) and its longest item's
-    length.
-
-    One C-level pass (``pa.array``) lays out the offsets, the data and, for a null key or a
-    tombstone, the validity bitmap: a ``b"".join`` plus a Python pass over the lengths
-    for the offsets cost 0.17 µs a 200-byte record (key and value), this 0.07.
-    """
-    column = pa.array(items, pa.binary())
-    if isinstance(column, pa.ChunkedArray):  # past Arrow's 2 GiB a column: one, or raise
-        column = column.combine_chunks()
-    validity, offsets, data = column.buffers()
-    largest = pc.max(pc.binary_length(column)).as_py() if len(column) else None
-    return (offsets, data if data is not None else b"",
-            validity if column.null_count else None), largest or 0
+    """The column's buffers and its longest item's length."""
+    try:
+        data = b"".join(items)  # type: ignore[arg-type]  # a None (rare) raises: see below
+    except TypeError:  # a null key or a tombstone: Arrow lays out the validity bitmap
+        return _buffers(pa.array(items, pa.binary())), max(
+            map(len, filter(None, items)), default=0)
+    lengths = list(map(len, items))  # type: ignore[arg-type]  # no None: joined above
+    offsets = array("i", accumulate(lengths, initial=0)).tobytes()
+    return (offsets, data, None), max(lengths, default=0)
 
 
 def _buffers(column: pa.Array) -> Binary:
@@ -211,12 +206,8 @@ def _lengths(column: Binary) -> list[int]:
 def _binary_array(n: int, column: Binary) -> pa.Array:
     offsets, data, validity = column
     return pa.Array.from_buffers(pa.binary(), n, [
-        _arrow(validity) if validity is not None else None, _arrow(offsets), _arrow(data)])
-
-
-def _arrow(buffer: Buffer) -> pa.Buffer:
-    """``buffer`` as an Arrow buffer, without a copy."""
-    return buffer if isinstance(buffer, pa.Buffer) else pa.py_buffer(buffer)
+        pa.py_buffer(validity) if validity is not None else None, pa.py_buffer(offsets),
+        pa.py_buffer(data)])
 
 
 def _repack(columns: RawColumns, start: int, stop: int) -> Chunk:
