@@ -73,7 +73,8 @@ def warm_up() -> None:
     """Runs once in each encoder process so its imports happen at start, not mid-flush.
 
     polars (the batch decoder's, onepipe.sinks.formats.avro_batch) is imported only where
-    it is used; here that is every segment, and importing it on the first one held that
+    it is used; here that is every segment the one-batch path takes (the common case), and
+    importing it on the first one held that
     flush, and every write queued behind it, for 0.1-0.2 s (95 ms alone, 160 ms sampled
     under the archive bench's load).
     """

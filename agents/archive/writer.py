@@ -4,10 +4,18 @@ Contract:
 - Files of one partition are written strictly one after another, in offset order. The
   archive resumes after the highest offset in the lake, so a later file must never land
   before an earlier one (a crash in between would leave a hole the resume skips). Only
-  the writes wait for each other: a buffer is encoded as soon as it is handed over, while
-  its partition's earlier files are still being written (waiting to encode too kept the
-  encoder idle a third of the time: bench/archive.py, 200-byte records, 250-270k ->
-  300-390k rec/s).
+  the writes wait for each other: a buffer's (first) file is encoded as soon as the
+  buffer is handed over, while its partition's earlier files are still being written
+  (bench/archive.py at 200 B, three alternating pairs with and without: 276-310k ->
+  348-382k rec/s; the encoder busy 49-54% -> 63-70% of a core, the machine 64-66% ->
+  84-85%: it had waited for each write before it). A write still ends only after its
+  partition's earlier one, even when it fails first, so waiting for a partition's last
+  write waits for all of them.
+- Memory: at most ``max_in_flight`` encoded files wait for their turn (before encoding
+  ahead: one per partition with a write in flight; now possibly several of one
+  partition). Each buffer's reader schema is the topic's latest when its write starts,
+  so while the registry waits for a new schema, a later buffer of a partition may carry
+  an older reader than the buffer before it; each file still holds one schema.
 - Different partitions are written concurrently, and decoding + Parquet encoding run in
   encoder processes, so the agent keeps fetching while files are being made. A segment
   reaches its encoder through shared memory (onepipe.agents.archive.handoff) where the
@@ -155,13 +163,29 @@ class SegmentWriter:
 
     async def _write_after(self, previous: asyncio.Task[None] | None, tp: TopicPartition,
                            chunks: list[Chunk], reason: str) -> None:
+        try:
+            await self._write(previous, tp, chunks, reason)
+        except BaseException:
+            if previous is not None and not previous.done():
+                # A write ends only after its partition's earlier one, failed or not:
+                # drain() and stop() wait for each partition's last write alone, and a
+                # revoke must not hand over a partition whose earlier file is still
+                # being written (the next owner would archive its offsets again).
+                await asyncio.wait({previous})
+            raise
+
+    async def _write(self, previous: asyncio.Task[None] | None, tp: TopicPartition,
+                     chunks: list[Chunk], reason: str) -> None:
         reader, writers = await self._schema_texts(tp, chunks)
         files = written_bytes = undecodable = 0
         for start, stop, date, hour in hour_runs(chunks):
             for part in _bounded(cut(chunks, start, stop)):
                 first, last = part[0].first_offset(), part[-1].last_offset()
-                # Encoded while the partition's earlier writes still run (the encoders
-                # never wait for a put); only the files land in order.
+                if previous is not None and previous.done():
+                    await previous  # failed: raise now rather than encode for nothing
+                    previous = None
+                # The first file is encoded while the partition's earlier writes still
+                # run; only the files land in order.
                 data, bad = await self._encode(Segment(part, reader, writers))
                 if previous is not None:
                     await previous  # raises if it failed: never write past a hole

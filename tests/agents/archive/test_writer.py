@@ -10,6 +10,7 @@ written, so the encoder never waits for a lake write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -147,9 +148,57 @@ async def test_a_failed_write_stops_every_later_write_of_its_partition(
             with pytest.raises(Refused):
                 writer.raise_failure()  # the agent stops rather than archive past the hole
         finally:
+            lake.release.set()
             await writer.reset()
-            await writer.stop()
-        # The second buffer was encoded ahead, but never written past the failed first.
-        assert lake.started == lake.started[:1] and lake.written == []
+            with contextlib.suppress(LakeError):  # not hiding a failed assertion above
+                await writer.stop()
+        # The second buffer was never written past the failed first.
+        assert len(lake.started) == 1 and lake.written == []
         assert durable == []
         assert (await raw_inventory(local, topic)).records == 0
+
+
+async def test_a_write_that_fails_early_still_ends_after_the_one_before(
+        registry: tuple[RegistryStore, str, int], tmp_path: Path) -> None:
+    """A buffer whose encoding fails while its partition's earlier file is still being
+    written must not end first: waiting for a partition's last write (a revoke's drain,
+    the stop) would return while a file is still landing, and the partition's next owner
+    would archive those offsets again."""
+    store, topic, schema_id = registry
+    tp = TopicPartition(topic, 0)
+
+    async def on_written(*_: Any) -> None:
+        pass
+
+    async with open_lake((tmp_path / "lake").as_uri()) as local:
+        lake = HeldLake(local)
+        writer = SegmentWriter(cast(LakeStore, lake), store, on_written, encoders=0)
+        encode = writer._encode  # noqa: SLF001 - the fault is injected in the writer's step
+        failed = asyncio.Event()
+
+        async def failing(segment: Any) -> tuple[bytes, int]:
+            if segment.chunks[0].first_offset() == 10:
+                failed.set()
+                raise ValueError("encoder failed")  # raised on the loop, in the task's step
+            return await encode(segment)
+
+        writer._encode = failing  # type: ignore[method-assign]  # noqa: SLF001
+        await writer.start()
+        try:
+            writer.submit(tp, [_chunk(tp, schema_id, 0, 10)], "test")
+            await wait_for(lambda: len(lake.started) == 1, what="the first write held")
+            writer.submit(tp, [_chunk(tp, schema_id, 10, 10)], "test")
+            last = writer._tails[tp]  # noqa: SLF001
+            await failed.wait()
+            # The failed write raised in the step that set the event: had it ended
+            # already, it would be done now.
+            assert not last.done()
+            lake.release.set()
+            with pytest.raises(ValueError, match="encoder failed"):
+                await writer.drain()
+            assert len(lake.written) == 1  # the earlier file landed before the drain ended
+        finally:
+            lake.release.set()
+            await writer.reset()
+            with contextlib.suppress(ValueError):
+                await writer.stop()
