@@ -82,6 +82,7 @@ class SegmentWriter:
         #: Segments reach the encoders through shared memory (onepipe.agents.archive.handoff)
         #: while it works; through the pool's pipe otherwise.
         self._shared = handoff.available()
+        self._files = handoff.MemoryFiles(handoff.KEEP_BYTES)
 
     async def start(self) -> None:
         if self._encoders > 0:
@@ -113,6 +114,7 @@ class SegmentWriter:
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            self._files.close()
 
     @property
     def in_flight(self) -> int:
@@ -246,20 +248,25 @@ class SegmentWriter:
         """Encode through a memory file (onepipe.agents.archive.handoff); None when the
         encoder could not open it."""
         loop = asyncio.get_running_loop()
-        sharing = asyncio.ensure_future(asyncio.to_thread(handoff.share, segment))
+        sharing = asyncio.ensure_future(
+            asyncio.to_thread(handoff.share, segment, self._files.take()))
         try:
             fd, shared = await asyncio.shield(sharing)
         except asyncio.CancelledError:
-            # The thread goes on and makes the file: close it once made (no leak).
+            # The thread goes on and writes the file: close it once written (no leak).
             sharing.add_done_callback(_close_shared)
             raise
         except OSError as exc:  # no memory file to be had now (descriptors, memory)
             log.warning("archive segment goes through the encoder's pipe: %s", exc)
             return await loop.run_in_executor(pool, encode_segment, segment)
         try:
-            return await loop.run_in_executor(pool, handoff.encode_shared, shared)
-        finally:
+            encoded = await loop.run_in_executor(pool, handoff.encode_shared, shared)
+        except BaseException:
+            # Cancelled, the encoder may still be reading the file: never write it again.
             os.close(fd)
+            raise
+        self._files.give(fd)  # the encoder answered: it reads the file no more
+        return encoded
 
     async def _put(self, path: str, data: bytes) -> None:
         delay = 0.2

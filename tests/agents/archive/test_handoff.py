@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
@@ -93,3 +94,46 @@ def test_every_buffer_lies_aligned_and_reads_back_in_place(
         assert (located.first_offset(), located.last_offset()) \
             == (original.first_offset(), original.last_offset())
         assert bytes(located.values[1]) == bytes(original.values[1])
+
+
+@given(rows, rows, st.integers(1, 6))
+def test_a_kept_file_written_again_encodes_its_new_segment_alone(
+        first: list[tuple[bytes | None, bytes | None, list[Any]]],
+        second: list[tuple[bytes | None, bytes | None, list[Any]]], fetch: int) -> None:
+    # The file is written from its start over the earlier segment's bytes; whatever of
+    # those lies past the new segment (it may be shorter) is never read.
+    files = handoff.MemoryFiles(handoff.KEEP_BYTES)
+    try:
+        fd, _ = handoff.share(_segment(first, fetch), files.take())
+        files.give(fd)
+        again = files.take()
+        assert again == fd  # kept, and taken again
+        segment = _segment(second, fetch)
+        fd, shared = handoff.share(segment, again)
+        try:
+            assert handoff.encode_shared(shared) == encode_segment(segment)
+        finally:
+            files.give(fd)
+    finally:
+        files.close()
+
+
+def test_files_are_kept_up_to_the_byte_budget_and_closed_past_it() -> None:
+    files = handoff.MemoryFiles(keep_bytes=3000)
+    made = []
+    for size in (1000, 1500, 1000):  # the third would pass the budget
+        fd = os.memfd_create("kept")
+        os.ftruncate(fd, size)
+        made.append(fd)
+        files.give(fd)
+    with pytest.raises(OSError):  # closed, not kept
+        os.fstat(made[2])
+    assert {files.take(), files.take()} == set(made[:2])
+    assert files.take() is None  # none left: a new file is made
+    for fd in made[:2]:
+        files.give(fd)
+    files.close()
+    for fd in made[:2]:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    files.close()  # harmless twice
