@@ -14,7 +14,9 @@ Contract:
 - Flushes per partition when a buffer reaches the topic's ``flush_records`` or
   ``flush_bytes``, when it is ``flush_seconds`` old, when the partition is revoked, and at
   shutdown. All buffers together stay under ``max_buffer_bytes``: past it the largest
-  buffers are flushed before anything more is fetched (back-pressure, not growth).
+  buffers are flushed before anything more is fetched (back-pressure, not growth). Beyond
+  it: the files being encoded (at most four) and up to 64 MiB of shared-memory files kept
+  for the hand-over to the encoders (onepipe.agents.archive.writer, "Memory").
 - A value that does not decode is archived anyway (key/value bytes kept, typed columns
   null, ``_kafka_decode_error`` set) and counted in :attr:`ArchiveMetrics.undecodable`.
 - Records of every schema version are read with the topic's latest schema, so one file

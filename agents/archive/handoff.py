@@ -3,9 +3,11 @@
 Contract: :func:`share` writes a segment's chunk bytes into an anonymous memory file
 (``memfd_create``) and returns that file with a :class:`SharedSegment` naming where each
 buffer lies; :func:`encode_shared`, in the encoder, maps the file and encodes the very same
-records as onepipe.agents.archive.encode.encode_segment would (the same bytes out). The
-caller closes the file once the encoder answered; nothing outlives both processes (the
-file has no name, so a crash leaks nothing).
+records as onepipe.agents.archive.encode.encode_segment would (the same bytes out). A file
+is written again (``share(segment, fd)``, :class:`MemoryFiles`) only after its encoder
+answered; one whose encoder may still read it (the writer gave up waiting: cancelled, an
+error, a broken pool) is closed and never written again. Nothing outlives both processes
+(the file has no name, so a crash leaks nothing).
 
 Why: through the pool's pipe a segment was copied four times in user space (pickled by the
 agent; read out of the pipe in pieces and gathered, then unpickled by the encoder), plus
@@ -38,7 +40,7 @@ from onepipe.agents.archive.encode import Segment, encode_segment
 
 __all__ = ["KEEP_BYTES", "MemoryFiles", "SharedSegment", "available", "encode_shared", "share"]
 
-#: Most buffers one ``writev`` takes (Linux's IOV_MAX).
+#: Most buffers one ``pwritev`` takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
 #: Bytes of memory files a writer keeps between segments (:class:`MemoryFiles`): three
 #: 20 MB segments (10,000 records of 2 KB), or all four of ``max_in_flight`` at 200 B.
@@ -57,7 +59,9 @@ class SharedSegment:
     pid: int
     fd: int
     #: The file's (device, inode): a descriptor closed and reused meanwhile (the agent
-    #: gave up waiting) names another file, which is then not read.
+    #: gave up waiting) names another file, which is then not read. It names the file,
+    #: not the segment: a kept file has one identity for every segment it carries, so
+    #: it is written again only after its encoder answered (module docstring).
     identity: tuple[int, int]
     #: Each chunk without its bytes (empty), and where its eight buffers lie: offsets,
     #: timestamps, then the keys' and the values' (offsets, data, validity).
@@ -80,19 +84,29 @@ class MemoryFiles:
     0.97 µs a record into a new file, 0.26 over a kept one; bench/archive.py at 2 KB,
     three alternating pairs: 110-132k -> 145-155k rec/s, the agent 4.7-5.5 -> 3.9-4.1 µs
     and the encoder 4.7-5.3 -> 4.1-4.3 µs a record; no change beyond noise at 200 B,
-    whose fresh pages cost little beside the rest). A file is kept only while the
-    kept files hold at most ``keep_bytes`` together (their pages are memory the agent
-    holds between segments: shared memory, so not in its RSS, but charged to its
-    container); a larger segment's file is closed after use, as before.
+    whose fresh pages cost little beside the rest).
+
+    Memory: a file given back is kept only if the kept files then hold at most
+    ``keep_bytes`` together, else closed. Kept files are memory the agent holds beyond
+    what its bound counts (:attr:`held_bytes`): shared memory mapped by no process, so in
+    no RSS, but charged to the agent's container. A file taken again is cut to its new
+    segment's size (:func:`share`), which the agent counts as in flight.
 
     Used from the event loop only (:meth:`take`, :meth:`give`, :meth:`close`); the
-    segment is written in a thread (:func:`share`).
+    segment is written in a thread (:func:`share`). After :meth:`close`, a file given
+    back is closed.
     """
 
     def __init__(self, keep_bytes: int) -> None:
         self._keep_bytes = keep_bytes
         #: Kept files: (descriptor, size), the last given first taken.
         self._free: list[tuple[int, int]] = []
+        self._closed = False
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the kept files."""
+        return sum(size for _, size in self._free)
 
     def take(self) -> int | None:
         """A kept file's descriptor (the caller writes it and gives it back), or None."""
@@ -101,13 +115,14 @@ class MemoryFiles:
     def give(self, fd: int) -> None:
         """Take back a file whose segment has been encoded: keep it, or close it."""
         size = os.fstat(fd).st_size
-        if size + sum(kept for _, kept in self._free) <= self._keep_bytes:
+        if not self._closed and size + self.held_bytes <= self._keep_bytes:
             self._free.append((fd, size))
         else:
             os.close(fd)
 
     def close(self) -> None:
-        """Close every kept file; harmless twice."""
+        """Close every kept file, and every file given back from now on; harmless twice."""
+        self._closed = True
         free, self._free = self._free, []
         for fd, _ in free:
             os.close(fd)
@@ -115,9 +130,9 @@ class MemoryFiles:
 
 def share(segment: Segment, fd: int | None = None) -> tuple[int, SharedSegment]:
     """Write the segment's chunk bytes into a memory file - ``fd`` (a kept one, written
-    from its start; bytes past the segment's are left and never read) or a new one - and
-    return its descriptor and the segment naming them. Blocking (a copy of the segment):
-    run it in a thread. A failure closes the file."""
+    from its start and cut to the segment's size) or a new one - and return its
+    descriptor and the segment naming them. Blocking (a copy of the segment): run it in a
+    thread. A failure closes the file."""
     if fd is None:
         fd = os.memfd_create("onepipe-archive-segment", os.MFD_CLOEXEC)
     try:
@@ -135,10 +150,12 @@ def share(segment: Segment, fd: int | None = None) -> tuple[int, SharedSegment]:
             if written != size:  # a short write: finish it piece by piece
                 _write_rest(fd, batch, written, offset)
             offset += size
+        stat = os.fstat(fd)
+        if stat.st_size > offset:  # a kept file, larger: its tail goes back to the kernel
+            os.ftruncate(fd, offset)
     except BaseException:
         os.close(fd)
         raise
-    stat = os.fstat(fd)
     return fd, SharedSegment(os.getpid(), fd, (stat.st_dev, stat.st_ino), chunks,
                              segment.reader, segment.writers)
 

@@ -13,9 +13,12 @@ Contract:
   write waits for all of them.
 - Memory: at most ``max_in_flight`` encoded files wait for their turn (before encoding
   ahead: one per partition with a write in flight; now possibly several of one
-  partition). Each buffer's reader schema is the topic's latest when its write starts,
-  so while the registry waits for a new schema, a later buffer of a partition may carry
-  an older reader than the buffer before it; each file still holds one schema.
+  partition), and memory files of up to onepipe.agents.archive.handoff.KEEP_BYTES (64
+  MiB) together are kept between segments (shared memory outside the agent's bound and
+  its RSS; :attr:`SegmentWriter.kept_bytes`).
+- Each buffer's reader schema is the topic's latest when its write starts, so while the
+  registry waits for a new schema, a later buffer of a partition may carry an older
+  reader than the buffer before it; each file still holds one schema.
 - Different partitions are written concurrently, and decoding + Parquet encoding run in
   encoder processes, so the agent keeps fetching while files are being made. A segment
   reaches its encoder through shared memory (onepipe.agents.archive.handoff) where the
@@ -85,6 +88,7 @@ class SegmentWriter:
         self._files = handoff.MemoryFiles(handoff.KEEP_BYTES)
 
     async def start(self) -> None:
+        self._files = handoff.MemoryFiles(handoff.KEEP_BYTES)  # a stop closed the last
         if self._encoders > 0:
             # spawn, not fork: the worker runs threads (aiokafka, asyncio executors) that a
             # forked child would inherit in an unknown state.
@@ -115,6 +119,11 @@ class SegmentWriter:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             self._files.close()
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the memory files kept for later segments (module docstring)."""
+        return self._files.held_bytes
 
     @property
     def in_flight(self) -> int:
@@ -233,6 +242,7 @@ class SegmentWriter:
                     log.warning("archive encoder cannot read the worker's shared memory "
                                 "(/proc/<pid>/fd); segments go through its pipe from now on")
                     self._shared = False
+                    self._files.close()  # kept files would sit unused until the stop
                 return await loop.run_in_executor(pool, encode_segment, segment)
             except concurrent.futures.process.BrokenProcessPool:
                 # An encoder died (killed from outside, out of memory): keep archiving
@@ -248,6 +258,9 @@ class SegmentWriter:
         """Encode through a memory file (onepipe.agents.archive.handoff); None when the
         encoder could not open it."""
         loop = asyncio.get_running_loop()
+        # (Were the task of this thread cancelled before it ran - a loop torn down - a
+        # taken file would stay open: closing it here instead could close it under the
+        # thread, or a number reused by then.)
         sharing = asyncio.ensure_future(
             asyncio.to_thread(handoff.share, segment, self._files.take()))
         try:

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
 from onepipe.agents.archive import handoff
-from onepipe.agents.archive.columns import pack
+from onepipe.agents.archive.columns import Buffer, pack
 from onepipe.agents.archive.encode import Segment, encode_segment
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.codec import encode
@@ -100,17 +99,16 @@ def test_every_buffer_lies_aligned_and_reads_back_in_place(
 def test_a_kept_file_written_again_encodes_its_new_segment_alone(
         first: list[tuple[bytes | None, bytes | None, list[Any]]],
         second: list[tuple[bytes | None, bytes | None, list[Any]]], fetch: int) -> None:
-    # The file is written from its start over the earlier segment's bytes; whatever of
-    # those lies past the new segment (it may be shorter) is never read.
     files = handoff.MemoryFiles(handoff.KEEP_BYTES)
     try:
-        fd, _ = handoff.share(_segment(first, fetch), files.take())
+        fd, shared_first = handoff.share(_segment(first, fetch), files.take())
         files.give(fd)
         again = files.take()
         assert again == fd  # kept, and taken again
         segment = _segment(second, fetch)
         fd, shared = handoff.share(segment, again)
         try:
+            assert fd == again and shared.identity == shared_first.identity  # the same file
             assert handoff.encode_shared(shared) == encode_segment(segment)
         finally:
             files.give(fd)
@@ -118,22 +116,66 @@ def test_a_kept_file_written_again_encodes_its_new_segment_alone(
         files.close()
 
 
+def test_a_kept_file_takes_a_segment_of_many_writes_and_is_cut_to_it() -> None:
+    # 300 one-record chunks: 2,400 buffers, three pwritev calls at three offsets, over a
+    # larger file full of other bytes.
+    schema = parse_schema(SCHEMA)
+    records = [ConsumerRecord(TP.topic, TP.partition, i, 1_764_151_200_000 + i, 0,
+                              f"k{i}".encode(), encode(1, schema, {"id": f"r{i}", "n": i}),
+                              None, 0, 0, ()) for i in range(300)]
+    segment = Segment([pack(TP, records[i:i + 1]) for i in range(300)], TEXT, {1: TEXT})
+    fd = os.memfd_create("kept")
+    try:
+        os.pwrite(fd, b"\xff" * 1_000_000, 0)
+        fd, shared = handoff.share(segment, fd)
+        assert handoff.encode_shared(shared) == encode_segment(segment)
+        assert os.fstat(fd).st_size < 1_000_000  # the stale tail went back to the kernel
+    finally:
+        os.close(fd)
+
+
+def test_a_short_write_is_finished_at_its_offset() -> None:
+    fd = os.memfd_create("short")
+    try:
+        batch: list[Buffer] = [b"abc", b"defgh", b"ij"]
+        handoff._write_rest(fd, batch, 4, 10)  # noqa: SLF001 - "abcd" already written at 10
+        assert os.pread(fd, 6, 14) == b"efghij"
+        assert os.fstat(fd).st_size == 20
+    finally:
+        os.close(fd)
+
+
+def _closed(fd: int, inode: int) -> bool:
+    """Whether ``fd`` no longer names the file ``inode`` (closed, or its number reused)."""
+    try:
+        return os.fstat(fd).st_ino != inode
+    except OSError:
+        return True
+
+
 def test_files_are_kept_up_to_the_byte_budget_and_closed_past_it() -> None:
     files = handoff.MemoryFiles(keep_bytes=3000)
-    made = []
-    for size in (1000, 1500, 1000):  # the third would pass the budget
-        fd = os.memfd_create("kept")
-        os.ftruncate(fd, size)
-        made.append(fd)
-        files.give(fd)
-    with pytest.raises(OSError):  # closed, not kept
-        os.fstat(made[2])
-    assert {files.take(), files.take()} == set(made[:2])
-    assert files.take() is None  # none left: a new file is made
-    for fd in made[:2]:
-        files.give(fd)
-    files.close()
-    for fd in made[:2]:
-        with pytest.raises(OSError):
-            os.fstat(fd)
-    files.close()  # harmless twice
+    made: list[tuple[int, int]] = []
+    try:
+        for size in (1000, 2000, 1):  # the first two fill the budget exactly
+            fd = os.memfd_create("kept")
+            os.ftruncate(fd, size)
+            made.append((fd, os.fstat(fd).st_ino))
+            files.give(fd)
+        assert files.held_bytes == 3000
+        assert _closed(*made[2])  # past the budget: closed, not kept
+        assert {files.take(), files.take()} == {made[0][0], made[1][0]}
+        assert files.take() is None  # none left: a new file is made
+        for fd, _ in made[:2]:
+            files.give(fd)
+        files.close()
+        assert all(_closed(*m) for m in made)
+        fd = os.memfd_create("late")
+        inode = os.fstat(fd).st_ino
+        files.give(fd)  # given back after the close: closed too
+        assert _closed(fd, inode)
+        files.close()  # harmless twice
+    finally:
+        for fd, inode in made:
+            if not _closed(fd, inode):
+                os.close(fd)

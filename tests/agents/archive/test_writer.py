@@ -10,6 +10,7 @@ written, so the encoder never waits for a lake write.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from onepipe.agents.archive import writer as writer_module
 from onepipe.agents.archive.columns import Chunk, pack
+from onepipe.agents.archive.encode import Segment
 from onepipe.agents.archive.writer import SegmentWriter
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.codec import encode
@@ -202,3 +204,50 @@ async def test_a_write_that_fails_early_still_ends_after_the_one_before(
             await writer.reset()
             with contextlib.suppress(ValueError):
                 await writer.stop()
+
+
+class _Stalled(concurrent.futures.Executor):
+    """An encoder pool whose encoder is busy elsewhere: a call is taken, never run."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.calls += 1
+        return concurrent.futures.Future()
+
+
+class _Inline(concurrent.futures.Executor):
+    """An encoder pool that answers every call at once (in this process)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+async def test_a_memory_file_is_written_again_only_after_its_encoder_answered() -> None:
+    """The hand-over's memory file is kept for the next segment once its encoder answered,
+    and closed - never written again - when the writer stopped waiting for the encoder,
+    which may still read it."""
+    async def on_written(*_: Any) -> None:
+        pass
+
+    tp = TopicPartition("t", 0)
+    segment = Segment([_chunk(tp, 1, 0, 10)], SCHEMA.text, {1: SCHEMA.text})
+    writer = SegmentWriter(cast(LakeStore, None), cast(RegistryStore, None), on_written,
+                           encoders=0)
+    await writer.start()
+    try:
+        assert await writer._encode_shared(_Inline(), segment) is not None  # noqa: SLF001
+        assert writer.kept_bytes > 0  # answered: kept for the next segment
+        stalled = _Stalled()
+        waiting = asyncio.create_task(writer._encode_shared(stalled, segment))  # noqa: SLF001
+        await wait_for(lambda: stalled.calls == 1, what="the segment handed to the encoder")
+        assert writer.kept_bytes == 0  # the kept file carries it
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert writer.kept_bytes == 0  # closed, not kept: the encoder may still read it
+    finally:
+        await writer.stop()
