@@ -74,9 +74,8 @@ def warm_up() -> None:
 
     polars (the batch decoder's, onepipe.sinks.formats.avro_batch) is imported only where
     it is used; here that is every segment the one-batch path takes (the common case), and
-    importing it on the first one held that
-    flush, and every write queued behind it, for 0.1-0.2 s (95 ms alone, 160 ms sampled
-    under the archive bench's load).
+    importing it on the first one held that flush, and every write queued behind it, for
+    0.1-0.2 s (95 ms alone, 160 ms sampled under the archive bench's load).
     """
     import polars  # noqa: F401, PLC0415 - imported for its side effect: loaded now
 
