@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make the repo importable
     sys.path.insert(0, str(ROOT))
 
+from bench.common import read_proc  # noqa: E402
 from onepipe.app.embedded import free_port  # noqa: E402
+from onepipe.app.serve import event_loop_factory  # noqa: E402
+from onepipe.app.settings import load_settings  # noqa: E402
 
 BODY = orjson.dumps({"widget_id": "w1", "version": 1, "name": "x" * 100, "price": 1.5,
                      "updated_at": "2026-11-26T10:00:00Z"})
@@ -46,13 +49,9 @@ async def _handle(request: web.Request) -> web.Response:
 def serve(port: int, loop_kind: str) -> None:
     app = web.Application()
     app.router.add_post("/topics/{topic}/records", _handle)
-    loop: asyncio.AbstractEventLoop
-    if loop_kind == "uvloop":
-        import uvloop
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
+    new_loop, _ = event_loop_factory(load_settings(event_loop=loop_kind))  # the worker's
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                loop=new_loop())
 
 
 async def drive(url: str, seconds: float, connections: int) -> int:
@@ -69,11 +68,6 @@ async def drive(url: str, seconds: float, connections: int) -> int:
                 done += 1
         await asyncio.gather(*(client() for _ in range(connections)))
     return done
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _up(url: str) -> None:
@@ -95,9 +89,9 @@ def measure(loop_kind: str, seconds: float, connections: int) -> tuple[float, fl
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), loop_kind])
     try:
         asyncio.run(_up(url))
-        cpu, started = _cpu(server.pid), time.monotonic()
+        cpu, started = read_proc(server.pid)[0], time.monotonic()
         done = asyncio.run(drive(url, seconds, connections))
-        elapsed, used = time.monotonic() - started, _cpu(server.pid) - cpu
+        elapsed, used = time.monotonic() - started, read_proc(server.pid)[0] - cpu
     finally:
         server.terminate()
         server.wait(10)
