@@ -38,7 +38,9 @@ does the same way is written once in :class:`BatchAgent`:
   ``max_records`` sizes a step, not only a fetch: the worker's agents take a few thousand
   records a step (:data:`STEP_RECORDS`; measured in the full worker under batched load,
   dedup's 5,000-record steps took up to 75 ms of the loop's CPU and checksum's 20,000
-  65 ms, and ``/health`` answered in 111-228 ms against a 100 ms target).
+  65 ms - then on aiokafka, whose records are built on the loop - and ``/health``
+  answered in 111-228 ms against a 100 ms target). An agent whose step leaves the loop
+  alone may take more (:data:`STEP_RECORDS_CHECKSUM`).
 - **Commits** (:meth:`_commit`) are for lag monitoring only: a failed one is logged, as
   every batch agent keeps its position in its own durable state.
 
@@ -64,7 +66,7 @@ from onepipe.tables.kafka.types import GroupConsumer
 from onepipe.tables.lifecycle import Service
 from onepipe.tables.registry_store import RegistryStore
 
-__all__ = ["STEP_RECORDS", "Batches", "BatchAgent"]
+__all__ = ["STEP_RECORDS", "STEP_RECORDS_CHECKSUM", "Batches", "BatchAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,14 @@ Batches = Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
 M = TypeVar("M")
 
 #: Records a step of the worker's agents by default (module docstring, "Holding the
-#: loop"): ~5-10 ms of the loop at the archive's and checksum's cost a record; dedup, at
-#: ~4 µs a record, takes fewer.
+#: loop"): ~5-10 ms of the loop at the archive's cost a record; dedup, at ~4 µs a record,
+#: takes fewer.
 STEP_RECORDS = 5_000
+#: The checksum agent's: its step barely holds the loop (records built on librdkafka's
+#: thread, then placed, counted and folded in worker threads; the loop's work is per
+#: partition, not per record), and at 5,000 its per-call costs (polars, the loop) cost ~25%
+#: more CPU a record (BENCHMARKS.md, "Checksum steps").
+STEP_RECORDS_CHECKSUM = 20_000
 #: Seconds between looks at the registry while the agent has nothing to read.
 _IDLE = 0.5
 #: Seconds before fetching again after a fetch failed.

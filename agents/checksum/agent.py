@@ -2,7 +2,8 @@
 
 The contract is the package's (onepipe.agents.checksum). Per batch and partition: one
 decode pass, one ``row_hashes`` call and one column pass per sum field, one multi-get, one
-WriteBatch; the per-key Python work is the fold itself (onepipe.tables.checksum.fold).
+WriteBatch, and the fold, the per-key Python work (onepipe.tables.checksum.fold), all in
+one worker thread: the loop only hands batches over and publishes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from onepipe.agents.batch.agent import STEP_RECORDS, BatchAgent, Batches
+from onepipe.agents.batch.agent import STEP_RECORDS_CHECKSUM, BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
 from onepipe.agents.checksum.publish import Publications
@@ -33,6 +34,7 @@ from onepipe.schemas.topic_names import checksums_topic, source_of_unique, uniqu
 from onepipe.sinks.formats.topic_view import TopicView
 from onepipe.tables.checksum import (
     ChecksumStore,
+    FoldResult,
     Message,
     RawCount,
     RawCountStore,
@@ -75,7 +77,7 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  data_dir: Path, retention_days: int = 400, replication_factor: int = 1,
-                 max_records: int = STEP_RECORDS, topics: Iterable[str] | None = None,
+                 max_records: int = STEP_RECORDS_CHECKSUM, topics: Iterable[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
                          metrics=ChecksumMetrics(), max_records=max_records, topics=topics)
@@ -206,22 +208,26 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         described = self._topics.get(topic) if topic is not None else None
         if store is None or described is None or topic is None:
             return None  # revoked while fetched: the next owner folds it from its table
-        applied = store.applied_offset
-        records = from_offset(records, applied)  # those below were folded already
+        records = from_offset(records, store.applied_offset)  # those below: folded already
         if not records:
             return None
-        winners = await asyncio.to_thread(winner_contributions, described.view, described.reader,
-                                          self._registry.state.schema_by_id, tp.partition,
-                                          records)
-        self.metrics.undecodable += sum(1 for _, c in winners if c is None)
-        previous = await asyncio.to_thread(store.get_many, list({k: None for k, _ in winners}))
-        result = fold(described.view.spec, store.days, previous, winners, self._cutoff(),
-                      store.hours)
-        next_offset = offsets_of(records)[-1] + 1
-        await asyncio.to_thread(store.apply, result, next_offset)
+        view, reader, cutoff = described.view, described.reader, self._cutoff()
+        schema_by_id, next_offset = self._registry.state.schema_by_id, offsets_of(records)[-1] + 1
+
+        def fold_batch() -> tuple[FoldResult, int]:
+            # One thread hop for decoding, the multi-get, the fold (Python per winner: not
+            # on the loop) and the write; the store is only touched under the batch lock.
+            winners = winner_contributions(view, reader, schema_by_id, tp.partition, records)
+            previous = store.get_many(list({k: None for k, _ in winners}))
+            result = fold(view.spec, store.days, previous, winners, cutoff, store.hours)
+            store.apply(result, next_offset)
+            return result, sum(1 for _, c in winners if c is None)
+
+        result, undecodable = await asyncio.to_thread(fold_batch)
+        self.metrics.undecodable += undecodable
         self.metrics.folded += len(records)
         self.metrics.batches += 1
-        self.metrics.expired += len([d for d in result.dropped if d < self._cutoff()])
+        self.metrics.expired += len([d for d in result.dropped if d < cutoff])
         self._positions_changed(tp, next_offset)
         return topic, fold_messages(tp.partition, next_offset, result.days, result.dropped,
                                     result.hours, result.dropped_hours), next_offset
@@ -235,10 +241,8 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         records = from_offset(records, store.applied_offset)  # those below: redelivered
         if not records:
             return None
-        next_offset = offsets_of(records)[-1] + 1
-        cutoff = self._cutoff()
-        schema_by_id = self._registry.state.schema_by_id
-        placer = described.placer
+        next_offset, cutoff = offsets_of(records)[-1] + 1, self._cutoff()
+        schema_by_id, placer = self._registry.state.schema_by_id, described.placer
 
         def count() -> tuple[dict[int, RawCount], frozenset[int], int]:
             # One thread hop for placing, counting and writing: the store is only touched
