@@ -14,6 +14,7 @@ import decimal
 import io
 import logging
 import random
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 import pytest
 from aiokafka import TopicPartition
 
+from onepipe.agents.checksum import agent as checksum_agent
 from onepipe.agents.checksum.agent import ChecksumAgent
 from onepipe.agents.checksum.raw import RawPlacer
 from onepipe.agents.compact import Compactor
@@ -264,8 +266,18 @@ async def _post(http: aiohttp.ClientSession, topic: str, records: list[dict[str,
 
 
 async def test_checksum_table_follows_winners_restarts_and_verifies(
-        runtime: Runtime, http: aiohttp.ClientSession, tmp_path: Path, broker: str) -> None:
+        runtime: Runtime, http: aiohttp.ClientSession, tmp_path: Path, broker: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     topic = unique("cks")
+    # The per-winner fold runs in the batch's worker thread, never on the event loop.
+    folded_on: set[str] = set()
+
+    def recording_fold(*args: Any, **kwargs: Any) -> Any:
+        if args[3]:  # winners (an assignment's expiry pass folds none, on the loop)
+            folded_on.add(threading.current_thread().name)
+        return fold(*args, **kwargs)
+
+    monkeypatch.setattr(checksum_agent, "fold", recording_fold)
     body = {"schema": SCHEMA, "partitions": PARTITIONS, "key": ["id"],
             "order": {"rule": "max", "field": "version"}, "partition_time": "updated_at",
             "checks": {"count_distinct": "key", "sum": ["amount", "qty"]},
@@ -363,6 +375,7 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
             assert raw_check.agree
             assert raw_check.values == {"raw": raw2[d.day].records,
                                         "checksum": raw2[d.day].records}
+        assert folded_on and threading.main_thread().name not in folded_on, folded_on
 
         day = sorted(expected2)[1]
         victim = (await read_clean(lake, topic, [day])).column("id").to_pylist()[2]
