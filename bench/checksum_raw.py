@@ -101,7 +101,10 @@ def _fresh(values: Sequence[bytes]) -> list[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--kafka-records", type=int, default=500_000,
+    # 1M: at the agent's 20,000-record steps, 500k records were ~25 fetches and 1.3 s, and
+    # its assignment and first fetch weighed more than in the ceiling (timed from its first
+    # record): 0.35-0.46 there against 0.41-0.48 over 1M (BENCHMARKS.md, "Checksum steps").
+    parser.add_argument("--kafka-records", type=int, default=1_000_000,
                         help="records of the from-Kafka part (0: skip it)")
     parser.add_argument("--max-records", type=int, default=None,
                         help="the agent's records a fetch (default: the agent's, what a "
