@@ -79,10 +79,11 @@ M = TypeVar("M")
 #: loop"): ~5-10 ms of the loop at the archive's cost a record; dedup, at ~4 µs a record,
 #: takes fewer.
 STEP_RECORDS = 5_000
-#: The checksum agent's: its step barely holds the loop (records built on librdkafka's
-#: thread, then placed, counted and folded in worker threads; the loop's work is per
-#: partition, not per record), and at 5,000 its per-call costs (polars, the loop) cost ~25%
-#: more CPU a record (BENCHMARKS.md, "Checksum steps").
+#: The checksum agent's on librdkafka: its step barely holds the loop (records built on
+#: the consumer's thread, then placed, counted and folded in worker threads; the loop's
+#: work is per partition, not per record), and at 5,000 its per-call costs (polars, the
+#: loop) cost ~25% more CPU a record (BENCHMARKS.md, "Checksum steps"). On aiokafka, whose
+#: records are built on the loop, it takes :data:`STEP_RECORDS`.
 STEP_RECORDS_CHECKSUM = 20_000
 #: Seconds between looks at the registry while the agent has nothing to read.
 _IDLE = 0.5

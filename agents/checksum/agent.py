@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from onepipe.agents.batch.agent import STEP_RECORDS_CHECKSUM, BatchAgent, Batches
+from onepipe.agents.batch.agent import STEP_RECORDS, STEP_RECORDS_CHECKSUM, BatchAgent, Batches
 from onepipe.agents.checksum.decode import winner_contributions
 from onepipe.agents.checksum.open_tables import ChecksumMetrics, OpenTables
 from onepipe.agents.checksum.publish import Publications
@@ -77,10 +77,12 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
     def __init__(self, *, kafka: KafkaClients, group_id: str, registry: RegistryStore,
                  data_dir: Path, retention_days: int = 400, replication_factor: int = 1,
-                 max_records: int = STEP_RECORDS_CHECKSUM, topics: Iterable[str] | None = None,
+                 max_records: int | None = None, topics: Iterable[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(kafka=kafka, group_id=group_id, registry=registry,
-                         metrics=ChecksumMetrics(), max_records=max_records, topics=topics)
+                         metrics=ChecksumMetrics(), max_records=max_records or (
+                             STEP_RECORDS_CHECKSUM if kafka.consumer_client == "librdkafka"
+                             else STEP_RECORDS), topics=topics)
         self._root = data_dir / "checksums"
         self._retention_days = retention_days
         self._replication_factor = replication_factor
@@ -216,7 +218,8 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
 
         def fold_batch() -> tuple[FoldResult, int]:
             # One thread hop for decoding, the multi-get, the fold (Python per winner: not
-            # on the loop) and the write; the store is only touched under the batch lock.
+            # on the loop) and the write, under the batch lock (a stop that cancels the
+            # step closes the store, and a late call on it fails instead of writing).
             winners = winner_contributions(view, reader, schema_by_id, tp.partition, records)
             previous = store.get_many(list({k: None for k, _ in winners}))
             result = fold(view.spec, store.days, previous, winners, cutoff, store.hours)
@@ -245,8 +248,8 @@ class ChecksumAgent(BatchAgent[ChecksumMetrics]):
         schema_by_id, placer = self._registry.state.schema_by_id, described.placer
 
         def count() -> tuple[dict[int, RawCount], frozenset[int], int]:
-            # One thread hop for placing, counting and writing: the store is only touched
-            # under the batch lock, which a revoke waits for.
+            # One thread hop for placing, counting and writing, under the batch lock, which
+            # a revoke waits for (a stop that cancels the step: as in _fold).
             placed = placer.place(schema_by_id, records)
             days, dropped = count_raw(store.days, placed.days, placed.undecodable, cutoff)
             store.apply(days, dropped, next_offset)
