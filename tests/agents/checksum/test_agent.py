@@ -270,11 +270,12 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
         monkeypatch: pytest.MonkeyPatch) -> None:
     topic = unique("cks")
     # The per-winner fold runs in the batch's worker thread, never on the event loop.
-    folded_on: set[str] = set()
+    loop_thread = threading.get_ident()  # the test runs on the loop the agents run on
+    folded_on: set[int] = set()
 
     def recording_fold(*args: Any, **kwargs: Any) -> Any:
         if args[3]:  # winners (an assignment's expiry pass folds none, on the loop)
-            folded_on.add(threading.current_thread().name)
+            folded_on.add(threading.get_ident())
         return fold(*args, **kwargs)
 
     monkeypatch.setattr(checksum_agent, "fold", recording_fold)
@@ -375,7 +376,7 @@ async def test_checksum_table_follows_winners_restarts_and_verifies(
             assert raw_check.agree
             assert raw_check.values == {"raw": raw2[d.day].records,
                                         "checksum": raw2[d.day].records}
-        assert folded_on and threading.main_thread().name not in folded_on, folded_on
+        assert folded_on and loop_thread not in folded_on
 
         day = sorted(expected2)[1]
         victim = (await read_clean(lake, topic, [day])).column("id").to_pylist()[2]
