@@ -10,6 +10,7 @@ from prometheus_client.metrics_core import Metric
 
 from onepipe.agents.archive import ArchiveMetrics
 from onepipe.agents.sink import SinkStatus
+from onepipe.app.agent_processes import AgentProcesses
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.readiness import Readiness
 from onepipe.app.settings import Settings
@@ -58,3 +59,6 @@ class WorkerContext:
     sinks: Callable[[], list[SinkStatus]] | None = None
     #: GET /readyz's checks (broker, registry, partitions); None in bare web apps.
     readiness: Readiness | None = None
+    #: The worker's agent processes (``ONEPIPE_AGENT_PROCESSES`` > 1), whose figures
+    #: ``/metrics`` shows with its own.
+    processes: AgentProcesses | None = None

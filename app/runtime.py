@@ -28,12 +28,13 @@ from onepipe.agents.compact import (
 )
 from onepipe.agents.dedup import DedupAgent, DedupMetrics
 from onepipe.agents.sink import SinkRunner
+from onepipe.app.agent_processes import AgentProcesses, shared_budgets
 from onepipe.app.context import WorkerContext
 from onepipe.app.developer_agents import DeveloperAgents
 from onepipe.app.lag_monitor import worker_monitor
 from onepipe.app.readiness import BrokerProbe, Readiness, Waiting
 from onepipe.app.settings import Settings
-from onepipe.app.web.metrics import DEDUP_COUNTERS, CounterSource
+from onepipe.app.web.metrics import CHECKSUM_EXPORTED, DEDUP_EXPORTED, CounterSource
 from onepipe.app.web.server import WebServer
 from onepipe.app.web.sinks import SinkCollector
 from onepipe.schemas.errors import BrokerError, ConfigError
@@ -51,23 +52,6 @@ log = logging.getLogger(__name__)
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
 
-#: The dedup agent's exported counters: onepipe.app.web.metrics's, plus two /health shows.
-_DEDUP_EXPORTED = {
-    **DEDUP_COUNTERS,
-    "superseded": "Versions that led their key within a batch but lost to a later one.",
-    "recovered": "Changelog messages folded into dedup tables during recovery.",
-}
-_CHECKSUM_EXPORTED = {
-    "folded": "<topic>.unique messages folded into checksum tables.",
-    "undecodable": "Winners that did not decode or had no day (counted nowhere).",
-    "counted": "Source records counted into per-day raw record counts.",
-    "raw_undecodable": "Source records counted whose value did not decode.",
-    "published": "Day, hour and raw-count figures produced to <topic>.checksums.",
-    "expired": "(Partition, day) figures dropped by retention.",
-    "restarts": "Checksum agent restarts after a failure.",
-}
-
-
 def make_producer(settings: Settings, client_id: str = "onepipe") -> Producer:
     """The produce endpoint's producer: the factory's, batching as the settings say, on
     the client ONEPIPE_KAFKA_CLIENT names."""
@@ -77,10 +61,15 @@ def make_producer(settings: Settings, client_id: str = "onepipe") -> Producer:
 
 
 class Runtime:
-    """Producer + registry + HTTP API of one worker; an async context manager."""
+    """Producer + registry + HTTP API of one worker; an async context manager.
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    ``agents_only``: an agent process's (onepipe.app.agent_processes): the batch agents
+    without the HTTP API or the registry journal, which stay in the worker's process.
+    """
+
+    def __init__(self, settings: Settings, *, agents_only: bool = False) -> None:
+        self.settings = settings = shared_budgets(settings)
+        self.agents_only = agents_only
         # Kafka clients bind to the running event loop: the producer is made in start().
         self.producer: Producer | None = None
         self.registry = RegistryStore(
@@ -89,8 +78,10 @@ class Runtime:
             replication_factor=settings.replication_factor,
             write_timeout=settings.produce_timeout,
             fetch_wait_ms=settings.registry_fetch_wait_ms,
-            journal=RegistryJournal(settings.registry_journal_path),
+            journal=None if agents_only else RegistryJournal(settings.registry_journal_path),
         )
+        self.processes = (AgentProcesses(settings) if settings.agent_processes > 1
+                          and not agents_only else None)
         self.registry.on_lost_log = self._registry_lost
         self.publisher = Publisher(self.registry.state, None, settings.produce_timeout,
                                    max_record_bytes=settings.max_record_bytes)
@@ -109,7 +100,7 @@ class Runtime:
                                      else None,
                                      lag_monitor=self.lag_monitor,
                                      sinks=self.sinks.statuses if self.sinks else None,
-                                     readiness=self.readiness)
+                                     readiness=self.readiness, processes=self.processes)
         self.web = WebServer(self.context)
         self.lake: LakeStore | None = None
         self.archive: ArchiveAgent | None = None
@@ -121,12 +112,14 @@ class Runtime:
         if settings.dedup_enabled:
             # onepipe_dedup_*_total in /metrics, and the dedup block of /health.
             self.context.metric_sources.append(
-                CounterSource("dedup", self._dedup_metrics, _DEDUP_EXPORTED))
+                CounterSource("dedup", self._dedup_metrics, DEDUP_EXPORTED))
         if self.sinks is not None:
             self.context.metric_sources.append(SinkCollector(self.context))
+        if self.processes is not None:
+            self.context.metric_sources.append(self.processes)
         if settings.checksums_enabled:
             self.context.metric_sources.append(
-                CounterSource("checksums", self._checksum_metrics, _CHECKSUM_EXPORTED))
+                CounterSource("checksums", self._checksum_metrics, CHECKSUM_EXPORTED))
         #: The developers' agents (their modules are imported now: one that does not
         #: import stops the worker before anything connects).
         self.agents = DeveloperAgents(settings, self.registry, self.lag_monitor, self.context)
@@ -165,7 +158,10 @@ class Runtime:
         self._start_done.clear()
         self.publisher.bind(self.producer)
         steps: list[Callable[[], Awaitable[None]]] = [
-            lambda: self.registry.start(self.producer), self.agents.check, self.web.start]
+            lambda: self.registry.start(self.producer), self.agents.check,
+            self._start_loop_lag if self.agents_only else self.web.start]
+        if self.processes is not None:
+            steps.append(self.processes.start)
         if self.settings.archive_enabled:
             steps.append(self._start_archive)
         if self.settings.dedup_enabled:
@@ -207,6 +203,9 @@ class Runtime:
         loop = type(asyncio.get_running_loop())
         log.info("ready; event loop: %s.%s", loop.__module__, loop.__qualname__)
         self.ready.set()
+
+    async def _start_loop_lag(self) -> None:
+        self.web.loop_lag.start()  # the web server's: an agent process's /metrics has it
 
     def _batch_agents(self) -> list[Waiting]:
         """The batch agents this worker runs now (readiness asks them for partitions)."""
@@ -337,6 +336,8 @@ class Runtime:
             parts["lag monitor"] = self.lag_monitor.stop
         if self.sinks is not None:
             parts["sinks"] = self.sinks.stop
+        if self.processes is not None:
+            parts["agent processes"] = self.processes.stop
         if self.compact_scheduler or self.compact_dispatcher or self.compact_worker:
             parts["compaction"] = self._stop_compaction
         for name, agent in (("checksum agent", self.checksums), ("dedup agent", self.dedup),

@@ -208,15 +208,15 @@ class Settings(BaseSettings):
         "per topic per interval); 0 turns periodic compaction off.",
     )
     compact_task_timeout_seconds: float = Field(
-        300.0, gt=0,
-        description="A day task sent to the worker pool without a result for this long is "
-        "run by the compacting worker itself.",
-    )
+        300.0, gt=0, description="A day task sent to the worker pool without a result for "
+        "this long is run by the compacting worker itself.")
     compact_workers_enabled: bool = Field(
-        True,
-        description="Run a compaction day-task worker in this worker; scheduled compactions "
-        "then send their day tasks to the pool.",
-    )
+        True, description="Run a compaction day-task worker in this worker; scheduled "
+        "compactions then send their day tasks to the pool.")
+    agent_processes: int = Field(
+        1, ge=1, le=64, description="Processes the archive, dedup, checksum and sink agents "
+        "run in: each one more member of their groups (as a further worker is), on a core "
+        "of its own; the worker's memory budgets are shared among them.")
 
     @field_validator("broker")
     @classmethod

@@ -21,6 +21,11 @@ Contract:
     onepipe_agent_*_total{agent}                               developers' agents' counters
     onepipe_event_loop_lag_seconds (histogram), onepipe_event_loop_lag_max_seconds
                                                                (onepipe.app.web.loop_lag)
+    onepipe_worker_agent_processes, onepipe_worker_agent_process_restarts_total{process}
+                                                  (onepipe.app.agent_processes)
+
+  With ``ONEPIPE_AGENT_PROCESSES`` > 1 every family but the consumer lag's and those two
+  carries ``process`` ("0": the worker's own process), one sample per process.
 
 - Another agent plugs in with one line at start-up, e.g. the dedup agent::
 
@@ -42,6 +47,7 @@ from prometheus_client.metrics_core import (
 )
 
 from onepipe.agents.archive import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
+from onepipe.app.agent_processes import label_processes
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.web.http import CTX
@@ -54,6 +60,23 @@ DEDUP_COUNTERS: Mapping[str, str] = {
     "losers": "Versions ranked below their key's winner, dropped.",
     "undecodable": "Records whose value did not decode (skipped).",
     "repartitioned": "Records forwarded to the repartition topic.",
+}
+
+#: The dedup agent's exported counters: :data:`DEDUP_COUNTERS`, plus two /health shows.
+DEDUP_EXPORTED: Mapping[str, str] = {
+    **DEDUP_COUNTERS,
+    "superseded": "Versions that led their key within a batch but lost to a later one.",
+    "recovered": "Changelog messages folded into dedup tables during recovery.",
+}
+#: The checksum agent's exported counters.
+CHECKSUM_EXPORTED: Mapping[str, str] = {
+    "folded": "<topic>.unique messages folded into checksum tables.",
+    "undecodable": "Winners that did not decode or had no day (counted nowhere).",
+    "counted": "Source records counted into per-day raw record counts.",
+    "raw_undecodable": "Source records counted whose value did not decode.",
+    "published": "Day, hour and raw-count figures produced to <topic>.checksums.",
+    "expired": "(Partition, day) figures dropped by retention.",
+    "restarts": "Checksum agent restarts after a failure.",
 }
 
 _ARCHIVE_COUNTERS: Mapping[str, str] = {
@@ -203,6 +226,13 @@ class WorkerCollector:
         self._ctx = ctx
 
     def collect(self) -> Iterable[Metric]:
+        ctx = self._ctx
+        if ctx.processes is None:
+            return self._own()
+        # With agent processes: each one's figures, labelled with its process.
+        return label_processes(self._own(), ctx.processes.reports())
+
+    def _own(self) -> Iterator[Metric]:
         ctx = self._ctx
         if ctx.lag_monitor is not None:
             yield from lag_families(ctx.lag_monitor)

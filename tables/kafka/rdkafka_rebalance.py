@@ -97,6 +97,8 @@ class RebalanceCallbacks:
         callback = getattr(listener, method)
 
         async def call() -> None:
+            if self._closing or self._state != "started":
+                return  # the stop began on the loop's side while this waited for the loop
             result = callback(tps)
             if inspect.isawaitable(result):
                 await result

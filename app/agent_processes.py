@@ -1,0 +1,257 @@
+"""Agent processes: one worker's batch agents spread over several processes.
+
+Why: every batch agent is bound by its process's interpreter lock, not by the machine
+(BENCHMARKS.md, "Agent processes"): while one agent caught up, a two-core machine was
+113-121% busy of 200%. ``ONEPIPE_AGENT_PROCESSES=N`` starts N-1 agent processes beside
+the worker. Each runs the archive, dedup, checksum and sink agents as one more member of
+their consumer groups - exactly what one more worker does - so partitions, positions and
+exactly-once come from the code that scale-out already proves; nothing is handed from
+process to process per record (a hand-over costs the sender's lock as much as the work
+it hands over, BENCHMARKS.md).
+
+Contract:
+- The worker's own process is process 0: it keeps the HTTP API, the registry journal,
+  compaction, the lag monitor and the developers' agents, and runs a share of the batch
+  agents too. Agent process ``n`` keeps its state in ``<data_dir>/agent-processes/<n>``
+  (a restart finds its own tables again) and writes the worker's lake and catalog.
+- Started after the web server; stopped with the worker's agents, in parallel with them
+  and inside the worker's stop bound (each process's own bound is 80% of it). A process
+  that exits while the worker runs is started again after a back-off (1 s doubling up to
+  30 s, reset once one ran a minute); the other members hold its partitions meanwhile.
+- An agent process stops by itself when its worker is gone: its stdin is the worker's
+  pipe, and end-of-file (the worker killed with SIGKILL) stops it as SIGTERM does.
+- ``/metrics`` shows every process: an agent process sends its figures every
+  :data:`REPORT_SECONDS` (and once more when it stops) on its stdout; the worker labels
+  them ``process="<n>"`` and its own ``process="0"``; consumer lag, group-wide, stays
+  unlabelled. ``onepipe_worker_agent_processes`` and
+  ``onepipe_worker_agent_process_restarts_total`` tell whether they run.
+- The worker's memory budgets (``ONEPIPE_ARCHIVE_BUFFER_BYTES``,
+  ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes: they stay a worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
+
+from onepipe.app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["REPORT_SECONDS", "AgentProcesses", "label_processes", "process_settings",
+           "read_first_frame", "read_frame", "report_fd", "shared_budgets", "to_frames",
+           "write_frame"]
+
+#: Seconds between an agent process's reports of its metrics to the worker.
+REPORT_SECONDS = 1.0
+#: Back-off before a process that exited is started again: first, longest, and how long
+#: one must have run for the next exit to start from the first again.
+_BACKOFF_FIRST, _BACKOFF_MAX, _BACKOFF_RESET = 1.0, 30.0, 60.0
+_HEADER = struct.Struct(">I")
+#: Metric families that are not one process's own (group-wide lag, these processes):
+#: never labelled.
+_GROUP_WIDE = ("onepipe_consumer_", "onepipe_lag_monitor_")
+_WORKER_WIDE = frozenset({"onepipe_worker_agent_processes",
+                          "onepipe_worker_agent_process_restarts"})
+
+#: A metric family as sent between processes: name, help, type, unit, samples.
+Family = tuple[str, str, str, str, list[tuple[Any, ...]]]
+
+
+def process_settings(settings: Settings, index: int) -> Settings:
+    """Agent process ``index``'s settings: the worker's, with only what it runs left on."""
+    return settings.model_copy(update={
+        "data_dir": settings.data_dir / "agent-processes" / str(index),
+        # Shared with the worker, not derived from the process's own data dir.
+        "lake_url": settings.resolved_lake_url,
+        "iceberg_catalog_uri": settings.resolved_catalog_uri,
+        "catalog_dir": None, "agents": "", "example_agents": False,
+        "monitor_interval_seconds": 0.0, "compact_interval_seconds": 0.0,
+        "compact_workers_enabled": False, "agent_processes": 1,
+        "stop_timeout_seconds": settings.stop_timeout_seconds * 0.8})
+
+
+def shared_budgets(settings: Settings) -> Settings:
+    """One process's share of the worker's memory budgets (the settings of each)."""
+    count = settings.agent_processes
+    if count == 1:
+        return settings
+    return settings.model_copy(update={
+        "archive_buffer_bytes": max(1024 * 1024, settings.archive_buffer_bytes // count),
+        "state_memory_bytes": max(8 * 1024 * 1024, settings.state_memory_bytes // count)})
+
+
+def write_frame(stream: IO[bytes] | asyncio.WriteTransport | asyncio.StreamWriter,
+                value: object) -> None:
+    """One length-prefixed pickle (between a worker and its own agent processes only)."""
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(body)) + body)
+
+
+async def read_frame(stream: asyncio.StreamReader) -> Any:
+    """The next frame, or None at end-of-file."""
+    try:
+        header = await stream.readexactly(_HEADER.size)
+        return pickle.loads(await stream.readexactly(_HEADER.unpack(header)[0]))  # noqa: S301
+    except asyncio.IncompleteReadError:
+        return None
+
+
+def read_first_frame(fd: int) -> Any:
+    """The first frame, read before any event loop exists; None at end-of-file."""
+    header = _read_exactly(fd, _HEADER.size)
+    if header is None:
+        return None
+    body = _read_exactly(fd, _HEADER.unpack(header)[0])
+    return None if body is None else pickle.loads(body)  # noqa: S301 - from the worker
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def to_frames(families: Iterable[Metric]) -> list[Family]:
+    return [(f.name, f.documentation, f.type, f.unit, [tuple(s) for s in f.samples])
+            for f in families]
+
+
+def label_processes(own: Iterable[Metric], others: dict[int, list[Family]]) -> list[Metric]:
+    """Every process's families as one family a name, each sample labelled with its
+    process (the worker's own ``0``); group-wide families stay as they are."""
+    merged: dict[str, Metric] = {}
+
+    def add(family: Family, process: str | None) -> None:
+        name, documentation, kind, unit, samples = family
+        if process is not None and (name.startswith(_GROUP_WIDE) or name in _WORKER_WIDE):
+            process = None
+        target = merged.get(name)
+        if target is None:
+            target = merged[name] = Metric(name, documentation, kind, unit)
+        for sample in samples:
+            labels = sample[1] if process is None else {**sample[1], "process": process}
+            target.samples.append(Sample(sample[0], labels, *sample[2:]))
+
+    for family in to_frames(own):
+        add(family, "0")
+    for index, families in sorted(others.items()):
+        for family in families:
+            add(family, str(index))
+    return list(merged.values())
+
+
+class AgentProcesses:
+    """The worker's side: starts, watches and stops its agent processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._indexes = range(1, settings.agent_processes)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[int, asyncio.subprocess.Process] = {}
+        self._reports: dict[int, list[Family]] = {}
+        self._stop = asyncio.Event()
+        self.restarts = dict.fromkeys(self._indexes, 0)
+
+    @property
+    def pids(self) -> dict[int, int]:
+        """The running processes' pids by index."""
+        return {index: proc.pid for index, proc in self._running.items()}
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._tasks = [asyncio.create_task(self._keep(index), name=f"agent-process-{index}")
+                       for index in self._indexes]
+
+    async def stop(self) -> None:
+        """SIGTERM each; return once every one has exited (the worker's bound covers it)."""
+        self._stop.set()
+        for proc in self._running.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def reports(self) -> dict[int, list[Family]]:
+        """Each running agent process's last figures."""
+        return dict(self._reports)
+
+    def collect(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily("onepipe_worker_agent_processes",
+                                    "Agent processes running (ONEPIPE_AGENT_PROCESSES - 1).")
+        running.add_metric([], len(self._running))
+        yield running
+        restarts = CounterMetricFamily("onepipe_worker_agent_process_restarts",
+                                       "Agent processes started again after they exited.",
+                                       labels=["process"])
+        for index, count in self.restarts.items():
+            restarts.add_metric([str(index)], count)
+        yield restarts
+
+    async def _keep(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        delay = _BACKOFF_FIRST
+        while not self._stop.is_set():
+            began = loop.time()
+            code = await self._run(index)
+            if self._stop.is_set():
+                return
+            if loop.time() - began >= _BACKOFF_RESET:
+                delay = _BACKOFF_FIRST
+            log.error("agent process %d exited with status %s while the worker runs; its "
+                      "partitions go to the other members, and it starts again in %.0f s",
+                      index, code, delay)
+            with contextlib.suppress(TimeoutError):  # a back-off that a stop cuts short
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+            if not self._stop.is_set():
+                self.restarts[index] += 1
+
+    async def _run(self, index: int) -> int | None:
+        """Run agent process ``index`` until it exits; its exit status."""
+        # stderr is the worker's: its log lines go where the worker's go.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "onepipe.app.agent_process",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self._running[index] = proc
+        assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPE above
+        try:
+            if self._stop.is_set():  # a stop came while it was being started
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ConnectionError):  # it died at once: its status says
+                write_frame(proc.stdin, (process_settings(self._settings, index), index))
+                await proc.stdin.drain()
+            while (report := await read_frame(proc.stdout)) is not None:
+                self._reports[index] = report
+            return await proc.wait()
+        except asyncio.CancelledError:
+            proc.kill()  # the worker's own stop was cut short: do not leave it behind
+            raise
+        finally:
+            del self._running[index]
+            self._reports.pop(index, None)
+            # The pipe to it stays open until now: closing it is what stops an agent
+            # process whose worker is gone.
+            proc.stdin.close()
+
+
+def report_fd() -> int:
+    """Agent process side: the pipe its reports go to; ``print`` now writes to stderr."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    return fd

@@ -1,0 +1,82 @@
+"""The parts of agent processes that need no process: settings, budgets, /metrics labels.
+
+The processes themselves (start, share of the groups, restart, stop, a killed worker)
+are tests/ops/test_agent_processes.py's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from onepipe.app.agent_processes import (
+    label_processes,
+    process_settings,
+    shared_budgets,
+    to_frames,
+)
+from onepipe.app.settings import load_settings
+
+
+def test_an_agent_process_runs_only_the_batch_agents_on_the_shared_lake(
+        tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", agent_processes=3,
+                             catalog_dir=tmp_path, agents="my.agents", example_agents=True,
+                             compact_interval_seconds=60, stop_timeout_seconds=10)
+    child = process_settings(settings, 2)
+    assert child.data_dir == tmp_path / "data" / "agent-processes" / "2"
+    # The worker's lake and catalog, not ones under the process's own data dir.
+    assert child.resolved_lake_url == (tmp_path / "data" / "lake").resolve().as_uri()
+    assert child.resolved_catalog_uri == settings.resolved_catalog_uri
+    assert (child.catalog_dir, child.agents, child.example_agents) == (None, "", False)
+    assert (child.compact_interval_seconds, child.compact_workers_enabled) == (0, False)
+    assert (child.monitor_interval_seconds, child.agent_processes) == (0, 1)
+    assert child.stop_timeout_seconds < settings.stop_timeout_seconds  # inside the worker's
+    assert (child.archive_enabled, child.dedup_enabled, child.checksums_enabled,
+            child.sinks_enabled) == (True, True, True, True)
+
+
+def test_the_memory_budgets_stay_the_workers(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, agent_processes=4,
+                             archive_buffer_bytes=400 * 2**20, state_memory_bytes=128 * 2**20)
+    shared = shared_budgets(settings)
+    assert shared.archive_buffer_bytes * 4 == settings.archive_buffer_bytes
+    assert shared.state_memory_bytes * 4 == settings.state_memory_bytes
+    single = load_settings(data_dir=tmp_path)
+    assert shared_budgets(single) is single
+    # Each process's settings are already shared: its own Runtime divides no further.
+    child = process_settings(shared, 1)
+    assert shared_budgets(child).archive_buffer_bytes == shared.archive_buffer_bytes
+
+
+def test_metrics_of_every_process_are_one_family_each_labelled_by_process() -> None:
+    def own() -> list[Metric]:
+        consumed = CounterMetricFamily("onepipe_dedup_consumed", "Records consumed.",
+                                       labels=["agent"])
+        consumed.add_metric(["dedup"], 5)
+        lag = GaugeMetricFamily("onepipe_consumer_lag", "Lag.", labels=["group"])
+        lag.add_metric(["g"], 7)
+        return [consumed, lag]
+
+    child_consumed = CounterMetricFamily("onepipe_dedup_consumed", "Records consumed.",
+                                         labels=["agent"])
+    child_consumed.add_metric(["dedup"], 11)
+    only_child = GaugeMetricFamily("onepipe_event_loop_lag_max_seconds", "Lag.")
+    only_child.add_metric([], 0.5)
+    merged = {f.name: f for f in label_processes(
+        own(), {1: to_frames([child_consumed, only_child])})}
+
+    consumed = merged["onepipe_dedup_consumed"]
+    assert consumed.type == "counter"
+    assert [(s.name, s.labels, s.value) for s in consumed.samples] == [
+        ("onepipe_dedup_consumed_total", {"agent": "dedup", "process": "0"}, 5),
+        ("onepipe_dedup_consumed_total", {"agent": "dedup", "process": "1"}, 11)]
+    # Group-wide figures are not a process's: no label, not repeated.
+    assert [(s.labels, s.value) for s in merged["onepipe_consumer_lag"].samples] == [
+        ({"group": "g"}, 7)]
+    assert [(s.labels, s.value)
+            for s in merged["onepipe_event_loop_lag_max_seconds"].samples] == [
+        ({"process": "1"}, 0.5)]
+    assert list(merged) == ["onepipe_dedup_consumed", "onepipe_consumer_lag",
+                            "onepipe_event_loop_lag_max_seconds"]

@@ -1,0 +1,109 @@
+"""One worker's batch agents in two processes (``ONEPIPE_AGENT_PROCESSES=2``).
+
+A real ``onepipe worker`` with one agent process, a producer sending through its
+endpoint: both processes take a share of every group's partitions (their figures in
+``/metrics``, labelled by process), the agent process killed with SIGKILL is started
+again, and the end-of-test check finds nothing lost, nothing twice and ``onepipe verify``
+agreeing. A SIGTERM stops the agent process with its worker; a worker killed with SIGKILL
+leaves no agent process behind either (its end of the pipe is what stops it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from onepipe.app.stopping import running
+from tests.fixtures.pipeline_check import check_pipeline, make_pipeline
+from tests.fixtures.producer_loop import ProducerLoop
+from tests.fixtures.services import wait_for
+from tests.fixtures.worker_process import WorkerProcess
+
+PARTITIONS = 4
+
+
+def agent_processes(worker: WorkerProcess) -> list[int]:
+    """Pids of the worker's agent processes (not its archive encoders)."""
+    found = []
+    for pid in worker.children():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"onepipe.app.agent_process" in command:
+            found.append(pid)
+    return found
+
+
+async def samples(worker: WorkerProcess) -> dict[str, dict[str, float]]:
+    """``/metrics``: each sample name's value per ``process`` label ("" when none)."""
+    async with aiohttp.ClientSession() as http, http.get(worker.url + "/metrics") as resp:
+        text = await resp.text()
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            by_process = found.setdefault(sample.name, {})
+            process = sample.labels.get("process", "")
+            by_process[process] = by_process.get(process, 0.0) + sample.value
+    return found
+
+
+async def test_agent_processes_share_every_group_and_lose_nothing(
+        broker: str, tmp_path: Path) -> None:
+    pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS,
+                             ONEPIPE_AGENT_PROCESSES="2")
+    producer = ProducerLoop(pipeline.topic, pipeline.urls)
+    try:
+        worker = pipeline.worker("w1")
+        await wait_for(worker.healthy, timeout=90, what="the worker")
+        producer.start()
+        await producer.wait_acked(300)
+
+        async def both_work() -> bool:
+            found = await samples(worker)
+            return all(found.get(name, {}).get(process, 0) > 0
+                       for name in ("onepipe_dedup_consumed_total",
+                                    "onepipe_archive_records_in_total",
+                                    "onepipe_checksums_counted_total")
+                       for process in ("0", "1"))
+
+        await wait_for(both_work, timeout=120, what="both processes consuming every group")
+        [first] = agent_processes(worker)
+        os.kill(first, signal.SIGKILL)
+
+        async def started_again() -> bool:
+            found = await samples(worker)
+            return (found.get("onepipe_worker_agent_process_restarts_total", {}).get("1") == 1
+                    and found.get("onepipe_worker_agent_processes", {}).get("") == 1
+                    and agent_processes(worker) not in ([], [first]))
+
+        await wait_for(started_again, timeout=60, what="the agent process started again")
+        await producer.wait_acked(300)
+        await producer.finish()
+        await check_pipeline(pipeline, producer, "agent processes")
+
+        [second] = agent_processes(worker)
+        await asyncio.to_thread(worker.stop)
+        assert worker.proc.returncode == 0
+        assert not running(second), "the agent process outlived its worker's stop"
+
+        # Restarted with its data dirs, then killed: its agent process stops by itself.
+        worker = pipeline.worker("w1")
+        await wait_for(worker.healthy, timeout=90, what="the restarted worker")
+
+        async def reporting() -> bool:  # its agents started: it sends their figures
+            return "1" in (await samples(worker)).get("onepipe_dedup_consumed_total", {})
+
+        await wait_for(reporting, timeout=60, what="the restarted worker's agent process")
+        [third] = agent_processes(worker)
+        worker.kill()
+        await wait_for(lambda: not running(third), timeout=30,
+                       what="the agent process to stop after its worker was killed")
+    finally:
+        await producer.cancel()
+        await asyncio.to_thread(pipeline.stop_all)
