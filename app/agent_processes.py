@@ -27,6 +27,12 @@ Contract:
   ``onepipe_worker_agent_process_restarts_total`` tell whether they run.
 - The worker's memory budgets (``ONEPIPE_ARCHIVE_BUFFER_BYTES``,
   ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes: they stay a worker's.
+- ``/health``, ``/status``, ``/readyz`` and ``/sinks`` tell of process 0's agents only
+  (the consumer lag they show is the whole group's).
+- Known cost: every group has a member per process, so a stop may find a group in a join
+  round the first leaver started; a member finishes that round before it leaves (tansu
+  breaks a group left mid-round, onepipe.tables.kafka.rdkafka_consumer), which on tansu
+  takes half the session timeout. A stop cut short by its bound then loses nothing.
 """
 
 from __future__ import annotations
@@ -49,9 +55,9 @@ from onepipe.app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPORT_SECONDS", "AgentProcesses", "label_processes", "process_settings",
-           "read_first_frame", "read_frame", "report_fd", "shared_budgets", "to_frames",
-           "write_frame"]
+__all__ = ["EXIT_CONFIG", "REPORT_SECONDS", "AgentProcesses", "label_processes",
+           "process_settings", "read_first_frame", "read_frame", "shared_budgets",
+           "to_frames", "write_frame"]
 
 #: Seconds between an agent process's reports of its metrics to the worker.
 REPORT_SECONDS = 1.0
@@ -59,6 +65,10 @@ REPORT_SECONDS = 1.0
 #: one must have run for the next exit to start from the first again.
 _BACKOFF_FIRST, _BACKOFF_MAX, _BACKOFF_RESET = 1.0, 30.0, 60.0
 _HEADER = struct.Struct(">I")
+#: The largest frame either side accepts (a report is tens of kilobytes).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Exit status of an agent process whose settings or registry do not let it start.
+EXIT_CONFIG = 2
 #: Metric families that are not one process's own (group-wide lag, these processes):
 #: never labelled.
 _GROUP_WIDE = ("onepipe_consumer_", "onepipe_lag_monitor_")
@@ -100,12 +110,20 @@ def write_frame(stream: IO[bytes] | asyncio.WriteTransport | asyncio.StreamWrite
 
 
 async def read_frame(stream: asyncio.StreamReader) -> Any:
-    """The next frame, or None at end-of-file."""
+    """The next frame, or None at end-of-file; ValueError for one beyond the bound."""
     try:
         header = await stream.readexactly(_HEADER.size)
-        return pickle.loads(await stream.readexactly(_HEADER.unpack(header)[0]))  # noqa: S301
+        return pickle.loads(await stream.readexactly(_size(header)))  # noqa: S301
     except asyncio.IncompleteReadError:
         return None
+
+
+def _size(header: bytes) -> int:
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME_BYTES:  # not a frame of ours: something else wrote into the pipe
+        msg = f"a frame of {size} bytes, beyond {MAX_FRAME_BYTES}: the pipe is corrupt"
+        raise ValueError(msg)
+    return int(size)
 
 
 def read_first_frame(fd: int) -> Any:
@@ -113,7 +131,7 @@ def read_first_frame(fd: int) -> Any:
     header = _read_exactly(fd, _HEADER.size)
     if header is None:
         return None
-    body = _read_exactly(fd, _HEADER.unpack(header)[0])
+    body = _read_exactly(fd, _size(header))
     return None if body is None else pickle.loads(body)  # noqa: S301 - from the worker
 
 
@@ -129,6 +147,7 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 
 
 def to_frames(families: Iterable[Metric]) -> list[Family]:
+    """Metric families as plain tuples: what an agent process reports."""
     return [(f.name, f.documentation, f.type, f.unit, [tuple(s) for s in f.samples])
             for f in families]
 
@@ -175,6 +194,7 @@ class AgentProcesses:
         return {index: proc.pid for index, proc in self._running.items()}
 
     async def start(self) -> None:
+        """Start every agent process, without waiting for them (each joins the groups)."""
         self._stop.clear()
         self._tasks = [asyncio.create_task(self._keep(index), name=f"agent-process-{index}")
                        for index in self._indexes]
@@ -192,9 +212,10 @@ class AgentProcesses:
         return dict(self._reports)
 
     def collect(self) -> Iterator[Metric]:
-        running = GaugeMetricFamily("onepipe_worker_agent_processes",
-                                    "Agent processes running (ONEPIPE_AGENT_PROCESSES - 1).")
-        running.add_metric([], len(self._running))
+        """Whether they run (a /metrics source of the worker's own)."""
+        running = GaugeMetricFamily("onepipe_worker_agent_processes", "Agent processes "
+                                    "running and reporting (ONEPIPE_AGENT_PROCESSES - 1).")
+        running.add_metric([], len(self._reports))
         yield running
         restarts = CounterMetricFamily("onepipe_worker_agent_process_restarts",
                                        "Agent processes started again after they exited.",
@@ -208,14 +229,19 @@ class AgentProcesses:
         delay = _BACKOFF_FIRST
         while not self._stop.is_set():
             began = loop.time()
-            code = await self._run(index)
+            try:
+                code = await self._run(index)
+            except Exception:  # noqa: BLE001 - a spawn or a pipe that failed: start again
+                log.exception("agent process %d failed", index)
+                code = None
             if self._stop.is_set():
                 return
             if loop.time() - began >= _BACKOFF_RESET:
                 delay = _BACKOFF_FIRST
-            log.error("agent process %d exited with status %s while the worker runs; its "
-                      "partitions go to the other members, and it starts again in %.0f s",
-                      index, code, delay)
+            why = ("cannot start (its log lines above say why)" if code == EXIT_CONFIG
+                   else f"exited with status {code} while the worker runs")
+            log.error("agent process %d %s; its partitions go to the other members, and it "
+                      "starts again in %.0f s", index, why, delay)
             with contextlib.suppress(TimeoutError):  # a back-off that a stop cuts short
                 await asyncio.wait_for(self._stop.wait(), delay)
             delay = min(delay * 2, _BACKOFF_MAX)
@@ -223,24 +249,45 @@ class AgentProcesses:
                 self.restarts[index] += 1
 
     async def _run(self, index: int) -> int | None:
-        """Run agent process ``index`` until it exits; its exit status."""
-        # stderr is the worker's: its log lines go where the worker's go.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "onepipe.app.agent_process",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        """Run agent process ``index`` until it exits; its exit status.
+
+        Its reports come on a pipe of their own (the fd in its argv): nothing it prints
+        can mix with them. Its output and log lines go to the worker's stdout, where the
+        worker logs. A session of its own: a Ctrl-C in the terminal reaches the worker
+        alone, which stops it in order.
+        """
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        try:
+            reports = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reports),
+                                         os.fdopen(read_fd, "rb", buffering=0))
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        try:
+            # -P: not the current directory first on sys.path (the worker has not it).
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-m", "onepipe.app.agent_process", str(write_fd),
+                stdin=asyncio.subprocess.PIPE, stdout=1, stderr=1, pass_fds=(write_fd,),
+                start_new_session=True)
+        finally:
+            os.close(write_fd)
         self._running[index] = proc
-        assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPE above
+        assert proc.stdin is not None  # noqa: S101 - PIPE above
         try:
             if self._stop.is_set():  # a stop came while it was being started
                 proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(ConnectionError):  # it died at once: its status says
                 write_frame(proc.stdin, (process_settings(self._settings, index), index))
                 await proc.stdin.drain()
-            while (report := await read_frame(proc.stdout)) is not None:
+            while (report := await read_frame(reports)) is not None:
                 self._reports[index] = report
             return await proc.wait()
-        except asyncio.CancelledError:
-            proc.kill()  # the worker's own stop was cut short: do not leave it behind
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # a stop cut short, or a corrupt pipe: do not leave it behind
             raise
         finally:
             del self._running[index]
@@ -248,10 +295,3 @@ class AgentProcesses:
             # The pipe to it stays open until now: closing it is what stops an agent
             # process whose worker is gone.
             proc.stdin.close()
-
-
-def report_fd() -> int:
-    """Agent process side: the pipe its reports go to; ``print`` now writes to stderr."""
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    return fd

@@ -51,11 +51,13 @@ class DeveloperAgents:
     """The runners of one worker's developer agents."""
 
     def __init__(self, settings: Settings, registry: RegistryStore,
-                 lag_monitor: LagMonitor | None, context: WorkerContext) -> None:
+                 lag_monitor: LagMonitor | None, context: WorkerContext, *,
+                 enabled: bool = True) -> None:
         self._settings = settings
         self._registry = registry
-        #: What the loaded modules declared, in load order.
-        self.specs: list[AgentSpec] = load_agents(agent_modules(settings))
+        #: What the loaded modules declared, in load order (none when not ``enabled``:
+        #: an agent process's, onepipe.app.agent_processes).
+        self.specs: list[AgentSpec] = load_agents(agent_modules(settings)) if enabled else []
         #: One per spec once started.
         self.runners: list[AgentRunner] = []
         for spec in self.specs:

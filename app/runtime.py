@@ -3,9 +3,9 @@
 Start order matters: the producer first (the registry appends with it), then the registry
 replays its log to the end and the developers' agents are checked against it
 (onepipe.app.developer_agents), then the web server opens, so no request is ever answered
-from a half-replayed registry; then the batch agents (archive, dedup) join their groups,
-the developers' agents last. ``ready`` is set last. Stop runs in reverse, so the
-archive agent flushes its buffers while the registry can still resolve schemas.
+from a half-replayed registry; then the agent processes start (onepipe.app.agent_processes)
+and the batch agents join their groups, the developers' agents last. ``ready`` is set
+last. Stop runs in reverse, so the archive flushes while the registry resolves schemas.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
+
 
 def make_producer(settings: Settings, client_id: str = "onepipe") -> Producer:
     """The produce endpoint's producer: the factory's, batching as the settings say, on
@@ -112,17 +113,20 @@ class Runtime:
         if settings.dedup_enabled:
             # onepipe_dedup_*_total in /metrics, and the dedup block of /health.
             self.context.metric_sources.append(
-                CounterSource("dedup", self._dedup_metrics, DEDUP_EXPORTED))
+                CounterSource("dedup", lambda: self.dedup.metrics if self.dedup
+                              else DedupMetrics(), DEDUP_EXPORTED))
         if self.sinks is not None:
             self.context.metric_sources.append(SinkCollector(self.context))
         if self.processes is not None:
             self.context.metric_sources.append(self.processes)
         if settings.checksums_enabled:
             self.context.metric_sources.append(
-                CounterSource("checksums", self._checksum_metrics, CHECKSUM_EXPORTED))
+                CounterSource("checksums", lambda: self.checksums.metrics if self.checksums
+                              else ChecksumMetrics(), CHECKSUM_EXPORTED))
         #: The developers' agents (their modules are imported now: one that does not
         #: import stops the worker before anything connects).
-        self.agents = DeveloperAgents(settings, self.registry, self.lag_monitor, self.context)
+        self.agents = DeveloperAgents(settings, self.registry, self.lag_monitor, self.context,
+                                      enabled=not agents_only)
         #: Why the last start failed, when it was the settings' or the agents' fault.
         self.start_error: ConfigError | None = None
         self.ready = asyncio.Event()
@@ -217,12 +221,6 @@ class Runtime:
 
     def _archive_metrics(self) -> ArchiveMetrics:
         return self.archive.metrics if self.archive is not None else ArchiveMetrics()
-
-    def _dedup_metrics(self) -> DedupMetrics:
-        return self.dedup.metrics if self.dedup is not None else DedupMetrics()
-
-    def _checksum_metrics(self) -> ChecksumMetrics:
-        return self.checksums.metrics if self.checksums is not None else ChecksumMetrics()
 
     async def _start_checksums(self) -> None:
         settings = self.settings

@@ -6,13 +6,18 @@ are tests/ops/test_agent_processes.py's.
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from pathlib import Path
 
+import pytest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from onepipe.app.agent_processes import (
+    MAX_FRAME_BYTES,
     label_processes,
     process_settings,
+    read_frame,
     shared_budgets,
     to_frames,
 )
@@ -80,3 +85,14 @@ def test_metrics_of_every_process_are_one_family_each_labelled_by_process() -> N
         ({"process": "1"}, 0.5)]
     assert list(merged) == ["onepipe_dedup_consumed", "onepipe_consumer_lag",
                             "onepipe_event_loop_lag_max_seconds"]
+
+
+async def test_a_frame_beyond_the_bound_is_refused_not_buffered() -> None:
+    stream = asyncio.StreamReader()
+    stream.feed_data(struct.pack(">I", MAX_FRAME_BYTES + 1) + b"x" * 10)
+    with pytest.raises(ValueError, match="the pipe is corrupt"):
+        await read_frame(stream)
+    good = asyncio.StreamReader()
+    good.feed_data(struct.pack(">I", 5) + b"ab")  # a frame cut short
+    good.feed_eof()
+    assert await read_frame(good) is None  # end-of-file mid-frame: the process is gone
