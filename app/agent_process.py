@@ -11,11 +11,12 @@ within its own bound (the watchdog stays armed until the process has exited).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from onepipe.app.agent_processes import (
     EXIT_CONFIG,
@@ -29,13 +30,17 @@ from onepipe.app.log_format import TEXT_FORMAT, configure_logging
 from onepipe.app.runtime import Runtime
 from onepipe.app.serve import event_loop_factory
 from onepipe.app.settings import Settings
-from onepipe.app.stopping import StopWatchdog
+from onepipe.app.stopping import StopWatchdog, signals_restored
 from onepipe.app.web.metrics import WorkerCollector
 from onepipe.schemas.errors import ConfigError
 
 log = logging.getLogger("onepipe")
+#: Seconds between two looks at whether the worker is still this process's parent.
+_PARENT_CHECK_SECONDS = 1.0
+
 
 def main() -> int:
+    worker = os.getppid()
     out = int(sys.argv[1])
     first = read_first_frame(sys.stdin.fileno())
     if first is None:
@@ -44,13 +49,16 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     _tag_log_lines(index, text=settings.log_format == "text")
     new_loop, _ = event_loop_factory(settings)  # the worker's loop, uvloop by default
-    loop = new_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(_run(settings, index, out))
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    # uvloop's signal handlers outlive its closed loop: without this, a SIGTERM while the
+    # interpreter exits would be swallowed.
+    with signals_restored(signal.SIGTERM, signal.SIGINT):
+        loop = new_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(_run(settings, index, out, worker))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def _tag_log_lines(index: int, *, text: bool) -> None:
@@ -68,45 +76,56 @@ def _tag_log_lines(index: int, *, text: bool) -> None:
                 TEXT_FORMAT.replace("]", f"] [agent process {index}]", 1)))
 
 
-async def _run(settings: Settings, index: int, out: int) -> int:
+def _watch_parent(worker: int, gone: Callable[[], None], done: threading.Event) -> None:
+    """A thread: the worker gone (this process re-parented) while the loop is held - a
+    stop it cannot see on stdin - still starts the bounded stop."""
+    while not done.wait(_PARENT_CHECK_SECONDS):
+        if os.getppid() != worker:
+            gone()
+            return
+
+
+async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
     loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     stop = asyncio.Event()
     why: list[str] = []
+    runtime: Runtime | None = None
+    watchdog = StopWatchdog(settings.stop_timeout_seconds,
+                            lambda: sorted(runtime.stopping) if runtime else [])
 
     def stop_for(reason: str) -> None:
         why.append(reason)
         stop.set()
 
+    def worker_gone() -> None:
+        watchdog.arm("the worker is gone")
+        loop.call_soon_threadsafe(stop_for, "the worker is gone")
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_for, signal.Signals(signum).name)
+    done = threading.Event()
+    threading.Thread(target=_watch_parent, args=(worker, worker_gone, done),
+                     name="onepipe-watch-worker", daemon=True).start()
 
     async def until_eof() -> None:
+        stdin = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
         while await read_frame(stdin) is not None:
             pass
         stop_for("the worker is gone")
 
     watching = asyncio.create_task(until_eof())
-    closed = loop.create_future()
-    transport, _ = await loop.connect_write_pipe(lambda: _Reports(closed),
-                                                 os.fdopen(out, "wb", buffering=0))
     stopping = asyncio.create_task(stop.wait())
+    transport: asyncio.WriteTransport | None = None
     try:
+        transport, _ = await loop.connect_write_pipe(asyncio.Protocol,
+                                                     os.fdopen(out, "wb", buffering=0))
         try:
             runtime = Runtime(settings, agents_only=True)
         except ConfigError as exc:  # its message says it all (a developer agent's module)
             log.error("agent process %d cannot start: %s", index, exc)  # noqa: TRY400
             return EXIT_CONFIG
         collector = WorkerCollector(runtime.context)
-        watchdog = StopWatchdog(settings.stop_timeout_seconds,
-                                lambda: sorted(runtime.stopping))
-
-        def report() -> None:
-            # Skipped while the last one is still unread (the worker's loop is busy).
-            if not transport.is_closing() and not transport.get_write_buffer_size():
-                write_frame(transport, to_frames(collector.collect()))
-
         starting = asyncio.create_task(runtime.start())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done() and starting.exception() is not None:
@@ -117,35 +136,23 @@ async def _run(settings: Settings, index: int, out: int) -> int:
         if starting.done():
             log.info("agent process %d runs the batch agents (pid %d)", index, os.getpid())
         while not stop.is_set():
-            report()
+            # Skipped while the last one is still unread (the worker's loop is busy).
+            if not transport.get_write_buffer_size():
+                write_frame(transport, to_frames(collector.collect()))
             await asyncio.wait({stopping}, timeout=REPORT_SECONDS)
+        # Armed until the process has exited: a thread that hangs at exit is bounded too.
         watchdog.arm(why[0] if why else "stop")
-        if not starting.done():
-            # Stopped while starting: a start past its producer ends at its next step;
-            # one before it runs to its end, and is stopped below.
-            await runtime.stop()
+        await runtime.stop()  # a start still running ends at its next step first
         await asyncio.gather(starting, return_exceptions=True)
-        await runtime.stop()
-        report()  # the last figures, with everything flushed
+        await runtime.stop()  # what a start stopped before its producer was up started
         return 0
     finally:
+        done.set()
         for task in (watching, stopping):
             task.cancel()
         await asyncio.gather(watching, stopping, return_exceptions=True)
-        transport.close()
-        with contextlib.suppress(TimeoutError):  # the last report reaches the worker
-            await asyncio.wait_for(closed, 1.0)
-
-
-class _Reports(asyncio.Protocol):
-    """The report pipe's protocol: says when the pipe is closed (what was written went)."""
-
-    def __init__(self, closed: asyncio.Future[None]) -> None:
-        self._closed = closed
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
+        if transport is not None:
+            transport.close()
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ class Runtime:
 
     async def start(self) -> None:
         set_budget(self.settings.state_memory_bytes)  # before any store opens
+        self._agents_stopping, self._abort_start = None, False
+        self._start_done.clear()
         self.producer = make_producer(self.settings)
         try:
             await self._start_producer(self.producer)
@@ -157,9 +159,6 @@ class Runtime:
                 f"Kafka at {self.settings.broker} refused the producer: {exc!r}{hint}"
             ) from exc
         self._started = True
-        self._agents_stopping = None
-        self._abort_start = False
-        self._start_done.clear()
         self.publisher.bind(self.producer)
         steps: list[Callable[[], Awaitable[None]]] = [
             lambda: self.registry.start(self.producer), self.agents.check,
@@ -364,7 +363,8 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop the agents, then the shared parts in reverse order; harmless to call twice."""
-        if not self._started:
+        if not self._started:  # a start before its producer is up ends right after it
+            self._abort_start = True
             return
         if not self._start_done.is_set():  # still starting: end the start first
             self._abort_start = True
