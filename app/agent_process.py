@@ -11,6 +11,7 @@ within its own bound (the watchdog stays armed until the process has exited).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -99,7 +100,8 @@ async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
 
     def worker_gone() -> None:
         watchdog.arm("the worker is gone")
-        loop.call_soon_threadsafe(stop_for, "the worker is gone")
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: exiting anyway
+            loop.call_soon_threadsafe(stop_for, "the worker is gone")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_for, signal.Signals(signum).name)
