@@ -146,7 +146,6 @@ async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
         watchdog.arm(why[0] if why else "stop")
         await runtime.stop()  # a start still running ends at its next step first
         await asyncio.gather(starting, return_exceptions=True)
-        await runtime.stop()  # what a start stopped before its producer was up started
         return 0
     finally:
         done.set()

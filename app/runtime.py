@@ -133,7 +133,8 @@ class Runtime:
         self._started = False
         self._agents_stopping: asyncio.Future[None] | None = None
         self._abort_start = False
-        self._start_done = asyncio.Event()
+        self._start_done = asyncio.Event()  # set while no start is in progress
+        self._start_done.set()
         self._lost_task: asyncio.Task[None] | None = None
         #: Parts whose stop has begun and not ended (what a cut-short stop left undone).
         self.stopping: set[str] = set()
@@ -144,7 +145,7 @@ class Runtime:
         self._start_done.clear()
         self.producer = make_producer(self.settings)
         try:
-            await self._start_producer(self.producer)
+            await self._start_producer()
         except KafkaConnectionError as exc:
             raise BrokerError(
                 f"cannot reach Kafka at {self.settings.broker} (ONEPIPE_BROKER): {exc!r}"
@@ -292,11 +293,13 @@ class Runtime:
                 worker_id=self.compact_worker.worker_id if self.compact_worker else "")
             await self.compact_scheduler.start()
 
-    @staticmethod
-    async def _start_producer(producer: Producer) -> None:
+    async def _start_producer(self) -> None:
+        producer = self.producer
+        assert producer is not None  # noqa: S101 - made just before
         try:
             await producer.start()
         except BaseException:
+            self._start_done.set()  # the start ends here: a stop waiting for it goes on
             await producer.stop()  # a half-started client still holds connections
             raise
 
@@ -363,12 +366,11 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop the agents, then the shared parts in reverse order; harmless to call twice."""
-        if not self._started:  # a start before its producer is up ends right after it
-            self._abort_start = True
-            return
-        if not self._start_done.is_set():  # still starting: end the start first
-            self._abort_start = True
+        if not self._start_done.is_set():  # still starting: end the start first (one
+            self._abort_start = True          # before its producer is up ends after it)
             await self._start_done.wait()
+        if not self._started:
+            return
         await self.stop_agents()
         self._started = False
         for name, stop in (("lake", self.lake.close if self.lake else None),
