@@ -47,7 +47,7 @@ import signal
 import struct
 import sys
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
@@ -104,8 +104,7 @@ def shared_budgets(settings: Settings) -> Settings:
         "state_memory_bytes": max(8 * 1024 * 1024, settings.state_memory_bytes // count)})
 
 
-def write_frame(stream: IO[bytes] | asyncio.WriteTransport | asyncio.StreamWriter,
-                value: object) -> None:
+def write_frame(stream: asyncio.WriteTransport | asyncio.StreamWriter, value: object) -> None:
     """One length-prefixed pickle (between a worker and its own agent processes only)."""
     body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(body)) + body)
@@ -189,11 +188,6 @@ class AgentProcesses:
         self._reports: dict[int, list[Family]] = {}
         self._stop = asyncio.Event()
         self.restarts = dict.fromkeys(self._indexes, 0)
-
-    @property
-    def pids(self) -> dict[int, int]:
-        """The running processes' pids by index."""
-        return {index: proc.pid for index, proc in self._running.items()}
 
     async def start(self) -> None:
         """Start every agent process, without waiting for them (each joins the groups)."""
