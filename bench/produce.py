@@ -274,13 +274,16 @@ class HealthProbe:
 
 
 async def loop_lag_buckets(worker_url: str) -> dict[float, float]:
-    """The worker's onepipe_event_loop_lag_seconds buckets (upper bound -> cumulative)."""
+    """The worker's onepipe_event_loop_lag_seconds buckets (upper bound -> cumulative):
+    its own loop's, the one that serves HTTP (with ONEPIPE_AGENT_PROCESSES each agent
+    process has its own, labelled with its process)."""
     async with aiohttp.ClientSession() as session, session.get(f"{worker_url}/metrics") as r:
         text = await r.text()
     return {float(sample.labels["le"]): sample.value
             for family in text_string_to_metric_families(text)
             if family.name == "onepipe_event_loop_lag_seconds"
-            for sample in family.samples if sample.name.endswith("_bucket")}
+            for sample in family.samples if sample.name.endswith("_bucket")
+            and sample.labels.get("process", "0") == "0"}
 
 
 def loop_lag_between(before: dict[float, float], after: dict[float, float]) -> str:
