@@ -33,8 +33,12 @@ records and printed as budgets.
 Run order is 4, 3, 1, 2, 1: tansu's memory storage slows down as it holds more data, so
 the latency phases run before the bulk phases store ~1M records (see ``bench()``).
 
-HTTP bodies are serialized with orjson before the clock starts; the client uses one
-aiohttp session per phase with a TCPConnector limit and keep-alive. CPU% of the bench,
+HTTP bodies are serialized with orjson before the clock starts. The batched phase posts
+through one aiohttp session with a TCPConnector limit and keep-alive; the single-record
+phases through bench/http_client.py's lean keep-alive client (``--client raw``, the
+default): aiohttp's client took ~310-340 µs of the bench's CPU a request, as much as the
+worker spends serving it, so on two cores it measured itself as much as the endpoint
+(``--client aiohttp`` runs them as before). CPU% of the bench,
 worker and broker processes, and of everything else on the machine ("other"), is printed
 per phase, to show which one is the bottleneck and whether the machine was shared.
 Before each phase the bench waits for the worker to go idle (its archive and example
@@ -52,9 +56,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make the repo importable
@@ -83,6 +88,7 @@ from bench.common import (  # noqa: E402
     wait_for_idle,
     wait_groups_stable,
 )
+from bench.http_client import Pool, ProtocolError  # noqa: E402
 from onepipe.app.auth import add_token  # noqa: E402
 from onepipe.app.runtime import make_producer  # noqa: E402
 from onepipe.app.settings import Settings, load_settings  # noqa: E402
@@ -99,6 +105,8 @@ TOPIC = "widgets"
 CEILING_TOPIC = "bench-ceiling"
 CHUNK = 500
 JSON_HEADERS = {"Content-Type": "application/json"}
+#: The single-record phases' HTTP client: "raw" (bench/http_client.py) or "aiohttp".
+CLIENT = "raw"
 
 TARGET_RATIO = 0.15  # of the librdkafka ceiling
 TARGET_AIOKAFKA_RATIO = 1.0  # above raw aiokafka with pre-encoded bytes
@@ -328,6 +336,41 @@ async def run_batched(urls: Sequence[str], bodies: Sequence[bytes], clients: int
         return time.perf_counter() - t0, errors
 
 
+@contextlib.asynccontextmanager
+async def posting(urls: Sequence[str], connections: int
+                  ) -> AsyncIterator[Callable[[bytes, int], Awaitable[int]]]:
+    """``post(body, i)``: POST ``body`` to ``urls[i]`` over keep-alive connections (at
+    most ``connections`` per URL's worker), its status; with ``CLIENT`` "raw" through
+    bench/http_client.py's lean client, with "aiohttp" through aiohttp's (what the bench
+    used before: ~300 µs of the load generator's CPU a request, bench/http_client.py)."""
+    if CLIENT == "aiohttp":
+        connector = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def post_aiohttp(body: bytes, i: int) -> int:
+                async with session.post(urls[i], data=body, headers=JSON_HEADERS) as resp:
+                    await resp.read()
+                    return resp.status
+
+            yield post_aiohttp
+        return
+    pools: list[Pool] = []
+    paths: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        pools.append(Pool(f"{parts.scheme}://{parts.netloc}", connections,
+                          {k: v for k, v in JSON_HEADERS.items() if k != "Content-Type"}))
+        paths.append(parts.path)
+    try:
+        async def post_raw(body: bytes, i: int) -> int:
+            pool = pools[i]
+            return await pool.send(pool.request_bytes(paths[i], body))
+
+        yield post_raw
+    finally:
+        for pool in pools:
+            await pool.close()
+
+
 async def run_closed(urls: Sequence[str], bodies: Sequence[bytes], connections: int,
                      duration: float) -> tuple[float, list[float], int, tuple[float, float]]:
     """Closed loop for ``duration`` s: (elapsed, latencies in s, errors, trend).
@@ -336,24 +379,21 @@ async def run_closed(urls: Sequence[str], bodies: Sequence[bytes], connections: 
     something slows down as data accumulates (on tansu: the broker, see BENCHMARKS.md).
     Connection c posts to worker c mod N.
     """
-    connector = aiohttp.TCPConnector(limit=connections)
     latencies: list[float] = []
     done_at: list[float] = []
     errors = 0
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def post(body: bytes, url: str) -> None:
+    async with posting(urls, connections) as send:
+        async def post(body: bytes, i: int) -> None:
             nonlocal errors
             t = time.perf_counter()
-            async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    errors += 1
+            if await send(body, i) != 200:
+                errors += 1
             now = time.perf_counter()
             latencies.append(now - t)
             done_at.append(now)
 
         # Warm up: open every connection and let the worker's producer find its batches.
-        await asyncio.gather(*(post(bodies[i % len(bodies)], urls[i % len(urls)])
+        await asyncio.gather(*(post(bodies[i % len(bodies)], i % len(urls))
                                for i in range(connections * 4)))
         latencies.clear()
         done_at.clear()
@@ -362,11 +402,11 @@ async def run_closed(urls: Sequence[str], bodies: Sequence[bytes], connections: 
         t0 = time.perf_counter()
         end = t0 + duration
 
-        async def client(url: str) -> None:
+        async def client(i: int) -> None:
             while time.perf_counter() < end:
-                await post(bodies[next(counter) % n], url)
+                await post(bodies[next(counter) % n], i)
 
-        await asyncio.gather(*(client(urls[c % len(urls)]) for c in range(connections)))
+        await asyncio.gather(*(client(c % len(urls)) for c in range(connections)))
         elapsed = time.perf_counter() - t0
         third = elapsed / 3
         first = sum(1 for t in done_at if t > t0 and t <= t0 + third) / third
@@ -383,23 +423,20 @@ async def run_open(urls: Sequence[str], bodies: Sequence[bytes], rate: float, du
     goes to worker i mod N.
     """
     loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=connections)
     latencies: list[float] = []
     errors = 0
     max_lag = 0.0
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def post(body: bytes, scheduled: float, url: str) -> None:
+    async with posting(urls, connections) as send:
+        async def post(body: bytes, scheduled: float, i: int) -> None:
             nonlocal errors
             try:
-                async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-            except aiohttp.ClientError:
+                if await send(body, i) != 200:
+                    errors += 1
+            except (aiohttp.ClientError, OSError, ProtocolError):
                 errors += 1
             latencies.append(loop.time() - scheduled)
 
-        await asyncio.gather(*(post(bodies[i], loop.time(), urls[i % len(urls)])
+        await asyncio.gather(*(post(bodies[i], loop.time(), i % len(urls))
                                for i in range(min(8, connections))))
         latencies.clear()
         total = int(rate * duration)
@@ -416,7 +453,7 @@ async def run_open(urls: Sequence[str], bodies: Sequence[bytes], rate: float, du
                 if i % 16 == 0:
                     await asyncio.sleep(0)  # behind schedule: still let responses run
             tasks.append(asyncio.ensure_future(post(bodies[i % n], scheduled,
-                                                    urls[i % len(urls)])))
+                                                    i % len(urls))))
         await asyncio.gather(*tasks)
         return loop.time() - t0, latencies, errors, max_lag
 
@@ -448,6 +485,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1,
                    help="workers on the broker; clients and connections spread over them "
                         "(as a load balancer would): how the endpoint scales out")
+    p.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                   help="HTTP client of the single-record phases: raw (bench/http_client.py, "
+                        "~70-80 µs of the bench's CPU a request against aiohttp's ~310-340) or "
+                        "aiohttp (the client before)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
@@ -571,8 +612,9 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
                         "connections": args.connections, "cpu_pct": cpu_json(st),
                         "req_per_s_first_third": round(trend[0]),
                         "req_per_s_last_third": round(trend[1])}
-    log(f"3. single, {args.connections} connections: {single_rps:,.0f} req/s (first third "
-        f"{trend[0]:,.0f}, last third {trend[1]:,.0f}), p50 {s50:.1f} ms, p99 {s99:.1f} ms "
+    log(f"3. single, {args.connections} connections ({CLIENT} client): {single_rps:,.0f} "
+        f"req/s (first third {trend[0]:,.0f}, last third {trend[1]:,.0f}), p50 {s50:.1f} ms, "
+        f"p99 {s99:.1f} ms "
         f"({st.brief()}); {held_single}", quiet=quiet)
 
     # ---- 1. ceilings, 2. batched, 1. ceilings again
@@ -668,7 +710,7 @@ async def bench(args: argparse.Namespace, services: Services, workers: Sequence[
             note=" / ".join(budgets) + " (bench process, same records)"),
         Row("3. single-record, max", f"{single_rps:,.0f} req/s", f">= {TARGET_SINGLE_RPS:,.0f}",
             single_rps >= TARGET_SINGLE_RPS and s_errs == 0,
-            f"{args.connections} connections; {cpu('single')}"),
+            f"{args.connections} connections, {CLIENT} client; {cpu('single')}"),
         Row("   latency p50 / p99", f"{s50:.1f} / {s99:.1f} ms",
             note=f"req/s first third {trend[0]:,.0f}, last third {trend[1]:,.0f}"),
         Row(f"4. fixed {args.rate:,.0f} req/s: p99", f"{f99:.1f} ms",
@@ -691,7 +733,9 @@ def _tokens(folder: Path) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CLIENT
     args = parse_args(argv)
+    CLIENT = args.client
     install_sigterm()
     facts = machine_facts()
     extra: dict[str, Any] = {"options": {k: v for k, v in vars(args).items()
