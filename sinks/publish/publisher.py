@@ -13,6 +13,7 @@ Kafka: a retry duplicates them, which downstream dedup by unique key absorbs
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,28 +87,37 @@ class TopicWriter:
         return self._encode(datums, 0)
 
     async def encode_async(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]]:
-        """:meth:`encode`, yielding to the event loop every :data:`SLICE` records.
+        """:meth:`encode`, letting the event loop run about every :data:`TURN_SECONDS`.
 
         Validation and encoding cost ~17 µs a record when this was written (3-4 µs a
-        ``widgets`` record since, bench/encode_path.py): a 60,000-record request held the
-        loop for a second, and ``/health``, every other request and the agents with it.
-        In slices, nothing else waits longer than one slice (~20 ms then, ~4 ms now).
+        ``widgets`` record on a fast day since, 12-20 µs on a slow one; bench/encode_path.py,
+        bench/produce.py): a 60,000-record request held the loop for a second, and
+        ``/health``, every other request and the agents with it. A fixed count of records
+        between turns held it 4 ms on one machine and 20 ms on another; a clock read per
+        :data:`ENCODE_SLICE` records bounds the hold in time instead.
         """
-        if len(records) <= SLICE:
+        if len(records) <= ENCODE_SLICE:
             return self.encode(records)
+        clock = time.perf_counter
+        turn_at = clock() + TURN_SECONDS
         datums: list[Any] = []
         errors: list[FieldError] = []
-        for start in range(0, len(records), SLICE):
-            part, part_errors = self.converter.convert_many(list(records[start:start + SLICE]))
+        convert_many = self.converter.convert_many
+        for start in range(0, len(records), ENCODE_SLICE):
+            part, part_errors = convert_many(list(records[start:start + ENCODE_SLICE]))
             datums += part
             errors += (FieldError(e.index + start, e.path, e.reason) for e in part_errors)
-            await asyncio.sleep(0)
+            if clock() >= turn_at:
+                await asyncio.sleep(0)
+                turn_at = clock() + TURN_SECONDS
         if errors:
             raise RecordValidationError(errors)
         encoded: list[tuple[bytes | None, bytes]] = []
-        for start in range(0, len(datums), SLICE):
-            encoded += self._encode(datums[start:start + SLICE], start)
-            await asyncio.sleep(0)
+        for start in range(0, len(datums), ENCODE_SLICE):
+            encoded += self._encode(datums[start:start + ENCODE_SLICE], start)
+            if clock() >= turn_at:
+                await asyncio.sleep(0)
+                turn_at = clock() + TURN_SECONDS
         return encoded
 
     def _encode(self, datums: list[Any], first: int) -> list[tuple[bytes | None, bytes]]:
@@ -128,8 +138,12 @@ class TopicWriter:
         return list(zip(keys, values, strict=True))
 
 
-#: Records validated or encoded between two turns of the event loop.
+#: Records sent (aiokafka) or landed between two turns of the event loop.
 SLICE = 1_000
+#: Records validated or encoded between two looks at the clock, and the seconds of
+#: validating and encoding after which the event loop gets a turn.
+ENCODE_SLICE = 100
+TURN_SECONDS = 0.005
 
 
 class Publisher:

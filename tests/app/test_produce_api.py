@@ -325,6 +325,22 @@ async def test_one_bad_record_rejects_the_request_with_every_error(
     assert await high_watermarks(broker, orders, PARTITIONS) == before
 
 
+async def test_errors_in_later_slices_carry_their_own_index(
+    http: aiohttp.ClientSession, broker: str, orders: str
+) -> None:
+    # Records are validated ENCODE_SLICE (100) at a time: an error's index is the record's
+    # in the request, not in its slice.
+    before = await high_watermarks(broker, orders, PARTITIONS)
+    bad = {99: "x", 100: "y", 249: "z"}
+    records = [order(f"s-{i}", qty=bad[i]) if i in bad else order(f"s-{i}")
+               for i in range(350)]
+    status, body = await post(http, orders, {"records": records})
+    assert status == 422, body
+    assert [(e["index"], e["path"]) for e in body["errors"]] == [
+        (99, "qty"), (100, "qty"), (249, "qty")]
+    assert await high_watermarks(broker, orders, PARTITIONS) == before
+
+
 def _chunks(data: bytes, size: int = 512) -> Callable[[], AsyncIterator[bytes]]:
     async def gen() -> AsyncIterator[bytes]:
         for start in range(0, len(data), size):
