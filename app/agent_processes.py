@@ -12,7 +12,10 @@ it hands over, BENCHMARKS.md).
 Contract:
 - The worker's own process is process 0: it keeps the HTTP API, the registry journal,
   compaction, the lag monitor and the developers' agents, and runs a share of the batch
-  agents too. Agent process ``n`` keeps its state in ``<data_dir>/agent-processes/<n>``
+  agents too - none with ``ONEPIPE_AGENT_PROCESSES_ONLY``: its event loop then serves
+  those alone, and no agent's batch holds a request or ``/health`` (the interpreter lock
+  of a full worker's one process was shared by the endpoint, the agents' planning and the
+  checksum folds' threads: BENCHMARKS.md, "Agent processes only"). Agent process ``n`` keeps its state in ``<data_dir>/agent-processes/<n>``
   (a restart finds its own tables again) and writes the worker's lake and catalog.
 - Started after the web server; stopped with the worker's agents, in parallel with them
   and inside the worker's stop bound (each process's own bound is 80% of it). A process
@@ -27,9 +30,11 @@ Contract:
   unlabelled. ``onepipe_worker_agent_processes`` and
   ``onepipe_worker_agent_process_restarts_total`` tell whether they run.
 - The worker's memory budgets (``ONEPIPE_ARCHIVE_BUFFER_BYTES``,
-  ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes: they stay a worker's.
+  ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes that run batch agents:
+  they stay a worker's.
 - ``/health``, ``/status``, ``/readyz`` and ``/sinks`` tell of process 0's agents only
-  (the consumer lag they show is the whole group's).
+  (the consumer lag they show is the whole group's; with ``ONEPIPE_AGENT_PROCESSES_ONLY``
+  there are none: ``/metrics`` and the lag tell of the agents).
 - Known cost: every group has a member per process, so a stop may find a group in a join
   round the first leaver started; a member finishes that round before it leaves (tansu
   breaks a group left mid-round, onepipe.tables.kafka.rdkafka_consumer), which on tansu
@@ -90,13 +95,15 @@ def process_settings(settings: Settings, index: int) -> Settings:
         "iceberg_catalog_uri": settings.resolved_catalog_uri,
         "catalog_dir": None, "agents": "", "example_agents": False,
         "monitor_interval_seconds": 0.0, "compact_interval_seconds": 0.0,
-        "compact_workers_enabled": False, "agent_processes": 1,
+        "compact_workers_enabled": False, "agent_processes": 1, "agent_processes_only": False,
         "stop_timeout_seconds": settings.stop_timeout_seconds * 0.8})
 
 
 def shared_budgets(settings: Settings) -> Settings:
-    """One process's share of the worker's memory budgets (the settings of each)."""
-    count = settings.agent_processes
+    """One process's share of the worker's memory budgets (the settings of each): the
+    processes that run batch agents share them (not the worker's own with
+    ONEPIPE_AGENT_PROCESSES_ONLY)."""
+    count = settings.agent_processes - settings.agent_processes_only
     if count == 1:
         return settings
     return settings.model_copy(update={

@@ -48,7 +48,6 @@ from onepipe.tables.state_memory import set_budget
 
 log = logging.getLogger(__name__)
 
-
 #: gc.set_threshold for the worker process: generation 0 collected every 100k allocations.
 GC_THRESHOLDS = (100_000, 50, 100)
 
@@ -71,6 +70,11 @@ class Runtime:
     def __init__(self, settings: Settings, *, agents_only: bool = False) -> None:
         self.settings = settings = shared_budgets(settings)
         self.agents_only = agents_only
+        #: The batch agents this process runs: those turned on, unless it is the worker's
+        #: own with ONEPIPE_AGENT_PROCESSES_ONLY (its agent processes run them then).
+        here = agents_only or not settings.agent_processes_only
+        self._runs = {name: here and getattr(settings, f"{name}_enabled")
+                      for name in ("archive", "sinks", "dedup", "checksums")}
         # Kafka clients bind to the running event loop: the producer is made in start().
         self.producer: Producer | None = None
         self.registry = RegistryStore(
@@ -91,13 +95,13 @@ class Runtime:
         self.sinks = (SinkRunner(kafka=settings.kafka, app_id=settings.app_id,
                                  registry=self.registry,
                                  replication_factor=settings.replication_factor)
-                      if settings.sinks_enabled else None)
+                      if self._runs["sinks"] else None)
         #: GET /readyz: the broker probe asks the producer's client, cached and bounded.
         self.broker_probe = BrokerProbe(lambda: self.producer, settings.broker)
         self.readiness = Readiness(started=lambda: self.ready.is_set(), registry=self.registry,
                                    broker=self.broker_probe, agents=self._batch_agents)
         self.context = WorkerContext(settings, self.registry, self.publisher,
-                                     self._archive_metrics if settings.archive_enabled
+                                     self._archive_metrics if self._runs["archive"]
                                      else None,
                                      lag_monitor=self.lag_monitor,
                                      sinks=self.sinks.statuses if self.sinks else None,
@@ -110,7 +114,7 @@ class Runtime:
         self.compact_worker: DayTaskWorker | None = None
         self.compact_dispatcher: KafkaDayDispatcher | None = None
         self.compact_scheduler: CompactionScheduler | None = None
-        if settings.dedup_enabled:
+        if self._runs["dedup"]:
             # onepipe_dedup_*_total in /metrics, and the dedup block of /health.
             self.context.metric_sources.append(
                 CounterSource("dedup", lambda: self.dedup.metrics if self.dedup
@@ -119,7 +123,7 @@ class Runtime:
             self.context.metric_sources.append(SinkCollector(self.context))
         if self.processes is not None:
             self.context.metric_sources.append(self.processes)
-        if settings.checksums_enabled:
+        if self._runs["checksums"]:
             self.context.metric_sources.append(
                 CounterSource("checksums", lambda: self.checksums.metrics if self.checksums
                               else ChecksumMetrics(), CHECKSUM_EXPORTED))
@@ -166,12 +170,8 @@ class Runtime:
             self._start_loop_lag if self.agents_only else self.web.start]
         if self.processes is not None:
             steps.append(self.processes.start)
-        if self.settings.archive_enabled:
-            steps.append(self._start_archive)
-        if self.settings.dedup_enabled:
-            steps.append(self._start_dedup)
-        if self.settings.checksums_enabled:
-            steps.append(self._start_checksums)
+        steps += [start for name, start in (("archive", self._start_archive), ("dedup",
+                  self._start_dedup), ("checksums", self._start_checksums)) if self._runs[name]]
         if self.settings.compact_workers_enabled or self.settings.compact_interval_seconds:
             steps.append(self._start_compaction)
         if self.sinks is not None:

@@ -9,7 +9,6 @@ takes.
 from __future__ import annotations
 
 import re
-import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,18 +22,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from onepipe.app.settings_checks import ENV_PREFIX, kafka_security_problem, pairing_problem
 from onepipe.schemas.errors import ConfigError
 from onepipe.schemas.schema_limits import SchemaLimits
 from onepipe.sinks.lake import LakeStore, S3Options, open_lake
 from onepipe.tables.kafka.clients import KafkaClients
-from onepipe.tables.kafka.security import (
-    SASL_MECHANISMS,
-    KafkaSecurity,
-    Protocol,
-    SaslMechanism,
-)
-
-ENV_PREFIX = "ONEPIPE_"
+from onepipe.tables.kafka.security import KafkaSecurity, Protocol, SaslMechanism
 
 
 class Settings(BaseSettings):
@@ -217,6 +210,10 @@ class Settings(BaseSettings):
         1, ge=1, le=64, description="Processes the archive, dedup, checksum and sink agents "
         "run in: each one more member of their groups (as a further worker is), on a core "
         "of its own; the worker's memory budgets are shared among them.")
+    agent_processes_only: bool = Field(
+        False, description="Run those agents in the agent processes only, none in the "
+        "worker's own process: its event loop then serves the HTTP API, the registry and "
+        "the developers' agents alone. Needs ONEPIPE_AGENT_PROCESSES of 2 or more.")
 
     @field_validator("broker")
     @classmethod
@@ -238,18 +235,11 @@ class Settings(BaseSettings):
         return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _kafka_security(self) -> Settings:
-        """TLS/SASL values that only make sense together; a message names the variable."""
-        problem = kafka_security_problem(self)
+    def _together(self) -> Settings:
+        """Values that only make sense together (onepipe.app.settings_checks)."""
+        problem = kafka_security_problem(self) or pairing_problem(self)
         if problem:
             raise ValueError(problem)
-        return self
-
-    @model_validator(mode="after")
-    def _auth_reads(self) -> Settings:
-        if self.auth_reads == "token" and self.tokens_file is None:  # reads would stay open
-            msg = f"{ENV_PREFIX}AUTH_READS=token needs {ENV_PREFIX}TOKENS_FILE (readers' tokens)"
-            raise ValueError(msg)
         return self
 
     @field_validator("compact_memory_limit")
@@ -332,54 +322,6 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def _path(value: Path | None) -> str | None:
     return str(value) if value is not None else None
-
-
-def kafka_security_problem(settings: Settings) -> str | None:
-    """What is wrong with the TLS/SASL settings, naming the variables; None if nothing.
-
-    Settings that would be silently ignored are refused too: SASL credentials with a
-    PLAINTEXT protocol would otherwise connect without authenticating, against the
-    intent of whoever set them.
-    """
-    v = ENV_PREFIX + "KAFKA_"
-    protocol = settings.kafka_security_protocol
-    sasl = {f"{v}SASL_MECHANISM": settings.kafka_sasl_mechanism,
-            f"{v}SASL_USERNAME": settings.kafka_sasl_username,
-            f"{v}SASL_PASSWORD": settings.kafka_sasl_password}
-    tls = {f"{v}SSL_CAFILE": settings.kafka_ssl_cafile,
-           f"{v}SSL_CERTFILE": settings.kafka_ssl_certfile,
-           f"{v}SSL_KEYFILE": settings.kafka_ssl_keyfile,
-           f"{v}SSL_KEY_PASSWORD": settings.kafka_ssl_key_password}
-    security = settings.kafka_security
-    if security.uses_sasl:
-        missing = [name for name, value in sasl.items() if not value]
-        if missing:
-            return (f"{v}SECURITY_PROTOCOL={protocol} needs {', '.join(missing)} "
-                    f"(mechanism one of {', '.join(SASL_MECHANISMS)})")
-    else:
-        stray = [name for name, value in sasl.items() if value]
-        if stray:
-            return (f"{', '.join(stray)} set, but {v}SECURITY_PROTOCOL={protocol} does not "
-                    "authenticate; set it to SASL_SSL (or SASL_PLAINTEXT), or unset them")
-    if not security.uses_tls:
-        stray = [name for name, value in tls.items() if value]
-        if stray:
-            return (f"{', '.join(stray)} set, but {v}SECURITY_PROTOCOL={protocol} uses no "
-                    "TLS; set it to SSL (or SASL_SSL), or unset them")
-        return None
-    if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
-        return f"{v}SSL_KEYFILE is set without {v}SSL_CERTFILE, the certificate it belongs to"
-    if settings.kafka_ssl_key_password and not settings.kafka_ssl_certfile:
-        return f"{v}SSL_KEY_PASSWORD is set without {v}SSL_CERTFILE and its key"
-    try:
-        security.ssl_context()
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        # Read now, at start, rather than at the first connection deep in a client.
-        files = ", ".join(f"{name}={value}" for name, value in tls.items()
-                          if value and not name.endswith("PASSWORD"))
-        return (f"cannot build the TLS context from {files or 'the system CAs'}: {exc} "
-                "(PEM files expected; is the key password right?)")
-    return None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -21,7 +21,10 @@ from onepipe.app.agent_processes import (
     shared_budgets,
     to_frames,
 )
+from onepipe.app.runtime import Runtime
 from onepipe.app.settings import load_settings
+from onepipe.app.web.metrics import CounterSource
+from onepipe.schemas.errors import ConfigError
 
 
 def test_an_agent_process_runs_only_the_batch_agents_on_the_shared_lake(
@@ -53,6 +56,29 @@ def test_the_memory_budgets_stay_the_workers(tmp_path: Path) -> None:
     # Each process's settings are already shared: its own Runtime divides no further.
     child = process_settings(shared, 1)
     assert shared_budgets(child).archive_buffer_bytes == shared.archive_buffer_bytes
+
+
+def test_agent_processes_only_leave_the_worker_process_no_batch_agent(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ONEPIPE_AGENT_PROCESSES_ONLY=true needs "
+                       "ONEPIPE_AGENT_PROCESSES of 2 or more"):
+        load_settings(data_dir=tmp_path, agent_processes_only=True)
+    settings = load_settings(data_dir=tmp_path / "data", agent_processes=3,
+                             agent_processes_only=True, archive_buffer_bytes=400 * 2**20)
+    # The two agent processes run them all, so they share the budgets, not three ways.
+    assert shared_budgets(settings).archive_buffer_bytes * 2 == settings.archive_buffer_bytes
+    child = process_settings(shared_budgets(settings), 1)
+    assert (child.agent_processes, child.agent_processes_only) == (1, False)
+    assert (child.archive_enabled, child.dedup_enabled, child.checksums_enabled,
+            child.sinks_enabled) == (True, True, True, True)
+    worker, agent_process = Runtime(settings), Runtime(child, agents_only=True)
+    # What /health, /metrics and /sinks of the worker's own process are built from.
+    assert (worker.sinks, worker.context.archive_metrics) == (None, None)
+    assert not [s for s in worker.context.metric_sources if isinstance(s, CounterSource)]
+    assert worker.processes is not None
+    assert agent_process.sinks is not None
+    assert agent_process.context.archive_metrics is not None
+    assert len([s for s in agent_process.context.metric_sources
+                if isinstance(s, CounterSource)]) == 2  # dedup's and the checksums'
 
 
 def test_metrics_of_every_process_are_one_family_each_labelled_by_process() -> None:

@@ -6,6 +6,9 @@ endpoint: both processes take a share of every group's partitions (their figures
 again, and the end-of-test check finds nothing lost, nothing twice and ``onepipe verify``
 agreeing. A SIGTERM stops the agent process with its worker; a worker killed with SIGKILL
 leaves no agent process behind either (its end of the pipe is what stops it).
+
+With ``ONEPIPE_AGENT_PROCESSES_ONLY`` the worker's own process runs no batch agent: its
+agent process takes every record of every group, and nothing is lost either.
 """
 
 from __future__ import annotations
@@ -104,6 +107,40 @@ async def test_agent_processes_share_every_group_and_lose_nothing(
         worker.kill()
         await wait_for(lambda: not running(third), timeout=30,
                        what="the agent process to stop after its worker was killed")
+    finally:
+        await producer.cancel()
+        await asyncio.to_thread(pipeline.stop_all)
+
+
+async def test_agent_processes_only_run_every_batch_agent_outside_the_worker_process(
+        broker: str, tmp_path: Path) -> None:
+    pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS,
+                             ONEPIPE_AGENT_PROCESSES="2", ONEPIPE_AGENT_PROCESSES_ONLY="true")
+    producer = ProducerLoop(pipeline.topic, pipeline.urls)
+    try:
+        worker = pipeline.worker("w1")
+        await wait_for(worker.healthy, timeout=90, what="the worker")
+        producer.start()
+        await producer.wait_acked(300)
+        names = ("onepipe_dedup_consumed_total", "onepipe_archive_records_in_total",
+                 "onepipe_checksums_counted_total")
+
+        async def agent_process_works() -> bool:
+            found = await samples(worker)
+            return all(found.get(name, {}).get("1", 0) > 0 for name in names)
+
+        await wait_for(agent_process_works, timeout=120,
+                       what="the agent process consuming every group")
+        await producer.finish()
+        await check_pipeline(pipeline, producer, "agent processes only")
+        found = await samples(worker)
+        # The worker's own process ran none of them: the agent process took every record.
+        assert all("0" not in found[name] for name in names), found
+        assert found["onepipe_dedup_consumed_total"]["1"] >= len(producer.acked)
+        [child] = agent_processes(worker)
+        await asyncio.to_thread(worker.stop)
+        assert worker.proc.returncode == 0
+        assert not running(child), "the agent process outlived its worker's stop"
     finally:
         await producer.cancel()
         await asyncio.to_thread(pipeline.stop_all)
