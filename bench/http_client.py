@@ -10,10 +10,12 @@ reason). This one writes a request built once as bytes and reads the answer with
 - one request in flight per connection (no pipelining), as a browser or aiohttp;
 - answers must carry ``Content-Length`` (aiohttp's ``json_response`` does); chunked or
   close-delimited bodies raise :class:`ProtocolError`;
-- a connection the server closes fails the request in flight and leaves the pool; the
-  next request opens a new one.
+- a connection the server closes (or says it will, ``Connection: close``) fails the
+  request in flight, if any, and leaves the pool; the next request opens a new one;
+- a request unanswered for :data:`TIMEOUT` seconds raises ``TimeoutError``.
 
-:class:`Pool` is what the phases use: ``await pool.post(path, body)`` returns the status.
+:class:`Pool` is what the phases use: ``await pool.send(pool.request_bytes(path, body))``
+returns the status.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import asyncio
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["Pool", "ProtocolError"]
+__all__ = ["TIMEOUT", "Pool", "ProtocolError"]
+
+#: Seconds a request may wait for its answer (aiohttp's client default: 300).
+TIMEOUT = 60.0
 
 
 class ProtocolError(Exception):
@@ -44,9 +49,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionError(f"the server closed the connection: {exc}"))
+        self._settle(ConnectionError(f"the server closed the connection: {exc}"))
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -56,36 +59,44 @@ class _Connection(asyncio.Protocol):
             return
         head = bytes(buffer[:end]).lower()
         at = head.find(b"\r\ncontent-length:")
-        waiter = self._waiter
         if at < 0 or not head.startswith(b"http/1.1 "):
-            self._waiter = None
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ProtocolError(f"unreadable answer: {head[:200]!r}"))
+            self.close()
+            self._settle(ProtocolError(f"unreadable answer: {head[:200]!r}"))
             return
         line_end = head.find(b"\r\n", at + 2)
         length = int(head[at + 17:line_end if line_end >= 0 else len(head)])
         if len(buffer) < end + 4 + length:
             return
-        status = int(head[9:12])
         del buffer[:end + 4 + length]
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(status)
+        if b"\r\nconnection: close" in head:
+            self.close()  # answered, then closed by the server: not reused
+        self._settle(int(head[9:12]))
+
+    def _settle(self, outcome: int | Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if isinstance(outcome, Exception):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
     async def request(self, data: bytes) -> int:
         assert self.transport is not None and self._waiter is None
         self._waiter = waiter = self._loop.create_future()
         self.transport.write(data)
-        return await waiter
+        async with asyncio.timeout(TIMEOUT):
+            return await waiter
 
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
 
 class Pool:
     """Up to ``size`` keep-alive connections to one ``http://host:port``; a request waits
-    for an idle one (as aiohttp's ``TCPConnector(limit=size)``)."""
+    for a free one (as aiohttp's ``TCPConnector(limit=size)``)."""
 
     def __init__(self, base_url: str, size: int, headers: Mapping[str, str]) -> None:
         parts = urlsplit(base_url)
@@ -93,10 +104,11 @@ class Pool:
             raise ValueError(f"an http://host:port URL, not {base_url!r}")
         self._host, self._port = parts.hostname, parts.port
         self._extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        self._size = size
-        self._opened = 0
-        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
-        self._all: list[_Connection] = []
+        #: One slot per request in flight: a failed request frees its own on the way out.
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+        self._closed = False
 
     def request_bytes(self, path: str, body: bytes) -> bytes:
         """A POST of ``body`` (JSON) to ``path``, as written on the wire."""
@@ -106,37 +118,41 @@ class Pool:
 
     async def send(self, request: bytes) -> int:
         """Write a request built by :meth:`request_bytes`; the answer's status."""
-        connection = await self._acquire()
-        try:
-            status = await connection.request(request)
-        except BaseException:
-            self._all.remove(connection)
-            self._opened -= 1
-            connection.close()
-            raise
-        self._idle.put_nowait(connection)
-        return status
+        async with self._slots:
+            connection = await self._connection()
+            try:
+                status = await connection.request(request)
+            except BaseException:
+                self._drop(connection)
+                raise
+            if connection.closed:
+                self._drop(connection)
+            else:
+                self._idle.append(connection)
+            return status
 
-    async def _acquire(self) -> _Connection:
-        while not self._idle.empty() or self._opened >= self._size:
-            connection = await self._idle.get()
+    async def _connection(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the pool is closed")
+        while self._idle:
+            connection = self._idle.pop()
             if not connection.closed:
                 return connection
-            self._all.remove(connection)
-            self._opened -= 1
-        self._opened += 1
+            self._drop(connection)
         loop = asyncio.get_running_loop()
-        try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(loop), self._host, self._port)
-        except BaseException:
-            self._opened -= 1
-            raise
-        self._all.append(connection)
+        _, connection = await loop.create_connection(
+            lambda: _Connection(loop), self._host, self._port)
+        self._open.add(connection)
         return connection
 
+    def _drop(self, connection: _Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
+
     async def close(self) -> None:
-        for connection in self._all:
+        self._closed = True
+        for connection in self._open:
             connection.close()
-        self._all.clear()
+        self._open.clear()
+        self._idle.clear()
         await asyncio.sleep(0)  # let the transports run their close callbacks

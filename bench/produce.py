@@ -357,7 +357,9 @@ async def posting(urls: Sequence[str], connections: int
     paths: list[str] = []
     for url in urls:
         parts = urlsplit(url)
-        pools.append(Pool(f"{parts.scheme}://{parts.netloc}", connections,
+        # ``connections`` in all, as aiohttp's connector limit: spread over the workers.
+        pools.append(Pool(f"{parts.scheme}://{parts.netloc}",
+                          max(1, math.ceil(connections / len(urls))),
                           {k: v for k, v in JSON_HEADERS.items() if k != "Content-Type"}))
         paths.append(parts.path)
     try:
@@ -432,7 +434,7 @@ async def run_open(urls: Sequence[str], bodies: Sequence[bytes], rate: float, du
             try:
                 if await send(body, i) != 200:
                     errors += 1
-            except (aiohttp.ClientError, OSError, ProtocolError):
+            except (aiohttp.ClientError, OSError, ProtocolError, TimeoutError):
                 errors += 1
             latencies.append(loop.time() - scheduled)
 
