@@ -1,6 +1,7 @@
 """Checks across worker settings: values that only make sense together.
 
 Contract: each function takes the :class:`~onepipe.app.settings.Settings` being validated
+(read through :class:`Checked`)
 and returns what is wrong, in words naming the ``ONEPIPE_*`` variables and what to do, or
 None. :class:`~onepipe.app.settings.Settings` raises it at start (a ConfigError then).
 """
@@ -8,19 +9,52 @@ None. :class:`~onepipe.app.settings.Settings` raises it at start (a ConfigError 
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal, Protocol
 
-from onepipe.tables.kafka.security import SASL_MECHANISMS
+from pydantic import SecretStr
 
-if TYPE_CHECKING:
-    from onepipe.app.settings import Settings
+from onepipe.tables.kafka.security import SASL_MECHANISMS, KafkaSecurity, SaslMechanism
+from onepipe.tables.kafka.security import Protocol as SecurityProtocol
 
-__all__ = ["ENV_PREFIX", "kafka_security_problem", "pairing_problem"]
+__all__ = ["ENV_PREFIX", "Checked", "kafka_security_problem", "pairing_problem"]
 
 ENV_PREFIX = "ONEPIPE_"
 
 
-def pairing_problem(settings: Settings) -> str | None:
+class Checked(Protocol):
+    """What the checks read of :class:`~onepipe.app.settings.Settings` (a protocol: the
+    settings module imports this one)."""
+
+    @property
+    def auth_reads(self) -> Literal["open", "token"]: ...
+    @property
+    def tokens_file(self) -> Path | None: ...
+    @property
+    def agent_processes(self) -> int: ...
+    @property
+    def agent_processes_only(self) -> bool: ...
+    @property
+    def kafka_security_protocol(self) -> SecurityProtocol: ...
+    @property
+    def kafka_sasl_mechanism(self) -> SaslMechanism | None: ...
+    @property
+    def kafka_sasl_username(self) -> str | None: ...
+    @property
+    def kafka_sasl_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_ssl_cafile(self) -> Path | None: ...
+    @property
+    def kafka_ssl_certfile(self) -> Path | None: ...
+    @property
+    def kafka_ssl_keyfile(self) -> Path | None: ...
+    @property
+    def kafka_ssl_key_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_security(self) -> KafkaSecurity: ...
+
+
+def pairing_problem(settings: Checked) -> str | None:
     """A setting that needs another one set, naming both; None if nothing."""
     if settings.auth_reads == "token" and settings.tokens_file is None:  # reads stay open
         return f"{ENV_PREFIX}AUTH_READS=token needs {ENV_PREFIX}TOKENS_FILE (readers' tokens)"
@@ -31,7 +65,7 @@ def pairing_problem(settings: Settings) -> str | None:
     return None
 
 
-def kafka_security_problem(settings: Settings) -> str | None:
+def kafka_security_problem(settings: Checked) -> str | None:
     """What is wrong with the TLS/SASL settings, naming the variables; None if nothing.
 
     Settings that would be silently ignored are refused too: SASL credentials with a
