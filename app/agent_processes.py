@@ -13,10 +13,11 @@ Contract:
 - The worker's own process is process 0: it keeps the HTTP API, the registry journal,
   compaction, the lag monitor and the developers' agents, and runs a share of the batch
   agents too - none with ``ONEPIPE_AGENT_PROCESSES_ONLY``: its event loop then serves
-  those alone, and no agent's batch holds a request or ``/health`` (the interpreter lock
-  of a full worker's one process was shared by the endpoint, the agents' planning and the
-  checksum folds' threads: BENCHMARKS.md, "Agent processes only"). Agent process ``n`` keeps its state in ``<data_dir>/agent-processes/<n>``
-  (a restart finds its own tables again) and writes the worker's lake and catalog.
+  those alone, and no agent's batch waits in its loop ahead of a request or ``/health``
+  nor takes its interpreter lock (in one process that lock was shared by the endpoint,
+  the agents' planning and the checksum folds' threads: BENCHMARKS.md, "Agent processes
+  only"). Agent process ``n`` keeps its state in ``<data_dir>/agent-processes/<n>`` (a
+  restart finds its own tables again) and writes the worker's lake and catalog.
 - Started after the web server; stopped with the worker's agents, in parallel with them
   and inside the worker's stop bound (each process's own bound is 80% of it). A process
   that exits while the worker runs is started again after a back-off (1 s doubling up to
@@ -101,13 +102,15 @@ def process_settings(settings: Settings, index: int) -> Settings:
 
 def shared_budgets(settings: Settings) -> Settings:
     """One process's share of the worker's memory budgets (the settings of each): the
-    processes that run batch agents share them (not the worker's own with
-    ONEPIPE_AGENT_PROCESSES_ONLY)."""
-    count = settings.agent_processes - settings.agent_processes_only
+    archive buffer among the processes that run batch agents (not the worker's own with
+    ONEPIPE_AGENT_PROCESSES_ONLY), the state cache among all of them (the developers'
+    agents' stores in the worker's own use it too)."""
+    count = settings.agent_processes
     if count == 1:
         return settings
+    archiving = max(1, count - settings.agent_processes_only)
     return settings.model_copy(update={
-        "archive_buffer_bytes": max(1024 * 1024, settings.archive_buffer_bytes // count),
+        "archive_buffer_bytes": max(1024 * 1024, settings.archive_buffer_bytes // archiving),
         "state_memory_bytes": max(8 * 1024 * 1024, settings.state_memory_bytes // count)})
 
 

@@ -63,9 +63,12 @@ def test_agent_processes_only_leave_the_worker_process_no_batch_agent(tmp_path: 
                        "ONEPIPE_AGENT_PROCESSES of 2 or more"):
         load_settings(data_dir=tmp_path, agent_processes_only=True)
     settings = load_settings(data_dir=tmp_path / "data", agent_processes=3,
-                             agent_processes_only=True, archive_buffer_bytes=400 * 2**20)
-    # The two agent processes run them all, so they share the budgets, not three ways.
+                             agent_processes_only=True, archive_buffer_bytes=400 * 2**20,
+                             state_memory_bytes=300 * 2**20)
+    # The two agent processes archive, so they share that budget; the state cache is the
+    # three processes' (the developers' agents' stores in the worker's own use it too).
     assert shared_budgets(settings).archive_buffer_bytes * 2 == settings.archive_buffer_bytes
+    assert shared_budgets(settings).state_memory_bytes * 3 == settings.state_memory_bytes
     child = process_settings(shared_budgets(settings), 1)
     assert (child.agent_processes, child.agent_processes_only) == (1, False)
     assert (child.archive_enabled, child.dedup_enabled, child.checksums_enabled,

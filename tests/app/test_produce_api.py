@@ -19,6 +19,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from onepipe.schemas.codec import decode
+from onepipe.sinks.publish.publisher import ENCODE_SLICE
 from tests.fixtures.services import unique
 from tests.fixtures.topics import (
     JSON_HEADERS,
@@ -328,16 +329,16 @@ async def test_one_bad_record_rejects_the_request_with_every_error(
 async def test_errors_in_later_slices_carry_their_own_index(
     http: aiohttp.ClientSession, broker: str, orders: str
 ) -> None:
-    # Records are validated ENCODE_SLICE (100) at a time: an error's index is the record's
-    # in the request, not in its slice.
+    # Records are validated ENCODE_SLICE at a time: an error's index is the record's in
+    # the request, not in its slice.
     before = await high_watermarks(broker, orders, PARTITIONS)
-    bad = {99: "x", 100: "y", 249: "z"}
+    bad = {ENCODE_SLICE - 1: "x", ENCODE_SLICE: "y", 2 * ENCODE_SLICE + 49: "z"}
     records = [order(f"s-{i}", qty=bad[i]) if i in bad else order(f"s-{i}")
-               for i in range(350)]
+               for i in range(3 * ENCODE_SLICE + 50)]
     status, body = await post(http, orders, {"records": records})
     assert status == 422, body
     assert [(e["index"], e["path"]) for e in body["errors"]] == [
-        (99, "qty"), (100, "qty"), (249, "qty")]
+        (index, "qty") for index in sorted(bad)]
     assert await high_watermarks(broker, orders, PARTITIONS) == before
 
 

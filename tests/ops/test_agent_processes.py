@@ -134,7 +134,9 @@ async def test_agent_processes_only_run_every_batch_agent_outside_the_worker_pro
         await producer.finish()
         await check_pipeline(pipeline, producer, "agent processes only")
         found = await samples(worker)
-        # The worker's own process ran none of them: the agent process took every record.
+        # The worker's own process ran none of them: the agent process took every record
+        # (in one run: its counters start again with a restart).
+        assert found["onepipe_worker_agent_process_restarts_total"]["1"] == 0
         assert all("0" not in found[name] for name in names), found
         assert found["onepipe_dedup_consumed_total"]["1"] >= len(producer.acked)
         [child] = agent_processes(worker)
