@@ -31,8 +31,8 @@ Contract:
   unlabelled. ``onepipe_worker_agent_processes`` and
   ``onepipe_worker_agent_process_restarts_total`` tell whether they run.
 - The worker's memory budgets (``ONEPIPE_ARCHIVE_BUFFER_BYTES``,
-  ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes that run batch agents:
-  they stay a worker's.
+  ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes (the archive buffer
+  among those that archive): they stay a worker's.
 - ``/health``, ``/status``, ``/readyz`` and ``/sinks`` tell of process 0's agents only
   (the consumer lag they show is the whole group's; with ``ONEPIPE_AGENT_PROCESSES_ONLY``
   there are none: ``/metrics`` and the lag tell of the agents).

@@ -14,20 +14,25 @@ agent process takes every record of every group, and nothing is lost either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from onepipe.app.stopping import running
-from tests.fixtures.pipeline_check import check_pipeline, make_pipeline
+from tests.fixtures.pipeline_check import Pipeline, check_pipeline, make_pipeline
 from tests.fixtures.producer_loop import ProducerLoop
 from tests.fixtures.services import wait_for
 from tests.fixtures.worker_process import WorkerProcess
 
 PARTITIONS = 4
+#: A figure of each batch agent, per process.
+COUNTERS = ("onepipe_dedup_consumed_total", "onepipe_archive_records_in_total",
+            "onepipe_checksums_counted_total")
 
 
 def agent_processes(worker: WorkerProcess) -> list[int]:
@@ -56,24 +61,33 @@ async def samples(worker: WorkerProcess) -> dict[str, dict[str, float]]:
     return found
 
 
-async def test_agent_processes_share_every_group_and_lose_nothing(
-        broker: str, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def producing(broker: str, tmp_path: Path, only: bool = False
+                    ) -> AsyncIterator[tuple[Pipeline, ProducerLoop, WorkerProcess]]:
+    """A worker with two processes (``only``: the batch agents in the second only) and a
+    producer through its endpoint, 300 records acked."""
     pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS,
-                             ONEPIPE_AGENT_PROCESSES="2")
+                             ONEPIPE_AGENT_PROCESSES="2",
+                             ONEPIPE_AGENT_PROCESSES_ONLY=str(only).lower())
     producer = ProducerLoop(pipeline.topic, pipeline.urls)
     try:
         worker = pipeline.worker("w1")
         await wait_for(worker.healthy, timeout=90, what="the worker")
         producer.start()
         await producer.wait_acked(300)
+        yield pipeline, producer, worker
+    finally:
+        await producer.cancel()
+        await asyncio.to_thread(pipeline.stop_all)
 
+
+async def test_agent_processes_share_every_group_and_lose_nothing(
+        broker: str, tmp_path: Path) -> None:
+    async with producing(broker, tmp_path) as (pipeline, producer, worker):
         async def both_work() -> bool:
             found = await samples(worker)
             return all(found.get(name, {}).get(process, 0) > 0
-                       for name in ("onepipe_dedup_consumed_total",
-                                    "onepipe_archive_records_in_total",
-                                    "onepipe_checksums_counted_total")
-                       for process in ("0", "1"))
+                       for name in COUNTERS for process in ("0", "1"))
 
         await wait_for(both_work, timeout=120, what="both processes consuming every group")
         [first] = agent_processes(worker)
@@ -107,27 +121,14 @@ async def test_agent_processes_share_every_group_and_lose_nothing(
         worker.kill()
         await wait_for(lambda: not running(third), timeout=30,
                        what="the agent process to stop after its worker was killed")
-    finally:
-        await producer.cancel()
-        await asyncio.to_thread(pipeline.stop_all)
 
 
 async def test_agent_processes_only_run_every_batch_agent_outside_the_worker_process(
         broker: str, tmp_path: Path) -> None:
-    pipeline = make_pipeline(broker, tmp_path, partitions=PARTITIONS,
-                             ONEPIPE_AGENT_PROCESSES="2", ONEPIPE_AGENT_PROCESSES_ONLY="true")
-    producer = ProducerLoop(pipeline.topic, pipeline.urls)
-    try:
-        worker = pipeline.worker("w1")
-        await wait_for(worker.healthy, timeout=90, what="the worker")
-        producer.start()
-        await producer.wait_acked(300)
-        names = ("onepipe_dedup_consumed_total", "onepipe_archive_records_in_total",
-                 "onepipe_checksums_counted_total")
-
+    async with producing(broker, tmp_path, only=True) as (pipeline, producer, worker):
         async def agent_process_works() -> bool:
             found = await samples(worker)
-            return all(found.get(name, {}).get("1", 0) > 0 for name in names)
+            return all(found.get(name, {}).get("1", 0) > 0 for name in COUNTERS)
 
         await wait_for(agent_process_works, timeout=120,
                        what="the agent process consuming every group")
@@ -137,12 +138,9 @@ async def test_agent_processes_only_run_every_batch_agent_outside_the_worker_pro
         # The worker's own process ran none of them: the agent process took every record
         # (in one run: its counters start again with a restart).
         assert found["onepipe_worker_agent_process_restarts_total"]["1"] == 0
-        assert all("0" not in found[name] for name in names), found
+        assert all("0" not in found[name] for name in COUNTERS), found
         assert found["onepipe_dedup_consumed_total"]["1"] >= len(producer.acked)
         [child] = agent_processes(worker)
         await asyncio.to_thread(worker.stop)
         assert worker.proc.returncode == 0
         assert not running(child), "the agent process outlived its worker's stop"
-    finally:
-        await producer.cancel()
-        await asyncio.to_thread(pipeline.stop_all)
