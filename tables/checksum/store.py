@@ -85,15 +85,16 @@ class ChecksumStore:
         options.create_if_missing(True)
         # The WAL stays on (module docstring): one WriteBatch is durable whole, across
         # every column family, without needing atomic flush.
-        self._db: Rdict | None = Rdict(str(path), bounded(options))
+        # The families named at every open (created if missing), as in
+        # onepipe.tables.unlogged_store: one created just before a SIGKILL is in RocksDB's
+        # manifest but not in rocksdict's record of them, and every later open failed.
+        options.create_missing_column_families(True)
+        self._db: Rdict | None = Rdict(
+            str(path), bounded(options),
+            column_families={name: bounded(Options(raw_mode=True))
+                             for name in (_DAYS, _HOURS, _META)})
         self._busy = threading.Lock()
-        families = {}
-        for name in (_DAYS, _HOURS, _META):
-            try:
-                families[name] = self._db.get_column_family(name)
-            except Exception:  # noqa: BLE001 - rocksdict raises a bare Exception for a missing family
-                families[name] = self._db.create_column_family(
-                    name, bounded(Options(raw_mode=True)))
+        families = {name: self._db.get_column_family(name) for name in (_DAYS, _HOURS, _META)}
         self._days_cf, self._meta_cf = families[_DAYS], families[_META]
         self._hours_cf = families[_HOURS]
         self._days_handle = self._db.get_column_family_handle(_DAYS)
