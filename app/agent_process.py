@@ -1,11 +1,12 @@
 """One agent process of a worker (``ONEPIPE_AGENT_PROCESSES``, onepipe.app.agent_processes).
 
 Started by the worker as ``python -m onepipe.app.agent_process <fd>``, not by hand: its
-settings arrive as the first frame on stdin, its metrics leave as frames on the pipe
-``<fd>``, its log lines go where the worker's go. It runs the worker's :class:`Runtime`
-with only the batch agents on (no HTTP API, no Faust, no developers' agents: those stay
-in the worker), and stops on SIGTERM, SIGINT or end-of-file on stdin (the worker gone),
-within its own bound (the watchdog stays armed until the process has exited).
+settings arrive as the first frame on stdin, its reports (metrics, archive and sink
+statuses, what its agents wait for) leave as frames on the pipe ``<fd>``, its log lines
+go where the worker's go. It runs the worker's :class:`Runtime` with only the batch
+agents on (no HTTP API, no Faust, no developers' agents: those stay in the worker), and
+stops on SIGTERM, SIGINT or end-of-file on stdin (the worker gone), within its own bound
+(the watchdog stays armed until the process has exited).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from onepipe.app.agent_processes import (
     EXIT_CONFIG,
     REPORT_SECONDS,
+    ProcessReport,
     read_first_frame,
     read_frame,
     to_frames,
@@ -75,6 +77,15 @@ def _tag_log_lines(index: int, *, text: bool) -> None:
         if text:
             handler.setFormatter(logging.Formatter(
                 TEXT_FORMAT.replace("]", f"] [agent process {index}]", 1)))
+
+
+def _report(runtime: Runtime, collector: WorkerCollector) -> ProcessReport:
+    """Its figures, and what the worker's /health, /status, /sinks and /readyz show of it."""
+    ctx = runtime.context
+    return ProcessReport(to_frames(collector.collect()),
+                         archive=ctx.archive_metrics() if ctx.archive_metrics else None,
+                         sinks=ctx.sinks() if ctx.sinks else [],
+                         waiting=runtime.readiness.waiting())
 
 
 def _watch_parent(worker: int, gone: Callable[[], None], done: threading.Event) -> None:
@@ -140,7 +151,7 @@ async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
         while not stop.is_set():
             # Skipped while the last one is still unread (the worker's loop is busy).
             if not transport.get_write_buffer_size():
-                write_frame(transport, to_frames(collector.collect()))
+                write_frame(transport, _report(runtime, collector))
             await asyncio.wait({stopping}, timeout=REPORT_SECONDS)
         # Armed until the process has exited: a thread that hangs at exit is bounded too.
         watchdog.arm(why[0] if why else "stop")

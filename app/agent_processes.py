@@ -33,9 +33,11 @@ Contract:
 - The worker's memory budgets (``ONEPIPE_ARCHIVE_BUFFER_BYTES``,
   ``ONEPIPE_STATE_MEMORY_BYTES``) are divided among the processes (the archive buffer
   among those that archive): they stay a worker's.
-- ``/health``, ``/status``, ``/readyz`` and ``/sinks`` tell of process 0's agents only
-  (the consumer lag they show is the whole group's; with ``ONEPIPE_AGENT_PROCESSES_ONLY``
-  there are none: ``/metrics`` and the lag tell of the agents).
+- ``/health``, ``/status``, ``/readyz`` and ``/sinks`` tell of the whole worker: each
+  report also carries the process's archive counters (positions, stalled partitions),
+  its sinks' statuses and what its batch agents wait for (:class:`ProcessReport`), and the
+  views combine them with process 0's own (onepipe.app.web.worker_view). A process not
+  reporting (starting, or started again after it exited) makes ``/readyz`` say so.
 - Known cost: every group has a member per process, so a stop may find a group in a join
   round the first leaver started; a member finishes that round before it leaves (tansu
   breaks a group left mid-round, onepipe.tables.kafka.rdkafka_consumer), which on tansu
@@ -53,18 +55,21 @@ import signal
 import struct
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from onepipe.agents.archive import ArchiveMetrics
+from onepipe.agents.sink import SinkStatus
 from onepipe.app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXIT_CONFIG", "REPORT_SECONDS", "AgentProcesses", "label_processes",
-           "process_settings", "read_first_frame", "read_frame", "shared_budgets",
-           "to_frames", "write_frame"]
+__all__ = ["EXIT_CONFIG", "REPORT_SECONDS", "AgentProcesses", "ProcessReport",
+           "label_processes", "process_settings", "read_first_frame", "read_frame",
+           "shared_budgets", "to_frames", "write_frame"]
 
 #: Seconds between an agent process's reports of its metrics to the worker (one report:
 #: 0.14 ms of CPU measured with no partition held, more with per-partition figures).
@@ -85,6 +90,20 @@ _WORKER_WIDE = frozenset({"onepipe_worker_agent_processes",
 
 #: A metric family as sent between processes: name, help, type, unit, samples.
 Family = tuple[str, str, str, str, list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessReport:
+    """What an agent process sends every :data:`REPORT_SECONDS`: its ``/metrics``
+    families, and what the worker's other views show of it."""
+
+    families: list[Family]
+    #: Its archive agent's counters; None when it runs none.
+    archive: ArchiveMetrics | None = None
+    #: Its sink agents' statuses.
+    sinks: list[SinkStatus] = field(default_factory=list)
+    #: Why each of its batch agents that is not working its share yet is not (/readyz).
+    waiting: list[str] = field(default_factory=list)
 
 
 def process_settings(settings: Settings, index: int) -> Settings:
@@ -195,7 +214,7 @@ class AgentProcesses:
         self._indexes = range(1, settings.agent_processes)
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[int, asyncio.subprocess.Process] = {}
-        self._reports: dict[int, list[Family]] = {}
+        self._reports: dict[int, ProcessReport] = {}
         self._stop = asyncio.Event()
         self.restarts = dict.fromkeys(self._indexes, 0)
 
@@ -213,9 +232,22 @@ class AgentProcesses:
                 proc.send_signal(signal.SIGTERM)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def reports(self) -> dict[int, list[Family]]:
-        """Each running agent process's last figures."""
+    def reports(self) -> dict[int, ProcessReport]:
+        """Each running agent process's last report."""
         return dict(self._reports)
+
+    def waiting_for(self) -> str | None:
+        """Why some agent process's batch agents are not all working their share yet
+        (/readyz's ``partitions`` check); None when they are."""
+        reasons = []
+        for index in self._indexes:
+            report = self._reports.get(index)
+            if report is None:
+                reasons.append(f"agent process {index} is not reporting (starting, or "
+                               "starting again after it exited)")
+            else:
+                reasons.extend(f"agent process {index}: {why}" for why in report.waiting)
+        return "; ".join(reasons) or None
 
     def collect(self) -> Iterator[Metric]:
         """Whether they run (a /metrics source of the worker's own)."""

@@ -147,10 +147,14 @@ class Readiness:
         return Check("registry", True, f"replayed to offset {state.applied_offset}: "
                      f"{len(state.topics)} topic(s)")
 
+    def waiting(self) -> list[str]:
+        """Why each batch agent that is not working its share of partitions yet is not."""
+        return [reason for agent in self._agents() if (reason := agent.waiting_for())]
+
     def _partitions_check(self) -> Check:
-        agents = list(self._agents())
-        waiting = [reason for agent in agents if (reason := agent.waiting_for())]
+        waiting = self.waiting()
         if waiting:
             return Check("partitions", False, "; ".join(waiting))
-        return Check("partitions", True, f"{len(agents)} batch agent(s) have their "
-                     "partitions or nothing to read")
+        count = len(list(self._agents()))
+        return Check("partitions", True, f"{count} batch agent(s) have their partitions or "
+                     "nothing to read")

@@ -101,8 +101,8 @@ class Runtime:
         self.readiness = Readiness(started=lambda: self.ready.is_set(), registry=self.registry,
                                    broker=self.broker_probe, agents=self._batch_agents)
         self.context = WorkerContext(settings, self.registry, self.publisher,
-                                     self._archive_metrics if self._runs["archive"]
-                                     else None,
+                                     (lambda: self.archive.metrics if self.archive
+                                      else ArchiveMetrics()) if self._runs["archive"] else None,
                                      lag_monitor=self.lag_monitor,
                                      sinks=self.sinks.statuses if self.sinks else None,
                                      readiness=self.readiness, processes=self.processes)
@@ -212,15 +212,14 @@ class Runtime:
         self.web.loop_lag.start()  # the web server's: an agent process's /metrics has it
 
     def _batch_agents(self) -> list[Waiting]:
-        """The batch agents this worker runs now (readiness asks them for partitions)."""
-        agents: list[Waiting] = [a for a in (self.archive, self.dedup, self.checksums) if a]
+        """The batch agents this worker runs now (readiness asks them for partitions), its
+        agent processes' among them."""
+        agents: list[Waiting] = [a for a in (self.archive, self.dedup, self.checksums,
+                                             self.processes) if a]
         if self.sinks is not None:
             agents.extend(self.sinks.agents.values())
         agents.extend(self.agents.runners)
         return agents
-
-    def _archive_metrics(self) -> ArchiveMetrics:
-        return self.archive.metrics if self.archive is not None else ArchiveMetrics()
 
     async def _start_checksums(self) -> None:
         settings = self.settings

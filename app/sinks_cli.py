@@ -57,9 +57,8 @@ def run_sinks(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     sinks: list[dict[str, Any]] = doc["sinks"]
     if not sinks:
-        print("no online sink is declared (or the worker runs with ONEPIPE_SINKS_ENABLED=false, "
-              "or with ONEPIPE_AGENT_PROCESSES_ONLY=true: its agent processes run the sinks, "
-              "and /metrics shows them, onepipe_sink_*{process=...})")
+        print("no online sink is declared (or the worker runs with "
+              "ONEPIPE_SINKS_ENABLED=false, or its agent processes have not reported yet)")
         return EXIT_OK
     table = Table(title=f"online sinks of {url}")
     for column in ("topic", "sink", "kind", "table", "state", "position", "lag", "rows",

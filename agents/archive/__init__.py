@@ -43,6 +43,12 @@ Contract:
 """
 
 from onepipe.agents.archive.agent import ArchiveAgent
-from onepipe.agents.archive.metrics import FLUSH_LATENCY_BUCKETS, ArchiveMetrics, PartitionFlush
+from onepipe.agents.archive.metrics import (
+    FLUSH_LATENCY_BUCKETS,
+    ArchiveMetrics,
+    PartitionFlush,
+    combined_metrics,
+)
 
-__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveAgent", "ArchiveMetrics", "PartitionFlush"]
+__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveAgent", "ArchiveMetrics", "PartitionFlush",
+           "combined_metrics"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush"]
+__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush", "combined_metrics"]
 
 #: Upper bounds (seconds) of the flush-latency histogram's buckets; a last, unbounded
 #: bucket (+Inf) follows them.
@@ -61,3 +62,34 @@ class ArchiveMetrics:
     #: more of the partition than its log (the log was reset). They stay so until the
     #: worker restarts or the partition moves.
     stalled: dict[TopicPartition, str] = field(default_factory=dict)
+
+
+#: The counters :func:`combined_metrics` adds up.
+_SUMMED = ("records_in", "records_archived", "undecodable", "redelivered", "files",
+           "bytes_written", "flush_latency_sum", "peak_buffered_bytes")
+
+
+def combined_metrics(parts: Iterable[ArchiveMetrics]) -> ArchiveMetrics:
+    """Several archive agents' counters as one worker's (the worker and its agent
+    processes, each with a share of the partitions and of the buffer bound).
+
+    Counters add up; positions and stalled partitions are each process's own partitions
+    (a partition that just moved keeps the higher position); the last flush is the
+    latest; flush times keep their order within each part.
+    """
+    out = ArchiveMetrics()
+    for part in parts:
+        for name in _SUMMED:
+            setattr(out, name, getattr(out, name) + getattr(part, name))
+        if part.last_flush_at > out.last_flush_at:
+            out.last_flush_at, out.last_flush_records = part.last_flush_at, part.last_flush_records
+        out.flush_seconds.extend(part.flush_seconds)
+        out.flush_latency_counts = [a + b for a, b in zip(out.flush_latency_counts,
+                                                          part.flush_latency_counts, strict=True)]
+        for tp, flush in part.last_flushes.items():
+            if tp not in out.last_flushes or flush.at > out.last_flushes[tp].at:
+                out.last_flushes[tp] = flush
+        for tp, offset in part.positions.items():
+            out.positions[tp] = max(offset, out.positions.get(tp, offset))
+        out.stalled.update(part.stalled)
+    return out

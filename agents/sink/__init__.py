@@ -28,6 +28,6 @@ Contract:
 """
 
 from onepipe.agents.sink.agent import SinkAgent, SinkMetrics
-from onepipe.agents.sink.runner import SinkRunner, SinkStatus
+from onepipe.agents.sink.runner import SinkRunner, SinkStatus, combined_statuses
 
-__all__ = ["SinkAgent", "SinkMetrics", "SinkRunner", "SinkStatus"]
+__all__ = ["SinkAgent", "SinkMetrics", "SinkRunner", "SinkStatus", "combined_statuses"]

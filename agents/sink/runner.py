@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from onepipe.agents.sink.agent import SinkAgent, SinkMetrics
@@ -26,7 +26,7 @@ from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SinkRunner", "SinkStatus"]
+__all__ = ["SinkRunner", "SinkStatus", "combined_statuses"]
 
 _FOLLOW_SECONDS = 1.0
 
@@ -51,6 +51,41 @@ class SinkStatus:
                 "restarts": m.restarts,
                 "positions": {str(p): o for p, o in sorted(m.positions.items())},
                 "changes": list(m.changes)}
+
+
+#: A sink's states, the one that most needs a person first: several processes' agents of
+#: one sink show as the first of their states in this order.
+_STATES = ("paused", "failing", "unconfigured", "starting", "running")
+
+
+def combined_statuses(statuses: Iterable[SinkStatus]) -> list[SinkStatus]:
+    """The statuses of several processes' agents of each sink as one per sink (a worker
+    and its agent processes each run an agent of every sink, with a share of its
+    partitions): counters add up, positions are each process's own partitions (a
+    partition that just moved keeps the higher position), the state is the one that most
+    needs a person, the last error the latest."""
+    by_sink: dict[tuple[str, str], list[SinkStatus]] = {}
+    for status in statuses:
+        by_sink.setdefault((status.topic, status.spec.name), []).append(status)
+    out = []
+    for (topic, _), parts in sorted(by_sink.items()):
+        merged = SinkMetrics(state=min((p.metrics.state for p in parts), key=_state_rank))
+        for part in parts:
+            m = part.metrics
+            for name in ("rows_written", "rejected", "undecodable", "batches", "restarts"):
+                setattr(merged, name, getattr(merged, name) + getattr(m, name))
+            if m.last_error is not None and m.last_error_at >= merged.last_error_at:
+                merged.last_error, merged.last_error_at = m.last_error, m.last_error_at
+            for partition, offset in m.positions.items():
+                merged.positions[partition] = max(offset, merged.positions.get(partition, 0))
+            merged.changes.extend(c for c in m.changes if c not in merged.changes)
+        where = next((p.where for p in parts if p.where is not None), None)
+        out.append(SinkStatus(topic, parts[0].spec, where, merged))
+    return out
+
+
+def _state_rank(state: str) -> int:
+    return _STATES.index(state) if state in _STATES else len(_STATES)
 
 
 class SinkRunner(Service):

@@ -8,7 +8,8 @@
   tokens, the tokens file is in force (onepipe.app.auth); 503 otherwise, with a JSON body
   naming each failed check and why. Never waits on Kafka for more than the probe's bound.
 - ``/health`` - figures for people and tests: the registry offset, the archive's
-  counters and positions (stalled partitions with the reason), dedup's counters.
+  counters and positions (stalled partitions with the reason), dedup's counters; every
+  process's, with agent processes (onepipe.app.web.worker_view).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from onepipe.app.auth.gate import GATE
-from onepipe.app.context import WorkerContext
 from onepipe.app.readiness import tokens_check
 from onepipe.app.web.http import CTX, json_response
+from onepipe.app.web.worker_view import worker_archive, worker_counters
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -45,8 +46,8 @@ async def health(request: web.Request) -> web.Response:
     state = ctx.registry.state
     body = {"status": "ok", "registry_offset": state.applied_offset,
             "topics": len(state.topics)}
-    if ctx.archive_metrics is not None:
-        m = ctx.archive_metrics()
+    m = worker_archive(ctx)  # every process's
+    if m is not None:
         body["archive"] = {
             "records_in": m.records_in, "records_archived": m.records_archived,
             "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
@@ -56,30 +57,15 @@ async def health(request: web.Request) -> web.Response:
             "stalled": {f"{tp.topic}[{tp.partition}]": reason
                         for tp, reason in sorted(m.stalled.items())},
         }
-    dedup = _exported_counters(ctx, "dedup")
+    dedup = worker_counters(ctx, "dedup")
     if dedup:
         body["dedup"] = {name: dedup[name] for name in _DEDUP_HEALTH if name in dedup}
     return json_response(body)
 
 
-#: The dedup agent's counters /health shows (exported by the runtime's CounterSource).
+#: The dedup agents' counters /health shows (exported by the runtime's CounterSource).
 _DEDUP_HEALTH = ("consumed", "winners", "duplicates", "losers", "superseded", "undecodable",
                  "repartitioned", "recovered")
-
-
-def _exported_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
-    """``onepipe_<prefix>_<name>_total`` of the context's metric sources, by name.
-
-    Read through the sources' public ``collect`` (what ``/metrics`` exports), so /health
-    and /metrics cannot disagree.
-    """
-    head = f"onepipe_{prefix}_"
-    found: dict[str, int] = {}
-    for source in ctx.metric_sources:
-        for family in source.collect():
-            if family.type == "counter" and family.name.startswith(head) and family.samples:
-                found[family.name.removeprefix(head)] = int(family.samples[0].value)
-    return found
 
 
 def add_health_routes(app: web.Application) -> None:

@@ -230,7 +230,8 @@ class WorkerCollector:
         if ctx.processes is None:
             return self._own()
         # With agent processes: each one's figures, labelled with its process.
-        return label_processes(self._own(), ctx.processes.reports())
+        return label_processes(self._own(), {index: report.families for index, report
+                                             in ctx.processes.reports().items()})
 
     def _own(self) -> Iterator[Metric]:
         ctx = self._ctx

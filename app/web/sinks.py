@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import CTX, json_response
+from onepipe.app.web.worker_view import worker_sinks
 from onepipe.schemas.topic_names import sink_group
 
 __all__ = ["SinkCollector", "add_sink_routes", "sink_document"]
@@ -26,7 +27,7 @@ _LABELS = ["topic", "sink"]
 
 def sink_document(ctx: WorkerContext) -> list[dict[str, Any]]:
     """Every declared sink's status, with its lag when the monitor sampled it."""
-    statuses = ctx.sinks() if ctx.sinks is not None else []
+    statuses = worker_sinks(ctx)  # every process's agents of each sink, as one
     snapshot = ctx.lag_monitor.snapshot if ctx.lag_monitor is not None else None
     out = []
     for status in statuses:

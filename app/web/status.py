@@ -26,6 +26,7 @@ from aiohttp import web
 from onepipe.app.context import WorkerContext
 from onepipe.app.web.http import CTX, json_response
 from onepipe.app.web.sinks import sink_document
+from onepipe.app.web.worker_view import worker_archive
 from onepipe.schemas.errors import NotFoundError
 from onepipe.schemas.metadata import metadata_to_dict
 from onepipe.schemas.topic_names import value_subject
@@ -77,9 +78,9 @@ def _consumers(ctx: WorkerContext, group: str | None, topic: str | None
 
 
 def _archive(ctx: WorkerContext) -> dict[str, Any] | None:
-    if ctx.archive_metrics is None:
+    m = worker_archive(ctx)  # every process's
+    if m is None:
         return None
-    m = ctx.archive_metrics()
     return {"records_in": m.records_in, "records_archived": m.records_archived,
             "undecodable": m.undecodable, "files": m.files, "bytes_written": m.bytes_written,
             "last_flush_at": _iso(m.last_flush_at) if m.last_flush_at else None,

@@ -19,6 +19,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,6 +47,11 @@ def agent_processes(worker: WorkerProcess) -> list[int]:
         if b"onepipe.app.agent_process" in command:
             found.append(pid)
     return found
+
+
+async def get_json(worker: WorkerProcess, path: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(worker.url + path) as resp:
+        return resp.status, await resp.json()
 
 
 async def samples(worker: WorkerProcess) -> dict[str, dict[str, float]]:
@@ -93,6 +99,13 @@ async def test_agent_processes_share_every_group_and_lose_nothing(
         [first] = agent_processes(worker)
         os.kill(first, signal.SIGKILL)
 
+        async def not_ready() -> bool:  # until it runs and reports again
+            status, body = await get_json(worker, "/readyz")
+            return status == 503 and "agent process 1 is not reporting" in body[
+                "checks"]["partitions"]["detail"]
+
+        await wait_for(not_ready, timeout=30, what="/readyz telling the agent process is gone")
+
         async def started_again() -> bool:
             found = await samples(worker)
             return (found.get("onepipe_worker_agent_process_restarts_total", {}).get("1") == 1
@@ -134,6 +147,23 @@ async def test_agent_processes_only_run_every_batch_agent_outside_the_worker_pro
                        what="the agent process consuming every group")
         await producer.finish()
         await check_pipeline(pipeline, producer, "agent processes only")
+
+        async def shown_by_the_worker() -> bool:
+            # The worker's own process runs no batch agent: what /health, /status and
+            # /readyz show of them is the agent process's report.
+            ready, _ = await get_json(worker, "/readyz")
+            _, health = await get_json(worker, "/health")
+            _, status = await get_json(worker, "/status.json")
+            archive = health.get("archive") or {}
+            positions = [p for p in archive.get("positions", {})
+                         if p.startswith(f"{pipeline.topic}[")]
+            return (ready == 200 and len(positions) == PARTITIONS
+                    and archive["records_archived"] >= len(producer.acked)
+                    and health.get("dedup", {}).get("consumed", 0) >= len(producer.acked)
+                    and status["archive"] is not None and status["archive"]["stalled"] == [])
+
+        await wait_for(shown_by_the_worker, timeout=30,
+                       what="the worker's /health, /status and /readyz showing its agents")
         found = await samples(worker)
         # The worker's own process ran none of them: the agent process took every record
         # (in one run: its counters start again with a restart).

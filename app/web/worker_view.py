@@ -1,0 +1,74 @@
+"""The whole worker as its views show it: its own batch agents and its agent processes'.
+
+Why: with ``ONEPIPE_AGENT_PROCESSES`` the batch agents run in several processes (with
+``ONEPIPE_AGENT_PROCESSES_ONLY``, in none but the agent processes), yet ``/health``,
+``/status``, ``/sinks``, ``onepipe status`` and ``onepipe sinks`` are asked about the
+worker: a partition whose archive stalled in an agent process must show as stalled.
+
+Contract:
+- :func:`worker_archive`, :func:`worker_sinks` and :func:`worker_counters` combine the
+  worker's own figures with each agent process's last report
+  (onepipe.app.agent_processes.ProcessReport, at most ``REPORT_SECONDS`` old). An agent
+  process not reporting (starting, or started again after it exited) adds nothing until it
+  reports again; ``/readyz`` says it is not reporting.
+- ``/metrics`` does not read these: it shows each process's own figures, labelled with
+  its process (onepipe.app.web.metrics), so nothing is counted twice.
+- Without agent processes they return the worker's own figures, uncopied.
+"""
+
+from __future__ import annotations
+
+from onepipe.agents.archive import ArchiveMetrics, combined_metrics
+from onepipe.agents.sink import SinkStatus, combined_statuses
+from onepipe.app.agent_processes import ProcessReport
+from onepipe.app.context import WorkerContext
+
+__all__ = ["worker_archive", "worker_counters", "worker_sinks"]
+
+
+def _reports(ctx: WorkerContext) -> list[ProcessReport]:
+    return list(ctx.processes.reports().values()) if ctx.processes is not None else []
+
+
+def worker_archive(ctx: WorkerContext) -> ArchiveMetrics | None:
+    """The archive agents' counters, positions and stalled partitions, every process's;
+    None when no process runs an archive agent."""
+    own = ctx.archive_metrics() if ctx.archive_metrics is not None else None
+    if ctx.processes is None:
+        return own
+    parts = [own] if own is not None else []
+    parts += [report.archive for report in _reports(ctx) if report.archive is not None]
+    return combined_metrics(parts) if parts else None
+
+
+def worker_sinks(ctx: WorkerContext) -> list[SinkStatus]:
+    """Every declared sink's status, one per sink, its agents in every process combined."""
+    own = ctx.sinks() if ctx.sinks is not None else []
+    if ctx.processes is None:
+        return own
+    return combined_statuses([*own, *(s for report in _reports(ctx) for s in report.sinks)])
+
+
+def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
+    """``onepipe_<prefix>_<name>_total`` by name, summed over every process.
+
+    Read through what ``/metrics`` exports (the metric sources' ``collect``, the agent
+    processes' reported families), so ``/health`` and ``/metrics`` cannot disagree.
+    """
+    head = f"onepipe_{prefix}_"
+    found: dict[str, int] = {}
+
+    def add(kind: str, name: str, value: float) -> None:
+        if kind == "counter" and name.startswith(head):
+            key = name.removeprefix(head)
+            found[key] = found.get(key, 0) + int(value)
+
+    for source in ctx.metric_sources:
+        for family in source.collect():
+            if family.samples:
+                add(family.type, family.name, family.samples[0].value)
+    for report in _reports(ctx):
+        for name, _, kind, _, samples in report.families:
+            if samples:
+                add(kind, name, samples[0][2])
+    return found
