@@ -20,9 +20,9 @@ import sys
 import threading
 from collections.abc import Callable
 
-from onepipe.app.agent_processes import (
-    EXIT_CONFIG,
-    REPORT_SECONDS,
+from onepipe.agents.archive import shown_metrics
+from onepipe.app.agent_processes import EXIT_CONFIG, REPORT_SECONDS
+from onepipe.app.agent_reports import (
     ProcessReport,
     read_first_frame,
     read_frame,
@@ -83,7 +83,8 @@ def _report(runtime: Runtime, collector: WorkerCollector) -> ProcessReport:
     """Its figures, and what the worker's /health, /status, /sinks and /readyz show of it."""
     ctx = runtime.context
     return ProcessReport(to_frames(collector.collect()),
-                         archive=ctx.archive_metrics() if ctx.archive_metrics else None,
+                         archive=(shown_metrics(ctx.archive_metrics()) if ctx.archive_metrics
+                                  else None),
                          sinks=ctx.sinks() if ctx.sinks else [],
                          waiting=runtime.readiness.waiting())
 
@@ -149,7 +150,8 @@ async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
         if starting.done():
             log.info("agent process %d runs the batch agents (pid %d)", index, os.getpid())
         while not stop.is_set():
-            # Skipped while the last one is still unread (the worker's loop is busy).
+            # Skipped while the pipe is full (the worker's loop is busy); the worker keeps
+            # the last it read, and unpickles it only when a view asks.
             if not transport.get_write_buffer_size():
                 write_frame(transport, _report(runtime, collector))
             await asyncio.wait({stopping}, timeout=REPORT_SECONDS)

@@ -4,7 +4,8 @@ Contract:
 - Three checks, each a :class:`Check` with a reason a person can act on:
   ``broker`` (the broker answers a metadata request), ``registry`` (the worker has
   started: the registry is replayed and every part runs) and ``partitions`` (every batch
-  agent has its share of partitions assigned, or has nothing to read).
+  agent has its share of partitions assigned, or has nothing to read; an agent process's
+  agents count once, at the worker's start: onepipe.app.agent_processes).
 - A readiness request never waits on Kafka for longer than ``timeout``: the broker's answer
   is cached for ``max_age`` seconds, at most one probe is in flight (probes never pile
   up behind a dead broker), and a probe that outlives the request goes on in the
@@ -155,6 +156,5 @@ class Readiness:
         waiting = self.waiting()
         if waiting:
             return Check("partitions", False, "; ".join(waiting))
-        count = len(list(self._agents()))
-        return Check("partitions", True, f"{count} batch agent(s) have their partitions or "
-                     "nothing to read")
+        return Check("partitions", True, "every batch agent (and agent process) has its "
+                     "partitions or nothing to read")

@@ -48,7 +48,8 @@ from onepipe.agents.archive.metrics import (
     ArchiveMetrics,
     PartitionFlush,
     combined_metrics,
+    shown_metrics,
 )
 
 __all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveAgent", "ArchiveMetrics", "PartitionFlush",
-           "combined_metrics"]
+           "combined_metrics", "shown_metrics"]

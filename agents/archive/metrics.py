@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush", "combined_metrics"]
+__all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush", "combined_metrics",
+           "shown_metrics"]
 
 #: Upper bounds (seconds) of the flush-latency histogram's buckets; a last, unbounded
 #: bucket (+Inf) follows them.
@@ -64,31 +65,40 @@ class ArchiveMetrics:
     stalled: dict[TopicPartition, str] = field(default_factory=dict)
 
 
-#: The counters :func:`combined_metrics` adds up.
-_SUMMED = ("records_in", "records_archived", "undecodable", "redelivered", "files",
-           "bytes_written", "flush_latency_sum", "peak_buffered_bytes")
+#: The counters a worker's views show (/health, /status): :func:`shown_metrics` keeps
+#: them, :func:`combined_metrics` adds them up.
+_SHOWN = ("records_in", "records_archived", "undecodable", "redelivered", "files",
+          "bytes_written")
+
+
+def shown_metrics(metrics: ArchiveMetrics) -> ArchiveMetrics:
+    """What a worker's views show of an archive agent, alone: counters, last flush,
+    positions and stalled partitions (an agent process's report carries this four times
+    a second; flush times, the latency histogram, the peak and each partition's last
+    flush stay in its own /metrics)."""
+    out = ArchiveMetrics(last_flush_at=metrics.last_flush_at,
+                         last_flush_records=metrics.last_flush_records,
+                         positions=dict(metrics.positions), stalled=dict(metrics.stalled))
+    for name in _SHOWN:
+        setattr(out, name, getattr(metrics, name))
+    return out
 
 
 def combined_metrics(parts: Iterable[ArchiveMetrics]) -> ArchiveMetrics:
-    """Several archive agents' counters as one worker's (the worker and its agent
-    processes, each with a share of the partitions and of the buffer bound).
+    """Several archive agents' :func:`shown_metrics` figures as one worker's (the worker
+    and its agent processes, each with a share of the partitions).
 
-    Counters add up; positions and stalled partitions are each process's own partitions
-    (a partition that just moved keeps the higher position); the last flush is the
-    latest; flush times keep their order within each part.
+    Counters add up (each process's since it started: the sum drops when one starts
+    again); positions and stalled partitions are each process's own partitions (a
+    partition that just moved keeps the higher position); the last flush is the latest.
+    The figures :func:`shown_metrics` leaves out are left out here too.
     """
     out = ArchiveMetrics()
     for part in parts:
-        for name in _SUMMED:
+        for name in _SHOWN:
             setattr(out, name, getattr(out, name) + getattr(part, name))
         if part.last_flush_at > out.last_flush_at:
             out.last_flush_at, out.last_flush_records = part.last_flush_at, part.last_flush_records
-        out.flush_seconds.extend(part.flush_seconds)
-        out.flush_latency_counts = [a + b for a, b in zip(out.flush_latency_counts,
-                                                          part.flush_latency_counts, strict=True)]
-        for tp, flush in part.last_flushes.items():
-            if tp not in out.last_flushes or flush.at > out.last_flushes[tp].at:
-                out.last_flushes[tp] = flush
         for tp, offset in part.positions.items():
             out.positions[tp] = max(offset, out.positions.get(tp, offset))
         out.stalled.update(part.stalled)

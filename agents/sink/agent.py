@@ -72,7 +72,7 @@ class SinkMetrics:
     batches: int = 0
     #: Restarts after a failure.
     restarts: int = 0
-    #: Next ``.unique`` offset per partition, as committed in the database.
+    #: Next ``.unique`` offset per partition assigned here, as committed in the database.
     positions: dict[int, int] = field(default_factory=dict)
     #: Schema changes applied to the table, in words.
     changes: list[str] = field(default_factory=list)
@@ -228,6 +228,9 @@ class SinkAgent(BatchAgent[SinkMetrics]):
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self._next.pop(tp.partition, None)
+            # Its position is its next owner's to show (/sinks, onepipe_sink_position):
+            # kept here it would go stale, beside the one that moves on.
+            self.metrics.positions.pop(tp.partition, None)
 
     # ------------------------------------------------------------------ batch
     async def _process(self, consumer: GroupConsumer, batches: Batches) -> None:

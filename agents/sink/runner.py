@@ -61,9 +61,10 @@ _STATES = ("paused", "failing", "unconfigured", "starting", "running")
 def combined_statuses(statuses: Iterable[SinkStatus]) -> list[SinkStatus]:
     """The statuses of several processes' agents of each sink as one per sink (a worker
     and its agent processes each run an agent of every sink, with a share of its
-    partitions): counters add up, positions are each process's own partitions (a
-    partition that just moved keeps the higher position), the state is the one that most
-    needs a person, the last error the latest."""
+    partitions): counters add up (each process's since it started), positions are each
+    process's own partitions (one that just moved keeps the higher: a database position
+    only grows), the state is the one that most needs a person, the last error the
+    latest."""
     by_sink: dict[tuple[str, str], list[SinkStatus]] = {}
     for status in statuses:
         by_sink.setdefault((status.topic, status.spec.name), []).append(status)
@@ -77,7 +78,7 @@ def combined_statuses(statuses: Iterable[SinkStatus]) -> list[SinkStatus]:
             if m.last_error is not None and m.last_error_at >= merged.last_error_at:
                 merged.last_error, merged.last_error_at = m.last_error, m.last_error_at
             for partition, offset in m.positions.items():
-                merged.positions[partition] = max(offset, merged.positions.get(partition, 0))
+                merged.positions[partition] = max(offset, merged.positions.get(partition, offset))
             merged.changes.extend(c for c in m.changes if c not in merged.changes)
         where = next((p.where for p in parts if p.where is not None), None)
         out.append(SinkStatus(topic, parts[0].spec, where, merged))

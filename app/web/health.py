@@ -4,12 +4,14 @@
   or the agents, so a broker outage never makes an orchestrator restart healthy workers
   (which would only add rebalances to the outage).
 - ``/readyz`` - readiness: 200 when the broker answers, the worker has started (registry
-  replayed), the batch agents have their partitions (onepipe.app.readiness) and, with API
-  tokens, the tokens file is in force (onepipe.app.auth); 503 otherwise, with a JSON body
-  naming each failed check and why. Never waits on Kafka for more than the probe's bound.
+  replayed), the batch agents have their partitions - an agent process's once, at the
+  worker's start (onepipe.app.readiness) - and, with API tokens, the tokens file is in
+  force (onepipe.app.auth); 503 otherwise, with a JSON body naming each failed check
+  and why. Never waits on Kafka for more than the probe's bound.
 - ``/health`` - figures for people and tests: the registry offset, the archive's
   counters and positions (stalled partitions with the reason), dedup's counters; every
-  process's, with agent processes (onepipe.app.web.worker_view).
+  process's, with agent processes (onepipe.app.web.worker_view), and then whether each
+  agent process reports (its last report's age) and how often it was started again.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ async def health(request: web.Request) -> web.Response:
             "stalled": {f"{tp.topic}[{tp.partition}]": reason
                         for tp, reason in sorted(m.stalled.items())},
         }
+    if ctx.processes is not None:  # whether each reports: its figures above are its last
+        body["agent_processes"] = ctx.processes.health()
     dedup = worker_counters(ctx, "dedup")
     if dedup:
         body["dedup"] = {name: dedup[name] for name in _DEDUP_HEALTH if name in dedup}

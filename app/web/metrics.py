@@ -47,7 +47,7 @@ from prometheus_client.metrics_core import (
 )
 
 from onepipe.agents.archive import FLUSH_LATENCY_BUCKETS, ArchiveMetrics
-from onepipe.app.agent_processes import label_processes
+from onepipe.app.agent_reports import label_processes
 from onepipe.app.context import WorkerContext
 from onepipe.app.lag_monitor import LagMonitor
 from onepipe.app.web.http import CTX

@@ -7,10 +7,13 @@ worker: a partition whose archive stalled in an agent process must show as stall
 
 Contract:
 - :func:`worker_archive`, :func:`worker_sinks` and :func:`worker_counters` combine the
-  worker's own figures with each agent process's last report
-  (onepipe.app.agent_processes.ProcessReport, at most ``REPORT_SECONDS`` old). An agent
-  process not reporting (starting, or started again after it exited) adds nothing until it
-  reports again; ``/readyz`` says it is not reporting.
+  worker's own figures with each running agent process's last report
+  (onepipe.app.agent_reports.ProcessReport): sent every ``REPORT_SECONDS``, skipped
+  while its loop is held, so possibly older; ``/health``'s ``agent_processes`` block
+  shows each one's age. An agent process not running (starting, or started again after
+  it exited) adds nothing until it reports again.
+- Counters add up each process's since it started: a sum drops when one starts again
+  (``/metrics`` has each process's own).
 - ``/metrics`` does not read these: it shows each process's own figures, labelled with
   its process (onepipe.app.web.metrics), so nothing is counted twice.
 - Without agent processes they return the worker's own figures, uncopied.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from onepipe.agents.archive import ArchiveMetrics, combined_metrics
 from onepipe.agents.sink import SinkStatus, combined_statuses
-from onepipe.app.agent_processes import ProcessReport
+from onepipe.app.agent_reports import ProcessReport
 from onepipe.app.context import WorkerContext
 
 __all__ = ["worker_archive", "worker_counters", "worker_sinks"]

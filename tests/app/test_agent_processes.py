@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from onepipe.app.agent_processes import (
-    MAX_FRAME_BYTES,
-    label_processes,
-    process_settings,
-    read_frame,
-    shared_budgets,
-    to_frames,
-)
+from onepipe.app.agent_processes import process_settings, shared_budgets
+from onepipe.app.agent_reports import MAX_FRAME_BYTES, label_processes, read_frame, to_frames
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import load_settings
 from onepipe.app.web.metrics import CounterSource

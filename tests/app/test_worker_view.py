@@ -1,24 +1,34 @@
 """What a worker's /health, /status, /sinks and /readyz show of its agent processes.
 
 Each agent process reports its archive counters, its sinks and what its agents wait for
-(onepipe.app.agent_processes.ProcessReport); the worker's views combine them with its own
-(onepipe.app.web.worker_view). A real worker with an agent process is
-tests/ops/test_agent_processes.py's.
+(onepipe.app.agent_reports.ProcessReport); the worker's views combine them with its own
+(onepipe.app.web.worker_view), built here from a worker's Runtime that is not started.
+A real worker with an agent process is tests/ops/test_agent_processes.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from pathlib import Path
 
 from aiokafka import TopicPartition
 from prometheus_client.metrics_core import CounterMetricFamily
 
-from onepipe.agents.archive import ArchiveMetrics, PartitionFlush, combined_metrics
+from onepipe.agents.archive import (
+    ArchiveMetrics,
+    PartitionFlush,
+    combined_metrics,
+    shown_metrics,
+)
 from onepipe.agents.sink import SinkMetrics, SinkStatus, combined_statuses
-from onepipe.app.agent_processes import ProcessReport, read_frame, to_frames, write_frame
+from onepipe.app.agent_reports import ProcessReport, read_frame, to_frames, write_frame
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import load_settings
+from onepipe.app.web.metrics import WorkerCollector
+from onepipe.app.web.sinks import sink_document
+from onepipe.app.web.status import status_document
 from onepipe.app.web.worker_view import worker_archive, worker_counters, worker_sinks
 from onepipe.schemas.metadata import SinkSpec
 
@@ -47,29 +57,31 @@ def test_archive_counters_of_several_processes_add_up_and_keep_each_partition() 
     first = archive(records=5, positions={TP0: 5, TP1: 7}, at=100.0)
     second = archive(records=3, positions={TP1: 9, TP2: 3}, at=200.0,
                      stalled={TP2: "the log was reset: ..."})
-    both = combined_metrics([first, second])
+    before = copy.deepcopy([first, second])
+    both = combined_metrics([shown_metrics(first), shown_metrics(second)])
     assert (both.records_in, both.records_archived, both.files, both.bytes_written) == (
         8, 8, 2, 80)
     # TP1 just moved from the first to the second: the higher position is the real one.
     assert both.positions == {TP0: 5, TP1: 9, TP2: 3}
     assert both.stalled == {TP2: "the log was reset: ..."}
     assert (both.last_flush_at, both.last_flush_records) == (200.0, 3)
-    assert both.last_flushes[TP1] == PartitionFlush(200.0, 3, 10)
-    assert both.flush_latency_counts[0] == 2
-    assert both.flush_seconds == [0.1, 0.2]
-    # The parts are not changed.
-    assert first.positions == {TP0: 5, TP1: 7} and first.records_in == 5
+    # What the views do not show is not sent four times a second, nor combined.
+    assert (both.flush_seconds, both.last_flushes, both.peak_buffered_bytes) == ([], {}, 0)
+    assert shown_metrics(first).last_flushes == {} and shown_metrics(first).records_in == 5
+    assert [first, second] == before  # the parts are not changed
 
 
 def test_a_sinks_agents_in_several_processes_show_as_one_sink() -> None:
     other = SinkStatus("widgets", SinkSpec("lite", "sqlite", "LITE_DSN", "w"), None,
                        SinkMetrics(state="unconfigured", last_error="LITE_DSN is not set"))
-    merged = combined_statuses([
+    parts = [
         sink("running", rows=10, positions={0: 4, 1: 6}, changes=["added column a"]),
         other,
         sink("failing", rows=5, positions={1: 8, 2: 2}, error="connection refused",
              error_at=50.0, changes=["added column a", "widened b"]),
-    ])
+    ]
+    before = copy.deepcopy(parts)
+    merged = combined_statuses(parts)
     assert [(s.topic, s.spec.name) for s in merged] == [("widgets", "lite"), ("widgets", "pg")]
     pg = merged[1].metrics
     # The state that most needs a person, the counters added, each partition's position.
@@ -79,6 +91,7 @@ def test_a_sinks_agents_in_several_processes_show_as_one_sink() -> None:
     assert pg.changes == ["added column a", "widened b"]
     assert merged[1].where == "postgres://127.0.0.1/test"
     assert merged[0].metrics.state == "unconfigured"
+    assert parts == before  # the parts are not changed
 
 
 async def test_a_report_crosses_the_pipe_whole() -> None:
@@ -99,30 +112,68 @@ async def test_a_report_crosses_the_pipe_whole() -> None:
     assert await read_frame(pipe.reader) == report
 
 
-def test_the_workers_views_show_its_agent_processes_too(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, agent_processes=2,
-                             agent_processes_only=True)
-    worker = Runtime(settings)
-    ctx = worker.context
-    assert worker.processes is not None
-    # Before its agent process reports: nothing of it, and /readyz says why.
-    assert worker_archive(ctx) is None
-    assert worker_sinks(ctx) == []
-    assert worker.readiness.waiting() == [
-        "agent process 1 is not reporting (starting, or starting again after it exited)"]
+def report(*, consumed: int, waiting: list[str]) -> bytes:
+    """An agent process's report as its pipe delivers it."""
+    family = CounterMetricFamily("onepipe_dedup_consumed", "Records consumed.")
+    family.add_metric([], consumed)
+    return pickle.dumps(ProcessReport(
+        to_frames([family]),
+        archive=archive(records=4, positions={TP1: 4}, at=1.0, stalled={TP2: "reset"}),
+        sinks=[sink("running", rows=3, positions={0: 3})], waiting=waiting))
 
-    consumed = CounterMetricFamily("onepipe_dedup_consumed", "Records consumed.")
-    consumed.add_metric([], 42)
-    worker.processes._reports[1] = ProcessReport(  # what its pipe delivers
-        to_frames([consumed]),
-        archive=archive(records=4, positions={TP0: 4}, at=1.0, stalled={TP1: "reset"}),
-        sinks=[sink("running", rows=3, positions={0: 3})],
-        waiting=["the archive agent waits for its group to assign it partitions"])
+
+def test_the_workers_views_show_its_agent_processes_too(tmp_path: Path) -> None:
+    # Process 0 runs batch agents too (not ONEPIPE_AGENT_PROCESSES_ONLY): its own figures
+    # and the agent process's are combined.
+    worker = Runtime(load_settings(data_dir=tmp_path, agent_processes=2))
+    ctx = worker.context
+    processes = worker.processes
+    assert processes is not None
+    own_only = worker_archive(ctx)
+    assert own_only is not None and own_only.positions == {}
+    assert worker.readiness.waiting() == ["agent process 1 has not reported yet (starting)"]
+    assert processes.health() == {
+        "1": {"reporting": False, "report_age_seconds": None, "restarts": 0}}
+
+    processes.received(1, report(consumed=42, waiting=["the archive agent waits for its "
+                                                       "group to assign it partitions"]))
+    assert worker.readiness.waiting() == [
+        "agent process 1: the archive agent waits for its group to assign it partitions"]
     shown = worker_archive(ctx)
     assert shown is not None
     assert (shown.records_archived, shown.positions, shown.stalled) == (
-        4, {TP0: 4}, {TP1: "reset"})
+        4, {TP1: 4}, {TP2: "reset"})
+    assert worker_counters(ctx, "dedup")["consumed"] == 42  # its own 0, plus the report's
     assert [(s.spec.name, s.metrics.rows_written) for s in worker_sinks(ctx)] == [("pg", 3)]
-    assert worker_counters(ctx, "dedup") == {"consumed": 42}
-    assert worker.readiness.waiting() == [
-        "agent process 1: the archive agent waits for its group to assign it partitions"]
+    # The views the HTTP API serves (/status.json, /sinks) read these.
+    document = status_document(ctx)
+    assert document["archive"]["stalled"] == [
+        {"topic": "widgets", "partition": 2, "reason": "reset"}]
+    assert [(s["sink"], s["rows_written"]) for s in sink_document(ctx)] == [("pg", 3)]
+    assert processes.health()["1"]["reporting"] is True
+    # /metrics: each process's own figure, labelled; no sum of them to count twice.
+    [consumed] = [f for f in WorkerCollector(ctx).collect()
+                  if f.name == "onepipe_dedup_consumed"]
+    assert [(s.labels, s.value) for s in consumed.samples] == [
+        ({"process": "0"}, 0), ({"process": "1"}, 42)]
+
+    # Its agents had their partitions once: a later report of waiting (it was started
+    # again) no longer holds the worker's readiness; /health tells instead.
+    processes.received(1, report(consumed=1, waiting=[]))
+    assert worker.readiness.waiting() == []
+    processes.received(1, report(consumed=2, waiting=["the dedup agent is not running"]))
+    assert worker.readiness.waiting() == []
+
+
+def test_with_agent_processes_only_the_views_are_the_agent_processes(tmp_path: Path) -> None:
+    worker = Runtime(load_settings(data_dir=tmp_path, agent_processes=2,
+                                   agent_processes_only=True))
+    ctx = worker.context
+    assert worker.processes is not None
+    assert (worker_archive(ctx), worker_sinks(ctx), worker_counters(ctx, "dedup")) == (
+        None, [], {})
+    worker.processes.received(1, report(consumed=7, waiting=[]))
+    shown = worker_archive(ctx)
+    assert shown is not None and shown.positions == {TP1: 4}
+    assert worker_counters(ctx, "dedup") == {"consumed": 7}
+    assert worker.readiness.waiting() == []

@@ -289,6 +289,9 @@ async def test_partitions_moving_between_two_sink_members_lose_and_repeat_nothin
                 await asyncio.wait_for(dedup.wait_consumed(len(sent) - len(thirds[2])),
                                        TIMEOUT)
                 await written(first, second)
+                # Each shows the positions of its own partitions only: none went stale
+                # in the member that gave it up (/sinks combines them).
+                assert not set(first.metrics.positions) & set(second.metrics.positions)
             # The second leaves: its partitions come back to the first.
             await produce(http, topic, thirds[2])
             await asyncio.wait_for(dedup.wait_consumed(len(sent)), TIMEOUT)
