@@ -76,6 +76,8 @@ REPORT_SECONDS = 0.25
 _BACKOFF_FIRST, _BACKOFF_MAX, _BACKOFF_RESET = 1.0, 30.0, 60.0
 #: Exit status of an agent process whose settings or registry do not let it start.
 EXIT_CONFIG = 2
+
+
 def process_settings(settings: Settings, index: int) -> Settings:
     """Agent process ``index``'s settings: the worker's, with only what it runs left on."""
     return settings.model_copy(update={
@@ -120,7 +122,10 @@ class AgentProcesses:
 
     async def start(self) -> None:
         """Start every agent process, without waiting for them (each joins the groups)."""
+        if any(not task.done() for task in self._tasks):
+            raise RuntimeError("the agent processes are running: stop() them first")
         self._stop.clear()
+        self._ready_once.clear()  # a start waits for them again (/readyz)
         self._tasks = [asyncio.create_task(self._keep(index), name=f"agent-process-{index}")
                        for index in self._indexes]
 
@@ -133,8 +138,15 @@ class AgentProcesses:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def reports(self) -> dict[int, ProcessReport]:
-        """Each running agent process's last report."""
-        return {index: last.report() for index, last in self._last.items()}
+        """Each running agent process's last report (one that does not unpickle is left
+        out, logged: a view shows the others rather than failing)."""
+        out = {}
+        for index, last in self._last.items():
+            try:
+                out[index] = last.report()
+            except Exception:  # noqa: BLE001 - a corrupt frame; its next one may be whole
+                log.exception("agent process %d sent a report that does not unpickle", index)
+        return out
 
     def received(self, index: int, frame: bytes) -> None:
         """Agent process ``index``'s report, as its pipe delivered it (pickled).
@@ -152,9 +164,10 @@ class AgentProcesses:
         check); None once each one's batch agents have all had their partitions.
 
         Only at the worker's start, so that a rollout waits for them: an agent process
-        that exits later - its partitions go to the other members meanwhile - is told by
-        ``/health`` and the restart count, not by taking the worker's HTTP API out of
-        its load balancer (every worker's would go at once if all of them failed alike).
+        that exits later is told by ``/health`` and the restart count, not by taking the
+        worker's HTTP API out of its load balancer (every worker's would go at once if
+        all of them failed alike). Its partitions go to the group's other members
+        meanwhile - none with ONEPIPE_AGENT_PROCESSES_ONLY and one worker: they wait.
         """
         reasons = []
         for index in self._indexes:
@@ -162,14 +175,17 @@ class AgentProcesses:
                 continue
             last = self._last.get(index)
             if last is None:
-                reasons.append(f"agent process {index} has not reported yet (starting)")
+                exits = self.restarts[index]
+                reasons.append(f"agent process {index} has not reported yet (starting" + (
+                    f"; it exited {exits} time(s): its log lines say why)" if exits else ")"))
             else:
                 reasons.extend(f"agent process {index}: {why}" for why in last.report().waiting)
         return "; ".join(reasons) or None
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Each agent process: whether it reports, how old its last report is, and how
-        often it was started again (/health)."""
+        """Each agent process: whether it runs and has reported, how long ago the worker
+        read its last report (sent every REPORT_SECONDS: a growing age is a process whose
+        loop is held, or a worker whose loop is), how often it was started again."""
         now = time.monotonic()
         shown: dict[str, dict[str, Any]] = {}
         for index in self._indexes:

@@ -156,5 +156,6 @@ class Readiness:
         waiting = self.waiting()
         if waiting:
             return Check("partitions", False, "; ".join(waiting))
-        return Check("partitions", True, "every batch agent (and agent process) has its "
-                     "partitions or nothing to read")
+        return Check("partitions", True, "every batch agent here has its partitions or "
+                     "nothing to read (agent processes are checked at the worker's start "
+                     "only: /health tells of them)")

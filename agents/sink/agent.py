@@ -201,6 +201,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
     async def _reset(self) -> None:
         self.metrics.restarts += 1
         self._next.clear()
+        self.metrics.positions.clear()  # set again at the next assignment
 
     async def _assign(self, consumer: GroupConsumer, assigned: set[TopicPartition]
                       ) -> None:
@@ -243,6 +244,7 @@ class SinkAgent(BatchAgent[SinkMetrics]):
             consumer.unsubscribe()
             self._subscribed = frozenset()
             self._next.clear()
+            self.metrics.positions.clear()  # its partitions are no longer assigned here
             return
         table, meta, reader = self._table, self._meta, self._reader
         if table is None or meta is None or reader is None:

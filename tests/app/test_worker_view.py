@@ -163,6 +163,19 @@ def test_the_workers_views_show_its_agent_processes_too(tmp_path: Path) -> None:
     assert worker.readiness.waiting() == []
     processes.received(1, report(consumed=2, waiting=["the dedup agent is not running"]))
     assert worker.readiness.waiting() == []
+    # A report that does not unpickle: the views show the rest, not a 500.
+    processes.received(1, b"not a pickle")
+    assert processes.reports() == {}
+    assert worker_archive(ctx) == own_only
+
+
+def test_an_agent_process_that_keeps_exiting_at_start_says_so(tmp_path: Path) -> None:
+    worker = Runtime(load_settings(data_dir=tmp_path, agent_processes=2))
+    assert worker.processes is not None
+    worker.processes.restarts[1] = 3
+    assert worker.readiness.waiting() == [
+        "agent process 1 has not reported yet (starting; it exited 3 time(s): its log lines "
+        "say why)"]
 
 
 def test_with_agent_processes_only_the_views_are_the_agent_processes(tmp_path: Path) -> None:

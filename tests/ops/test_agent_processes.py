@@ -92,14 +92,15 @@ async def test_agent_processes_share_every_group_and_lose_nothing(
     async with producing(broker, tmp_path) as (pipeline, producer, worker):
         async def both_work() -> bool:
             found = await samples(worker)
-            return all(found.get(name, {}).get(process, 0) > 0
-                       for name in COUNTERS for process in ("0", "1"))
+            ready, _ = await get_json(worker, "/readyz")  # every agent has its partitions
+            return ready == 200 and all(found.get(name, {}).get(process, 0) > 0
+                                        for name in COUNTERS for process in ("0", "1"))
 
         await wait_for(both_work, timeout=120, what="both processes consuming every group")
         [first] = agent_processes(worker)
         os.kill(first, signal.SIGKILL)
 
-        async def gone() -> bool:  # until it runs and reports again
+        async def gone() -> bool:  # until it is started again and reports
             _, health = await get_json(worker, "/health")
             return health["agent_processes"]["1"]["reporting"] is False
 
@@ -107,7 +108,7 @@ async def test_agent_processes_share_every_group_and_lose_nothing(
         # It had its partitions once: its exit does not take the worker's API out of its
         # load balancer (the worker's own members hold its partitions meanwhile).
         ready, body = await get_json(worker, "/readyz")
-        assert ready == 200, body
+        assert ready == 200 and body["checks"]["partitions"]["ok"], body
 
         async def started_again() -> bool:
             found = await samples(worker)

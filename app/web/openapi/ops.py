@@ -35,7 +35,12 @@ SCHEMAS: dict[str, Any] = {
                      records_in=_INT, records_archived=_INT, undecodable=_INT, files=_INT,
                      bytes_written=_INT, positions=_COUNTS,
                      stalled={"type": "object", "additionalProperties": _STR}),
-        dedup=_COUNTS),
+        dedup=_COUNTS,
+        agent_processes={"type": "object", "description": "With ONEPIPE_AGENT_PROCESSES: "
+                         "each agent process by number.", "additionalProperties": _obj(
+                             ["reporting", "report_age_seconds", "restarts"],
+                             reporting={"type": "boolean"}, restarts=_INT,
+                             report_age_seconds={"type": "number", "nullable": True})}),
     "Readiness": _obj(
         ["status", "failed", "checks"],
         status={"type": "string", "enum": ["ready", "not_ready"]},
