@@ -5,7 +5,7 @@ It fetches ``GET /status.json`` from the worker (``--url``; default
 topic and partition: committed offset, end offset, lag, and STUCK when the partition's
 lag has not shrunk for ``ONEPIPE_STUCK_AFTER_SECONDS`` while records kept arriving. Archive
 partitions the worker does not archive (their log was reset) are printed first, with
-what to do.
+what to do, then a warning for each agent process of the worker that is not running.
 
 Exit status, for scripts and health checks:
   0  every monitored consumer is progressing (or the worker's lag monitor is off)
@@ -132,6 +132,8 @@ def run_status(args: argparse.Namespace) -> int:
     stalled = (doc.get("archive") or {}).get("stalled") or []
     for s in stalled:  # whole, never cut: the reason says what to do
         print(f"STALLED archive {s['topic']}[{s['partition']}]: {s['reason']}")
+    for line in agent_process_warnings(doc):
+        print(f"warning: {line}")
     if not monitor.get("enabled"):
         print("the worker's lag monitor is off (ONEPIPE_MONITOR_INTERVAL_SECONDS=0); "
               "no lag to show")
@@ -173,3 +175,13 @@ def run_status(args: argparse.Namespace) -> int:
 def _stalled_summary(stalled: list[dict[str, Any]]) -> str:
     return (f"{len(stalled)} archive partition(s) STALLED: their log was reset and they are "
             "not archived (what to do: above)")
+
+
+def agent_process_warnings(doc: dict[str, Any]) -> list[str]:
+    """A line for each agent process that is not running, from a status document (this
+    command and the status page, onepipe.app.web.status, print them)."""
+    return [f"Agent process {index} is not running (started again {p['restarts']} time(s); "
+            "the worker's log says why): its batch agents' partitions are with the groups' "
+            "other members, or wait for it" for index, p in (doc.get("agent_processes")
+                                                                 or {}).items()
+            if not p["reporting"]]

@@ -6,7 +6,8 @@ Contract:
   group's committed offset, end offset, lag and stuck flag per partition (from the lag
   monitor's last sample: no Kafka request per view); the archive agent's counters and its
   stalled partitions (``archive.stalled``: topic, partition and a reason saying what to
-  do; the page shows them in red); and the last verify result (``null`` until one ran).
+  do; the page shows them in red); with agent processes, whether each runs (the page warns
+  of one that does not); and the last verify result (``null`` until one ran).
 - ``?group=G`` and ``?topic=T`` narrow the consumers shown; an unknown group or topic is a
   404 JSON error naming what exists, never a 500.
 - The page is server-rendered HTML with inline CSS and no script: lag per partition as a
@@ -24,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from onepipe.app.context import WorkerContext
+from onepipe.app.status_cli import agent_process_warnings
 from onepipe.app.web.http import CTX, json_response
 from onepipe.app.web.sinks import sink_document
 from onepipe.app.web.worker_view import worker_archive
@@ -129,6 +131,8 @@ def status_document(ctx: WorkerContext, *, group: str | None = None,
         "consumers": consumers,
         "archive": _archive(ctx),
         "sinks": sink_document(ctx),
+        # Whether each agent process runs (ONEPIPE_AGENT_PROCESSES); null without any.
+        "agent_processes": ctx.processes.health() if ctx.processes is not None else None,
         "last_verify": ctx.last_verify.result,
     }
 
@@ -308,6 +312,7 @@ def render_status_html(doc: dict[str, Any]) -> str:
                if monitor["sampled_at"] else "no lag sample yet")
     warning = (f'<p class="warn">Last lag sample failed: {_e(monitor["error"])}. Figures are '
                "from the sample before.</p>" if monitor["error"] else "")
+    warning += "".join(f'<p class="warn">{_e(line)}</p>' for line in agent_process_warnings(doc))
     archive = (_stalled_html(stalled) + _pairs_html(
         {k: v for k, v in doc["archive"].items() if k != "stalled"})
         if doc["archive"] is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import html
 import pickle
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from onepipe.agents.sink import SinkMetrics, SinkStatus, combined_statuses
 from onepipe.app.agent_reports import ProcessReport, read_frame, to_frames, write_frame
 from onepipe.app.runtime import Runtime
 from onepipe.app.settings import load_settings
+from onepipe.app.status_cli import agent_process_warnings
 from onepipe.app.web.metrics import WorkerCollector
 from onepipe.app.web.sinks import sink_document
-from onepipe.app.web.status import status_document
+from onepipe.app.web.status import render_status_html, status_document
 from onepipe.app.web.worker_view import worker_archive, worker_counters, worker_sinks
 from onepipe.schemas.metadata import SinkSpec
 
@@ -185,8 +187,16 @@ def test_with_agent_processes_only_the_views_are_the_agent_processes(tmp_path: P
     assert worker.processes is not None
     assert (worker_archive(ctx), worker_sinks(ctx), worker_counters(ctx, "dedup")) == (
         None, [], {})
+    # Not running yet: /status.json, the page and `onepipe status` say so.
+    document = status_document(ctx)
+    assert document["agent_processes"] == {
+        "1": {"reporting": False, "report_age_seconds": None, "restarts": 0}}
+    [warning] = agent_process_warnings(document)
+    assert warning.startswith("Agent process 1 is not running (started again 0 time(s)")
+    assert html.escape(warning, quote=True) in render_status_html(document)
     worker.processes.received(1, report(consumed=7, waiting=[]))
     shown = worker_archive(ctx)
     assert shown is not None and shown.positions == {TP1: 4}
     assert worker_counters(ctx, "dedup") == {"consumed": 7}
     assert worker.readiness.waiting() == []
+    assert agent_process_warnings(status_document(ctx)) == []

@@ -35,12 +35,13 @@ SCHEMAS: dict[str, Any] = {
                      records_in=_INT, records_archived=_INT, undecodable=_INT, files=_INT,
                      bytes_written=_INT, positions=_COUNTS,
                      stalled={"type": "object", "additionalProperties": _STR}),
-        dedup=_COUNTS,
-        agent_processes={"type": "object", "description": "With ONEPIPE_AGENT_PROCESSES: "
-                         "each agent process by number.", "additionalProperties": _obj(
-                             ["reporting", "report_age_seconds", "restarts"],
-                             reporting={"type": "boolean"}, restarts=_INT,
-                             report_age_seconds={"type": "number", "nullable": True})}),
+        dedup=_COUNTS, agent_processes=ref("AgentProcesses")),
+    "AgentProcesses": {"type": "object", "nullable": True, "description": "With "
+                       "ONEPIPE_AGENT_PROCESSES: each agent process, by number.",
+                       "additionalProperties": _obj(
+                           ["reporting", "report_age_seconds", "restarts"],
+                           reporting={"type": "boolean"}, restarts=_INT,
+                           report_age_seconds={"type": "number", "nullable": True})},
     "Readiness": _obj(
         ["status", "failed", "checks"],
         status={"type": "string", "enum": ["ready", "not_ready"]},
@@ -97,6 +98,7 @@ SCHEMAS: dict[str, Any] = {
                             topic=_STR, partition=_INT, reason=_STR)}),
                  "nullable": True},
         sinks={"type": "array", "items": ref("SinkStatus")},
+        agent_processes=ref("AgentProcesses"),
         last_verify={"type": "object", "nullable": True,
                      "description": "The last verify run's summary; null until one ran."}),
     "VerifyReport": _obj(
