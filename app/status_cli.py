@@ -5,7 +5,7 @@ It fetches ``GET /status.json`` from the worker (``--url``; default
 topic and partition: committed offset, end offset, lag, and STUCK when the partition's
 lag has not shrunk for ``ONEPIPE_STUCK_AFTER_SECONDS`` while records kept arriving. Archive
 partitions the worker does not archive (their log was reset) are printed first, with
-what to do, then a warning for each agent process of the worker that is not running.
+what to do, then a warning for each agent process of the worker that is not reporting.
 
 Exit status, for scripts and health checks:
   0  every monitored consumer is progressing (or the worker's lag monitor is off)
@@ -178,10 +178,9 @@ def _stalled_summary(stalled: list[dict[str, Any]]) -> str:
 
 
 def agent_process_warnings(doc: dict[str, Any]) -> list[str]:
-    """A line for each agent process that is not running, from a status document (this
+    """A line for each agent process that is not reporting, from a status document (this
     command and the status page, onepipe.app.web.status, print them)."""
-    return [f"Agent process {index} is not running (started again {p['restarts']} time(s); "
-            "the worker's log says why): its batch agents' partitions are with the groups' "
-            "other members, or wait for it" for index, p in (doc.get("agent_processes")
-                                                                 or {}).items()
-            if not p["reporting"]]
+    return [f"Agent process {index} is not reporting (starting, or it exited: started again "
+            f"{p['restarts']} time(s) so far, the worker's log says why); meanwhile its batch "
+            "agents' partitions are with the groups' other members, or wait for it"
+            for index, p in (doc.get("agent_processes") or {}).items() if not p["reporting"]]

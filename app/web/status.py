@@ -6,8 +6,8 @@ Contract:
   group's committed offset, end offset, lag and stuck flag per partition (from the lag
   monitor's last sample: no Kafka request per view); the archive agent's counters and its
   stalled partitions (``archive.stalled``: topic, partition and a reason saying what to
-  do; the page shows them in red); with agent processes, whether each runs (the page warns
-  of one that does not); and the last verify result (``null`` until one ran).
+  do; the page shows them in red); with agent processes, whether each reports (the page
+  warns of one that does not); and the last verify result (``null`` until one ran).
 - ``?group=G`` and ``?topic=T`` narrow the consumers shown; an unknown group or topic is a
   404 JSON error naming what exists, never a 500.
 - The page is server-rendered HTML with inline CSS and no script: lag per partition as a

@@ -192,7 +192,8 @@ def test_with_agent_processes_only_the_views_are_the_agent_processes(tmp_path: P
     assert document["agent_processes"] == {
         "1": {"reporting": False, "report_age_seconds": None, "restarts": 0}}
     [warning] = agent_process_warnings(document)
-    assert warning.startswith("Agent process 1 is not running (started again 0 time(s)")
+    assert warning.startswith("Agent process 1 is not reporting (starting, or it exited: "
+                              "started again 0 time(s) so far")
     assert html.escape(warning, quote=True) in render_status_html(document)
     worker.processes.received(1, report(consumed=7, waiting=[]))
     shown = worker_archive(ctx)
