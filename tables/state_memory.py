@@ -16,16 +16,19 @@ flushed on nearly every write - thousands of tiny SST files, "Too many open file
 
 Contract: :func:`set_budget` (the worker calls it at start) applies to every store opened
 after it; :func:`bounded` adds the shared cache and the memtable bound to a store's (or a
-column family's) ``Options``.
+column family's) ``Options``; :func:`open_with_families` opens a store with column
+families, each bounded.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 
-from rocksdict import BlockBasedOptions, Cache, Options
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
-__all__ = ["DEFAULT_BUDGET", "bounded", "set_budget"]
+__all__ = ["DEFAULT_BUDGET", "bounded", "open_with_families", "set_budget"]
 
 #: Block cache bytes all stores of a process share unless told otherwise.
 DEFAULT_BUDGET = 128 * 1024 * 1024
@@ -65,3 +68,17 @@ def bounded(options: Options, table: BlockBasedOptions | None = None, *,
     # size RocksDB flushes the families that pin the oldest WAL.
     options.set_max_total_wal_size(4 * write_buffer_bytes)
     return options
+
+
+def open_with_families(path: Path, options: Options, families: Iterable[str]) -> Rdict:
+    """The store at ``path`` (``options`` already :func:`bounded`) with ``families`` (raw
+    mode, bounded), each named at the open and created if missing.
+
+    Why named at every open, not found through rocksdict's own record of the families
+    (``rocksdict-config.json``): a SIGKILL right after a family was created left it in
+    RocksDB's manifest but not in that record, and every later open failed ("Column
+    families not opened: meta"): the agent owning the store could never start again.
+    """
+    options.create_missing_column_families(True)
+    return Rdict(str(path), options, column_families={
+        name: bounded(Options(raw_mode=True)) for name in families})

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, ColumnFamily, Options, Rdict, WriteOptions
+from rocksdict import BlockBasedOptions, ColumnFamily, Options, WriteOptions
 
-from onepipe.tables.state_memory import bounded
+from onepipe.tables.state_memory import bounded, open_with_families
 
 __all__ = ["META", "UnloggedStore"]
 
@@ -51,13 +51,8 @@ class UnloggedStore:
         options.set_memtable_prefix_bloom_ratio(0.1)
         options.set_memtable_whole_key_filtering(True)
         options.set_atomic_flush(True)  # the module docstring says why
-        # ``meta`` named at every open (created if missing), not found through rocksdict's
-        # own record of the families: a SIGKILL right after the family was created left
-        # it in RocksDB's manifest but not in that record, and every later open failed
-        # ("Column families not opened: meta"): the agent could never start again.
-        options.create_missing_column_families(True)
-        self.db = Rdict(str(path), bounded(options, table, write_buffer_bytes=memtable_bytes),
-                        column_families={META: bounded(Options(raw_mode=True))})
+        self.db = open_with_families(
+            path, bounded(options, table, write_buffer_bytes=memtable_bytes), [META])
         self.meta = self.db.get_column_family(META)
         self.meta_handle: ColumnFamily = self.db.get_column_family_handle(META)
         self.write_options = WriteOptions()

@@ -41,7 +41,7 @@ from rocksdict import Options, Rdict, WriteBatch
 from onepipe.schemas.errors import OnepipeError
 from onepipe.schemas.figures import DayFigures
 from onepipe.tables.checksum.fold import Contribution, FoldResult, RawCount
-from onepipe.tables.state_memory import bounded
+from onepipe.tables.state_memory import bounded, open_with_families
 
 __all__ = ["ChecksumStore", "ChecksumStoreClosedError", "RawCountStore",
            "decode_contribution", "encode_contribution"]
@@ -85,14 +85,8 @@ class ChecksumStore:
         options.create_if_missing(True)
         # The WAL stays on (module docstring): one WriteBatch is durable whole, across
         # every column family, without needing atomic flush.
-        # The families named at every open (created if missing), as in
-        # onepipe.tables.unlogged_store: one created just before a SIGKILL is in RocksDB's
-        # manifest but not in rocksdict's record of them, and every later open failed.
-        options.create_missing_column_families(True)
-        self._db: Rdict | None = Rdict(
-            str(path), bounded(options),
-            column_families={name: bounded(Options(raw_mode=True))
-                             for name in (_DAYS, _HOURS, _META)})
+        self._db: Rdict | None = open_with_families(path, bounded(options),
+                                                    (_DAYS, _HOURS, _META))
         self._busy = threading.Lock()
         families = {name: self._db.get_column_family(name) for name in (_DAYS, _HOURS, _META)}
         self._days_cf, self._meta_cf = families[_DAYS], families[_META]
