@@ -59,7 +59,13 @@ from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from onepipe.app.agent_reports import ProcessReport, Received, read_frame_bytes, write_frame
+from onepipe.app.agent_reports import (
+    Carried,
+    ProcessReport,
+    Received,
+    read_frame_bytes,
+    write_frame,
+)
 from onepipe.app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +125,9 @@ class AgentProcesses:
         self._ready_once: set[int] = set()
         self._stop = asyncio.Event()
         self.restarts = dict.fromkeys(self._indexes, 0)
+        #: What the processes that exited had counted (onepipe.app.web.worker_view adds
+        #: it to the worker's sums, which would otherwise drop at each restart).
+        self.carried = Carried()
 
     async def start(self) -> None:
         """Start every agent process, without waiting for them (each joins the groups)."""
@@ -209,6 +218,18 @@ class AgentProcesses:
             restarts.add_metric([str(index)], count)
         yield restarts
 
+    def exited(self, index: int) -> None:
+        """Agent process ``index`` exited: its last report leaves the views, and what it
+        had counted by then is carried into the worker's sums (:attr:`carried`)."""
+        last = self._last.pop(index, None)
+        if last is None:
+            return
+        try:
+            self.carried.add(last.report())
+        except Exception:  # noqa: BLE001 - a corrupt frame: its counters are lost, logged
+            log.exception("agent process %d's last report does not unpickle; the worker's "
+                          "sums leave out what it counted", index)
+
     async def _keep(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         delay = _BACKOFF_FIRST
@@ -284,7 +305,7 @@ class AgentProcesses:
             raise
         finally:
             del self._running[index]
-            self._last.pop(index, None)
+            self.exited(index)
             transport.close()
             # The pipe to it stays open until now: closing it is what stops an agent
             # process whose worker is gone.

@@ -9,6 +9,11 @@ Contract:
   :class:`ProcessReport` comes back every ``REPORT_SECONDS`` (onepipe.app.agent_processes)
   on a pipe of its own: its ``/metrics`` families (as plain tuples, :func:`to_frames`) and
   what the worker's ``/health``, ``/status``, ``/sinks`` and ``/readyz`` show of it.
+- :class:`Carried` keeps what agent processes that exited had counted (their last
+  report's counters), so the worker's sums in ``/health``, ``/status`` and ``/sinks`` do
+  not drop when one starts again; what it counted after its last report (at most
+  ``REPORT_SECONDS``' worth) is not in them. ``/metrics`` keeps each process's own
+  counters instead, which start again with the process (Prometheus reads that as a reset).
 - :func:`label_processes` merges every process's families into one ``/metrics``, each
   sample labelled with its process; group-wide families are not labelled.
 """
@@ -26,10 +31,10 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from onepipe.agents.archive import ArchiveMetrics
-from onepipe.agents.sink import SinkStatus
+from onepipe.agents.archive import ArchiveMetrics, combined_metrics, counted
+from onepipe.agents.sink import SinkMetrics, SinkStatus
 
-__all__ = ["MAX_FRAME_BYTES", "Family", "ProcessReport", "Received", "label_processes",
+__all__ = ["MAX_FRAME_BYTES", "Carried", "Family", "ProcessReport", "Received", "label_processes",
            "read_first_frame", "read_frame", "read_frame_bytes", "to_frames", "write_frame"]
 
 _HEADER = struct.Struct(">I")
@@ -152,3 +157,36 @@ class Received:
         if self._report is None:
             self._report = pickle.loads(self.frame)  # noqa: S301 - our own agent process
         return self._report
+
+
+#: The sink counters that add up across processes (onepipe.agents.sink.combined_statuses).
+_SINK_COUNTERS = ("rows_written", "rejected", "undecodable", "batches", "restarts")
+
+
+@dataclass(slots=True)
+class Carried:
+    """What the agent processes that exited had counted, by the worker's views' shapes."""
+
+    #: ``onepipe_*`` counter families (their first sample, as the views read them).
+    counters: dict[str, float] = field(default_factory=dict)
+    #: The archive's counters (:func:`onepipe.agents.archive.counted`); None: none yet.
+    archive: ArchiveMetrics | None = None
+    #: Each sink's counters, by (topic, sink name): no state, error or position.
+    sinks: dict[tuple[str, str], SinkStatus] = field(default_factory=dict)
+
+    def add(self, report: ProcessReport) -> None:
+        """Carry an exited process's last report's counters."""
+        for name, _, kind, _, samples in report.families:
+            if kind == "counter" and samples:
+                self.counters[name] = self.counters.get(name, 0) + samples[0][2]
+        if report.archive is not None:
+            self.archive = counted(combined_metrics(
+                [report.archive, *([self.archive] if self.archive is not None else [])]))
+        for status in report.sinks:
+            key = (status.topic, status.spec.name)
+            held = self.sinks.get(key)
+            metrics = SinkMetrics(state="running")  # the state that needs no one
+            for name in _SINK_COUNTERS:
+                setattr(metrics, name, getattr(status.metrics, name) + (
+                    getattr(held.metrics, name) if held is not None else 0))
+            self.sinks[key] = SinkStatus(status.topic, status.spec, status.where, metrics)

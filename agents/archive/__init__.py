@@ -48,8 +48,9 @@ from onepipe.agents.archive.metrics import (
     ArchiveMetrics,
     PartitionFlush,
     combined_metrics,
+    counted,
     shown_metrics,
 )
 
 __all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveAgent", "ArchiveMetrics", "PartitionFlush",
-           "combined_metrics", "shown_metrics"]
+           "combined_metrics", "counted", "shown_metrics"]

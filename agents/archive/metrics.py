@@ -84,12 +84,22 @@ def shown_metrics(metrics: ArchiveMetrics) -> ArchiveMetrics:
     return out
 
 
+def counted(metrics: ArchiveMetrics) -> ArchiveMetrics:
+    """The counters :func:`shown_metrics` keeps, alone: what an agent process that exited
+    had counted, carried into its worker's sums (no positions, stalled partitions or
+    flush: those were its partitions', which it no longer holds)."""
+    out = ArchiveMetrics()
+    for name in _SHOWN:
+        setattr(out, name, getattr(metrics, name))
+    return out
+
+
 def combined_metrics(parts: Iterable[ArchiveMetrics]) -> ArchiveMetrics:
     """Several archive agents' :func:`shown_metrics` figures as one worker's (the worker
     and its agent processes, each with a share of the partitions).
 
-    Counters add up (each process's since it started: the sum drops when one starts
-    again); positions and stalled partitions are each process's own partitions (a
+    Counters add up (each process's since it started; onepipe.app.agent_reports.Carried
+    adds what the exited ones had counted, as one more part); positions and stalled partitions are each process's own partitions (a
     partition that just moved keeps the higher position); the last flush is the latest.
     The figures :func:`shown_metrics` leaves out are left out here too.
     """

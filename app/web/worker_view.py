@@ -12,8 +12,12 @@ Contract:
   while its loop is held, so possibly older; ``/health``'s ``agent_processes`` block
   shows each one's age. An agent process not running (starting, or started again after
   it exited) adds nothing until it reports again.
-- Counters add up each process's since it started: a sum drops when one starts again
-  (``/metrics`` has each process's own).
+- Counters add up each process's since it started, plus what the agent processes that
+  exited had counted by their last report (onepipe.app.agent_reports.Carried), so a sum
+  does not drop when one starts again; it misses what one counted after its last report
+  (``REPORT_SECONDS`` at most). ``/metrics`` has each process's own instead. Carried
+  archive and sink counters are added only where a running process shows that archive
+  or sink.
 - ``/metrics`` does not read these: it shows each process's own figures, labelled with
   its process (onepipe.app.web.metrics), so nothing is counted twice.
 - Without agent processes they return the worker's own figures, uncopied.
@@ -41,6 +45,9 @@ def worker_archive(ctx: WorkerContext) -> ArchiveMetrics | None:
         return own
     parts = [own] if own is not None else []
     parts += [report.archive for report in _reports(ctx) if report.archive is not None]
+    carried = ctx.processes.carried.archive
+    if parts and carried is not None:
+        parts.append(carried)
     return combined_metrics(parts) if parts else None
 
 
@@ -49,7 +56,10 @@ def worker_sinks(ctx: WorkerContext) -> list[SinkStatus]:
     own = ctx.sinks() if ctx.sinks is not None else []
     if ctx.processes is None:
         return own
-    return combined_statuses([*own, *(s for report in _reports(ctx) for s in report.sinks)])
+    live = [*own, *(s for report in _reports(ctx) for s in report.sinks)]
+    shown = {(status.topic, status.spec.name) for status in live}
+    carried = ctx.processes.carried.sinks
+    return combined_statuses([*live, *(carried[key] for key in shown if key in carried)])
 
 
 def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
@@ -74,4 +84,7 @@ def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
         for name, _, kind, _, samples in report.families:
             if samples:
                 add(kind, name, samples[0][2])
+    if ctx.processes is not None:
+        for name, value in ctx.processes.carried.counters.items():
+            add("counter", name, value)
     return found

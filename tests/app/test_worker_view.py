@@ -171,6 +171,48 @@ def test_the_workers_views_show_its_agent_processes_too(tmp_path: Path) -> None:
     assert worker_archive(ctx) == own_only
 
 
+def test_what_an_exited_agent_process_counted_stays_in_the_workers_sums(
+        tmp_path: Path) -> None:
+    worker = Runtime(load_settings(data_dir=tmp_path, agent_processes=2))
+    ctx = worker.context
+    processes = worker.processes
+    assert processes is not None
+    processes.received(1, report(consumed=42, waiting=[]))
+    processes.exited(1)  # killed: its report leaves, its counters stay
+    assert processes.reports() == {} and processes.health()["1"]["reporting"] is False
+    assert worker_counters(ctx, "dedup")["consumed"] == 42
+    shown = worker_archive(ctx)  # the worker's own archive agent shows it, with the counts
+    assert shown is not None
+    assert (shown.records_in, shown.records_archived, shown.files, shown.bytes_written) == (
+        4, 4, 1, 40)
+    # Not its partitions, nor what was stalled there: it holds none any more.
+    assert (shown.positions, shown.stalled, shown.last_flush_at) == ({}, {}, 0.0)
+    # No sink shows in the worker's own process: a sink no process runs is not shown.
+    assert worker_sinks(ctx) == []
+
+    # Started again: its new counters add to what it counted before, and again after a
+    # second exit (nothing counted twice: the carried report left the live ones).
+    processes.received(1, report(consumed=5, waiting=[]))
+    assert worker_counters(ctx, "dedup")["consumed"] == 47
+    shown = worker_archive(ctx)
+    assert shown is not None and (shown.records_in, shown.positions) == (8, {TP1: 4})
+    [pg] = worker_sinks(ctx)
+    assert (pg.metrics.state, pg.metrics.rows_written, pg.metrics.batches) == ("running", 6, 2)
+    assert pg.metrics.positions == {0: 3}  # the live one's only
+    processes.exited(1)
+    processes.received(1, report(consumed=1, waiting=[]))
+    assert worker_counters(ctx, "dedup")["consumed"] == 48
+    # /metrics keeps each process's own counter, which started again with it.
+    [consumed] = [f for f in WorkerCollector(ctx).collect()
+                  if f.name == "onepipe_dedup_consumed"]
+    assert [(s.labels, s.value) for s in consumed.samples] == [
+        ({"process": "0"}, 0), ({"process": "1"}, 1)]
+    # A last report that does not unpickle: the rest of the sums stay.
+    processes.received(1, b"not a pickle")
+    processes.exited(1)
+    assert worker_counters(ctx, "dedup")["consumed"] == 47
+
+
 def test_an_agent_process_that_keeps_exiting_at_start_says_so(tmp_path: Path) -> None:
     worker = Runtime(load_settings(data_dir=tmp_path, agent_processes=2))
     assert worker.processes is not None
