@@ -159,6 +159,14 @@ async def _run(settings: Settings, index: int, out: int, worker: int) -> int:
         watchdog.arm(why[0] if why else "stop")
         await runtime.stop()  # a start still running ends at its next step first
         await asyncio.gather(starting, return_exceptions=True)
+        # A last report, after the stop: what the agents counted while stopping (the
+        # archive's last flush) reaches the worker's sums too (agent_reports.Carried).
+        # The pipe holds it unless the worker is gone or stuck, when nobody reads it (one
+        # beyond the pipe's buffer may be cut at exit: the worker reads a cut frame as
+        # end-of-file and keeps the report before it).
+        if not transport.is_closing() and not transport.get_write_buffer_size():
+            with contextlib.suppress(OSError, RuntimeError):
+                write_frame(transport, _report(runtime, collector))
         return 0
     finally:
         done.set()

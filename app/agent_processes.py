@@ -38,7 +38,8 @@ Contract:
   its sinks' statuses and what its batch agents wait for (onepipe.app.agent_reports), and the
   views combine them with process 0's own (onepipe.app.web.worker_view). ``/readyz``
   waits at the worker's start until each one's agents had their partitions once; later
-  ``/health`` tells whether each reports (its last report's age, its restarts).
+  ``/health`` tells whether each reports (its last report's age, its restarts). What an
+  agent process that exited had counted stays in those views' sums (:attr:`carried`).
 - Known cost: every group has a member per process, so a stop may find a group in a join
   round the first leaver started; a member finishes that round before it leaves (tansu
   breaks a group left mid-round, onepipe.tables.kafka.rdkafka_consumer), which on tansu
@@ -225,10 +226,12 @@ class AgentProcesses:
         if last is None:
             return
         try:
-            self.carried.add(last.report())
+            report = last.report()
         except Exception:  # noqa: BLE001 - a corrupt frame: its counters are lost, logged
             log.exception("agent process %d's last report does not unpickle; the worker's "
                           "sums leave out what it counted", index)
+            return
+        self.carried.add(report)
 
     async def _keep(self, index: int) -> None:
         loop = asyncio.get_running_loop()

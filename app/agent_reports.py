@@ -11,8 +11,9 @@ Contract:
   what the worker's ``/health``, ``/status``, ``/sinks`` and ``/readyz`` show of it.
 - :class:`Carried` keeps what agent processes that exited had counted (their last
   report's counters), so the worker's sums in ``/health``, ``/status`` and ``/sinks`` do
-  not drop when one starts again; what it counted after its last report (at most
-  ``REPORT_SECONDS``' worth) is not in them. ``/metrics`` keeps each process's own
+  not drop when one starts again. An agent process sends a last report after its own
+  stop; one killed (or whose worker's loop was too busy to read its pipe) leaves out what
+  it counted after the last report the worker read. ``/metrics`` keeps each process's own
   counters instead, which start again with the process (Prometheus reads that as a reset).
 - :func:`label_processes` merges every process's families into one ``/metrics``, each
   sample labelled with its process; group-wide families are not labelled.
@@ -167,7 +168,8 @@ _SINK_COUNTERS = ("rows_written", "rejected", "undecodable", "batches", "restart
 class Carried:
     """What the agent processes that exited had counted, by the worker's views' shapes."""
 
-    #: ``onepipe_*`` counter families (their first sample, as the views read them).
+    #: Unlabelled counter families by name (the views read those: a labelled family's
+    #: first sample is one label set's, not the family's).
     counters: dict[str, float] = field(default_factory=dict)
     #: The archive's counters (:func:`onepipe.agents.archive.counted`); None: none yet.
     archive: ArchiveMetrics | None = None
@@ -177,7 +179,7 @@ class Carried:
     def add(self, report: ProcessReport) -> None:
         """Carry an exited process's last report's counters."""
         for name, _, kind, _, samples in report.families:
-            if kind == "counter" and samples:
+            if kind == "counter" and samples and not samples[0][1]:  # no labels
                 self.counters[name] = self.counters.get(name, 0) + samples[0][2]
         if report.archive is not None:
             self.archive = counted(combined_metrics(

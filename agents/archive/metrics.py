@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 __all__ = ["FLUSH_LATENCY_BUCKETS", "ArchiveMetrics", "PartitionFlush", "combined_metrics",
-           "shown_metrics"]
+           "counted", "shown_metrics"]
 
 #: Upper bounds (seconds) of the flush-latency histogram's buckets; a last, unbounded
 #: bucket (+Inf) follows them.
@@ -99,8 +99,9 @@ def combined_metrics(parts: Iterable[ArchiveMetrics]) -> ArchiveMetrics:
     and its agent processes, each with a share of the partitions).
 
     Counters add up (each process's since it started; onepipe.app.agent_reports.Carried
-    adds what the exited ones had counted, as one more part); positions and stalled partitions are each process's own partitions (a
-    partition that just moved keeps the higher position); the last flush is the latest.
+    adds what the exited ones had counted, as one more part); positions and stalled
+    partitions are each process's own partitions (a partition that just moved keeps the
+    higher position); the last flush is the latest.
     The figures :func:`shown_metrics` leaves out are left out here too.
     """
     out = ArchiveMetrics()

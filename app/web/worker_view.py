@@ -11,7 +11,7 @@ Contract:
   (onepipe.app.agent_reports.ProcessReport): sent every ``REPORT_SECONDS``, skipped
   while its loop is held, so possibly older; ``/health``'s ``agent_processes`` block
   shows each one's age. An agent process not running (starting, or started again after
-  it exited) adds nothing until it reports again.
+  it exited) adds no live figure until it reports again; what it had counted stays.
 - Counters add up each process's since it started, plus what the agent processes that
   exited had counted by their last report (onepipe.app.agent_reports.Carried), so a sum
   does not drop when one starts again; it misses what one counted after its last report
@@ -63,7 +63,8 @@ def worker_sinks(ctx: WorkerContext) -> list[SinkStatus]:
 
 
 def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
-    """``onepipe_<prefix>_<name>_total`` by name, summed over every process.
+    """``onepipe_<prefix>_<name>_total`` by name (unlabelled counters), summed over every
+    process.
 
     Read through what ``/metrics`` exports (the metric sources' ``collect``, the agent
     processes' reported families), so ``/health`` and ``/metrics`` cannot disagree.
@@ -76,13 +77,14 @@ def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
             key = name.removeprefix(head)
             found[key] = found.get(key, 0) + int(value)
 
+    # Unlabelled families only: a labelled one's first sample is one label set's.
     for source in ctx.metric_sources:
         for family in source.collect():
-            if family.samples:
+            if family.samples and not family.samples[0].labels:
                 add(family.type, family.name, family.samples[0].value)
     for report in _reports(ctx):
         for name, _, kind, _, samples in report.families:
-            if samples:
+            if samples and not samples[0][1]:
                 add(kind, name, samples[0][2])
     if ctx.processes is not None:
         for name, value in ctx.processes.carried.counters.items():

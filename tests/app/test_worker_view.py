@@ -114,14 +114,19 @@ async def test_a_report_crosses_the_pipe_whole() -> None:
     assert await read_frame(pipe.reader) == report
 
 
-def report(*, consumed: int, waiting: list[str]) -> bytes:
+def report(*, consumed: int, waiting: list[str], sink_state: str = "running") -> bytes:
     """An agent process's report as its pipe delivers it."""
     family = CounterMetricFamily("onepipe_dedup_consumed", "Records consumed.")
     family.add_metric([], consumed)
+    # A labelled counter: one label set's sample is not the family's total.
+    labelled = CounterMetricFamily("onepipe_dedup_per_topic", "Per topic.", labels=["topic"])
+    labelled.add_metric(["widgets"], consumed)
+    error = "connection refused" if sink_state != "running" else None
     return pickle.dumps(ProcessReport(
-        to_frames([family]),
+        to_frames([family, labelled]),
         archive=archive(records=4, positions={TP1: 4}, at=1.0, stalled={TP2: "reset"}),
-        sinks=[sink("running", rows=3, positions={0: 3})], waiting=waiting))
+        sinks=[sink(sink_state, rows=3, positions={0: 3}, error=error, error_at=2.0)],
+        waiting=waiting))
 
 
 def test_the_workers_views_show_its_agent_processes_too(tmp_path: Path) -> None:
@@ -177,7 +182,7 @@ def test_what_an_exited_agent_process_counted_stays_in_the_workers_sums(
     ctx = worker.context
     processes = worker.processes
     assert processes is not None
-    processes.received(1, report(consumed=42, waiting=[]))
+    processes.received(1, report(consumed=42, waiting=[], sink_state="paused"))
     processes.exited(1)  # killed: its report leaves, its counters stay
     assert processes.reports() == {} and processes.health()["1"]["reporting"] is False
     assert worker_counters(ctx, "dedup")["consumed"] == 42
@@ -198,7 +203,9 @@ def test_what_an_exited_agent_process_counted_stays_in_the_workers_sums(
     assert shown is not None and (shown.records_in, shown.positions) == (8, {TP1: 4})
     [pg] = worker_sinks(ctx)
     assert (pg.metrics.state, pg.metrics.rows_written, pg.metrics.batches) == ("running", 6, 2)
-    assert pg.metrics.positions == {0: 3}  # the live one's only
+    # Its counters only: not the state, error or positions of the process that exited.
+    assert (pg.metrics.last_error, pg.metrics.positions) == (None, {0: 3})
+    assert processes.carried.counters == {"onepipe_dedup_consumed": 42}  # unlabelled only
     processes.exited(1)
     processes.received(1, report(consumed=1, waiting=[]))
     assert worker_counters(ctx, "dedup")["consumed"] == 48
