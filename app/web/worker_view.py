@@ -14,8 +14,8 @@ Contract:
   it exited) adds no live figure until it reports again; what it had counted stays.
 - Counters add up each process's since it started, plus what the agent processes that
   exited had counted by their last report (onepipe.app.agent_reports.Carried), so a sum
-  does not drop when one starts again; it misses what one counted after its last report
-  (``REPORT_SECONDS`` at most). ``/metrics`` has each process's own instead. Carried
+  does not drop when one starts again; it misses what one that was killed counted after
+  the last report the worker read. ``/metrics`` has each process's own instead. Carried
   archive and sink counters are added only where a running process shows that archive
   or sink.
 - ``/metrics`` does not read these: it shows each process's own figures, labelled with
@@ -67,7 +67,8 @@ def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
     process.
 
     Read through what ``/metrics`` exports (the metric sources' ``collect``, the agent
-    processes' reported families), so ``/health`` and ``/metrics`` cannot disagree.
+    processes' reported families), so ``/health`` and ``/metrics`` count alike; plus what
+    the agent processes that exited had counted, which ``/metrics`` no longer shows.
     """
     head = f"onepipe_{prefix}_"
     found: dict[str, int] = {}
