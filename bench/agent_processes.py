@@ -6,8 +6,8 @@
 1. Produces bench/dedup.py's data set (N distinct keys plus 10% re-sent duplicates,
    ~200-byte Confluent-framed Avro values, 4 partitions) once, into one embedded tansu
    broker, twice (dedup's topic apart: the checksum agent reads every registered topic's
-   ``.unique``), and reads the raw librdkafka consume ceiling over it (before and after
-   the runs; the better of the two counts, as every bench here).
+   ``.unique``), and reads the raw librdkafka consume ceiling over it before the first
+   round and after each round (step 3).
 2. For each path (dedup, checksum raw counting, archive) and each process count, in
    alternating order each round: a real ``onepipe worker`` with only that agent on, a
    fresh group (its own app id), data dir and registry, and ``ONEPIPE_AGENT_PROCESSES``
@@ -19,7 +19,9 @@
    that saw 90% (past the join; an agent process's figures are up to 0.25 s old, at both
    ends alike); the rate from the first record to the last is printed too. The ratio is
    to the librdkafka ceiling of its round: read before the first round and after every
-   round, and each run divided by the better of the readings either side of its round.
+   round, and each run divided by the better of the readings either side of its round
+   (the higher rate, so the lower ratio: as every bench here takes the better of its
+   ceiling's readings).
    tansu slows as it stores data (DESIGN.md): over three rounds the ceiling fell from
    1.26M to 0.74M rec/s in one run, so one ceiling for every round made the last rounds
    look slower than they were. The CPU of the worker's process tree and of the broker
@@ -207,7 +209,7 @@ def main() -> None:
         services.start_broker()
         sizes = on_worker_loop(prepare(services, args.records, args.fast_records))
         count = sizes[TOPIC]
-        #: The ceiling's readings, rec/s: before the first round, then after each round.
+        # The ceiling's readings, rec/s: before the first round, then after each round.
         readings = [count / librdkafka_ceiling(services.bootstrap, TOPIC, PARTITIONS, count)]
         run = 0
         for round_ in range(args.rounds):
@@ -216,7 +218,7 @@ def main() -> None:
                 for processes in order:
                     run += 1
                     result = measure(services, path, processes, sizes[PATHS[path][3]], run)
-                    result["round"] = round_
+                    result["round"] = round_ + 1  # as printed
                     results.append(result)
                     print(f"round {round_ + 1} {path:<9} {processes} process(es): "
                           f"{result['records_s']:>9,.0f} rec/s (from the first record "
@@ -230,7 +232,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
     ceilings = [max(readings[r], readings[r + 1]) for r in range(args.rounds)]
     for result in results:
-        result["ceiling_records_s"] = ceilings[result["round"]]
+        result["ceiling_records_s"] = ceilings[result["round"] - 1]
         result["ratio"] = result["records_s"] / result["ceiling_records_s"]
     if args.json:
         print(json.dumps({"records": sizes, "ceiling_readings_records_s": readings,
