@@ -58,8 +58,9 @@ test: lint typecheck pytest  ## everything CI runs
 
 # Every script runs even when an earlier one misses a target (each exits 1 on a miss);
 # the target fails at the end if any did. (load only prints figures: 1 vs 2 workers; replay
-# against the raw producer, the current code only.)
-BENCHES := produce archive dedup checksum_raw agent_processes compact verify sink agents load
+# against the raw producer, the current code only; dedup_stages dedup's planning by stage.)
+BENCHES := produce archive dedup dedup_stages checksum_raw agent_processes compact verify sink \
+	agents load
 bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
 	@status=0; for script in $(BENCHES); do \
 		$(BIN)/python bench/$$script.py || status=1; \
