@@ -25,7 +25,7 @@ import asyncio
 import os
 import pickle
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from onepipe.agents.archive import ArchiveMetrics, combined_metrics, counted
-from onepipe.agents.sink import SinkMetrics, SinkStatus
+from onepipe.agents.sink import SinkStatus, combined_statuses, counted_status
 
-__all__ = ["MAX_FRAME_BYTES", "Carried", "Family", "ProcessReport", "Received", "label_processes",
-           "read_first_frame", "read_frame", "read_frame_bytes", "to_frames", "write_frame"]
+__all__ = ["MAX_FRAME_BYTES", "Carried", "Family", "ProcessReport", "Received", "counter_values",
+           "label_processes", "read_first_frame", "read_frame", "read_frame_bytes", "to_frames",
+           "write_frame"]
 
 _HEADER = struct.Struct(">I")
 #: The largest frame either side accepts (a report of a thousand partitions is tens of
@@ -160,35 +161,36 @@ class Received:
         return self._report
 
 
-#: The sink counters that add up across processes (onepipe.agents.sink.combined_statuses).
-_SINK_COUNTERS = ("rows_written", "rejected", "undecodable", "batches", "restarts")
+def counter_values(families: Iterable[Family]) -> Iterator[tuple[str, float]]:
+    """(name, value) of each unlabelled counter among a report's families: what the
+    worker's sums read (a labelled family's first sample is one label set's, not the
+    family's)."""
+    for name, _, kind, _, samples in families:
+        if kind == "counter" and samples and not samples[0][1]:
+            yield name, samples[0][2]
 
 
 @dataclass(slots=True)
 class Carried:
     """What the agent processes that exited had counted, by the worker's views' shapes."""
 
-    #: Unlabelled counter families by name (the views read those: a labelled family's
-    #: first sample is one label set's, not the family's).
+    #: Unlabelled counter families by name (:func:`counter_values`).
     counters: dict[str, float] = field(default_factory=dict)
     #: The archive's counters (:func:`onepipe.agents.archive.counted`); None: none yet.
     archive: ArchiveMetrics | None = None
-    #: Each sink's counters, by (topic, sink name): no state, error or position.
+    #: Each sink's counters (:func:`onepipe.agents.sink.counted_status`), by (topic, sink
+    #: name).
     sinks: dict[tuple[str, str], SinkStatus] = field(default_factory=dict)
 
     def add(self, report: ProcessReport) -> None:
         """Carry an exited process's last report's counters."""
-        for name, _, kind, _, samples in report.families:
-            if kind == "counter" and samples and not samples[0][1]:  # no labels
-                self.counters[name] = self.counters.get(name, 0) + samples[0][2]
+        for name, value in counter_values(report.families):
+            self.counters[name] = self.counters.get(name, 0) + value
         if report.archive is not None:
             self.archive = counted(combined_metrics(
                 [report.archive, *([self.archive] if self.archive is not None else [])]))
         for status in report.sinks:
             key = (status.topic, status.spec.name)
             held = self.sinks.get(key)
-            metrics = SinkMetrics(state="running")  # the state that needs no one
-            for name in _SINK_COUNTERS:
-                setattr(metrics, name, getattr(status.metrics, name) + (
-                    getattr(held.metrics, name) if held is not None else 0))
-            self.sinks[key] = SinkStatus(status.topic, status.spec, status.where, metrics)
+            [self.sinks[key]] = combined_statuses(
+                [counted_status(status), *([held] if held is not None else [])])

@@ -76,11 +76,9 @@ def shown_metrics(metrics: ArchiveMetrics) -> ArchiveMetrics:
     positions and stalled partitions (an agent process's report carries this four times
     a second; flush times, the latency histogram, the peak and each partition's last
     flush stay in its own /metrics)."""
-    out = ArchiveMetrics(last_flush_at=metrics.last_flush_at,
-                         last_flush_records=metrics.last_flush_records,
-                         positions=dict(metrics.positions), stalled=dict(metrics.stalled))
-    for name in _SHOWN:
-        setattr(out, name, getattr(metrics, name))
+    out = counted(metrics)
+    out.last_flush_at, out.last_flush_records = metrics.last_flush_at, metrics.last_flush_records
+    out.positions, out.stalled = dict(metrics.positions), dict(metrics.stalled)
     return out
 
 

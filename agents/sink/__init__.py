@@ -28,6 +28,12 @@ Contract:
 """
 
 from onepipe.agents.sink.agent import SinkAgent, SinkMetrics
-from onepipe.agents.sink.runner import SinkRunner, SinkStatus, combined_statuses
+from onepipe.agents.sink.runner import (
+    SinkRunner,
+    SinkStatus,
+    combined_statuses,
+    counted_status,
+)
 
-__all__ = ["SinkAgent", "SinkMetrics", "SinkRunner", "SinkStatus", "combined_statuses"]
+__all__ = ["SinkAgent", "SinkMetrics", "SinkRunner", "SinkStatus", "combined_statuses",
+           "counted_status"]

@@ -26,7 +26,7 @@ from onepipe.tables.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SinkRunner", "SinkStatus", "combined_statuses"]
+__all__ = ["SinkRunner", "SinkStatus", "combined_statuses", "counted_status"]
 
 _FOLLOW_SECONDS = 1.0
 
@@ -56,6 +56,19 @@ class SinkStatus:
 #: A sink's states, the one that most needs a person first: several processes' agents of
 #: one sink show as the first of their states in this order.
 _STATES = ("paused", "failing", "unconfigured", "starting", "running")
+#: The counters of a sink that add up across processes.
+_COUNTERS = ("rows_written", "rejected", "undecodable", "batches", "restarts")
+
+
+def counted_status(status: SinkStatus) -> SinkStatus:
+    """``status``'s counters alone, state ``running`` (the one that needs no one): what an
+    agent process that exited had counted, carried into its worker's sums (no error,
+    position or change: those were its own, and :func:`combined_statuses` would show
+    them as current)."""
+    metrics = SinkMetrics(state="running")
+    for name in _COUNTERS:
+        setattr(metrics, name, getattr(status.metrics, name))
+    return SinkStatus(status.topic, status.spec, status.where, metrics)
 
 
 def combined_statuses(statuses: Iterable[SinkStatus]) -> list[SinkStatus]:
@@ -73,7 +86,7 @@ def combined_statuses(statuses: Iterable[SinkStatus]) -> list[SinkStatus]:
         merged = SinkMetrics(state=min((p.metrics.state for p in parts), key=_state_rank))
         for part in parts:
             m = part.metrics
-            for name in ("rows_written", "rejected", "undecodable", "batches", "restarts"):
+            for name in _COUNTERS:
                 setattr(merged, name, getattr(merged, name) + getattr(m, name))
             if m.last_error is not None and m.last_error_at >= merged.last_error_at:
                 merged.last_error, merged.last_error_at = m.last_error, m.last_error_at

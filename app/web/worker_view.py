@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from onepipe.agents.archive import ArchiveMetrics, combined_metrics
 from onepipe.agents.sink import SinkStatus, combined_statuses
-from onepipe.app.agent_reports import ProcessReport
+from onepipe.app.agent_reports import ProcessReport, counter_values
 from onepipe.app.context import WorkerContext
 
 __all__ = ["worker_archive", "worker_counters", "worker_sinks"]
@@ -84,9 +84,8 @@ def worker_counters(ctx: WorkerContext, prefix: str) -> dict[str, int]:
             if family.samples and not family.samples[0].labels:
                 add(family.type, family.name, family.samples[0].value)
     for report in _reports(ctx):
-        for name, _, kind, _, samples in report.families:
-            if samples and not samples[0][1]:
-                add(kind, name, samples[0][2])
+        for name, value in counter_values(report.families):
+            add("counter", name, value)
     if ctx.processes is not None:
         for name, value in ctx.processes.carried.counters.items():
             add("counter", name, value)
