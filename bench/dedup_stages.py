@@ -60,7 +60,7 @@ import fastavro  # noqa: E402
 
 from bench.dedup import SCHEMA  # noqa: E402
 from onepipe.agents.dedup import plan  # noqa: E402
-from onepipe.agents.dedup.pipeline import _MAX_IN_FLIGHT, _with_pending  # noqa: E402
+from onepipe.agents.dedup.pipeline import _MAX_IN_FLIGHT, Lookup, _with_pending  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS  # noqa: E402
 from onepipe.schemas.avro_schema import parse_schema  # noqa: E402
 from onepipe.schemas.codec import KeyEncoder, frame  # noqa: E402
@@ -128,6 +128,39 @@ def records(p: int, columns: Columns) -> PartitionRecords:
                                keys, values)
 
 
+class Stopwatch:
+    """The loop thread's CPU, charged lap by lap to the stages."""
+
+    def __init__(self) -> None:
+        self.spent = dict.fromkeys(STAGES, 0.0)
+        self._last = time.thread_time()
+
+    def reset(self) -> None:
+        """Charge nothing for the time since the last lap (work outside the stages)."""
+        self._last = time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        """Charge the CPU since the last lap (or reset) to ``stage``."""
+        now = time.thread_time()
+        self.spent[stage] += now - self._last
+        self._last = now
+
+
+def plan_staged(work: plan.PartitionWork, reader: TopicReader, batch: PartitionRecords,
+                read: plan.SourceRead, stored: Lookup, watch: Stopwatch) -> None:
+    """``plan_partition``'s body for a batch of the source topic, a lap per stage (what
+    :func:`check` compares with ``plan_partition`` itself)."""
+    versions = plan._source_versions(work, reader, batch, read)  # noqa: SLF001
+    watch.lap("versions")
+    distinct = list(dict.fromkeys(versions.keys))
+    watch.lap("distinct")
+    current: dict[bytes, Any] = dict(zip(distinct, stored(distinct), strict=True))
+    watch.lap("lookup")
+    work.fold = result = fold(reader.rule, versions.keys, versions.ranks, current)
+    watch.lap("fold")
+    plan._emit(work, result.chosen, current, versions)  # noqa: SLF001
+
+
 def run(all_steps: list[dict[int, Columns]], partitions: int, folder: Path
         ) -> tuple[dict[str, float], float]:
     """Loop-thread CPU seconds per stage over every step, and the process's CPU."""
@@ -135,17 +168,7 @@ def run(all_steps: list[dict[int, Columns]], partitions: int, folder: Path
     meta = metadata_from_dict(TOPIC, {"key": ["id"], "partitions": partitions,
                                       "order": {"rule": "max", "field": "version"}})
     reader = TopicReader(meta, schema, lambda _: schema)
-    spent = dict.fromkeys(STAGES, 0.0)
-    clock = time.thread_time
-    last = 0.0
-
-    def lap(stage: str) -> None:
-        """Charge the loop thread's CPU since the last lap to ``stage``."""
-        nonlocal last
-        now = clock()
-        spent[stage] += now - last
-        last = now
-
+    watch = Stopwatch()
     stores = [DedupStore(folder / str(p)) for p in range(partitions)]
     overlays: list[list[dict[bytes, Entry]]] = [[] for _ in range(partitions)]
     in_flight: deque[list[plan.PartitionWork]] = deque()
@@ -156,57 +179,47 @@ def run(all_steps: list[dict[int, Columns]], partitions: int, folder: Path
             made = time.process_time()
             batches = {p: records(p, columns) for p, columns in parts.items()}
             making += time.process_time() - made
-            last = clock()
+            watch.reset()
             reads = plan.read_sources(reader, partitions, list(batches.values()))
-            lap("read")
+            watch.lap("read")
             works = []
             for (p, batch), read in zip(batches.items(), reads, strict=True):
                 work = plan.PartitionWork(TOPIC, p, consumed=len(batch))
-                last = clock()
-                versions = plan._source_versions(work, reader, batch, read)  # noqa: SLF001
-                lap("versions")
-                distinct = list(dict.fromkeys(versions.keys))
-                lap("distinct")
-                stored = _with_pending(stores[p].get_many, overlays[p])
-                current: dict[bytes, Any] = dict(zip(distinct, stored(distinct),
-                                                     strict=True))
-                lap("lookup")
-                result = fold(reader.rule, versions.keys, versions.ranks, current)
-                lap("fold")
-                plan._emit(work, result.chosen, current, versions)  # noqa: SLF001
-                work.fold = result
+                watch.reset()
+                plan_staged(work, reader, batch, read,
+                            _with_pending(stores[p].get_many, overlays[p]), watch)
                 if work.keys:  # BatchPipeline.hold
                     overlays[p].append(dict(zip(work.keys, work.entries, strict=True)))
-                lap("emit")
+                watch.lap("emit")
                 works.append(work)
             in_flight.append(works)
             if len(in_flight) > _MAX_IN_FLIGHT:
-                _complete(in_flight.popleft(), stores, overlays, lap)
+                _complete(in_flight.popleft(), stores, overlays, watch)
         while in_flight:
-            _complete(in_flight.popleft(), stores, overlays, lap)
+            _complete(in_flight.popleft(), stores, overlays, watch)
         process = time.process_time() - process - making
         check(all_steps[-1], partitions, reader, folder)
     finally:
         for store in stores:
             store.close()
-    return spent, process
+    return watch.spent, process
 
 
 def _complete(works: list[plan.PartitionWork], stores: list[DedupStore],
-              overlays: list[list[dict[bytes, Entry]]], lap: Any) -> None:
+              overlays: list[list[dict[bytes, Entry]]], watch: Stopwatch) -> None:
     """A step's completion: its tables written, its overlays dropped (oldest first)."""
-    lap("emit")  # nothing since the last lap: resets the clock
+    watch.reset()
     for work in works:
         stores[work.partition].apply(work.keys, work.entries, 0)
         if work.keys:
             overlays[work.partition].pop(0)
-    lap("write")
+    watch.lap("write")
 
 
 def check(parts: dict[int, Columns], partitions: int, reader: TopicReader,
           folder: Path) -> None:
-    """The stages above are plan_partition's: one step through both, on empty tables,
-    gives the same winners."""
+    """:func:`plan_staged` is ``plan_partition``: one step through both, on empty
+    tables, gives the same winners and counts."""
     batches = {p: records(p, columns) for p, columns in parts.items()}
     reads = plan.read_sources(reader, partitions, list(batches.values()))
     with DedupStore(folder / "check") as store:
@@ -214,14 +227,11 @@ def check(parts: dict[int, Columns], partitions: int, reader: TopicReader,
         for (p, batch), read in zip(batches.items(), reads, strict=True):
             whole = plan.plan_partition(TOPIC, p, partitions, reader, batch, (), stored, read)
             work = plan.PartitionWork(TOPIC, p, consumed=len(batch))
-            versions = plan._source_versions(work, reader, batch, read)  # noqa: SLF001
-            distinct = list(dict.fromkeys(versions.keys))
-            current: dict[bytes, Any] = dict(zip(distinct, stored(distinct), strict=True))
-            result = fold(reader.rule, versions.keys, versions.ranks, current)
-            plan._emit(work, result.chosen, current, versions)  # noqa: SLF001
-            if (work.keys, work.entries) != (whole.keys, whole.entries):
+            plan_staged(work, reader, batch, read, stored, Stopwatch())
+            if (work.keys, work.entries, work.fold) != (whole.keys, whole.entries,
+                                                         whole.fold):
                 raise SystemExit("bench/dedup_stages.py no longer plans as plan_partition "
-                                 "does: update its stages")
+                                 "does: update plan_staged")
 
 
 def main() -> int:
