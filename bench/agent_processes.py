@@ -7,7 +7,8 @@
    ~200-byte Confluent-framed Avro values, 4 partitions) once, into one embedded tansu
    broker, twice (dedup's topic apart: the checksum agent reads every registered topic's
    ``.unique``), and reads the raw librdkafka consume ceiling over it before the first
-   round and after each round (step 3).
+   round and after each round (step 3), and the raw aiokafka one (a batch consumer:
+   bench/consume_ceilings.py) before the first round and after the last.
 2. For each path (dedup, checksum raw counting, archive) and each process count, in
    alternating order each round: a real ``onepipe worker`` with only that agent on, a
    fresh group (its own app id), data dir and registry, and ``ONEPIPE_AGENT_PROCESSES``
@@ -21,7 +22,8 @@
    to the librdkafka ceiling of its round: read before the first round and after every
    round, and each run divided by the better of the readings either side of its round
    (the higher rate, so the lower ratio: as every bench here takes the better of its
-   ceiling's readings).
+   ceiling's readings). The ratio to the better aiokafka reading is printed beside it,
+   for continuity with the benches before librdkafka (issue 15).
    tansu slows as it stores data (DESIGN.md): over three rounds the ceiling fell from
    1.26M to 0.74M rec/s in one run, so one ceiling for every round made the last rounds
    look slower than they were. The CPU of the worker's process tree and of the broker
@@ -51,7 +53,7 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo importable
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.common import ProcStat, Services, machine_facts, on_worker_loop  # noqa: E402
-from bench.consume_ceilings import librdkafka_ceiling  # noqa: E402
+from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
 from bench.dedup import SCHEMA, produce  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
@@ -211,6 +213,10 @@ def main() -> None:
         count = sizes[TOPIC]
         # The ceiling's readings, rec/s: before the first round, then after each round.
         readings = [count / librdkafka_ceiling(services.bootstrap, TOPIC, PARTITIONS, count)]
+        # The old ceiling (issue 15 keeps its ratio for continuity): before the first
+        # round and after the last; the better reading counts.
+        old = [count / on_worker_loop(aiokafka_ceiling(services.bootstrap, TOPIC,
+                                                       PARTITIONS, count))]
         run = 0
         for round_ in range(args.rounds):
             order = counts if round_ % 2 == 0 else counts[::-1]
@@ -230,19 +236,26 @@ def main() -> None:
             print(f"round {round_ + 1}: raw librdkafka consume (ceiling) "
                   f"{readings[-2]:,.0f} rec/s before, {readings[-1]:,.0f} after",
                   file=sys.stderr, flush=True)
+        old.append(count / on_worker_loop(aiokafka_ceiling(services.bootstrap, TOPIC,
+                                                           PARTITIONS, count)))
     ceilings = [max(readings[r], readings[r + 1]) for r in range(args.rounds)]
+    old_ceiling = max(old)
     for result in results:
         result["ceiling_records_s"] = ceilings[result["round"] - 1]
         result["ratio"] = result["records_s"] / result["ceiling_records_s"]
+        result["aiokafka_ratio"] = result["records_s"] / old_ceiling
     if args.json:
         print(json.dumps({"records": sizes, "ceiling_readings_records_s": readings,
                           "ceiling_by_round_records_s": ceilings,
+                          "aiokafka_ceiling_readings_records_s": old,
                           "results": results, "machine": machine_facts()}, indent=2))
         return
     print(f"\n{count:,} records ({sizes[DEDUP_TOPIC]:,} in dedup's topic), {PARTITIONS} "
           "partitions; raw librdkafka consume (ceiling) by round, the better of the readings "
           "either side: " + ", ".join(f"{c:,.0f}" for c in ceilings) + " rec/s (readings "
-          + ", ".join(f"{r:,.0f}" for r in readings) + ")")
+          + ", ".join(f"{r:,.0f}" for r in readings) + "); raw aiokafka consume "
+          f"{old_ceiling:,.0f} rec/s (the better of {old[0]:,.0f} before the first round "
+          f"and {old[1]:,.0f} after the last)")
     missed = False
     for path in paths:
         target = PATHS[path][2]
@@ -250,13 +263,14 @@ def main() -> None:
             rows = [r for r in results if r["path"] == path and r["processes"] == processes]
             rates = ", ".join(f"{r['records_s']:,.0f}" for r in rows)
             shares = ", ".join(f"{r['ratio']:.2f}" for r in rows)
+            old_shares = ", ".join(f"{r['aiokafka_ratio']:.2f}" for r in rows)
             met = statistics.median(r["ratio"] for r in rows) >= target
             if processes == max(counts):
                 missed = missed or not met
             cpu = ", ".join(f"{r['cpu_pct']['worker']:.0f}%" for r in rows)
             print(f"  {path:<9} {processes} process(es): {rates} rec/s = {shares} of "
-                  f"librdkafka (target {target:.2f}, median: {'PASS' if met else 'MISS'}); "
-                  f"worker CPU {cpu}")
+                  f"librdkafka (target {target:.2f}, median: {'PASS' if met else 'MISS'}), "
+                  f"{old_shares} of aiokafka; worker CPU {cpu}")
     sys.exit(1 if missed else 0)  # make bench: a target the most processes miss fails
 
 
