@@ -55,6 +55,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from bench.common import ProcStat, Services, machine_facts, on_worker_loop  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
 from bench.dedup import SCHEMA, produce  # noqa: E402
+from bench.summary import record  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
 from onepipe.app.settings import load_settings  # noqa: E402
@@ -271,6 +272,15 @@ def main() -> None:
             print(f"  {path:<9} {processes} process(es): {rates} rec/s = {shares} of "
                   f"librdkafka (target {target:.2f}, median: {'PASS' if met else 'MISS'}), "
                   f"{old_shares} of aiokafka; worker CPU {cpu}")
+            # A miss with fewer processes is printed but not failed (the target is a
+            # worker's); the summary shows it as informational.
+            record(f"{path}, a worker in {processes} process(es)",
+                   ", ".join(f"{r['ratio']:.3f}" for r in rows) + f" of librdkafka ({rates}"
+                   " rec/s)", target=f">= {target:.2f}",
+                   ok=met if processes == max(counts) else None,
+                   note=f"median of {len(rows)} round(s); {old_shares} of aiokafka; "
+                        "ceilings: librdkafka " + ", ".join(f"{c:,.0f}" for c in ceilings)
+                        + f", aiokafka {old_ceiling:,.0f} rec/s")
     sys.exit(1 if missed else 0)  # make bench: a target the most processes miss fails
 
 

@@ -46,6 +46,7 @@ from confluent_kafka import Producer  # noqa: E402
 import onepipe  # noqa: E402
 from bench.common import agent_bench, machine_facts, on_worker_loop  # noqa: E402
 from bench.consume_ceilings import aiokafka_ceiling, librdkafka_ceiling  # noqa: E402
+from bench.summary import record  # noqa: E402
 from onepipe.agents.framework import AgentMetrics, AgentProcessor, AgentRunner, AgentSpec  # noqa: E402
 from onepipe.agents.framework.declare import declared  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -289,6 +290,12 @@ def main() -> None:
         print(f"  {kind}: {r[f'{kind}_cpu_us_per_record']:.2f} us CPU per record "
               f"(decode+convert {r[f'{kind}_decode_us']:.2f}, user code + tables "
               f"{r[f'{kind}_user_us']:.2f}, commit {r[f'{kind}_commit_us']:.2f})")
+    record("batch agent, stateful count", f"{r['batch_ratio']:.3f} of librdkafka "
+           f"({r['batch_records_s']:,.0f} rec/s)", target=f">= {TARGET_RATIO:.2f}",
+           ok=ok == "PASS", note=f"{r['batch_ratio_aiokafka']:.2f} of aiokafka")
+    record("per-record agent, stateful count", f"{r['record_ratio']:.3f} of librdkafka "
+           f"({r['record_records_s']:,.0f} rec/s)",
+           note=f"{r['record_ratio_aiokafka']:.2f} of aiokafka")
     if ok == "MISS":
         raise SystemExit(1)
 

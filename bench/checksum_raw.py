@@ -53,7 +53,7 @@ from bench.consume_ceilings import (  # noqa: E402
     aiokafka_ceiling,
     librdkafka_ceiling,
     librdkafka_ceiling_again,
-    ratios,
+    report_ratios,
 )
 from onepipe.agents.checksum.agent import ChecksumAgent  # noqa: E402
 from onepipe.agents.checksum.raw import RawPlacer  # noqa: E402
@@ -223,7 +223,7 @@ async def from_kafka(schema: AvroSchema, count: int, max_records: int | None = N
     print(f"  raw librdkafka consume (ceiling) {rd:>10,.0f} rec/s (best of before "
           f"{rd_before:,.0f}, after {rd_after:,.0f})")
     print(f"  raw aiokafka getmany (ceiling)   {aio:>10,.0f} rec/s")
-    print(ratios("checksum agent raw counting", rate, rd, aio, TARGET_RATIO))
+    report_ratios("checksum agent raw counting", rate, rd, aio, TARGET_RATIO)
     print(f"  CPU per record                   {cpu_us:>10.2f} us (load "
           f"{os.getloadavg()[0]:.2f})")
     for role, seconds in sorted(roles.items(), key=lambda kv: -kv[1]):

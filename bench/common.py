@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo importable
     sys.path.insert(0, str(ROOT))
 
+from bench.summary import record  # noqa: E402
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
 from onepipe.app.serve import event_loop_factory  # noqa: E402
@@ -487,7 +488,10 @@ def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
 def print_results(title: str, rows: Sequence[Row], facts: Mapping[str, Any],
                   extra: Mapping[str, Any] | None = None, *, as_json: bool = False,
                   markdown: bool = False) -> None:
-    """Print the header (command, machine) and the table; or one JSON document."""
+    """Print the header (command, machine) and the table; or one JSON document. Each row
+    goes to ``make bench``'s summary too (bench/summary.py)."""
+    for row in rows:
+        record(row.name, row.value, target=row.target, ok=row.ok, note=row.note)
     if as_json:
         doc = {"title": title, "command": command_line(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": dict(facts),

@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer  # noqa: E402
 from confluent_kafka import TopicPartition as CTopicPartition  # noqa: E402
 from confluent_kafka.aio import AIOConsumer  # noqa: E402
 
+from bench.summary import record  # noqa: E402
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.tables.kafka.clients import KafkaClients  # noqa: E402
 from onepipe.tables.kafka.rdkafka_consumer import RdkafkaConsumer  # noqa: E402
@@ -184,6 +185,17 @@ def ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: 
     ok = "PASS" if rate / librdkafka >= target else "MISS"
     return (f"  {label:<30} {rate:>10,.0f} rec/s  ratio {rate / librdkafka:.2f} of "
             f"librdkafka (target >= {target:.2f}) {ok}, {rate / aiokafka:.2f} of aiokafka")
+
+
+def report_ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: float,
+                  extra: str = "") -> None:
+    """Print :func:`ratios`' line (``extra`` after it) and hand the figure to
+    ``make bench``'s summary (bench/summary.py)."""
+    print(ratios(label, rate, librdkafka, aiokafka, target) + extra)
+    record(label, f"{rate / librdkafka:.2f} of librdkafka ({rate:,.0f} rec/s)",
+           target=f">= {target:.2f}", ok=rate / librdkafka >= target,
+           note=f"{rate / aiokafka:.2f} of aiokafka; ceilings: librdkafka {librdkafka:,.0f}, "
+                f"aiokafka {aiokafka:,.0f} rec/s")
 
 
 async def _all(records: int, partitions: int) -> None:

@@ -56,7 +56,7 @@ from bench.consume_ceilings import (  # noqa: E402
     librdkafka_ceiling,
     librdkafka_ceiling_again,
     pipe_ceiling,
-    ratios,
+    report_ratios,
 )
 from onepipe.agents.dedup.agent import DedupAgent  # noqa: E402
 from onepipe.app.catalog import apply_topic  # noqa: E402
@@ -236,8 +236,8 @@ def main() -> None:
     print(f"  raw aiokafka getmany (ceiling)   {r['ceiling_records_s']:>10,.0f} rec/s")
     print(f"  raw librdkafka consume + produce {r['pipe_records_s']:>10,.0f} rec/s "
           f"({r['pipe_records_s'] / r['librdkafka_records_s']:.2f} of the consume ceiling)")
-    print(ratios("dedup agent -> .unique", r["dedup_records_s"], r["librdkafka_records_s"],
-                 r["ceiling_records_s"], TARGET_RATIO))
+    report_ratios("dedup agent -> .unique", r["dedup_records_s"], r["librdkafka_records_s"],
+                  r["ceiling_records_s"], TARGET_RATIO)
     print(f"  {'':<30} {r['ratio_pipe']:.2f} of raw consume + produce (every record "
           "re-produced, no work a record)")
     print(f"  winners {r['winners']:,}  duplicates {r['duplicates']:,}  losers {r['losers']:,}"

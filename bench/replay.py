@@ -47,6 +47,7 @@ import pyarrow as pa  # noqa: E402
 
 from bench.ceilings import rdkafka_ceiling  # noqa: E402
 from bench.common import Services, machine_facts, tree_cpu  # noqa: E402
+from bench.summary import record  # noqa: E402
 from onepipe.app.runtime import GC_THRESHOLDS  # noqa: E402
 from onepipe.sinks.formats.raw import (  # noqa: E402
     RawColumns,
@@ -237,6 +238,9 @@ def main() -> int:
         print(f"  {code:<6} median {rate:>10,.0f} rec/s, ratio {rate / ceiling:.2f}; "
               f"replay CPU µs/rec {' / '.join(f'{c:.2f}' for c in cpu)} (CPU ratio at the "
               f"median {ceiling_cpu / statistics.median(cpu):.2f})")
+        record(f"replay ({code})", f"{rate / ceiling:.2f} of librdkafka ({rate:,.0f} rec/s)",
+               note=f"median of {len(mine)} run(s); ceiling: raw confluent_kafka.Producer "
+                    f"{ceiling:,.0f} rec/s")
     return 0
 
 
