@@ -64,11 +64,12 @@ BENCHES := produce archive dedup dedup_stages checksum_raw agent_processes compa
 # Each script also appends its headline figures to one file (bench/summary.py), printed as
 # one table at the end.
 bench: $(STAMP)  ## performance ratios against a baseline measured in the same run
-	@status=0; summary=$$(mktemp); export ONEPIPE_BENCH_SUMMARY=$$summary; \
+	@status=0; summary=$$(mktemp) || exit 1; trap 'rm -f "$$summary"' EXIT; \
+	export ONEPIPE_BENCH_SUMMARY="$$summary"; \
 	for script in $(BENCHES); do \
 		$(BIN)/python bench/$$script.py || status=1; \
 	done; $(BIN)/python bench/replay.py --only after --runs 1 || status=1; \
-	$(BIN)/python bench/summary.py $$summary; rm -f $$summary; exit $$status
+	$(BIN)/python bench/summary.py "$$summary" $(BENCHES) replay; exit $$status
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .mypy_tree .ruff_cache data

@@ -259,15 +259,17 @@ def print_case(case: dict[str, Any]) -> None:
           f"{after:,.0f})")
     print(f"  raw aiokafka getmany (ceiling)   {case['ceiling_records_s']:>10,.0f} rec/s "
           f"{case['ceiling_mb_s']:>7.1f} MB/s")
-    report_ratios(f"archive agent -> local lake, {case['record_bytes']} B",
-                  case["archive_records_s"], case["librdkafka_records_s"],
-                  case["ceiling_records_s"], TARGET_RATIO[case["size"]],
-                  f"  [{case['files']} files, {case['archive_mb_s']:.1f} MB/s]")
+    report_ratios("archive agent -> local lake", case["archive_records_s"],
+                  case["librdkafka_records_s"], case["ceiling_records_s"],
+                  TARGET_RATIO[case["size"]],
+                  f"  [{case['files']} files, {case['archive_mb_s']:.1f} MB/s]",
+                  figure=f"archive agent -> local lake, {case['size']} B records "
+                         f"({case['record_bytes']} B)")
     print(f"  peak RSS                         {case['peak_rss_mib']:>10,.0f} MiB "
           f"(target <= {case['rss_target_mib']:.0f} MiB) {rss_ok}; "
           f"{case['start_rss_mib']:.0f} MiB when the agent started; "
           f"+ {case['kept_files_mib']:.0f} MiB of kept memory files (in no RSS)")
-    record(f"archive peak RSS, {case['record_bytes']} B", f"{case['peak_rss_mib']:,.0f} MiB",
+    record(f"archive peak RSS, {case['size']} B records", f"{case['peak_rss_mib']:,.0f} MiB",
            target=f"<= {case['rss_target_mib']:.0f} MiB", ok=rss_ok == "PASS",
            note=f"{case['start_rss_mib']:.0f} MiB when the agent started")
     print(f"  CPU per record                   {case['cpu_us_main']:>10.2f} us agent process "

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # bench scripts run as files: make the repo impor
     sys.path.insert(0, str(ROOT))
 
 from bench.summary import record  # noqa: E402
+from bench.table import Row, format_table  # noqa: E402
 from onepipe.app.embedded import EmbeddedBroker, free_port  # noqa: E402
 from onepipe.app.runtime import Runtime  # noqa: E402
 from onepipe.app.serve import event_loop_factory  # noqa: E402
@@ -450,48 +451,20 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
 
-@dataclass
-class Row:
-    """One line of the result table. ``ok`` None means "no target" (informational)."""
-
-    name: str
-    value: str
-    target: str = ""
-    ok: bool | None = None
-    note: str = ""
-
-    @property
-    def status(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "target": self.target,
-                "status": self.status, "note": self.note}
-
-
-def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
-    """A compact fixed-width table (or a Markdown table) of rows."""
-    head = ("figure", "value", "target", "status", "note")
-    cells = [(r.name, r.value, r.target, r.status, r.note) for r in rows]
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(c) + " |" for c in cells]
-        return "\n".join(out)
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()
-    out = [line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip()
-            for cell in cells]
-    return "\n".join(out)
-
-
 def print_results(title: str, rows: Sequence[Row], facts: Mapping[str, Any],
                   extra: Mapping[str, Any] | None = None, *, as_json: bool = False,
                   markdown: bool = False) -> None:
     """Print the header (command, machine) and the table; or one JSON document. Each row
-    goes to ``make bench``'s summary too (bench/summary.py)."""
+    with a value goes to ``make bench``'s summary too (bench/summary.py); an indented
+    row is a detail of the row above it and is named after it there."""
+    parent = ""
     for row in rows:
-        record(row.name, row.value, target=row.target, ok=row.ok, note=row.note)
+        detail = row.name.startswith(" ")
+        if not detail:
+            parent = row.name
+        if row.value:
+            record(f"{parent}: {row.name.strip()}" if detail else row.name, row.value,
+                   target=row.target, ok=row.ok, note=row.note)
     if as_json:
         doc = {"title": title, "command": command_line(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": dict(facts),

@@ -17,9 +17,10 @@ the beginning and returns the seconds from the first record to the last:
 - :func:`aio_ceiling` - ``confluent_kafka.aio.AIOConsumer.consume(10000)`` (the
   alternative the adapter was chosen against; bare ``Message`` objects, no records).
 
-:func:`ratios` prints an agent's rate against the first two. Run as a script, it prints
-each consumer's rate and the process CPU per record it costs (librdkafka's own threads
-included).
+:func:`ratios` formats an agent's rate against the first two, and :func:`report_ratios`
+prints that and hands it to ``make bench``'s closing table (bench/summary.py). Run as a
+script, it prints each consumer's rate and the process CPU per record it costs
+(librdkafka's own threads included).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from onepipe.tables.kafka.topics import ensure_topic  # noqa: E402
 
 __all__ = ["adapter_ceiling", "aio_ceiling", "aiokafka_ceiling", "librdkafka_ceiling",
            "librdkafka_ceiling_again",
-           "pipe_ceiling", "ratios"]
+           "pipe_ceiling", "ratios", "report_ratios"]
 
 #: The factory's fetch settings (onepipe.tables.kafka.clients), so the ceilings compare
 #: alike: librdkafka's default fetch.queue.backoff.ms of 1 s idles a consumer that drains
@@ -188,11 +189,11 @@ def ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: 
 
 
 def report_ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: float,
-                  extra: str = "") -> None:
-    """Print :func:`ratios`' line (``extra`` after it) and hand the figure to
-    ``make bench``'s summary (bench/summary.py)."""
+                  extra: str = "", figure: str | None = None) -> None:
+    """Print :func:`ratios`' line (``extra`` after it) and hand the figure (named
+    ``figure``, else ``label``) to ``make bench``'s summary (bench/summary.py)."""
     print(ratios(label, rate, librdkafka, aiokafka, target) + extra)
-    record(label, f"{rate / librdkafka:.2f} of librdkafka ({rate:,.0f} rec/s)",
+    record(figure or label, f"{rate / librdkafka:.2f} of librdkafka ({rate:,.0f} rec/s)",
            target=f">= {target:.2f}", ok=rate / librdkafka >= target,
            note=f"{rate / aiokafka:.2f} of aiokafka; ceilings: librdkafka {librdkafka:,.0f}, "
                 f"aiokafka {aiokafka:,.0f} rec/s")

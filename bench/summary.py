@@ -7,9 +7,11 @@ issue 15 is judged by (both ceilings and every ratio) were spread over hundreds 
 So a bench also hands each headline figure to :func:`record`. When the environment names
 a file in :data:`ENV` (``make bench`` does), the figure is appended to it as one JSON
 line; without it, :func:`record` does nothing, so a bench run by hand prints only its own
-report. ``python bench/summary.py FILE`` prints the file as one table: which bench, the
-figure, its value, the target and PASS/MISS, and a note (the ceilings it was divided by).
-A bench that failed before recording shows as missing, not as passing.
+report. ``python bench/summary.py FILE [BENCH ...]`` prints the file as one table: which
+bench, the figure, its value, the target and PASS/MISS, and a note (the ceilings it was
+divided by). Each BENCH named (``make bench`` names every script it ran) that recorded
+nothing - it failed before its report - gets a row saying so, so the table cannot look
+complete when it is not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: make the repo importable
     sys.path.insert(0, str(ROOT))
+
+from bench.table import Row, format_table  # noqa: E402
 
 #: The environment variable naming the file figures are appended to.
 ENV = "ONEPIPE_BENCH_SUMMARY"
@@ -44,20 +48,24 @@ def record(figure: str, value: str, *, target: str = "", ok: bool | None = None,
 
 
 def main() -> None:
-    from bench.common import Row, format_table  # noqa: PLC0415 - heavy; record() needs none
-
-    if len(sys.argv) != 2:  # noqa: PLR2004 - the script and its one argument
-        raise SystemExit(f"usage: {Path(sys.argv[0]).name} FILE (the file {ENV} named)")
-    path = Path(sys.argv[1])
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if len(sys.argv) < 2:  # noqa: PLR2004 - the script and its file
+        raise SystemExit(f"usage: {Path(sys.argv[0]).name} FILE [BENCH ...] (FILE: what "
+                         f"{ENV} named; BENCH: the scripts that ran)")
+    path, expected = Path(sys.argv[1]), sys.argv[2:]
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     figures = [json.loads(line) for line in lines if line.strip()]
-    if not figures:
-        print(f"\nno bench recorded a figure in {path}")
-        return
     rows = [Row(f"{f['bench']}: {f['figure']}", f["value"], f["target"], f["ok"], f["note"])
             for f in figures]
+    recorded = {f["bench"] for f in figures}
+    silent = [name for name in expected if name not in recorded]
+    rows += [Row(f"{name}: (no figures)", "-", note="it failed before its report: see its "
+                 "output above") for name in silent]
+    if not rows:
+        print(f"\nno bench recorded a figure in {path}")
+        return
     missed = sum(1 for r in rows if r.ok is False)
-    print(f"\nmake bench: every headline figure ({len(rows)}; {missed} missed a target)\n")
+    print(f"\nmake bench: every headline figure ({len(figures)}; {missed} missed a target; "
+          f"{len(silent)} bench(es) recorded none)\n")
     print(format_table(rows))
 
 
