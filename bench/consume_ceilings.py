@@ -17,10 +17,10 @@ the beginning and returns the seconds from the first record to the last:
 - :func:`aio_ceiling` - ``confluent_kafka.aio.AIOConsumer.consume(10000)`` (the
   alternative the adapter was chosen against; bare ``Message`` objects, no records).
 
-:func:`ratios` formats an agent's rate against the first two, and :func:`report_ratios`
-prints that and hands it to ``make bench``'s closing table (bench/summary.py). Run as a
-script, it prints each consumer's rate and the process CPU per record it costs
-(librdkafka's own threads included).
+:func:`report_ratios` prints an agent's rate against the first two and hands it to
+``make bench``'s closing table (bench/summary.py). Run as a script, it prints each
+consumer's rate and the process CPU per record it costs (librdkafka's own threads
+included).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from onepipe.tables.kafka.topics import ensure_topic  # noqa: E402
 
 __all__ = ["adapter_ceiling", "aio_ceiling", "aiokafka_ceiling", "librdkafka_ceiling",
            "librdkafka_ceiling_again",
-           "pipe_ceiling", "ratios", "report_ratios"]
+           "pipe_ceiling", "report_ratios"]
 
 #: The factory's fetch settings (onepipe.tables.kafka.clients), so the ceilings compare
 #: alike: librdkafka's default fetch.queue.backoff.ms of 1 s idles a consumer that drains
@@ -180,23 +180,19 @@ async def aio_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -
         await consumer.close()
 
 
-def ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: float) -> str:
-    """One line: the agent's rate and its ratio to each ceiling (the target is for the
-    librdkafka one, issue 15)."""
-    ok = "PASS" if rate / librdkafka >= target else "MISS"
-    return (f"  {label:<30} {rate:>10,.0f} rec/s  ratio {rate / librdkafka:.2f} of "
-            f"librdkafka (target >= {target:.2f}) {ok}, {rate / aiokafka:.2f} of aiokafka")
-
-
 def report_ratios(label: str, rate: float, librdkafka: float, aiokafka: float, target: float,
                   extra: str = "", figure: str | None = None) -> None:
-    """Print :func:`ratios`' line (``extra`` after it) and hand the figure (named
+    """Print one line - the agent's rate and its ratio to each ceiling (the target is for
+    the librdkafka one, issue 15), ``extra`` after it - and hand the figure (named
     ``figure``, else ``label``) to ``make bench``'s summary (bench/summary.py)."""
-    print(ratios(label, rate, librdkafka, aiokafka, target) + extra)
+    share, old_share = rate / librdkafka, rate / aiokafka
+    ok = share >= target
+    print(f"  {label:<30} {rate:>10,.0f} rec/s  ratio {share:.2f} of librdkafka (target >= "
+          f"{target:.2f}) {'PASS' if ok else 'MISS'}, {old_share:.2f} of aiokafka{extra}")
     # Three decimals: a ratio printed as 0.20 may be 0.197, a miss.
-    record(figure or label, f"{rate / librdkafka:.3f} of librdkafka ({rate:,.0f} rec/s)",
-           target=f">= {target:.2f}", ok=rate / librdkafka >= target,
-           note=f"{rate / aiokafka:.2f} of aiokafka; ceilings: librdkafka {librdkafka:,.0f}, "
+    record(figure or label, f"{share:.3f} of librdkafka ({rate:,.0f} rec/s)",
+           target=f">= {target:.2f}", ok=ok,
+           note=f"{old_share:.2f} of aiokafka; ceilings: librdkafka {librdkafka:,.0f}, "
                 f"aiokafka {aiokafka:,.0f} rec/s")
 
 
