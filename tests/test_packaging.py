@@ -9,7 +9,10 @@ imports from another empty folder, as a user would.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,3 +71,44 @@ def test_an_installed_onepipe_is_one_package(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert Path(out[0]).is_relative_to(target)
     assert out[1] == "[]"
+
+
+def _imported_distributions() -> dict[str, set[str]]:
+    """Top-level modules the installed folders import, outside the standard library and
+    onepipe, each with the files importing it."""
+    found: dict[str, set[str]] = {}
+    for folder in ("onepipe", *FOLDERS):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.partition(".")[0]
+                    if top not in sys.stdlib_module_names and top != "onepipe":
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_module_the_package_imports_is_a_declared_dependency() -> None:
+    # `pip install onepipe` (the Dockerfile's `pip install .`) installs [project]
+    # dependencies only: a module imported by the package but declared among the dev
+    # extras, or only reached through another package's requirements, fails a user's
+    # worker at import (confluent-kafka, the hot paths' client, was in dev only).
+    declared = {_normalized(re.split(r"[\s<>=!~\[;]", dep, maxsplit=1)[0])
+                for dep in _project()["project"]["dependencies"]}
+    owners = importlib.metadata.packages_distributions()
+    undeclared = {
+        module: sorted(files)[:3]
+        for module, files in _imported_distributions().items()
+        if not any(_normalized(d) in declared for d in owners.get(module, []))}
+    assert not undeclared, (
+        f"imported by the package but not in pyproject's [project] dependencies: "
+        f"{undeclared}")
