@@ -31,7 +31,7 @@ from onepipe.schemas.logical_types import (
 )
 from onepipe.schemas.refusals import BAD, Conv
 
-__all__ = ["Field", "record_fast"]
+__all__ = ["LOGICAL_RANGES", "Field", "record_fast"]
 
 #: (name, converter, default converter or None, default) as the compiler builds them.
 Field = tuple[str, Conv, Conv | None, Any]
@@ -50,7 +50,7 @@ _ACCEPT = {
 
 #: (type, logicalType) -> the counts its converter takes as they are (what fastavro's
 #: readers can turn back into datetimes, dates and times: see logical_types).
-_LOGICAL_RANGES = {
+LOGICAL_RANGES = {
     ("long", "timestamp-millis"): (MIN_MILLIS, MAX_MILLIS),
     ("long", "local-timestamp-millis"): (MIN_MILLIS, MAX_MILLIS),
     ("long", "timestamp-micros"): (MIN_MICROS, MAX_MICROS),
@@ -113,8 +113,8 @@ def _accepts(conv: Conv | None, schema: Any, scope: dict[str, Any], const: str,
     if primitive in _ACCEPT:
         return _ACCEPT[primitive].format(x=x)
     logical = (schema.get("type"), schema.get("logicalType")) if isinstance(schema, dict) else ()
-    if conv is not None and logical in _LOGICAL_RANGES:
-        low, high = _LOGICAL_RANGES[logical]
+    if conv is not None and logical in LOGICAL_RANGES:
+        low, high = LOGICAL_RANGES[logical]
         return f"type({x}) is int and {low} <= {x} <= {high}"
     if isinstance(schema, dict) and schema.get("type") == "enum":
         scope[const] = frozenset(schema["symbols"])

@@ -107,7 +107,7 @@ def test_catalog_schemas_convert_as_the_loop_did(schema: Any, drawn: st.DataObje
 
 
 def test_logical_counts_are_taken_inline_exactly_where_their_converter_takes_them() -> None:
-    ranges = validation_compile.record_fast.__globals__["_LOGICAL_RANGES"]
+    ranges = validation_compile.record_fast.__globals__["LOGICAL_RANGES"]
     for (kind, logical), (low, high) in ranges.items():
         t = {"type": kind, "logicalType": logical}
         for ftype in (t, {"type": "array", "items": t}, ["null", t]):
