@@ -111,12 +111,15 @@ class TopicWriter:
         """
         clock = time.perf_counter
         turn_at = clock() + TURN_SECONDS
-        if self.columns is not None and len(records) >= MIN_RECORDS:
-            # In slices of COLUMN_SLICE records (a few ms each), a turn of the loop between
-            # them; a slice the batch path does not take sends the whole call per record.
+        columns = self.columns
+        if columns is not None and len(records) >= MIN_RECORDS:
+            # A slice of the batch path's size at a time (a few ms each, whatever the
+            # schema's width), a turn of the loop between them; a slice it does not take
+            # sends the whole call per record.
             taken: list[tuple[bytes | None, bytes]] = []
-            for start in range(0, len(records), COLUMN_SLICE):
-                part = self.columns.encode(records[start:start + COLUMN_SLICE])
+            step = columns.slice_records
+            for start in range(0, len(records), step):
+                part = columns.encode(records[start:start + step])
                 if part is None:
                     break
                 taken += part
@@ -182,8 +185,6 @@ SLICE = 1_000
 #: validating and encoding after which the event loop gets a turn.
 ENCODE_SLICE = 100
 TURN_SECONDS = 0.005
-#: Records of one batch-path call in :meth:`TopicWriter.encode_async` (~1-2 µs each).
-COLUMN_SLICE = 2_000
 
 
 class Publisher:

@@ -21,14 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onepipe.schemas.avro_batch_write import MIN_RECORDS, column_writer
+from onepipe.schemas.avro_batch_write import MIN_RECORDS, SLICE_CELLS, column_writer
 from onepipe.schemas.avro_schema import parse_schema
 from onepipe.schemas.catalog_folder import load_catalog
 from onepipe.schemas.codec import KeyEncoder
 from onepipe.schemas.errors import RecordValidationError, RequestError
 from onepipe.schemas.validation import compile_converter
 from onepipe.schemas.validation_fast import LOGICAL_RANGES
-from onepipe.sinks.publish.publisher import COLUMN_SLICE, TopicWriter
+from onepipe.sinks.publish import publisher
+from onepipe.sinks.publish.publisher import TopicWriter
 from tests.fixtures.paths import REPO
 
 _SETTINGS = settings(max_examples=500, deadline=None,
@@ -41,6 +42,18 @@ _HOSTILE = st.sampled_from([
     True, False, None, 0, 1, -1, 1.0, 0.5, -0.0, math.nan, math.inf, -math.inf, 1e308,
     2**31, -(2**31) - 1, 2**63, -(2**63) - 1, 2**70, "", "x", "é", "\ud800", "RED", [],
     ["x"], [1, "x"], {}, {"string": "x"}, b"x"])
+
+
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Float(float):
+    pass
 
 
 def _range_of(ftype: Any) -> tuple[int, int] | None:
@@ -59,7 +72,9 @@ def _valid(ftype: Any) -> st.SearchStrategy[Any]:
         other = next(t for t in ftype if t != "null")
         return st.none() | _valid(other)
     if isinstance(ftype, dict) and ftype["type"] == "array":
-        return st.lists(_valid(ftype["items"]), max_size=4)
+        # 70: a count past one varint byte
+        return st.lists(_valid(ftype["items"]), max_size=4) | st.lists(
+            _valid(ftype["items"]), min_size=70, max_size=70)
     if isinstance(ftype, dict) and ftype["type"] == "enum":
         return st.sampled_from(ftype["symbols"])
     bounds = _range_of(ftype)
@@ -83,17 +98,20 @@ def _near_misses(ftype: Any) -> st.SearchStrategy[Any]:
         return st.builds(lambda items, bad: [*items, bad], _valid(ftype),
                          _near_misses(ftype["items"])) | st.sampled_from([(), "x", None])
     if isinstance(ftype, dict) and ftype["type"] == "enum":
-        return st.sampled_from([s.lower() for s in ftype["symbols"]] + ["PINK", 0, None])
+        return st.sampled_from([s.lower() for s in ftype["symbols"]]
+                               + ["PINK", 0, None, _Str(ftype["symbols"][0])])
     bounds = _range_of(ftype)
     if bounds is not None:
         low, high = bounds
-        return st.sampled_from([low - 1, high + 1, True, False, 1.0, "1", None, 2**70])
+        return st.sampled_from([low - 1, high + 1, True, False, 1.0, "1", None, 2**70,
+                                _Int(0)])
     kind = ftype["type"] if isinstance(ftype, dict) else ftype
     return st.sampled_from({
         "null": [0, "", False, [], "null"],
         "boolean": [0, 1, "true", None, 1.0],
-        "double": [math.nan, math.inf, -math.inf, 1, True, "1.5", None],
-        "string": ["\ud800", "a\udfffb", b"x", 1, None, ["x"]],
+        "double": [math.nan, math.inf, -math.inf, 1, -(2**53) - 1, 2**63, 2**70, 10**308,
+                   10**309, True, "1.5", None, _Float(0.5)],
+        "string": ["\ud800", "a\udfffb", b"x", 1, None, ["x"], _Str("x")],
     }[kind])
 
 
@@ -101,9 +119,8 @@ def _near_misses(ftype: Any) -> st.SearchStrategy[Any]:
 def _field_types(draw: st.DrawFn, index: int) -> Any:
     logical = [{"type": k, "logicalType": t} for k, t in LOGICAL_RANGES]
     scalar = st.sampled_from([*_PRIMITIVES, *({"type": p} for p in _PRIMITIVES), *logical])
-    enum = {"type": "enum", "name": f"E{index}",
-            "symbols": draw(st.lists(st.sampled_from(["RED", "GREEN", "BLUE", "A", "B_2"]),
-                                     min_size=1, max_size=4, unique=True))}
+    size = draw(st.sampled_from([1, 2, 4, 70]))  # 70: an index past one varint byte
+    enum = {"type": "enum", "name": f"E{index}", "symbols": [f"S{i}" for i in range(size)]}
     base = draw(scalar | st.just(enum))
     shape = draw(st.sampled_from(["plain", "plain", "null first", "null last", "array"]))
     if shape == "array":
@@ -121,8 +138,14 @@ def _cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[str], list[Any], bool]
     count = draw(st.integers(0, 6))
     types = [draw(_field_types(i)) for i in range(count)]
     names = [f"f{i}" for i in range(count)]
-    schema = {"type": "record", "name": "R", "namespace": "t",
-              "fields": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)]}
+    fields: list[dict[str, Any]] = []
+    for name, ftype in zip(names, types, strict=True):
+        field = {"name": name, "type": ftype}
+        if draw(st.integers(0, 2)) == 0:  # a default (a union's: of its first branch)
+            first = ftype[0] if isinstance(ftype, list) else ftype
+            field["default"] = draw(_valid(first))
+        fields.append(field)
+    schema = {"type": "record", "name": "R", "namespace": "t", "fields": fields}
     keys = draw(st.lists(st.sampled_from(names), unique=True, max_size=2)) if names else []
     records: list[Any] = [
         {name: draw(_valid(ftype)) for name, ftype in zip(names, types, strict=True)}
@@ -175,23 +198,42 @@ def test_the_batch_path_gives_the_per_record_paths_pairs_or_none(
         assert got is not None, records  # valid values are taken, not only passed over
 
 
+_BASES = [*_PRIMITIVES, "enum", *(f"{k}/{t}" for k, t in LOGICAL_RANGES)]
+
+
 @st.composite
-def _one_fault(draw: st.DrawFn) -> tuple[dict[str, Any], list[Any]]:
-    """A one-field schema, valid values, and one near miss among them."""
-    ftype = draw(_field_types(0))
-    schema = {"type": "record", "name": "R", "fields": [{"name": "a", "type": ftype}]}
+def _one_fault(draw: st.DrawFn, base: str) -> tuple[dict[str, Any], list[Any]]:
+    """A one-field schema of ``base`` in some shape, valid values, and one fault among
+    them: a near miss, or the field left out (with or without a default)."""
+    kind, _, logical = base.partition("/")
+    ftype: Any = {"type": kind, "logicalType": logical} if logical else kind
+    if kind == "enum":
+        ftype = {"type": "enum", "name": "E", "symbols": ["A", "B"]}
+    shape = draw(st.sampled_from(["plain", "null first", "null last", "array"]))
+    if shape == "array":
+        ftype = {"type": "array", "items": ftype}
+    elif shape != "plain" and kind != "null":
+        ftype = ["null", ftype] if shape == "null first" else [ftype, "null"]
+    field: dict[str, Any] = {"name": "a", "type": ftype}
+    if draw(st.booleans()):
+        field["default"] = draw(_valid(ftype[0] if isinstance(ftype, list) else ftype))
     records = [{"a": v} for v in draw(st.lists(_valid(ftype), min_size=1, max_size=5))]
-    records[draw(st.integers(0, len(records) - 1))]["a"] = draw(_near_misses(ftype))
-    return schema, records
+    at = draw(st.integers(0, len(records) - 1))
+    if draw(st.integers(0, 5)):
+        records[at]["a"] = draw(_near_misses(ftype))
+    else:
+        del records[at]["a"]
+    return {"type": "record", "name": "R", "fields": [field]}, records
 
 
-@_SETTINGS
-@given(_one_fault())
-def test_one_near_miss_in_a_batch_is_never_taken_unless_the_reference_takes_it(
-        case: tuple[dict[str, Any], list[Any]]) -> None:
-    schema, records = case
-    reference = _reference(schema, ["a"])
-    writer = column_writer(reference.schema, 7, ["a"])
+@pytest.mark.parametrize("base", _BASES)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_one_fault_in_a_batch_is_never_taken_unless_the_reference_takes_it(
+        base: str, data: st.DataObject) -> None:
+    schema, records = data.draw(_one_fault(base))
+    reference = _reference(schema, [])
+    writer = column_writer(reference.schema, 7, None)
     assert writer is not None
     got = writer.encode(records)
     try:
@@ -241,6 +283,9 @@ def _catalog_writers() -> tuple[TopicWriter, TopicWriter]:
 def test_the_widgets_topic_takes_the_batch_path_with_the_same_bytes() -> None:
     plain, batch = _catalog_writers()
     records = _widgets(MIN_RECORDS + 5)
+    for i in range(0, len(records), 3):  # fields with a default, left out (not all)
+        del records[i]["tags" if i % 2 else "colour"]
+    records[1]["price"] = 10  # an int for a double, as JSON.stringify(10.0) writes it
     assert batch.columns is not None and batch.columns.encode(records) is not None
     assert batch.encode(records) == plain.encode(records)
 
@@ -271,21 +316,59 @@ def test_a_record_over_the_size_limit_is_named_as_the_per_record_path_names_it()
     assert f"record {MIN_RECORDS + 3} " in str(got.value)
 
 
-def test_encode_async_over_several_slices_equals_the_per_record_path() -> None:
+def test_encode_async_over_several_slices_equals_the_per_record_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     plain, batch = _catalog_writers()
-    records = _widgets(2 * COLUMN_SLICE + 17)
-    assert asyncio.run(batch.encode_async(records)) == plain.encode(records)
-    records[COLUMN_SLICE + 3]["version"] = 1.5  # a later slice refused: all per record
+    assert batch.columns is not None
+    step = batch.columns.slice_records
+    records = _widgets(2 * step + 17)
+    # A turn of the loop after every slice (no wait for the clock): the loop runs between.
+    monkeypatch.setattr(publisher, "TURN_SECONDS", 0.0)
+    turns = 0
+
+    async def encode_beside_a_ticker() -> list[tuple[bytes | None, bytes]]:
+        nonlocal turns
+
+        async def tick() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)  # the ticker's first turn
+        started = turns
+        try:
+            return await batch.encode_async(records)
+        finally:
+            ticker.cancel()
+            turns -= started
+
+    assert asyncio.run(encode_beside_a_ticker()) == plain.encode(records)
+    assert turns >= 2  # one after each of the first two slices at least
+    records[step + 3]["version"] = 1.5  # a later slice refused: all per record
     with pytest.raises(RecordValidationError) as got:
         asyncio.run(batch.encode_async(records))
-    assert [e.index for e in got.value.errors] == [COLUMN_SLICE + 3]
+    assert [e.index for e in got.value.errors] == [step + 3]
     # A record over the size limit in an earlier slice: the invalid one is still the
     # answer (422 before 413), as on the per-record path.
     records[5]["name"] = "n" * 20_000
     with pytest.raises(RecordValidationError) as got:
         asyncio.run(batch.encode_async(records))
-    assert [e.index for e in got.value.errors] == [COLUMN_SLICE + 3]
-    records[COLUMN_SLICE + 3]["version"] = 3
+    assert [e.index for e in got.value.errors] == [step + 3]
+    records[step + 3]["version"] = 3
     with pytest.raises(RequestError) as too_large:
         asyncio.run(batch.encode_async(records))
     assert too_large.value.status == 413 and "record 5 " in str(too_large.value)
+
+
+def test_a_wide_schema_takes_fewer_records_a_slice() -> None:
+    wide = {"type": "record", "name": "W",
+            "fields": [{"name": f"f{i}", "type": "long"} for i in range(150)]}
+    narrow = {"type": "record", "name": "N", "fields": [{"name": "f", "type": "long"}]}
+    slices = [column_writer(parse_schema(json.dumps(s)), 1, None) for s in (wide, narrow)]
+    wide_step, narrow_step = (w.slice_records for w in slices if w is not None)
+    # Values (plus one a record) a slice: about SLICE_CELLS, but never below the records
+    # where the batch path breaks even with the per-record one.
+    assert narrow_step * 2 <= SLICE_CELLS < (narrow_step + 1) * 2
+    assert wide_step == max(MIN_RECORDS, SLICE_CELLS // 151) < narrow_step
