@@ -26,7 +26,10 @@ booleans from their buffers - and one Arrow ``binary_join_element_wise`` that la
 record's fields end to end behind the frame. Why: the per-record converter and encoder,
 already compiled per schema, cost ~4.4 µs a ``widgets`` record (bench/encode_path.py);
 this ~2.1 µs in batches of 500 (a three-field schema: 2.1 -> 1.0). Its fixed cost (tens
-of library calls a batch) makes it slower below :data:`MIN_RECORDS` records.
+of library calls a batch) makes it slower below :data:`MIN_RECORDS` records. In a worker
+the endpoint's thread saves ~1.5 µs a record of ~7; part of it goes back to the producer's
+poll thread, which takes the interpreter lock each time Arrow or numpy releases it
+(BENCHMARKS.md, fourteenth pass).
 """
 
 from __future__ import annotations
