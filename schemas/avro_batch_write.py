@@ -4,11 +4,11 @@ Guarantee: :meth:`ColumnWriter.encode` returns either None or exactly the ``(key
 value)`` pairs the per-record path returns for the same records - the topic's compiled
 converter (onepipe.schemas.validation), then ``encode_many`` and the :class:`KeyEncoder`
 (onepipe.schemas.codec). It returns None for anything it does not take: a record that is
-not a dict of exactly the schema's fields, a value the converter would change (fill in,
-promote, convert) or refuse, any doubt. The caller then takes the per-record path, which
-decides and words every error, so a request is accepted, refused and answered as before.
-tests/schemas/test_avro_batch_write.py checks the two paths agree over generated schemas
-and hostile records.
+not a dict, holds a field the schema lacks or lacks one without a default; a value the
+converter would refuse or change (but for an int in a double, below); any doubt. The
+caller then takes the per-record path, which decides and words every error, so a request
+is accepted, refused and answered as before. tests/schemas/test_avro_batch_write.py
+checks the two paths agree over generated schemas and hostile records.
 
 What it takes (:func:`column_writer` returns None for any other schema): a record whose
 fields are ``null``, ``boolean``, ``int``, ``long`` (and the date, time and timestamp
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,6 +73,7 @@ _LOW7 = np.uint64(0x7F)
 _ONE = np.uint64(1)
 _NONE = type(None)
 _REAL = frozenset({float, int})
+_DOUBLE_MAX = sys.float_info.max
 
 
 class _Refused(Exception):
@@ -171,13 +173,18 @@ def _integers(low: int, high: int) -> Column:
 def _doubles(values: Sequence[Any]) -> Parts:
     # An int is taken as the converter takes it, as float(v): what numpy's conversion
     # gives (correctly rounded, as Python's); a JSON number like 10 is common here.
-    if set(map(type, values)) - _REAL:
+    kinds = set(map(type, values))
+    if kinds - _REAL:
         raise _Refused
     try:
         numbers = np.asarray(values, "<f8")
-    except OverflowError as exc:  # an int past the largest double
+    except OverflowError as exc:  # an int far past the largest double
         raise _Refused from exc
     if not np.isfinite(numbers).all():  # the converter refuses NaN and the infinities
+        raise _Refused
+    if int in kinds and (np.abs(numbers) == _DOUBLE_MAX).any():
+        # An int just past the largest double rounds to it, where the converter compares
+        # exactly and refuses it; one exactly at it goes per record too (harmless).
         raise _Refused
     n = len(numbers)
     return [_binary(n, np.arange(0, 8 * n + 1, 8, dtype=np.int32), numbers)]
@@ -311,8 +318,8 @@ class ColumnWriter:
 
     def encode(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]] | None:
         """The records' ``(key, value)`` pairs, or None: then take the per-record path.
-        Encodes :attr:`slice_records` at a time (which also keeps Arrow's 32-bit offsets
-        far from their 2 GiB limit)."""
+        Encodes :attr:`slice_records` at a time (records x fields: a slice of long strings
+        or arrays can still pass Arrow's 2 GiB of 32-bit offsets, which falls back)."""
         step = self.slice_records
         if len(records) <= step:
             return self._encode(records)

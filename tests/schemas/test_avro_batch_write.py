@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -36,6 +37,8 @@ _SETTINGS = settings(max_examples=500, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _INT32 = (-(2**31), 2**31 - 1)
+#: The largest double as an int: one past it rounds to it, and the converter refuses it.
+_MAX = int(sys.float_info.max)
 _INT64 = (-(2**63), 2**63 - 1)
 _PRIMITIVES = ("null", "boolean", "int", "long", "double", "string")
 _HOSTILE = st.sampled_from([
@@ -85,7 +88,8 @@ def _valid(ftype: Any) -> st.SearchStrategy[Any]:
     return {
         "null": st.none(),
         "boolean": st.booleans(),
-        "double": st.floats(allow_nan=False, allow_infinity=False),
+        "double": st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-(2**64), 2**64) | st.sampled_from([2**53 + 1, -(2**63) - 1, 2**64 + 1]),
         "string": st.text(max_size=70),  # past 63 bytes, a length takes two varint bytes
     }[kind]
 
@@ -110,7 +114,8 @@ def _near_misses(ftype: Any) -> st.SearchStrategy[Any]:
         "null": [0, "", False, [], "null"],
         "boolean": [0, 1, "true", None, 1.0],
         "double": [math.nan, math.inf, -math.inf, 1, -(2**53) - 1, 2**63, 2**70, 10**308,
-                   10**309, True, "1.5", None, _Float(0.5)],
+                   10**309, _MAX, _MAX + 1, -_MAX - 1, _MAX + 2**970, True, "1.5", None,
+                   _Float(0.5)],
         "string": ["\ud800", "a\udfffb", b"x", 1, None, ["x"], _Str("x")],
     }[kind])
 
@@ -360,6 +365,21 @@ def test_encode_async_over_several_slices_equals_the_per_record_path(
     with pytest.raises(RequestError) as too_large:
         asyncio.run(batch.encode_async(records))
     assert too_large.value.status == 413 and "record 5 " in str(too_large.value)
+
+
+def test_encode_over_several_slices_equals_the_per_record_path() -> None:
+    fields = [{"name": f"f{i}", "type": ["null", "long"] if i % 2 else "string"}
+              for i in range(120)]
+    schema = {"type": "record", "name": "W", "fields": fields}
+    reference = _reference(schema, ["f0"])
+    writer = column_writer(reference.schema, 7, ["f0"])
+    assert writer is not None
+    count = 2 * writer.slice_records + 1  # two full slices and one of a single record
+    records = [{f["name"]: (None if i % 3 else i * j) if j % 2 else f"r{i}-{j}"
+                for j, f in enumerate(fields)} for i in range(count)]
+    assert writer.encode(records) == reference.encode(records)
+    records[-1]["f1"] = "x"  # a fault in the last slice only
+    assert writer.encode(records) is None
 
 
 def test_a_wide_schema_takes_fewer_records_a_slice() -> None:
