@@ -63,7 +63,6 @@ SLICE_CELLS = 16_000
 Parts = list[Any]
 
 _EMPTY = pa.scalar(b"", pa.binary())
-_ZERO = pa.scalar(b"\x00", pa.binary())
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _BOUNDS = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)
