@@ -72,7 +72,7 @@ _LOW7 = np.uint64(0x7F)
 _ONE = np.uint64(1)
 _NONE = type(None)
 _REAL = frozenset({float, int})
-_DOUBLE_MAX = sys.float_info.max
+_INT_DOUBLE_MAX = int(sys.float_info.max)
 
 
 class _Refused(Exception):
@@ -181,10 +181,12 @@ def _doubles(values: Sequence[Any]) -> Parts:
         raise _Refused from exc
     if not np.isfinite(numbers).all():  # the converter refuses NaN and the infinities
         raise _Refused
-    if int in kinds and (np.abs(numbers) == _DOUBLE_MAX).any():
-        # An int just past the largest double rounds to it, where the converter compares
-        # exactly and refuses it; one exactly at it goes per record too (harmless).
-        raise _Refused
+    if int in kinds:
+        # An int just past the largest double rounds to it here, where the converter
+        # compares exactly and refuses it: the ints are compared exactly too.
+        ints = [v for v in values if type(v) is int]
+        if max(ints) > _INT_DOUBLE_MAX or min(ints) < -_INT_DOUBLE_MAX:
+            raise _Refused
     n = len(numbers)
     return [_binary(n, np.arange(0, 8 * n + 1, 8, dtype=np.int32), numbers)]
 

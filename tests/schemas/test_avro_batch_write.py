@@ -89,7 +89,8 @@ def _valid(ftype: Any) -> st.SearchStrategy[Any]:
         "null": st.none(),
         "boolean": st.booleans(),
         "double": st.floats(allow_nan=False, allow_infinity=False)
-        | st.integers(-(2**64), 2**64) | st.sampled_from([2**53 + 1, -(2**63) - 1, 2**64 + 1]),
+        | st.integers(-(2**64), 2**64)
+        | st.sampled_from([2**53 + 1, -(2**63) - 1, 2**64 + 1, _MAX, -_MAX]),
         "string": st.text(max_size=70),  # past 63 bytes, a length takes two varint bytes
     }[kind]
 
@@ -120,6 +121,18 @@ def _near_misses(ftype: Any) -> st.SearchStrategy[Any]:
     }[kind])
 
 
+def _default(ftype: Any) -> st.SearchStrategy[Any]:
+    """A default for ``ftype`` (a union's: of its first branch). Doubles as floats: the
+    schema parser refuses an int default for a double."""
+    first = ftype[0] if isinstance(ftype, list) else ftype
+    kind = first.get("type") if isinstance(first, dict) else first
+    items = first.get("items") if kind == "array" else None
+    if kind == "double" or items in ("double", {"type": "double"}):
+        return _valid(first).map(
+            lambda v: [float(x) for x in v] if isinstance(v, list) else float(v))
+    return _valid(first)
+
+
 @st.composite
 def _field_types(draw: st.DrawFn, index: int) -> Any:
     logical = [{"type": k, "logicalType": t} for k, t in LOGICAL_RANGES]
@@ -147,8 +160,7 @@ def _cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[str], list[Any], bool]
     for name, ftype in zip(names, types, strict=True):
         field = {"name": name, "type": ftype}
         if draw(st.integers(0, 2)) == 0:  # a default (a union's: of its first branch)
-            first = ftype[0] if isinstance(ftype, list) else ftype
-            field["default"] = draw(_valid(first))
+            field["default"] = draw(_default(ftype))
         fields.append(field)
     schema = {"type": "record", "name": "R", "namespace": "t", "fields": fields}
     keys = draw(st.lists(st.sampled_from(names), unique=True, max_size=2)) if names else []
@@ -221,7 +233,7 @@ def _one_fault(draw: st.DrawFn, base: str) -> tuple[dict[str, Any], list[Any]]:
         ftype = ["null", ftype] if shape == "null first" else [ftype, "null"]
     field: dict[str, Any] = {"name": "a", "type": ftype}
     if draw(st.booleans()):
-        field["default"] = draw(_valid(ftype[0] if isinstance(ftype, list) else ftype))
+        field["default"] = draw(_default(ftype))
     records = [{"a": v} for v in draw(st.lists(_valid(ftype), min_size=1, max_size=5))]
     at = draw(st.integers(0, len(records) - 1))
     if draw(st.integers(0, 5)):
