@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import operator
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepipe.schemas.avro_schema import AvroSchema
+from onepipe.schemas.avro_write import zigzag_varint
 from onepipe.schemas.codec import frame
 from onepipe.schemas.validation_fast import LOGICAL_RANGES
 
@@ -79,11 +80,8 @@ class _Refused(Exception):
     """A value the converter would not return unchanged: the batch goes per record."""
 
 
-class _NoDefault:
-    """A field left out of a record that has no default: refused by every column."""
-
-
-_NO_DEFAULT = _NoDefault()
+#: A field left out of a record that has no default: every column refuses its type.
+_NO_DEFAULT = object()
 
 
 def _binary(n: int, offsets: np.ndarray, data: Any) -> pa.Array:
@@ -93,12 +91,24 @@ def _binary(n: int, offsets: np.ndarray, data: Any) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), data])
 
 
+def _fixed(n: int, width: int, data: Any) -> pa.Array:
+    """A binary array of n values of ``width`` bytes each, back to back in ``data``."""
+    return _binary(n, np.arange(0, width * n + 1, width, dtype=np.int32), data)
+
+
+def _cumulative(lengths: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
+    """Offsets of consecutive runs of ``lengths``: 0, then the running sums."""
+    offsets = np.zeros(len(lengths) + 1, dtype)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 def _varints(z: np.ndarray) -> pa.Array:
     """Avro's varint of each (already zigzagged) uint64, as a binary array."""
     n = len(z)
     top = int(z.max()) if n else 0
     if top < 128:  # one byte each: the common case (lengths, enums, small numbers)
-        return _binary(n, np.arange(n + 1, dtype=np.int32), z.astype(np.uint8))
+        return _fixed(n, 1, z.astype(np.uint8))
     # Bytes per value (1 + how many 7-bit boundaries it reaches), then every value's
     # 7-bit groups in one grid, the continuation bit on all but each value's last.
     lengths = np.searchsorted(_BOUNDS, z, side="right").astype(np.int32) + 1
@@ -106,10 +116,8 @@ def _varints(z: np.ndarray) -> pa.Array:
     grid = ((z[:, None] >> _SHIFTS[:width]) & _LOW7).astype(np.uint8)
     grid |= (_COLUMNS[:width] < (lengths - 1)[:, None]).view(np.uint8) << 7
     if int(lengths.min()) == width:  # all as long (timestamps): no gaps to drop
-        return _binary(n, np.arange(0, width * n + 1, width, dtype=np.int32), grid)
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return _binary(n, offsets, grid[_COLUMNS[:width] < lengths[:, None]])
+        return _fixed(n, width, grid)
+    return _binary(n, _cumulative(lengths), grid[_COLUMNS[:width] < lengths[:, None]])
 
 
 def _zigzag(values: np.ndarray) -> np.ndarray:
@@ -187,14 +195,12 @@ def _doubles(values: Sequence[Any]) -> Parts:
         ints = [v for v in values if type(v) is int]
         if max(ints) > _INT_DOUBLE_MAX or min(ints) < -_INT_DOUBLE_MAX:
             raise _Refused
-    n = len(numbers)
-    return [_binary(n, np.arange(0, 8 * n + 1, 8, dtype=np.int32), numbers)]
+    return [_fixed(len(numbers), 8, numbers)]
 
 
 def _booleans(values: Sequence[Any]) -> Parts:
     _only(values, bool)
-    n = len(values)
-    return [_binary(n, np.arange(n + 1, dtype=np.int32), np.asarray(values, np.uint8))]
+    return [_fixed(len(values), 1, np.asarray(values, np.uint8))]
 
 
 def _nulls(values: Sequence[Any]) -> Parts:
@@ -217,8 +223,8 @@ def _enum(symbols: Sequence[str]) -> Column:
 
 def _nullable(null_branch: int, branch: int, inner: Column) -> Column:
     """``["null", T]`` in either order: the branch's index, then T's encoding."""
-    null_byte = pa.scalar(bytes([2 * null_branch]), pa.binary())
-    some_byte = pa.scalar(bytes([2 * branch]), pa.binary())
+    null_byte = pa.scalar(zigzag_varint(null_branch), pa.binary())
+    some_byte = pa.scalar(zigzag_varint(branch), pa.binary())
 
     def column(values: Sequence[Any]) -> Parts:
         present = [v is not None for v in values]
@@ -247,14 +253,10 @@ def _array(item: Column) -> Column:
         encoded = _join(item(items), len(items))
         # A record's items are consecutive in ``encoded``: its bytes are one span of
         # that buffer, so the record's array body is a view of it, nothing copied.
-        starts = np.zeros(n + 1, np.int64)
-        np.cumsum(counts, out=starts[1:])
-        spans = _offsets(encoded)[starts]
-        ended = (counts > 0).astype(np.int32)
-        marker_offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(ended, out=marker_offsets[1:])
+        spans = _offsets(encoded)[_cumulative(counts, np.int64)]
+        markers = _cumulative((counts > 0).astype(np.int32))
         return [_varints(_zigzag(counts)), _binary(n, spans, encoded.buffers()[2]),
-                _binary(n, marker_offsets, np.zeros(int(marker_offsets[-1]), np.uint8))]
+                _binary(n, markers, np.zeros(int(markers[-1]), np.uint8))]
     return column
 
 
@@ -318,19 +320,25 @@ class ColumnWriter:
         self.slice_records = max(MIN_RECORDS, SLICE_CELLS // (self._count + 1))
 
     def encode(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]] | None:
-        """The records' ``(key, value)`` pairs, or None: then take the per-record path.
-        Encodes :attr:`slice_records` at a time (records x fields: a slice of long strings
-        or arrays can still pass Arrow's 2 GiB of 32-bit offsets, which falls back)."""
-        step = self.slice_records
-        if len(records) <= step:
-            return self._encode(records)
+        """The records' ``(key, value)`` pairs, or None: then take the per-record path."""
+        if not records:
+            return None
         out: list[tuple[bytes | None, bytes]] = []
-        for start in range(0, len(records), step):
-            part = self._encode(records[start:start + step])
+        for part in self.slices(records):
             if part is None:
                 return None
             out += part
         return out
+
+    def slices(self, records: Sequence[Any]
+               ) -> Iterator[list[tuple[bytes | None, bytes]] | None]:
+        """:meth:`encode` of :attr:`slice_records` records at a time, in order (records x
+        fields: a slice of long strings or arrays can still pass Arrow's 2 GiB of 32-bit
+        offsets, which falls back); a caller may stop at the first None, or take a turn
+        of its event loop between two."""
+        step = self.slice_records
+        for start in range(0, len(records), step):
+            yield self._encode(records[start:start + step])
 
     def _encode(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]] | None:
         n = len(records)

@@ -119,9 +119,7 @@ class TopicWriter:
             # schema's width), a turn of the loop between them; a slice it does not take
             # sends the whole call per record.
             taken: list[tuple[bytes | None, bytes]] = []
-            step = columns.slice_records
-            for start in range(0, len(records), step):
-                part = columns.encode(records[start:start + step])
+            for part in columns.slices(records):
                 if part is None:
                     break
                 taken += part
